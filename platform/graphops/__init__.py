@@ -1,0 +1,87 @@
+"""graphops: GitOps for ML inference graphs on Ray.
+
+Author a graph from plain typed functions over column batches, plan it into stages, run it
+locally, offline (Ray Data) or online (Ray Serve), and promote it through environments in git.
+
+Example:
+    >>> from graphops import Graph, node, model, Resources
+"""
+
+from graphops.errors import (
+    CycleError,
+    DuplicateColumnError,
+    GraphDefinitionError,
+    GraphLoadError,
+    GraphOpsError,
+    GraphStructureError,
+    InputDataError,
+    InvalidModelURIError,
+    InvalidVersionError,
+    MissingColumnError,
+    MissingTypeHintError,
+    PlanError,
+    RegistryError,
+    RunError,
+    UnknownColumnError,
+)
+from graphops.graph import (
+    Batch,
+    Batching,
+    GiB,
+    Graph,
+    GraphPackage,
+    Metric,
+    MiB,
+    ModelNode,
+    ModelURI,
+    Node,
+    Resources,
+    Scaling,
+    Validation,
+    discover,
+    load_graph,
+    model,
+    node,
+)
+from graphops.plan import Plan, Stage, plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Batching",
+    "CycleError",
+    "DuplicateColumnError",
+    "GiB",
+    "Graph",
+    "GraphDefinitionError",
+    "GraphLoadError",
+    "GraphOpsError",
+    "GraphPackage",
+    "GraphStructureError",
+    "InputDataError",
+    "InvalidModelURIError",
+    "InvalidVersionError",
+    "Metric",
+    "MiB",
+    "MissingColumnError",
+    "MissingTypeHintError",
+    "ModelNode",
+    "ModelURI",
+    "Node",
+    "Plan",
+    "PlanError",
+    "RegistryError",
+    "Resources",
+    "RunError",
+    "Scaling",
+    "Stage",
+    "UnknownColumnError",
+    "Validation",
+    "__version__",
+    "discover",
+    "load_graph",
+    "model",
+    "node",
+    "plan",
+]

@@ -1,0 +1,36 @@
+"""The graph model: nodes, settings, graphs, discovery and hashing. Imports neither Ray nor MLflow."""
+
+from graphops.graph._discovery import Catalog, GraphPackage, LoadFailure, discover, find_repo, load_graph
+from graphops.graph._graph import Graph
+from graphops.graph._hash import content_hash
+from graphops.graph._metrics import BUILTIN_METRICS, MetricResult, evaluate
+from graphops.graph._node import MODEL_PARAMETER, Batch, ModelNode, ModelURI, Node, model, node
+from graphops.graph._settings import GiB, MiB, Batching, Metric, Resources, Scaling, Validation
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "MODEL_PARAMETER",
+    "Batch",
+    "Batching",
+    "Catalog",
+    "GiB",
+    "Graph",
+    "GraphPackage",
+    "LoadFailure",
+    "Metric",
+    "MetricResult",
+    "MiB",
+    "ModelNode",
+    "ModelURI",
+    "Node",
+    "Resources",
+    "Scaling",
+    "Validation",
+    "content_hash",
+    "discover",
+    "evaluate",
+    "find_repo",
+    "load_graph",
+    "model",
+    "node",
+]

@@ -1,0 +1,163 @@
+"""Finding and importing graph packages under ``graphs/``; one broken graph never hides others."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graphops.errors import GraphLoadError, GraphOpsError, did_you_mean
+from graphops.graph._graph import Graph
+from graphops.graph._hash import content_hash
+
+GRAPHS_DIR = "graphs"
+REPO_ENV = "GRAPHOPS_REPO"
+
+
+@dataclass(frozen=True)
+class GraphPackage:
+    """A loaded graph together with where it lives and what its files hash to."""
+
+    graph: Graph
+    path: Path
+    content_hash: str
+
+    @property
+    def name(self) -> str:
+        """The graph's name (equal to its folder name)."""
+        return self.graph.name
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A graph package that could not be loaded, and why."""
+
+    name: str
+    path: Path
+    error: GraphOpsError
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything found under ``graphs/``: loaded packages and failures."""
+
+    repo: Path
+    packages: tuple[GraphPackage, ...] = ()
+    failures: tuple[LoadFailure, ...] = field(default=())
+
+    def get(self, name: str) -> GraphPackage:
+        """The package named ``name``; raise its load error, or a "did you mean" error."""
+        for pkg in self.packages:
+            if pkg.name == name:
+                return pkg
+        for failure in self.failures:
+            if failure.name == name:
+                raise failure.error
+        raise _unknown(self.repo, name, [p.name for p in self.packages])
+
+
+def find_repo(start: Path | None = None) -> Path:
+    """The repository root: ``$GRAPHOPS_REPO``, else the nearest parent holding ``graphs/``."""
+    if env := os.environ.get(REPO_ENV):
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / GRAPHS_DIR).is_dir():
+            return candidate
+    raise GraphLoadError(
+        f"No {GRAPHS_DIR}/ folder in {here} or any parent.",
+        fix=f"Run graphops inside a graphops repository, or set {REPO_ENV}=/path/to/repo.",
+    )
+
+
+def graph_names(repo: Path) -> list[str]:
+    """Names of the package folders under ``graphs/`` (those with an ``__init__.py``)."""
+    root = repo / GRAPHS_DIR
+    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file()) if root.is_dir() else []
+
+
+def discover(repo: Path) -> Catalog:
+    """Import every graph package under ``repo/graphs``; collect failures instead of raising."""
+    packages, failures = [], []
+    for name in graph_names(repo):
+        try:
+            packages.append(_load(repo, name))
+        except GraphOpsError as exc:
+            failures.append(LoadFailure(name, repo / GRAPHS_DIR / name, exc))
+    return Catalog(repo, tuple(packages), tuple(failures))
+
+
+def load_graph(repo: Path, name: str) -> GraphPackage:
+    """Import one graph package; raise a `GraphOpsError` naming the file and line on failure."""
+    names = graph_names(repo)
+    if name not in names:
+        raise _unknown(repo, name, names)
+    return _load(repo, name)
+
+
+def _unknown(repo: Path, name: str, names: list[str]) -> GraphLoadError:
+    return GraphLoadError(
+        f'No graph named "{name}" under {repo / GRAPHS_DIR}.{did_you_mean(name, names)}',
+        fix=f"Available: {', '.join(names) or 'none'}.",
+    )
+
+
+def _use_repo(repo: Path) -> None:
+    """Make ``graphs`` import from ``repo`` (evicting a ``graphs`` package of another repo)."""
+    root = str(repo)
+    current = sys.modules.get(GRAPHS_DIR)
+    if current is not None and Path(next(iter(current.__path__), "")).resolve() != repo / GRAPHS_DIR:
+        for mod in [m for m in sys.modules if m == GRAPHS_DIR or m.startswith(GRAPHS_DIR + ".")]:
+            del sys.modules[mod]
+    if root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)
+    importlib.invalidate_caches()
+
+
+def _load(repo: Path, name: str) -> GraphPackage:
+    path = repo / GRAPHS_DIR / name
+    _use_repo(repo)
+    module_name = f"{GRAPHS_DIR}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except GraphOpsError as exc:
+        raise exc.locate(**_where(exc, path)) from None
+    except SyntaxError as exc:
+        raise GraphLoadError(
+            f"Syntax error: {exc.msg}.", fix="Fix the syntax.", file=exc.filename, line=exc.lineno
+        ) from exc
+    except Exception as exc:
+        raise GraphLoadError(
+            f"Importing {module_name} failed: {type(exc).__name__}: {exc}",
+            fix="Fix the error at that line; `python -c 'import " + module_name + "'` reproduces it.",
+            **_where(exc, path),
+        ) from exc
+    graph = getattr(module, "graph", None)
+    if not isinstance(graph, Graph):
+        raise GraphLoadError(
+            f"{module_name} does not expose a Graph named `graph` (found {type(graph).__name__}).",
+            fix="Add `graph = Graph(name=..., ...)` at module level in __init__.py.",
+            file=path / "__init__.py",
+        )
+    if graph.name != name:
+        raise GraphLoadError(
+            f'The graph is named "{graph.name}" but lives in folder "{name}".',
+            fix=f'Rename one so they match (name="{name}").',
+            graph=graph.name,
+            file=path / "__init__.py",
+        )
+    return GraphPackage(graph, path, content_hash(path))
+
+
+def _where(exc: BaseException, package: Path) -> dict[str, object]:
+    """The deepest traceback frame inside the graph package, as file/line keyword arguments."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(package.resolve())
+    ]
+    if not frames:
+        return {"file": package / "__init__.py"}
+    return {"file": frames[-1].filename, "line": frames[-1].lineno}

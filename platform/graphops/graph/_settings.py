@@ -1,0 +1,110 @@
+"""Typed per-node and per-graph settings: resources, scaling, batching, validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MiB = 1024**2
+"""One mebibyte in bytes, for ``Resources(memory=512 * MiB)``."""
+GiB = 1024**3
+"""One gibibyte in bytes, for ``Resources(memory=2 * GiB)``."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Settings):
+    """What one replica of a node (or of the stage it is fused into) reserves.
+
+    These are what production gets; an environment without GPUs overrides them in its own config.
+    """
+
+    cpus: Annotated[float, Field(ge=0, description="Logical CPUs, fractions allowed.")] = 1.0
+    gpus: Annotated[float, Field(ge=0, description="GPUs, fractions allowed.")] = 0.0
+    memory: Annotated[
+        int | None, Field(ge=0, description="Memory in bytes (use MiB/GiB), or None for no reservation.")
+    ] = None
+
+    @property
+    def needs_gpu(self) -> bool:
+        """Whether the node asks for any GPU."""
+        return self.gpus > 0
+
+
+class Scaling(_Settings):
+    """How many replicas run a node's stage; bounds enable autoscaling."""
+
+    replicas: Annotated[int, Field(ge=1, description="Replicas when autoscaling is off; initial otherwise.")] = 1
+    min_replicas: Annotated[int | None, Field(ge=0, description="Autoscaling lower bound.")] = None
+    max_replicas: Annotated[int | None, Field(ge=1, description="Autoscaling upper bound.")] = None
+    target_ongoing_requests: Annotated[
+        float, Field(gt=0, description="Autoscaling target of in-flight requests per replica.")
+    ] = 2.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError("set both min_replicas and max_replicas to autoscale, or neither")
+        if self.autoscaling and not (self.min_replicas <= self.replicas <= self.max_replicas):  # type: ignore[operator]
+            raise ValueError(
+                f"replicas={self.replicas} must lie within min_replicas={self.min_replicas} "
+                f"and max_replicas={self.max_replicas}"
+            )
+        return self
+
+    @property
+    def autoscaling(self) -> bool:
+        """Whether bounds were given."""
+        return self.max_replicas is not None
+
+
+class Batching(_Settings):
+    """Dynamic batching of a model node: requests are grouped up to a size or a wait."""
+
+    max_batch_size: Annotated[int, Field(ge=1, description="Largest batch handed to the model.")] = 32
+    max_wait_ms: Annotated[
+        float, Field(ge=0, description="Longest wait for a batch to fill, in milliseconds.")
+    ] = 5.0
+
+
+MetricFn = Callable[[Any, Any], float]
+"""A user metric: ``fn(predictions, labels) -> float`` over numpy arrays."""
+
+
+class Metric(_Settings):
+    """A validation metric over one predicted column, with the gate it must pass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: Annotated[str, Field(description="Built-in metric name (accuracy, mae, rmse) or a label.")]
+    column: Annotated[str, Field(description="Output column holding the predictions.")]
+    fn: Annotated[
+        MetricFn | None, Field(description="Custom fn(predictions, labels) -> float; None for a built-in.")
+    ] = None
+    min: Annotated[float | None, Field(description="Gate: the value must be at least this.")] = None
+    max: Annotated[float | None, Field(description="Gate: the value must be at most this.")] = None
+
+    @model_validator(mode="after")
+    def _known(self) -> Metric:
+        builtins = ("accuracy", "mae", "rmse")  # kept in step with _metrics.BUILTIN_METRICS (tested)
+        if self.fn is None and self.name not in builtins:
+            raise ValueError(
+                f'Got "{self.name}" for name, which is no built-in metric ({", ".join(builtins)}). '
+                "Pass fn=your_function(predictions, labels) -> float for a custom metric"
+            )
+        return self
+
+
+class Validation(_Settings):
+    """How a graph is validated offline: data, labels, metrics and gates."""
+
+    dataset: Annotated[
+        Path, Field(description="Validation data (Parquet or JSON lines), relative to the graph package.")
+    ]
+    label: Annotated[str, Field(description="Column of the dataset holding the true labels.")]
+    metrics: Annotated[tuple[Metric, ...], Field(description="Metrics to compute, with their gates.")] = ()
