@@ -76,6 +76,7 @@ __all__ = [
     "RunError",
     "Scaling",
     "Stage",
+    "TorchModel",
     "UnknownColumnError",
     "Validation",
     "__version__",
@@ -85,3 +86,12 @@ __all__ = [
     "node",
     "plan",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # TorchModel needs torch; import it only when a graph asks for it.
+    if name == "TorchModel":
+        from graphops.models import TorchModel
+
+        return TorchModel
+    raise AttributeError(f"module 'graphops' has no attribute {name!r}")

@@ -60,7 +60,8 @@ class GraphOpsError(Exception):
         prefix = ", ".join(where)
         if self.location:
             prefix = f"{prefix} ({self.location})" if prefix else self.location
-        text = f"{prefix}: {self.what}" if prefix else self.what
+        what = self.what if self.what.endswith((".", "?", "!")) else f"{self.what}."
+        text = f"{prefix}: {what}" if prefix else what
         return f"{text} {self.fix}".rstrip()
 
     def __str__(self) -> str:

@@ -6,8 +6,10 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from graphops.errors import GraphLoadError, GraphOpsError, did_you_mean
 from graphops.graph._graph import Graph
@@ -29,6 +31,27 @@ class GraphPackage:
     def name(self) -> str:
         """The graph's name (equal to its folder name)."""
         return self.graph.name
+
+    @property
+    def validation_dataset(self) -> Path | None:
+        """Absolute path of the graph's validation data, if it declares any."""
+        v = self.graph.validation
+        return self.path / v.dataset if v else None
+
+    def trainer(self) -> Callable[..., Any] | None:
+        """The package's training entry point, ``train(registry)`` in ``train.py``, if it has one."""
+        if not (self.path / "train.py").is_file():
+            return None
+        module = importlib.import_module(f"{GRAPHS_DIR}.{self.name}.train")
+        fn = getattr(module, "train", None)
+        if not callable(fn):
+            raise GraphLoadError(
+                "train.py defines no function `train(registry)`.",
+                fix="Add `def train(registry: Registry) -> ResolvedModel` that registers the model.",
+                graph=self.name,
+                file=self.path / "train.py",
+            )
+        return fn
 
 
 @dataclass(frozen=True)

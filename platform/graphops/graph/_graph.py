@@ -211,6 +211,13 @@ class Graph:
 
     def _check_outputs(self) -> None:
         known = [*self.request_fields, *self._producers]
+        if self.validation and self.validation.label in known:
+            raise DuplicateColumnError(
+                f'The validation label column "{self.validation.label}" is also a request field or '
+                "node output, so the truth would be overwritten by the prediction.",
+                fix="Name the label column of the dataset differently (e.g. \"true_label\").",
+                graph=self.name,
+            )
         wanted: list[tuple[str, str]] = [(f, "response field") for f in self.response_fields]
         if self.validation:
             wanted += [(m.column, f'metric "{m.name}" column') for m in self.validation.metrics]

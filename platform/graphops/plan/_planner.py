@@ -16,7 +16,7 @@ from graphops.graph import Batching, Graph, ModelNode, Node, Resources, Scaling
 class Boundary(StrEnum):
     """Why a stage exists as its own unit."""
 
-    FUSED = "fused"
+    CPU = "cpu"
     MODEL = "model"
     GPU = "gpu"
     EXPLICIT = "explicit"
@@ -113,10 +113,10 @@ def plan(graph: Graph, *, fuse: bool = True) -> Plan:
             groups.append((Boundary.MODEL, [n]))
         elif n.resources.needs_gpu:
             groups.append((Boundary.GPU, [n]))
-        elif last is not None and last[0] is Boundary.FUSED and last[1][-1].scaling == n.scaling:
+        elif last is not None and last[0] is Boundary.CPU and last[1][-1].scaling == n.scaling:
             last[1].append(n)
         else:
-            groups.append((Boundary.FUSED, [n]))
+            groups.append((Boundary.CPU, [n]))
     return Plan(graph, tuple(_stage(graph, kind, nodes) for kind, nodes in groups), fuse)
 
 

@@ -1,0 +1,1 @@
+"""Inference graphs: one package per graph, each exposing `graph` (see docs/concepts.md)."""

@@ -1,0 +1,72 @@
+"""Every task, locally and in CI: `nox -s <session>`. CI calls these sessions and nothing else."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+PYTHON = "3.11"
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def _install(session: nox.Session, *extras: str, deps: bool = True) -> None:
+    """Install graphops (editable) with extras, every version pinned by constraints.txt."""
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install(*CONSTRAINTS, *(() if deps else ("--no-deps",)), "-e", spec)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests (real MLflow, git, Ray; no mocks outside tests/unit)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format) and import-linter (the graph model imports neither Ray nor MLflow)."""
+    session.install(*CONSTRAINTS, "ruff", "import-linter")
+    _install(session, deps=False)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job on embedded defaults: train + register, plan, run on validation data."""
+    _install(session, "examples")
+    session.run("graphops", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def train(session: nox.Session) -> None:
+    """Train and register a graph's model: `nox -s train -- digits`."""
+    _install(session, "examples")
+    session.run("graphops", "train", *(session.posargs or ["digits"]))
+
+
+@nox.session(python=PYTHON)
+def plan(session: nox.Session) -> None:
+    """Print a graph's plan: `nox -s plan -- digits`."""
+    _install(session, "examples")
+    session.run("graphops", "plan", *(session.posargs or ["digits"]))
+
+
+@nox.session(python=PYTHON, venv_backend="venv", reuse_venv=False)
+def lock(session: nox.Session) -> None:
+    """Re-resolve every dependency from scratch and rewrite constraints.txt."""
+    session.install("torch==2.13.0", "-e", ".[test,lint,examples]", "nox")
+    frozen = session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=True) or ""
+    lines = [
+        "torch==2.13.0" if line.startswith("torch==") else line
+        for line in frozen.splitlines()
+        if line and not line.startswith("graphops")
+    ]
+    header = open("constraints.txt").read().split("\n\n", 1)[0].splitlines()
+    header = [h for h in header if h.startswith("#")]
+    with open("constraints.txt", "w") as out:
+        out.write("\n".join([*header, *lines]) + "\n")

@@ -1,0 +1,122 @@
+"""The `graphops` command line: list, plan, train, run and the demo (the main job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.panel import Panel
+
+from graphops.errors import GraphOpsError
+from graphops.graph import discover
+from graphops.plan import mermaid, plan
+from graphops.runtime import read_rows, run_local, to_rows, write_rows
+
+from ._common import GraphArg, Settings, console, friendly
+from ._demo import demo
+from ._views import catalog_table, plan_table, run_tables
+
+app = typer.Typer(
+    name="graphops",
+    help="GitOps for ML inference graphs on Ray: author, plan, run, validate and promote graphs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    repo: Annotated[
+        Path | None, typer.Option(envvar="GRAPHOPS_REPO", help="Repository root (default: nearest parent with graphs/).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: sqlite in <repo>/.graphops)."),
+    ] = None,
+) -> None:
+    ctx.obj = Settings(repo, tracking_uri)
+
+
+@app.command("list")
+@friendly
+def list_graphs(ctx: typer.Context) -> None:
+    """List the graphs under graphs/ with version, models and content hash; report broken ones."""
+    catalog = discover(ctx.obj.root())
+    console.print(catalog_table(catalog))
+    if catalog.failures:
+        raise typer.Exit(1)
+
+
+@app.command("plan")
+@friendly
+def plan_graph(
+    ctx: typer.Context,
+    graph: GraphArg,
+    no_fuse: Annotated[bool, typer.Option("--no-fuse", help="One stage per node (to measure fusion).")] = False,
+    mermaid_out: Annotated[
+        Path | None, typer.Option("--mermaid", help="Also write the Mermaid diagram to this file.")
+    ] = None,
+) -> None:
+    """Show how a graph is cut into stages (deployments / operators), with a Mermaid diagram."""
+    the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
+    console.print(plan_table(the_plan))
+    diagram = mermaid(the_plan)
+    console.print(Panel(diagram.rstrip(), title="Mermaid (paste into any Markdown file)", title_align="left"), markup=False)
+    if mermaid_out:
+        mermaid_out.write_text(f"```mermaid\n{diagram}```\n")
+        console.print(f"Diagram written to {mermaid_out}")
+
+
+@app.command("train")
+@friendly
+def train(ctx: typer.Context, graph: GraphArg) -> None:
+    """Run a graph's training entry point (train.py) and register its model in MLflow."""
+    pkg = ctx.obj.package(graph)
+    trainer = pkg.trainer()
+    if trainer is None:
+        raise GraphOpsError(f"Graph '{graph}' has no train.py.", fix="Add train.py with train(registry).")
+    registry = ctx.obj.registry()
+    with console.status(f"Training {graph} ..."):
+        pinned = trainer(registry)
+    console.print(f"Registered [bold]{pinned.uri}[/] ({pinned.digest[:19]}) in {registry.tracking_uri}")
+
+
+@app.command("run")
+@friendly
+def run(
+    ctx: typer.Context,
+    graph: GraphArg,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Parquet or JSON-lines rows (default: the graph's validation data)."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write outputs (.parquet or .jsonl).")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 256,
+) -> None:
+    """Run a graph locally (in-process reference runner, no Ray) on a file and print the result."""
+    pkg = ctx.obj.package(graph)
+    path = input or pkg.validation_dataset
+    if path is None:
+        raise GraphOpsError(f"Graph '{graph}' declares no validation dataset.", fix="Pass --input FILE.")
+    with console.status(f"Running {graph} on {path.name} ..."):
+        result = run_local(pkg, ctx.obj.registry(), read_rows(path), batch_size=batch_size, source=str(path))
+    fields = list(pkg.graph.response_fields)
+    extra = [c for c in (pkg.graph.validation.label,) if pkg.graph.validation and c in result.columns]
+    for part in run_tables(result, fields + extra, limit):
+        console.print(part)
+    if output:
+        write_rows(to_rows(result.columns, fields + extra), output)
+        console.print(f"Wrote {len(result.responses)} rows to {output}")
+    if any(not m.passed for m in result.metrics):
+        raise typer.Exit(1)
+
+
+app.command("demo")(friendly(demo))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,62 @@
+"""What every CLI command shares: settings, consoles, and turning domain errors into panels."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from graphops.errors import GraphOpsError
+from graphops.graph import GraphPackage, find_repo, load_graph
+from graphops.registry import Registry
+
+from ._views import error_panel
+
+# Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_WIDTH)
+errors = Console(stderr=True, width=_WIDTH)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Options shared by every command."""
+
+    repo: Path | None
+    tracking_uri: str | None
+
+    def root(self) -> Path:
+        """The repository root (``--repo``, ``$GRAPHOPS_REPO`` or the nearest parent with graphs/)."""
+        return self.repo.resolve() if self.repo else find_repo()
+
+    def registry(self) -> Registry:
+        """The MLflow registry of this repository."""
+        return Registry.for_repo(self.root(), self.tracking_uri)
+
+    def package(self, name: str) -> GraphPackage:
+        """Load one graph package by name."""
+        return load_graph(self.root(), name)
+
+
+def friendly(fn: F) -> F:
+    """Print a `GraphOpsError` as a what/where/fix panel and exit 1 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GraphOpsError as exc:
+            errors.print(error_panel(exc))
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+GraphArg = Annotated[str, typer.Argument(help="Graph name (a package under graphs/).")]

@@ -1,0 +1,99 @@
+"""The main job on embedded defaults: train + register, plan, run on validation data, summarize."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.rule import Rule
+from rich.table import Table
+
+from graphops.graph import discover
+from graphops.plan import mermaid, plan
+from graphops.runtime import LocalRun, read_rows, run_local
+
+from ._common import console
+from ._views import catalog_table, plan_table, run_tables
+
+
+@contextmanager
+def _step(title: str, timings: dict[str, float]) -> Iterator[None]:
+    console.print(Rule(f"[bold]{title}[/]", align="left"))
+    started = time.perf_counter()
+    with console.status(f"{title} ..."):
+        yield
+    timings[title] = time.perf_counter() - started
+    console.print(f"[green]✓[/] {title} [dim]({timings[title]:.1f} s)[/]")
+
+
+def demo(
+    ctx: typer.Context,
+    graph: Annotated[
+        list[str] | None, typer.Option("--graph", "-g", help="Only these graphs (repeatable; default: all).")
+    ] = None,
+) -> None:
+    """Run the main job on embedded defaults (local MLflow on sqlite, this repository).
+
+    For every graph: train and register its model, print its plan, run it locally on its
+    validation data and check its metric gates; then print a summary. Safe to re-run: training is
+    deterministic and an identical model version is reused rather than registered again.
+    """
+    settings = ctx.obj
+    timings: dict[str, float] = {}
+    with _step("Discover graphs", timings):
+        catalog = discover(settings.root())
+        console.print(catalog_table(catalog))
+    packages = [p for p in catalog.packages if not graph or p.name in graph]
+    registry = settings.registry()
+    console.print(f"MLflow store: [bold]{registry.tracking_uri}[/]")
+    runs: dict[str, LocalRun] = {}
+    for pkg in packages:
+        trainer: Callable[..., Any] | None = pkg.trainer()
+        if trainer is not None:
+            with _step(f"{pkg.name}: train and register the model", timings):
+                pinned = trainer(registry)
+                console.print(f"registered [bold]{pinned.uri}[/] as @{pinned.alias} ({pinned.digest[:19]})")
+        with _step(f"{pkg.name}: plan", timings):
+            the_plan = plan(pkg.graph)
+            console.print(plan_table(the_plan))
+            console.print(mermaid(the_plan), markup=False, highlight=False)
+        if pkg.validation_dataset is not None:
+            with _step(f"{pkg.name}: run locally on its validation data", timings):
+                run = run_local(pkg, registry, read_rows(pkg.validation_dataset), source=pkg.validation_dataset.name)
+                label = [pkg.graph.validation.label] if pkg.graph.validation else []
+                for part in run_tables(run, [*pkg.graph.response_fields, *label], limit=5):
+                    console.print(part)
+                runs[pkg.name] = run
+    failed = _summary(packages, runs, timings, registry.tracking_uri) or bool(catalog.failures)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _summary(packages: list[Any], runs: dict[str, LocalRun], timings: dict[str, float], store: str) -> bool:
+    console.print(Rule("[bold]Summary[/]", align="left"))
+    table = Table(title_justify="left")
+    for column in ("graph", "version", "content hash", "models", "rows", "metrics", "gates"):
+        table.add_column(column)
+    failed = False
+    for pkg in packages:
+        run = runs.get(pkg.name)
+        metrics = ", ".join(f"{m.metric.name}={m.value:.4f}" for m in run.metrics) if run else "-"
+        ok = run is not None and all(m.passed for m in run.metrics)
+        failed |= not ok
+        table.add_row(
+            pkg.name,
+            pkg.graph.version,
+            pkg.content_hash[:19],
+            ", ".join(p.uri for p in run.pins.values()) if run else "-",
+            str(run.stats.rows) if run else "-",
+            metrics,
+            "[green]pass[/]" if ok else "[red]FAIL[/]",
+        )
+    console.print(table)
+    console.print(f"Total {sum(timings.values()):.1f} s; MLflow store {store}")
+    if store.startswith("sqlite:///"):
+        console.print(f"Browse it: [bold]mlflow ui --backend-store-uri {store}[/]")
+    return failed

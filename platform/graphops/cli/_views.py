@@ -1,0 +1,124 @@
+"""Rich renderings shared by the CLI commands."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from graphops.errors import GraphOpsError
+from graphops.graph import Catalog, MetricResult
+from graphops.plan import Plan, describe_resources
+from graphops.registry import ResolvedModel
+from graphops.runtime import LocalRun
+
+
+def error_panel(exc: GraphOpsError) -> Panel:
+    """An error as a red panel: what, where, fix."""
+    lines = [f"[bold]{escape(exc.what)}[/]"]
+    where = ", ".join(x for x in (exc.graph and f"graph {exc.graph}", exc.node and f"node {exc.node}") if x)
+    if where or exc.location:
+        lines.append(f"[dim]where:[/] {escape(where)} {escape(exc.location)}".rstrip())
+    if exc.fix:
+        lines.append(f"[green]fix:[/] {escape(exc.fix)}")
+    return Panel("\n".join(lines), title=f"[red]{type(exc).__name__}[/]", title_align="left", border_style="red")
+
+
+def catalog_table(catalog: Catalog) -> Group:
+    """Graphs found under ``graphs/`` and the failures, each failure with file:line."""
+    table = Table(title=f"Graphs in {catalog.repo / 'graphs'}", title_justify="left")
+    for column in ("graph", "version", "nodes", "models", "content hash", "description"):
+        table.add_column(column)
+    for pkg in catalog.packages:
+        g = pkg.graph
+        table.add_row(
+            f"[bold]{g.name}[/]",
+            g.version,
+            str(len(g.nodes)),
+            ", ".join(str(n.uri) for n in g.model_nodes) or "-",
+            pkg.content_hash[:19],
+            escape(g.description),
+        )
+    parts: list[Any] = [table]
+    for failure in catalog.failures:
+        parts.append(error_panel(failure.error))
+    return Group(*parts)
+
+
+def plan_table(plan: Plan) -> Table:
+    """Stages of a plan with nodes, resources, scaling, batching and columns."""
+    g = plan.graph
+    fused = "fused" if plan.fused else "unfused (one stage per node)"
+    table = Table(title=f"Plan of {g.name} {g.version}: {len(plan.stages)} stages, {fused}", title_justify="left")
+    for column in ("#", "stage", "kind", "nodes", "resources", "scaling", "batching", "reads -> writes"):
+        table.add_column(column)
+    for i, stage in enumerate(plan.stages, start=1):
+        s = stage.scaling
+        scaling = f"{s.min_replicas}..{s.max_replicas} (autoscale)" if s.autoscaling else f"{s.replicas} replica(s)"
+        b = stage.batching
+        table.add_row(
+            str(i),
+            f"[bold]{stage.name}[/]",
+            stage.kind.value,
+            " -> ".join(n.name for n in stage.nodes),
+            describe_resources(stage.resources),
+            scaling,
+            f"≤{b.max_batch_size} / {b.max_wait_ms:g} ms" if b else "-",
+            f"{', '.join(stage.inputs)} -> {', '.join(stage.outputs)}",
+        )
+    return table
+
+
+def pins_table(pins: dict[str, ResolvedModel]) -> Table:
+    """Model node -> exact registry version and digest."""
+    table = Table(title="Models (resolved in the registry)", title_justify="left")
+    for column in ("node", "reference", "version", "digest"):
+        table.add_column(column)
+    for node, p in pins.items():
+        ref = f"models:/{p.name}@{p.alias}" if p.alias else p.uri
+        table.add_row(node, ref, p.uri, p.digest[:19])
+    return table
+
+
+def metrics_table(results: Sequence[MetricResult]) -> Table:
+    """Metrics with their gate and pass/fail."""
+    table = Table(title="Validation metrics", title_justify="left")
+    for column in ("metric", "column", "value", "gate", "result"):
+        table.add_column(column)
+    for r in results:
+        verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+        table.add_row(r.metric.name, r.metric.column, f"{r.value:.4f}", r.gate or "-", verdict)
+    return table
+
+
+def run_tables(run: LocalRun, fields: Sequence[str], limit: int) -> list[Any]:
+    """First rows of a run's output, its timings, and its metrics when labelled."""
+    rows = Table(title=f"Output (first {min(limit, len(run.responses))} of {len(run.responses)} rows)", title_justify="left")
+    for f in fields:
+        rows.add_column(f)
+    for i in range(min(limit, len(run.responses))):
+        rows.add_row(*(_cell(run.columns[f][i]) for f in fields))
+    timing = Table(title="Timing", title_justify="left")
+    timing.add_column("node")
+    timing.add_column("seconds", justify="right")
+    for node, seconds in run.stats.node_seconds.items():
+        timing.add_row(node, f"{seconds:.4f}")
+    timing.add_row(
+        "[bold]total[/]", f"{run.stats.seconds:.4f}", end_section=True
+    )
+    timing.caption = f"{run.stats.rows} rows, {run.stats.rows_per_second:,.0f} rows/s"
+    out: list[Any] = [pins_table(run.pins)] if run.pins else []
+    out += [rows, timing]
+    if run.metrics:
+        out.append(metrics_table(run.metrics))
+    return out
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) or getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
+        return f"{float(value):.4f}"
+    return escape(str(value))

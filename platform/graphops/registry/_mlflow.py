@@ -1,0 +1,261 @@
+"""The one module that talks to MLflow: tracking store location, model resolution and loading."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphops.errors import RegistryError, did_you_mean
+from graphops.graph import Graph, ModelNode, ModelURI, content_hash
+from graphops.models import TorchModel, device_for, load_torch, save_torch
+
+WORK_DIR = ".graphops"
+"""Per-repository work folder (git-ignored): the default MLflow store and the model cache."""
+DIGEST_TAG = "graphops.digest"
+
+# MLflow's sqlite store logs every schema migration at INFO on first use; keep our output readable.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class ResolvedModel(BaseModel):
+    """A model reference pinned to an exact registry version and the digest of its artifacts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(description="Registered model name.")]
+    version: Annotated[int, Field(description="Exact registry version.")]
+    alias: Annotated[str | None, Field(description="Alias it was resolved from, if any.")] = None
+    digest: Annotated[str, Field(description="sha256 over the artifact files (name + content).")]
+    source: Annotated[str, Field(description="Artifact URI of the version.")]
+
+    @property
+    def uri(self) -> str:
+        """The pinned URI, ``models:/name/version``."""
+        return f"models:/{self.name}/{self.version}"
+
+
+class Registry:
+    """MLflow tracking + model registry, defaulting to sqlite under ``<repo>/.graphops``.
+
+    Args:
+        work_dir: Folder for the default sqlite store, its artifacts and the model cache.
+        tracking_uri: MLflow tracking URI; defaults to ``$MLFLOW_TRACKING_URI``, then sqlite.
+    """
+
+    def __init__(self, work_dir: Path, tracking_uri: str | None = None) -> None:
+        self.work_dir = work_dir.resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = (
+            tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{self.work_dir / 'mlflow.db'}"
+        )
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @classmethod
+    def for_repo(cls, repo: Path, tracking_uri: str | None = None) -> Registry:
+        """The registry of a repository (``<repo>/.graphops`` unless a tracking URI is set)."""
+        return cls(repo / WORK_DIR, tracking_uri)
+
+    # -- resolution --------------------------------------------------------------------------
+
+    def resolve(self, uri: ModelURI | str) -> ResolvedModel:
+        """Pin ``uri`` to an exact version and compute the digest of its artifacts.
+
+        Raises:
+            RegistryError: The model, version or alias does not exist (lists what does).
+        """
+        ref = ModelURI.parse(uri) if isinstance(uri, str) else uri
+        names = [m.name for m in self.client.search_registered_models()]
+        if ref.name not in names:
+            raise RegistryError(
+                f'No registered model "{ref.name}" in {self.tracking_uri}.{did_you_mean(ref.name, names)}',
+                fix=f"Registered models: {', '.join(sorted(names)) or 'none'}. "
+                "Train and register it first (e.g. `graphops train <graph>`).",
+            )
+        if ref.alias is not None:
+            aliases = self.client.get_registered_model(ref.name).aliases
+            if ref.alias not in aliases:
+                raise RegistryError(
+                    f'Model "{ref.name}" has no alias "{ref.alias}".{did_you_mean(ref.alias, aliases)}',
+                    fix=f"Aliases: {_listing(aliases) or 'none'}. "
+                    f"Set one with MlflowClient().set_registered_model_alias('{ref.name}', ...).",
+                )
+            version = int(aliases[ref.alias])
+        else:
+            version = int(ref.version)  # type: ignore[arg-type]
+        try:
+            mv = self.client.get_model_version(ref.name, str(version))
+        except MlflowException as exc:
+            versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name='{ref.name}'"))
+            raise RegistryError(
+                f'Model "{ref.name}" has no version {version}.',
+                fix=f"Versions: {', '.join(map(str, versions)) or 'none'}.",
+            ) from exc
+        path = self._download(mv.source, ref.name, version)
+        return ResolvedModel(
+            name=ref.name, version=version, alias=ref.alias, digest=content_hash(path), source=mv.source
+        )
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, node: ModelNode, pinned: ResolvedModel | None = None) -> TorchModel:
+        """Load the model of ``node`` on its device, verifying the artifact digest.
+
+        Args:
+            node: The model node (its architecture and resources decide how and where).
+            pinned: A pinned version (e.g. from a lock); resolved from ``node.uri`` when omitted.
+
+        Raises:
+            RegistryError: Missing model, or artifacts whose digest differs from the pinned one.
+        """
+        return self._load(node, pinned)[0]
+
+    def load_models(
+        self, graph: Graph, pins: Mapping[str, ResolvedModel] | None = None
+    ) -> tuple[dict[str, TorchModel], dict[str, ResolvedModel]]:
+        """Load every model node of ``graph`` (at its pin, else resolving its URI now).
+
+        Returns:
+            (loaded model per node name, pinned version per node name).
+        """
+        loaded = {n.name: self._load(n, (pins or {}).get(n.name)) for n in graph.model_nodes}
+        return {k: v[0] for k, v in loaded.items()}, {k: v[1] for k, v in loaded.items()}
+
+    def _load(self, node: ModelNode, pinned: ResolvedModel | None) -> tuple[TorchModel, ResolvedModel]:
+        if pinned is None:  # resolve() has just downloaded and hashed the artifacts
+            pinned = self.resolve(node.uri)
+            path = self._cache(pinned.name, pinned.version)
+        else:
+            path = self._download(pinned.source, pinned.name, pinned.version)
+            actual = content_hash(path)
+            if actual != pinned.digest:
+                raise RegistryError(
+                    f"The artifacts of {pinned.uri} changed since they were pinned "
+                    f"(digest {actual[:19]}, expected {pinned.digest[:19]}).",
+                    fix="Artifacts must never be overwritten: register a new version and re-validate.",
+                    node=node.name,
+                )
+        return load_torch(node, path, device_for(node)), pinned
+
+    def _cache(self, name: str, version: int) -> Path:
+        return self.work_dir / "models" / name / str(version)
+
+    def _download(self, source: str, name: str, version: int) -> Path:
+        """Fresh copy of a version's artifacts in the cache (re-downloaded so a digest check is real)."""
+        target = self._cache(name, version)
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                got = Path(download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri))
+                shutil.move(got, target)
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(
+                f"Could not download the artifacts of models:/{name}/{version} from {source}: {exc}",
+                fix="Check that the artifact store is reachable and the version was not deleted.",
+            ) from exc
+        return target
+
+    # -- registration ------------------------------------------------------------------------
+
+    def register_torch(
+        self,
+        *,
+        name: str,
+        module: Any,
+        config: Mapping[str, Any],
+        alias: str,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        description: str = "",
+    ) -> ResolvedModel:
+        """Log a torch module (safetensors + config) as a run and register it under ``alias``.
+
+        Idempotent: when a version with identical artifacts exists, it is reused (no new run) and
+        the alias is moved to it.
+
+        Args:
+            name: Registered model name.
+            module: The trained ``torch.nn.Module``; its class must be the node's architecture.
+            config: Constructor keyword arguments (JSON values) that rebuild the architecture.
+            alias: Alias to point at the version, e.g. ``"champion"``.
+            params: Training parameters to log on the run.
+            metrics: Training metrics to log on the run.
+            description: Description of the model version.
+
+        Returns:
+            The registered version, pinned.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            local = save_torch(module, dict(config), Path(tmp) / "model")
+            digest = content_hash(local)
+            existing = self._version_with_digest(name, digest)
+            if existing is None:
+                existing = self._create_version(name, local, digest, params, metrics, description)
+        self.client.set_registered_model_alias(name, alias, str(existing))
+        return self.resolve(ModelURI(name, alias=alias))
+
+    def _version_with_digest(self, name: str, digest: str) -> int | None:
+        if not self.client.search_registered_models(filter_string=f"name='{name}'"):
+            self.client.create_registered_model(name)
+            return None
+        for mv in self.client.search_model_versions(f"name='{name}'"):
+            if mv.tags.get(DIGEST_TAG) == digest:
+                return int(mv.version)
+        return None
+
+    def _create_version(
+        self,
+        name: str,
+        local: Path,
+        digest: str,
+        params: Mapping[str, Any] | None,
+        metrics: Mapping[str, float] | None,
+        description: str,
+    ) -> int:
+        run = self.client.create_run(self.experiment_id(f"train/{name}"), run_name=f"train-{name}")
+        run_id = run.info.run_id
+        for key, value in (params or {}).items():
+            self.client.log_param(run_id, key, value)
+        for key, value in (metrics or {}).items():
+            self.client.log_metric(run_id, key, float(value))
+        self.client.log_artifacts(run_id, str(local), artifact_path="model")
+        self.client.set_terminated(run_id)
+        mv = self.client.create_model_version(
+            name,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run_id,
+            tags={DIGEST_TAG: digest},
+            description=description,
+        )
+        return int(mv.version)
+
+    def experiment_id(self, name: str) -> str:
+        """Id of experiment ``name``, created on first use (artifacts under the work dir locally)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        root = self._artifact_root()
+        location = (root / name.replace("/", "-")).as_uri() if root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _artifact_root(self) -> Path | None:
+        """Beside a sqlite database, artifacts live next to it; a tracking server decides itself."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            return Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+        return None
+
+
+def _listing(aliases: Mapping[str, Any]) -> str:
+    return ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items()))

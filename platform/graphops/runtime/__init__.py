@@ -1,0 +1,6 @@
+"""Runtimes: the local reference runner (later: Ray Data offline, Ray Serve online)."""
+
+from graphops.runtime._table import read_rows, to_columns, to_rows, write_rows
+from graphops.runtime.local import LocalRun, LocalRunner, RunStats, run_local
+
+__all__ = ["LocalRun", "LocalRunner", "RunStats", "run_local", "read_rows", "to_columns", "to_rows", "write_rows"]

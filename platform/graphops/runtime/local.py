@@ -1,0 +1,182 @@
+"""The local runner: reference semantics of a graph, in-process, no Ray.
+
+The offline (Ray Data) and online (Ray Serve) runtimes must produce what this runner produces.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from graphops.errors import RunError
+from graphops.graph import (
+    MODEL_PARAMETER,
+    Batch,
+    Graph,
+    GraphPackage,
+    MetricResult,
+    ModelNode,
+    Node,
+    evaluate,
+)
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime._table import to_columns, to_rows
+
+
+@dataclass
+class RunStats:
+    """Rows processed and seconds spent per node during a run."""
+
+    rows: int = 0
+    seconds: float = 0.0
+    node_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput of the whole run."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+class LocalRunner:
+    """Runs a graph's nodes in topological order over column batches.
+
+    Args:
+        graph: The graph to run.
+        models: Loaded model per model-node name (see `graphops.registry.Registry.load_models`).
+    """
+
+    def __init__(self, graph: Graph, models: Mapping[str, Any]) -> None:
+        missing = [n.name for n in graph.model_nodes if n.name not in models]
+        if missing:
+            raise RunError(
+                f"No loaded model for model node(s) {', '.join(missing)}.",
+                fix="Load them with Registry.load_models(graph) and pass the result.",
+                graph=graph.name,
+            )
+        self.graph = graph
+        self.models = dict(models)
+        self.stats = RunStats()
+
+    def run_batch(self, batch: Batch) -> Batch:
+        """Run every node on one batch; returns the input columns plus every produced column."""
+        columns = dict(batch)
+        rows = _rows(columns)
+        for n in self.graph.order:
+            started = time.perf_counter()
+            columns.update(self._call(n, columns, rows))
+            self.stats.node_seconds[n.name] = self.stats.node_seconds.get(n.name, 0.0) + (
+                time.perf_counter() - started
+            )
+        self.stats.rows += rows
+        return columns
+
+    def run(self, batch: Batch, *, batch_size: int = 256) -> Batch:
+        """Run over all rows of ``batch`` in slices of ``batch_size`` and concatenate the results."""
+        started = time.perf_counter()
+        total = _rows(dict(batch))
+        parts = [
+            self.run_batch({k: v[i : i + batch_size] for k, v in batch.items()})
+            for i in range(0, total, batch_size)
+        ]
+        self.stats.seconds += time.perf_counter() - started
+        if not parts:
+            return {k: v[:0] for k, v in batch.items()}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def respond(self, columns: Batch) -> list[dict[str, Any]]:
+        """Response rows from output columns, checked against the graph's response schema."""
+        rows = to_rows(columns, self.graph.response_fields)
+        try:
+            TypeAdapter(list[self.graph.response]).validate_python(rows)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            index, column, *_ = (*err["loc"], None)
+            producer = self.graph.producer(str(column))
+            raise RunError(
+                f'Row {int(index) + 1}: response field "{column}" = {err.get("input")!r} violates '
+                f"{self.graph.response.__name__}: {err['msg']}.",
+                fix="Make the producing node return values the response schema allows.",
+                graph=self.graph.name,
+                node=producer.name if producer else None,
+                file=producer.file if producer else None,
+                line=producer.line if producer else None,
+            ) from exc
+        return rows
+
+    def _call(self, n: Node, columns: Batch, rows: int) -> Batch:
+        where = {"graph": self.graph.name, "node": n.name, "file": n.file, "line": n.line}
+        extra = {MODEL_PARAMETER: self.models[n.name]} if isinstance(n, ModelNode) else {}
+        try:
+            result = n.run(columns, **extra)
+        except Exception as exc:
+            raise RunError(
+                f"The node raised {type(exc).__name__}: {exc}",
+                fix="Fix the node; run it alone on a small batch to reproduce.",
+                **where,
+            ) from exc
+        if not isinstance(result, Mapping) or set(result) != set(n.outputs):
+            got = sorted(result) if isinstance(result, Mapping) else type(result).__name__
+            raise RunError(
+                f"The node returned {got}; it declares the columns {list(n.outputs)}.",
+                fix="Return a dict with exactly the keys of its TypedDict return type.",
+                **where,
+            )
+        out = {}
+        for column, value in result.items():
+            array = np.asarray(value)
+            if array.ndim == 0 or len(array) != rows:
+                raise RunError(
+                    f'Column "{column}" has {array.shape or "a scalar"} for a batch of {rows} rows.',
+                    fix="Return one value per input row (vectorize over the batch).",
+                    **where,
+                )
+            out[column] = array
+        return out
+
+
+@dataclass
+class LocalRun:
+    """What `run_local` produced: all columns, response rows, timings, pins and metrics."""
+
+    columns: Batch
+    responses: list[dict[str, Any]]
+    stats: RunStats
+    pins: dict[str, ResolvedModel]
+    metrics: list[MetricResult]
+
+
+def run_local(
+    package: GraphPackage,
+    registry: Registry,
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int = 256,
+    source: str = "input",
+) -> LocalRun:
+    """Load the graph's models, run it on ``rows`` and score it when the rows carry labels.
+
+    Args:
+        package: The loaded graph package.
+        registry: Where its models come from.
+        rows: Input rows: request fields plus any other columns (kept, e.g. the label).
+        batch_size: Rows per batch.
+        source: Name of the input for error messages (e.g. the file name).
+    """
+    graph = package.graph
+    columns, passthrough = to_columns(rows, graph.request, source=source)
+    models, pins = registry.load_models(graph)
+    runner = LocalRunner(graph, models)
+    out = runner.run(columns, batch_size=batch_size)
+    out.update({k: v for k, v in passthrough.items() if k not in out})
+    labelled = graph.validation is not None and graph.validation.label in passthrough
+    metrics = evaluate(graph.validation, out) if labelled else []  # type: ignore[arg-type]
+    return LocalRun(out, runner.respond(out), runner.stats, pins, metrics)
+
+
+def _rows(columns: Batch) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
