@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -66,7 +68,6 @@ def lock(session: nox.Session) -> None:
         for line in frozen.splitlines()
         if line and not line.startswith("graphops")
     ]
-    header = open("constraints.txt").read().split("\n\n", 1)[0].splitlines()
-    header = [h for h in header if h.startswith("#")]
-    with open("constraints.txt", "w") as out:
-        out.write("\n".join([*header, *lines]) + "\n")
+    path = Path("constraints.txt")
+    header = [h for h in path.read_text().splitlines() if h.startswith("#")]
+    path.write_text("\n".join([*header, *lines]) + "\n")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, TypedDict
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
 from graphops import Batching, Graph, Metric, Resources, TorchModel, Validation, model, node
+from pydantic import BaseModel, ConfigDict, Field
 
 from .network import DigitsNet
 
@@ -19,7 +18,11 @@ class DigitsRequest(BaseModel):
 
     pixels: Annotated[
         list[Annotated[float, Field(ge=0, le=16)]],
-        Field(min_length=64, max_length=64, description="64 pixel intensities, 0 (white) to 16 (black)."),
+        Field(
+            min_length=64,
+            max_length=64,
+            description="64 pixel intensities, 0 (white) to 16 (black).",
+        ),
     ]
 
 

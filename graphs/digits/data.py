@@ -25,7 +25,9 @@ def write_validation(path: Path = VALIDATION_FILE) -> Path:
     import pyarrow.parquet as pq
 
     _, x_val, _, y_val = split()
-    table = pa.table({"pixels": [row.tolist() for row in x_val.astype(float)], "digit": y_val.astype("int64")})
+    table = pa.table(
+        {"pixels": [row.tolist() for row in x_val.astype(float)], "digit": y_val.astype("int64")}
+    )
     pq.write_table(table, path)
     return path
 

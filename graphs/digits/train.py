@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from graphops.registry import Registry, ResolvedModel
+
 from graphs.digits.data import split
 from graphs.digits.network import DigitsNet
 
@@ -17,7 +17,9 @@ MODEL_NAME = "digits"
 ALIAS = "champion"
 
 
-def train(registry: Registry, *, epochs: int = 200, hidden: int = 128, lr: float = 0.01) -> ResolvedModel:
+def train(
+    registry: Registry, *, epochs: int = 200, hidden: int = 128, lr: float = 0.01
+) -> ResolvedModel:
     """Train, evaluate on the validation split and register; returns the pinned version."""
     torch.manual_seed(0)
     x_train, x_val, y_train, y_val = split()

@@ -144,12 +144,6 @@ def test_find_repo_walks_up_to_the_folder_holding_graphs(
     assert find_repo(Path("/")) == repo.resolve()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=GraphLoadError,
-    reason="platform bug: a regular `graphs` package elsewhere on sys.path shadows a repo whose "
-    "graphs/ has no __init__.py (_discovery._use_repo relies on sys.path order)",
-)
 @pytest.mark.usefixtures("graphs_sandbox")
 def test_repo_without_graphs_init_is_not_shadowed(tmp_path: Path) -> None:
     other = tmp_path / "other" / "graphs"

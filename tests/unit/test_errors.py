@@ -24,6 +24,7 @@ class Case:
     module: str
     error: type[graphops.GraphOpsError]
     node: str | None  # node the error names, None when it concerns the graph as a whole
+    located: bool  # whether the error knows its file and line without discovery's help
     says: tuple[str, ...]  # fragments of the message: what is wrong and how to fix it
     raised_at: str  # start of the fixture line executing when it is raised
 
@@ -37,6 +38,7 @@ CASES = [
         "cyclic",
         graphops.CycleError,
         "a",
+        True,
         ('"a" reads b from "b"', '"b" reads a from "a"', "Break it"),
         "graph = Graph(",
     ),
@@ -44,6 +46,7 @@ CASES = [
         "unknown_column",
         graphops.UnknownColumnError,
         "scaled",
+        True,
         ('Parameter "pixel"', 'Did you mean "pixels"?', "Known columns: pixels, scaled."),
         "graph = Graph(",
     ),
@@ -51,6 +54,7 @@ CASES = [
         "duplicate_column",
         graphops.DuplicateColumnError,
         "stats",
+        True,
         ('Column "score" is written by both node "score" and node "stats"', "rename one"),
         "graph = Graph(",
     ),
@@ -58,6 +62,7 @@ CASES = [
         "missing_hints",
         graphops.MissingTypeHintError,
         "scaled",
+        True,
         ('Parameter "x" has no type hint', '"x: np.ndarray"'),
         "@node",
     ),
@@ -65,6 +70,7 @@ CASES = [
         "missing_return_hint",
         graphops.MissingTypeHintError,
         "scaled",
+        True,
         ("The return value has no type hint", '"-> np.ndarray"', "TypedDict"),
         "@node",
     ),
@@ -72,6 +78,7 @@ CASES = [
         "not_a_column",
         graphops.MissingColumnError,
         None,
+        False,
         ('response field "labels" is produced by no node', 'Did you mean "label"?'),
         "graph = Graph(",
     ),
@@ -79,29 +86,24 @@ CASES = [
         "bad_semver",
         graphops.InvalidVersionError,
         None,
+        False,
         ('Got "1.0" for version', 'version="1.0.0"'),
         "graph = Graph(",
     ),
     Case(
         "bad_model_uri",
         graphops.InvalidModelURIError,
-        None,
+        "logits",
+        True,
         ('Got "models:digits" for the model URI', '"models:/digits@champion"'),
         '@model("models:digits")',
     ),
 ]
 IDS = [c.module for c in CASES]
 
-# Errors raised without a node carry no source location when the module is imported directly
-# (discovery fills it in from the traceback, see test_loaded_through_discovery_*).
-UNLOCATED = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="platform bug: Graph-level errors and model URI errors carry no file/line",
-)
-LOCATED_CASES = [
-    pytest.param(c, id=c.module, marks=UNLOCATED if c.node is None else ()) for c in CASES
-]
+# Node-level errors know their node, file and line at declaration time. Graph-level errors are
+# located by discovery from the traceback (the `graph = Graph(` line; see the last test).
+LOCATED_CASES = [pytest.param(c, id=c.module) for c in CASES if c.located]
 
 
 def import_fixture(case: Case) -> graphops.GraphOpsError:
@@ -136,9 +138,8 @@ def test_import_raises_the_domain_error_while_declaring(case: Case) -> None:
     message = str(error)
     for fragment in case.says:
         assert fragment in message
-    assert error.node == case.node
-    if case.node is not None:
-        assert f"node '{case.node}'" in message
+    if case.located:
+        assert error.node == case.node
     # Raised by the declaration itself (e.g. @node for a missing hint), not later.
     frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == case.path]
     assert frames, "the traceback should pass through the fixture module"
@@ -152,7 +153,9 @@ def test_error_names_file_and_line(case: Case) -> None:
     assert Path(error.file or "") == case.path
     assert isinstance(error.line, int)
     assert f"{case.path}:{error.line}" in str(error)
+    assert error.node == case.node
     if case.node is not None:
+        assert f"node '{case.node}'" in str(error)
         assert error.line == decorator_line(case.path, case.node)
 
 
@@ -167,6 +170,7 @@ def test_loaded_through_discovery_every_error_is_located(
 
     error = info.value
     assert Path(error.file or "").resolve() == init.resolve()
-    expected = decorator_line(init, case.node) if case.node else line_of(init, case.raised_at)
+    expected = decorator_line(init, case.node) if case.located and case.node else None
+    expected = expected or line_of(init, case.raised_at)
     assert error.line == expected
     assert f"__init__.py:{expected}" in str(error)

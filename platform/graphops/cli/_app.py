@@ -25,15 +25,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     repo: Annotated[
-        Path | None, typer.Option(envvar="GRAPHOPS_REPO", help="Repository root (default: nearest parent with graphs/).")
+        Path | None,
+        typer.Option(
+            envvar="GRAPHOPS_REPO", help="Repository root (default: nearest parent with graphs/)."
+        ),
     ] = None,
     tracking_uri: Annotated[
         str | None,
-        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: sqlite in <repo>/.graphops)."),
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI",
+            help="MLflow tracking URI (default: sqlite in <repo>/.graphops).",
+        ),
     ] = None,
 ) -> None:
     ctx.obj = Settings(repo, tracking_uri)
@@ -54,7 +62,9 @@ def list_graphs(ctx: typer.Context) -> None:
 def plan_graph(
     ctx: typer.Context,
     graph: GraphArg,
-    no_fuse: Annotated[bool, typer.Option("--no-fuse", help="One stage per node (to measure fusion).")] = False,
+    no_fuse: Annotated[
+        bool, typer.Option("--no-fuse", help="One stage per node (to measure fusion).")
+    ] = False,
     mermaid_out: Annotated[
         Path | None, typer.Option("--mermaid", help="Also write the Mermaid diagram to this file.")
     ] = None,
@@ -63,7 +73,10 @@ def plan_graph(
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
     console.print(plan_table(the_plan))
     diagram = mermaid(the_plan)
-    console.print(Panel(diagram.rstrip(), title="Mermaid (paste into any Markdown file)", title_align="left"), markup=False)
+    console.print(
+        Panel(diagram.rstrip(), title="Mermaid (paste into any Markdown file)", title_align="left"),
+        markup=False,
+    )
     if mermaid_out:
         mermaid_out.write_text(f"```mermaid\n{diagram}```\n")
         console.print(f"Diagram written to {mermaid_out}")
@@ -76,11 +89,15 @@ def train(ctx: typer.Context, graph: GraphArg) -> None:
     pkg = ctx.obj.package(graph)
     trainer = pkg.trainer()
     if trainer is None:
-        raise GraphOpsError(f"Graph '{graph}' has no train.py.", fix="Add train.py with train(registry).")
+        raise GraphOpsError(
+            f"Graph '{graph}' has no train.py.", fix="Add train.py with train(registry)."
+        )
     registry = ctx.obj.registry()
     with console.status(f"Training {graph} ..."):
         pinned = trainer(registry)
-    console.print(f"Registered [bold]{pinned.uri}[/] ({pinned.digest[:19]}) in {registry.tracking_uri}")
+    console.print(
+        f"Registered [bold]{pinned.uri}[/] ({pinned.digest[:19]}) in {registry.tracking_uri}"
+    )
 
 
 @app.command("run")
@@ -90,9 +107,15 @@ def run(
     graph: GraphArg,
     input: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="Parquet or JSON-lines rows (default: the graph's validation data)."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="Parquet or JSON-lines rows (default: the graph's validation data).",
+        ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write outputs (.parquet or .jsonl).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write outputs (.parquet or .jsonl).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 256,
 ) -> None:
@@ -100,11 +123,17 @@ def run(
     pkg = ctx.obj.package(graph)
     path = input or pkg.validation_dataset
     if path is None:
-        raise GraphOpsError(f"Graph '{graph}' declares no validation dataset.", fix="Pass --input FILE.")
+        raise GraphOpsError(
+            f"Graph '{graph}' declares no validation dataset.", fix="Pass --input FILE."
+        )
     with console.status(f"Running {graph} on {path.name} ..."):
-        result = run_local(pkg, ctx.obj.registry(), read_rows(path), batch_size=batch_size, source=str(path))
+        result = run_local(
+            pkg, ctx.obj.registry(), read_rows(path), batch_size=batch_size, source=str(path)
+        )
     fields = list(pkg.graph.response_fields)
-    extra = [c for c in (pkg.graph.validation.label,) if pkg.graph.validation and c in result.columns]
+    extra = [
+        c for c in (pkg.graph.validation.label,) if pkg.graph.validation and c in result.columns
+    ]
     for part in run_tables(result, fields + extra, limit):
         console.print(part)
     if output:

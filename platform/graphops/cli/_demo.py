@@ -32,7 +32,8 @@ def _step(title: str, timings: dict[str, float]) -> Iterator[None]:
 def demo(
     ctx: typer.Context,
     graph: Annotated[
-        list[str] | None, typer.Option("--graph", "-g", help="Only these graphs (repeatable; default: all).")
+        list[str] | None,
+        typer.Option("--graph", "-g", help="Only these graphs (repeatable; default: all)."),
     ] = None,
 ) -> None:
     """Run the main job on embedded defaults (local MLflow on sqlite, this repository).
@@ -55,14 +56,21 @@ def demo(
         if trainer is not None:
             with _step(f"{pkg.name}: train and register the model", timings):
                 pinned = trainer(registry)
-                console.print(f"registered [bold]{pinned.uri}[/] as @{pinned.alias} ({pinned.digest[:19]})")
+                console.print(
+                    f"registered [bold]{pinned.uri}[/] as @{pinned.alias} ({pinned.digest[:19]})"
+                )
         with _step(f"{pkg.name}: plan", timings):
             the_plan = plan(pkg.graph)
             console.print(plan_table(the_plan))
             console.print(mermaid(the_plan), markup=False, highlight=False)
         if pkg.validation_dataset is not None:
             with _step(f"{pkg.name}: run locally on its validation data", timings):
-                run = run_local(pkg, registry, read_rows(pkg.validation_dataset), source=pkg.validation_dataset.name)
+                run = run_local(
+                    pkg,
+                    registry,
+                    read_rows(pkg.validation_dataset),
+                    source=pkg.validation_dataset.name,
+                )
                 label = [pkg.graph.validation.label] if pkg.graph.validation else []
                 for part in run_tables(run, [*pkg.graph.response_fields, *label], limit=5):
                     console.print(part)
@@ -72,7 +80,9 @@ def demo(
         raise typer.Exit(1)
 
 
-def _summary(packages: list[Any], runs: dict[str, LocalRun], timings: dict[str, float], store: str) -> bool:
+def _summary(
+    packages: list[Any], runs: dict[str, LocalRun], timings: dict[str, float], store: str
+) -> bool:
     console.print(Rule("[bold]Summary[/]", align="left"))
     table = Table(title_justify="left")
     for column in ("graph", "version", "content hash", "models", "rows", "metrics", "gates"):

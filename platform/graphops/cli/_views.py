@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from rich.console import Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -20,12 +21,19 @@ from graphops.runtime import LocalRun
 def error_panel(exc: GraphOpsError) -> Panel:
     """An error as a red panel: what, where, fix."""
     lines = [f"[bold]{escape(exc.what)}[/]"]
-    where = ", ".join(x for x in (exc.graph and f"graph {exc.graph}", exc.node and f"node {exc.node}") if x)
+    where = ", ".join(
+        x for x in (exc.graph and f"graph {exc.graph}", exc.node and f"node {exc.node}") if x
+    )
     if where or exc.location:
         lines.append(f"[dim]where:[/] {escape(where)} {escape(exc.location)}".rstrip())
     if exc.fix:
         lines.append(f"[green]fix:[/] {escape(exc.fix)}")
-    return Panel("\n".join(lines), title=f"[red]{type(exc).__name__}[/]", title_align="left", border_style="red")
+    return Panel(
+        "\n".join(lines),
+        title=f"[red]{type(exc).__name__}[/]",
+        title_align="left",
+        border_style="red",
+    )
 
 
 def catalog_table(catalog: Catalog) -> Group:
@@ -53,12 +61,28 @@ def plan_table(plan: Plan) -> Table:
     """Stages of a plan with nodes, resources, scaling, batching and columns."""
     g = plan.graph
     fused = "fused" if plan.fused else "unfused (one stage per node)"
-    table = Table(title=f"Plan of {g.name} {g.version}: {len(plan.stages)} stages, {fused}", title_justify="left")
-    for column in ("#", "stage", "kind", "nodes", "resources", "scaling", "batching", "reads -> writes"):
+    table = Table(
+        title=f"Plan of {g.name} {g.version}: {len(plan.stages)} stages, {fused}",
+        title_justify="left",
+    )
+    for column in (
+        "#",
+        "stage",
+        "kind",
+        "nodes",
+        "resources",
+        "scaling",
+        "batching",
+        "reads -> writes",
+    ):
         table.add_column(column)
     for i, stage in enumerate(plan.stages, start=1):
         s = stage.scaling
-        scaling = f"{s.min_replicas}..{s.max_replicas} (autoscale)" if s.autoscaling else f"{s.replicas} replica(s)"
+        scaling = (
+            f"{s.min_replicas}..{s.max_replicas} (autoscale)"
+            if s.autoscaling
+            else f"{s.replicas} replica(s)"
+        )
         b = stage.batching
         table.add_row(
             str(i),
@@ -97,7 +121,10 @@ def metrics_table(results: Sequence[MetricResult]) -> Table:
 
 def run_tables(run: LocalRun, fields: Sequence[str], limit: int) -> list[Any]:
     """First rows of a run's output, its timings, and its metrics when labelled."""
-    rows = Table(title=f"Output (first {min(limit, len(run.responses))} of {len(run.responses)} rows)", title_justify="left")
+    rows = Table(
+        title=f"Output (first {min(limit, len(run.responses))} of {len(run.responses)} rows)",
+        title_justify="left",
+    )
     for f in fields:
         rows.add_column(f)
     for i in range(min(limit, len(run.responses))):
@@ -107,9 +134,7 @@ def run_tables(run: LocalRun, fields: Sequence[str], limit: int) -> list[Any]:
     timing.add_column("seconds", justify="right")
     for node, seconds in run.stats.node_seconds.items():
         timing.add_row(node, f"{seconds:.4f}")
-    timing.add_row(
-        "[bold]total[/]", f"{run.stats.seconds:.4f}", end_section=True
-    )
+    timing.add_row("[bold]total[/]", f"{run.stats.seconds:.4f}", end_section=True)
     timing.caption = f"{run.stats.rows} rows, {run.stats.rows_per_second:,.0f} rows/s"
     out: list[Any] = [pins_table(run.pins)] if run.pins else []
     out += [rows, timing]
@@ -119,6 +144,6 @@ def run_tables(run: LocalRun, fields: Sequence[str], limit: int) -> list[Any]:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float) or getattr(value, "dtype", None) is not None and value.dtype.kind == "f":
+    if np.asarray(value).dtype.kind == "f":
         return f"{float(value):.4f}"
     return escape(str(value))

@@ -1,11 +1,18 @@
 """The graph model: nodes, settings, graphs, discovery and hashing. Imports neither Ray nor MLflow."""
 
-from graphops.graph._discovery import Catalog, GraphPackage, LoadFailure, discover, find_repo, load_graph
+from graphops.graph._discovery import (
+    Catalog,
+    GraphPackage,
+    LoadFailure,
+    discover,
+    find_repo,
+    load_graph,
+)
 from graphops.graph._graph import Graph
 from graphops.graph._hash import content_hash
 from graphops.graph._metrics import BUILTIN_METRICS, MetricResult, evaluate
 from graphops.graph._node import MODEL_PARAMETER, Batch, ModelNode, ModelURI, Node, model, node
-from graphops.graph._settings import GiB, MiB, Batching, Metric, Resources, Scaling, Validation
+from graphops.graph._settings import Batching, GiB, Metric, MiB, Resources, Scaling, Validation
 
 __all__ = [
     "BUILTIN_METRICS",

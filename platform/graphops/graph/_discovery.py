@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import traceback
@@ -42,6 +44,7 @@ class GraphPackage:
         """The package's training entry point, ``train(registry)`` in ``train.py``, if it has one."""
         if not (self.path / "train.py").is_file():
             return None
+        _use_repo(self.path.parent.parent)
         module = importlib.import_module(f"{GRAPHS_DIR}.{self.name}.train")
         fn = getattr(module, "train", None)
         if not callable(fn):
@@ -99,7 +102,11 @@ def find_repo(start: Path | None = None) -> Path:
 def graph_names(repo: Path) -> list[str]:
     """Names of the package folders under ``graphs/`` (those with an ``__init__.py``)."""
     root = repo / GRAPHS_DIR
-    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file()) if root.is_dir() else []
+    return (
+        sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())
+        if root.is_dir()
+        else []
+    )
 
 
 def discover(repo: Path) -> Catalog:
@@ -129,16 +136,28 @@ def _unknown(repo: Path, name: str, names: list[str]) -> GraphLoadError:
 
 
 def _use_repo(repo: Path) -> None:
-    """Make ``graphs`` import from ``repo`` (evicting a ``graphs`` package of another repo)."""
-    root = str(repo)
+    """Bind the ``graphs`` package to ``repo/graphs`` (evicting one bound to another repository).
+
+    Binding explicitly (rather than through ``sys.path`` order) means a ``graphs`` package elsewhere
+    on the path can never shadow the repository being loaded.
+    """
+    target = (repo / GRAPHS_DIR).resolve()
     current = sys.modules.get(GRAPHS_DIR)
-    if current is not None and Path(next(iter(current.__path__), "")).resolve() != repo / GRAPHS_DIR:
-        for mod in [m for m in sys.modules if m == GRAPHS_DIR or m.startswith(GRAPHS_DIR + ".")]:
-            del sys.modules[mod]
-    if root in sys.path:
-        sys.path.remove(root)
-    sys.path.insert(0, root)
-    importlib.invalidate_caches()
+    if current is not None and [Path(p).resolve() for p in getattr(current, "__path__", [])] == [
+        target
+    ]:
+        return
+    for mod in [m for m in sys.modules if m == GRAPHS_DIR or m.startswith(GRAPHS_DIR + ".")]:
+        del sys.modules[mod]
+    spec = importlib.machinery.PathFinder.find_spec(GRAPHS_DIR, [str(target.parent)])
+    if spec is None:
+        raise GraphLoadError(
+            f"No {GRAPHS_DIR}/ package in {repo}.", fix=f"Create {target}/__init__.py."
+        )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[GRAPHS_DIR] = module
+    if spec.loader is not None:
+        spec.loader.exec_module(module)
 
 
 def _load(repo: Path, name: str) -> GraphPackage:
@@ -156,7 +175,9 @@ def _load(repo: Path, name: str) -> GraphPackage:
     except Exception as exc:
         raise GraphLoadError(
             f"Importing {module_name} failed: {type(exc).__name__}: {exc}",
-            fix="Fix the error at that line; `python -c 'import " + module_name + "'` reproduces it.",
+            fix="Fix the error at that line; `python -c 'import "
+            + module_name
+            + "'` reproduces it.",
             **_where(exc, path),
         ) from exc
     graph = getattr(module, "graph", None)
@@ -179,7 +200,9 @@ def _load(repo: Path, name: str) -> GraphPackage:
 def _where(exc: BaseException, package: Path) -> dict[str, object]:
     """The deepest traceback frame inside the graph package, as file/line keyword arguments."""
     frames = [
-        f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve().is_relative_to(package.resolve())
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if Path(f.filename).resolve().is_relative_to(package.resolve())
     ]
     if not frames:
         return {"file": package / "__init__.py"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,7 +107,9 @@ class Graph:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(f"graph '{self.name}' has no node '{name}'.{did_you_mean(name, self._names)}")
+        raise KeyError(
+            f"graph '{self.name}' has no node '{name}'.{did_you_mean(name, self._names)}"
+        )
 
     @property
     def _names(self) -> list[str]:
@@ -119,7 +122,7 @@ class Graph:
         if not isinstance(g, str) or not _GRAPH_NAME.match(g):
             raise GraphDefinitionError(
                 f'Got "{g}" for the graph name. Names are lowercase snake_case starting with a letter.',
-                fix="Rename the graph (and its package folder) e.g. to \"my_graph\".",
+                fix='Rename the graph (and its package folder) e.g. to "my_graph".',
             )
         if not isinstance(self.version, str) or not _SEMVER.match(self.version):
             raise InvalidVersionError(
@@ -192,7 +195,7 @@ class Graph:
                     cycle = [*path[path.index(up) :], up]
                     steps = ", ".join(
                         f'"{a.name}" reads {_shared(a, b)} from "{b.name}"'
-                        for a, b in zip(cycle, cycle[1:], strict=False)
+                        for a, b in itertools.pairwise(cycle)
                     )
                     names = " -> ".join(x.name for x in reversed(cycle))
                     raise CycleError(
@@ -215,7 +218,7 @@ class Graph:
             raise DuplicateColumnError(
                 f'The validation label column "{self.validation.label}" is also a request field or '
                 "node output, so the truth would be overwritten by the prediction.",
-                fix="Name the label column of the dataset differently (e.g. \"true_label\").",
+                fix='Name the label column of the dataset differently (e.g. "true_label").',
                 graph=self.name,
             )
         wanted: list[tuple[str, str]] = [(f, "response field") for f in self.response_fields]

@@ -20,7 +20,9 @@ def _mae(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(predictions, float) - np.asarray(labels, float)) ** 2)))
+    return float(
+        np.sqrt(np.mean((np.asarray(predictions, float) - np.asarray(labels, float)) ** 2))
+    )
 
 
 BUILTIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -64,5 +66,6 @@ def evaluate(validation: Validation, columns: Mapping[str, np.ndarray]) -> list[
     """Compute every metric of ``validation`` from output ``columns`` (which include the label)."""
     labels = columns[validation.label]
     return [
-        MetricResult(m, float(metric_function(m)(columns[m.column], labels))) for m in validation.metrics
+        MetricResult(m, float(metric_function(m)(columns[m.column], labels)))
+        for m in validation.metrics
     ]

@@ -91,7 +91,9 @@ class ModelNode(Node):
     batching: Batching = field(default_factory=Batching)
 
 
-def _signature(fn: Callable[..., Any], *, model: bool) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+def _signature(
+    fn: Callable[..., Any], *, model: bool
+) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     """Derive (inputs, outputs, single_output) from a function's parameters and return hint."""
     name, file, line = fn.__name__, inspect.getsourcefile(fn), fn.__code__.co_firstlineno
     where = {"node": name, "file": file, "line": line}
@@ -134,7 +136,7 @@ def _signature(fn: Callable[..., Any], *, model: bool) -> tuple[tuple[str, ...],
     if model and MODEL_PARAMETER not in params:
         raise GraphDefinitionError(
             f'A model node needs a parameter named "{MODEL_PARAMETER}" to receive the loaded model.',
-            fix=f"Add \"{MODEL_PARAMETER}: TorchModel\" and call it on the input columns.",
+            fix=f'Add "{MODEL_PARAMETER}: TorchModel" and call it on the input columns.',
             **where,
         )
     returned = hints["return"]
@@ -222,10 +224,16 @@ def model(
     Returns:
         A decorator producing a `ModelNode`.
     """
-    parsed = ModelURI.parse(uri)
 
     def wrap(f: Callable[..., Any]) -> ModelNode:
         _check_name(f.__name__, f)
+        try:
+            parsed = ModelURI.parse(uri)
+        except InvalidModelURIError as exc:
+            exc.node = f.__name__
+            raise exc.locate(
+                file=inspect.getsourcefile(f) or "?", line=f.__code__.co_firstlineno
+            ) from None
         inputs, outputs, single = _signature(f, model=True)
         return ModelNode(
             fn=f,

@@ -27,7 +27,8 @@ class Resources(_Settings):
     cpus: Annotated[float, Field(ge=0, description="Logical CPUs, fractions allowed.")] = 1.0
     gpus: Annotated[float, Field(ge=0, description="GPUs, fractions allowed.")] = 0.0
     memory: Annotated[
-        int | None, Field(ge=0, description="Memory in bytes (use MiB/GiB), or None for no reservation.")
+        int | None,
+        Field(ge=0, description="Memory in bytes (use MiB/GiB), or None for no reservation."),
     ] = None
 
     @property
@@ -39,7 +40,9 @@ class Resources(_Settings):
 class Scaling(_Settings):
     """How many replicas run a node's stage; bounds enable autoscaling."""
 
-    replicas: Annotated[int, Field(ge=1, description="Replicas when autoscaling is off; initial otherwise.")] = 1
+    replicas: Annotated[
+        int, Field(ge=1, description="Replicas when autoscaling is off; initial otherwise.")
+    ] = 1
     min_replicas: Annotated[int | None, Field(ge=0, description="Autoscaling lower bound.")] = None
     max_replicas: Annotated[int | None, Field(ge=1, description="Autoscaling upper bound.")] = None
     target_ongoing_requests: Annotated[
@@ -66,7 +69,9 @@ class Scaling(_Settings):
 class Batching(_Settings):
     """Dynamic batching of a model node: requests are grouped up to a size or a wait."""
 
-    max_batch_size: Annotated[int, Field(ge=1, description="Largest batch handed to the model.")] = 32
+    max_batch_size: Annotated[
+        int, Field(ge=1, description="Largest batch handed to the model.")
+    ] = 32
     max_wait_ms: Annotated[
         float, Field(ge=0, description="Longest wait for a batch to fill, in milliseconds.")
     ] = 5.0
@@ -81,17 +86,24 @@ class Metric(_Settings):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    name: Annotated[str, Field(description="Built-in metric name (accuracy, mae, rmse) or a label.")]
+    name: Annotated[
+        str, Field(description="Built-in metric name (accuracy, mae, rmse) or a label.")
+    ]
     column: Annotated[str, Field(description="Output column holding the predictions.")]
     fn: Annotated[
-        MetricFn | None, Field(description="Custom fn(predictions, labels) -> float; None for a built-in.")
+        MetricFn | None,
+        Field(description="Custom fn(predictions, labels) -> float; None for a built-in."),
     ] = None
     min: Annotated[float | None, Field(description="Gate: the value must be at least this.")] = None
     max: Annotated[float | None, Field(description="Gate: the value must be at most this.")] = None
 
     @model_validator(mode="after")
     def _known(self) -> Metric:
-        builtins = ("accuracy", "mae", "rmse")  # kept in step with _metrics.BUILTIN_METRICS (tested)
+        builtins = (
+            "accuracy",
+            "mae",
+            "rmse",
+        )  # kept in step with _metrics.BUILTIN_METRICS (tested)
         if self.fn is None and self.name not in builtins:
             raise ValueError(
                 f'Got "{self.name}" for name, which is no built-in metric ({", ".join(builtins)}). '
@@ -104,7 +116,12 @@ class Validation(_Settings):
     """How a graph is validated offline: data, labels, metrics and gates."""
 
     dataset: Annotated[
-        Path, Field(description="Validation data (Parquet or JSON lines), relative to the graph package.")
+        Path,
+        Field(
+            description="Validation data (Parquet or JSON lines), relative to the graph package."
+        ),
     ]
     label: Annotated[str, Field(description="Column of the dataset holding the true labels.")]
-    metrics: Annotated[tuple[Metric, ...], Field(description="Metrics to compute, with their gates.")] = ()
+    metrics: Annotated[
+        tuple[Metric, ...], Field(description="Metrics to compute, with their gates.")
+    ] = ()

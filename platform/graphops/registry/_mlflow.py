@@ -97,14 +97,20 @@ class Registry:
         try:
             mv = self.client.get_model_version(ref.name, str(version))
         except MlflowException as exc:
-            versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name='{ref.name}'"))
+            versions = sorted(
+                int(v.version) for v in self.client.search_model_versions(f"name='{ref.name}'")
+            )
             raise RegistryError(
                 f'Model "{ref.name}" has no version {version}.',
                 fix=f"Versions: {', '.join(map(str, versions)) or 'none'}.",
             ) from exc
         path = self._download(mv.source, ref.name, version)
         return ResolvedModel(
-            name=ref.name, version=version, alias=ref.alias, digest=content_hash(path), source=mv.source
+            name=ref.name,
+            version=version,
+            alias=ref.alias,
+            digest=content_hash(path),
+            source=mv.source,
         )
 
     # -- loading -----------------------------------------------------------------------------
@@ -132,7 +138,9 @@ class Registry:
         loaded = {n.name: self._load(n, (pins or {}).get(n.name)) for n in graph.model_nodes}
         return {k: v[0] for k, v in loaded.items()}, {k: v[1] for k, v in loaded.items()}
 
-    def _load(self, node: ModelNode, pinned: ResolvedModel | None) -> tuple[TorchModel, ResolvedModel]:
+    def _load(
+        self, node: ModelNode, pinned: ResolvedModel | None
+    ) -> tuple[TorchModel, ResolvedModel]:
         if pinned is None:  # resolve() has just downloaded and hashed the artifacts
             pinned = self.resolve(node.uri)
             path = self._cache(pinned.name, pinned.version)
@@ -158,7 +166,11 @@ class Registry:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                got = Path(download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri))
+                got = Path(
+                    download_artifacts(
+                        artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
+                    )
+                )
                 shutil.move(got, target)
         except (MlflowException, OSError) as exc:
             raise RegistryError(

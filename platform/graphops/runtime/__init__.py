@@ -3,4 +3,13 @@
 from graphops.runtime._table import read_rows, to_columns, to_rows, write_rows
 from graphops.runtime.local import LocalRun, LocalRunner, RunStats, run_local
 
-__all__ = ["LocalRun", "LocalRunner", "RunStats", "run_local", "read_rows", "to_columns", "to_rows", "write_rows"]
+__all__ = [
+    "LocalRun",
+    "LocalRunner",
+    "RunStats",
+    "read_rows",
+    "run_local",
+    "to_columns",
+    "to_rows",
+    "write_rows",
+]

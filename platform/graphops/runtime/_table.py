@@ -77,9 +77,15 @@ def _explain(exc: ValidationError, what: str) -> str:
     for err in exc.errors()[:_MAX_REPORTED]:
         index, *field = err["loc"]
         where = ".".join(map(str, field)) or "(row)"
-        shown.append(f"row {int(index) + 1}, field {where}: {err['msg']} (got {err.get('input')!r:.60})")
+        shown.append(
+            f"row {int(index) + 1}, field {where}: {err['msg']} (got {err.get('input')!r:.60})"
+        )
     more = exc.error_count() - len(shown)
-    return f"{exc.error_count()} {what} error(s): " + "; ".join(shown) + (f"; and {more} more" if more else "")
+    return (
+        f"{exc.error_count()} {what} error(s): "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more else "")
+    )
 
 
 def to_columns(
@@ -88,7 +94,9 @@ def to_columns(
     """Validate rows against ``schema``; return (schema columns, other columns passed through)."""
     fields = list(schema.model_fields)
     try:
-        models = TypeAdapter(list[schema]).validate_python([{f: r[f] for f in fields if f in r} for r in rows])
+        models = TypeAdapter(list[schema]).validate_python(
+            [{f: r[f] for f in fields if f in r} for r in rows]
+        )
     except ValidationError as exc:
         raise InputDataError(
             f"{source} does not match the request schema {schema.__name__}: {_explain(exc, 'schema')}.",

@@ -1,0 +1,45 @@
+"""Integration fixtures: a real MLflow store (sqlite in a temp dir) with the digits model trained."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from graphops.graph import GraphPackage, load_graph
+from graphops.registry import Registry, ResolvedModel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of this repository's graphs/ in a temp dir (so runs never touch the checkout)."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "graphs", root / "graphs", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A fresh MLflow tracking + registry store on sqlite."""
+    return Registry(tmp_path_factory.mktemp("mlflow") / ".graphops")
+
+
+@pytest.fixture(scope="session")
+def digits(repo_copy: Path) -> GraphPackage:
+    return load_graph(repo_copy, "digits")
+
+
+@pytest.fixture(scope="session")
+def champion(digits: GraphPackage, registry: Registry) -> ResolvedModel:
+    """The digits model trained by its own entry point and registered as digits@champion."""
+    trainer = digits.trainer()
+    assert trainer is not None
+    return trainer(registry)
