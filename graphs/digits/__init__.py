@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, TypedDict
 
 import numpy as np
-from graphops import Batching, Graph, Metric, Resources, TorchModel, Validation, model, node
 from pydantic import BaseModel, ConfigDict, Field
+
+from graphops import Batching, Graph, Metric, Resources, TorchModel, Validation, model, node
 
 from .network import DigitsNet
 

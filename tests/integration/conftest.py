@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from graphops.graph import GraphPackage, load_graph
 from graphops.registry import Registry, ResolvedModel
 

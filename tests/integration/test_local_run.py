@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphops import RunError
 from graphops.graph import GraphPackage
 from graphops.registry import Registry, ResolvedModel

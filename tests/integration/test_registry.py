@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from graphops import RegistryError, model
 from graphops.graph import GraphPackage, ModelURI
 from graphops.registry import Registry, ResolvedModel

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from graphops import GraphLoadError, ModelNode
 from graphops.graph import content_hash, discover, find_repo, load_graph
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import graphops
 import pytest
+
+import graphops
 from graphops.graph import load_graph
 
 WriteGraph = Callable[[Path, str, str], Path]

@@ -9,6 +9,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from graphops import (
     Batching,
     DuplicateColumnError,
@@ -26,8 +28,6 @@ from graphops import (
     node,
 )
 from graphops.graph import BUILTIN_METRICS, evaluate
-from pydantic import BaseModel, ValidationError
-
 from tests.fixtures.graphs import valid
 
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from graphops.graph import content_hash
 
 

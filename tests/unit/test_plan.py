@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
+
 from graphops import Graph, PlanError, Resources, Scaling, node
 from graphops.graph import Node
 from graphops.plan import Boundary, mermaid, plan
-from pydantic import BaseModel
-
 from tests.fixtures.graphs import valid
 
 
