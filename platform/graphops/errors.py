@@ -124,6 +124,10 @@ class RegistryError(GraphOpsError):
     """A model, version or alias is missing from the registry, or its artifacts do not match."""
 
 
+class ChangeDetectionError(GraphOpsError):
+    """The changed set cannot be computed: not a git repository, unknown base ref, no merge base."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``' Did you mean "x"?'`` for the closest candidate, or ``""`` when none is close."""
     match = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)

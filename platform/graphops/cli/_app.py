@@ -11,7 +11,6 @@ from rich.panel import Panel
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
 from graphops.plan import mermaid, plan
-from graphops.runtime import read_rows, run_local, to_rows, write_rows
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
@@ -120,6 +119,8 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 256,
 ) -> None:
     """Run a graph locally (in-process reference runner, no Ray) on a file and print the result."""
+    from graphops.runtime import read_rows, run_local, to_rows, write_rows
+
     pkg = ctx.obj.package(graph)
     path = input or pkg.validation_dataset
     if path is None:

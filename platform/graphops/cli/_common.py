@@ -7,16 +7,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, find_repo, load_graph
-from graphops.registry import Registry
 
 from ._views import error_panel
+
+if TYPE_CHECKING:
+    from graphops.registry import Registry
 
 # Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -38,6 +40,8 @@ class Settings:
 
     def registry(self) -> Registry:
         """The MLflow registry of this repository."""
+        from graphops.registry import Registry  # MLflow is slow to import; only when needed
+
         return Registry.for_repo(self.root(), self.tracking_uri)
 
     def package(self, name: str) -> GraphPackage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.rule import Rule
@@ -13,10 +13,12 @@ from rich.table import Table
 
 from graphops.graph import discover
 from graphops.plan import mermaid, plan
-from graphops.runtime import LocalRun, read_rows, run_local
 
 from ._common import console
 from ._views import catalog_table, plan_table, run_tables
+
+if TYPE_CHECKING:
+    from graphops.runtime import LocalRun
 
 
 @contextmanager
@@ -42,6 +44,8 @@ def demo(
     validation data and check its metric gates; then print a summary. Safe to re-run: training is
     deterministic and an identical model version is reused rather than registered again.
     """
+    from graphops.runtime import read_rows, run_local
+
     settings = ctx.obj
     timings: dict[str, float] = {}
     with _step("Discover graphs", timings):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Group
@@ -14,8 +14,10 @@ from rich.table import Table
 from graphops.errors import GraphOpsError
 from graphops.graph import Catalog, MetricResult
 from graphops.plan import Plan, describe_resources
-from graphops.registry import ResolvedModel
-from graphops.runtime import LocalRun
+
+if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
+    from graphops.registry import ResolvedModel
+    from graphops.runtime import LocalRun
 
 
 def error_panel(exc: GraphOpsError) -> Panel:

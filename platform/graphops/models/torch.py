@@ -34,7 +34,9 @@ class TorchModel:
         """Run the module on numpy inputs and return its output as numpy."""
         tensors = []
         for array in arrays:
-            t = torch.as_tensor(np.asarray(array))
+            a = np.asarray(array)
+            # Ray hands zero-copy, read-only batches; torch must not alias memory it may not own.
+            t = torch.as_tensor(a if a.flags.writeable else a.copy())
             tensors.append(t.to(self.device, self._dtype if t.is_floating_point() else None))
         with torch.inference_mode():
             out = self.module(*tensors)

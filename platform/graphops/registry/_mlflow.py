@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from graphops.graph import Graph, ModelNode, ModelURI, content_hash
 from graphops.models import TorchModel, device_for, load_torch, save_torch
 
 WORK_DIR = ".graphops"
-"""Per-repository work folder (git-ignored): the default MLflow store and the model cache."""
+"""Per-repository work folder (git-ignored): the default MLflow store and its artifacts."""
 DIGEST_TAG = "graphops.digest"
 
 # MLflow's sqlite store logs every schema migration at INFO on first use; keep our output readable.
@@ -48,7 +48,7 @@ class Registry:
     """MLflow tracking + model registry, defaulting to sqlite under ``<repo>/.graphops``.
 
     Args:
-        work_dir: Folder for the default sqlite store, its artifacts and the model cache.
+        work_dir: Folder for the default sqlite store and its artifacts.
         tracking_uri: MLflow tracking URI; defaults to ``$MLFLOW_TRACKING_URI``, then sqlite.
     """
 
@@ -76,6 +76,15 @@ class Registry:
             RegistryError: The model, version or alias does not exist (lists what does).
         """
         ref = ModelURI.parse(uri) if isinstance(uri, str) else uri
+        version, source = self._lookup(ref)
+        with self._fetch(source, ref.name, version) as path:
+            digest = content_hash(path)
+        return ResolvedModel(
+            name=ref.name, version=version, alias=ref.alias, digest=digest, source=source
+        )
+
+    def _lookup(self, ref: ModelURI) -> tuple[int, str]:
+        """(version, artifact source) of a reference, or a `RegistryError` listing what exists."""
         names = [m.name for m in self.client.search_registered_models()]
         if ref.name not in names:
             raise RegistryError(
@@ -95,7 +104,7 @@ class Registry:
         else:
             version = int(ref.version)  # type: ignore[arg-type]
         try:
-            mv = self.client.get_model_version(ref.name, str(version))
+            return version, self.client.get_model_version(ref.name, str(version)).source
         except MlflowException as exc:
             versions = sorted(
                 int(v.version) for v in self.client.search_model_versions(f"name='{ref.name}'")
@@ -104,14 +113,6 @@ class Registry:
                 f'Model "{ref.name}" has no version {version}.',
                 fix=f"Versions: {', '.join(map(str, versions)) or 'none'}.",
             ) from exc
-        path = self._download(mv.source, ref.name, version)
-        return ResolvedModel(
-            name=ref.name,
-            version=version,
-            alias=ref.alias,
-            digest=content_hash(path),
-            source=mv.source,
-        )
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -141,43 +142,49 @@ class Registry:
     def _load(
         self, node: ModelNode, pinned: ResolvedModel | None
     ) -> tuple[TorchModel, ResolvedModel]:
-        if pinned is None:  # resolve() has just downloaded and hashed the artifacts
-            pinned = self.resolve(node.uri)
-            path = self._cache(pinned.name, pinned.version)
+        """Download once, hash, compare with the pin (if any) and build the model from that copy."""
+        if pinned is None:
+            version, source = self._lookup(node.uri)
         else:
-            path = self._download(pinned.source, pinned.name, pinned.version)
-            actual = content_hash(path)
-            if actual != pinned.digest:
+            version, source = pinned.version, pinned.source
+        with self._fetch(source, node.uri.name, version) as path:
+            digest = content_hash(path)
+            if pinned is not None and digest != pinned.digest:
                 raise RegistryError(
                     f"The artifacts of {pinned.uri} changed since they were pinned "
-                    f"(digest {actual[:19]}, expected {pinned.digest[:19]}).",
+                    f"(digest {digest[:19]}, expected {pinned.digest[:19]}).",
                     fix="Artifacts must never be overwritten: register a new version and re-validate.",
                     node=node.name,
                 )
-        return load_torch(node, path, device_for(node)), pinned
+            loaded = load_torch(node, path, device_for(node))
+        if pinned is None:
+            pinned = ResolvedModel(
+                name=node.uri.name,
+                version=version,
+                alias=node.uri.alias,
+                digest=digest,
+                source=source,
+            )
+        return loaded, pinned
 
-    def _cache(self, name: str, version: int) -> Path:
-        return self.work_dir / "models" / name / str(version)
+    @contextmanager
+    def _fetch(self, source: str, name: str, version: int) -> Iterator[Path]:
+        """A private copy of a version's artifacts, deleted afterwards.
 
-    def _download(self, source: str, name: str, version: int) -> Path:
-        """Fresh copy of a version's artifacts in the cache (re-downloaded so a digest check is real)."""
-        target = self._cache(name, version)
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                got = Path(
-                    download_artifacts(
-                        artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
-                    )
+        Every load downloads afresh into its own folder, so the digest check is real and parallel
+        workers (Ray actors) never race on a shared cache.
+        """
+        with tempfile.TemporaryDirectory(prefix=f"graphops-{name}-{version}-") as tmp:
+            try:
+                got = download_artifacts(
+                    artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
                 )
-                shutil.move(got, target)
-        except (MlflowException, OSError) as exc:
-            raise RegistryError(
-                f"Could not download the artifacts of models:/{name}/{version} from {source}: {exc}",
-                fix="Check that the artifact store is reachable and the version was not deleted.",
-            ) from exc
-        return target
+            except (MlflowException, OSError) as exc:
+                raise RegistryError(
+                    f"Could not download the artifacts of models:/{name}/{version} from {source}: {exc}",
+                    fix="Check that the artifact store is reachable and the version was not deleted.",
+                ) from exc
+            yield Path(got)
 
     # -- registration ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ The offline (Ray Data) and online (Ray Serve) runtimes must produce what this ru
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,15 @@ class LocalRunner:
     Args:
         graph: The graph to run.
         models: Loaded model per model-node name (see `graphops.registry.Registry.load_models`).
+        nodes: Run only these nodes, in this order (one stage of a plan); default: all, in
+            topological order.
     """
 
-    def __init__(self, graph: Graph, models: Mapping[str, Any]) -> None:
-        missing = [n.name for n in graph.model_nodes if n.name not in models]
+    def __init__(
+        self, graph: Graph, models: Mapping[str, Any], nodes: Sequence[Node] | None = None
+    ) -> None:
+        self.nodes = tuple(nodes) if nodes is not None else graph.order
+        missing = [n.name for n in self.nodes if isinstance(n, ModelNode) and n.name not in models]
         if missing:
             raise RunError(
                 f"No loaded model for model node(s) {', '.join(missing)}.",
@@ -66,7 +71,7 @@ class LocalRunner:
         """Run every node on one batch; returns the input columns plus every produced column."""
         columns = dict(batch)
         rows = _rows(columns)
-        for n in self.graph.order:
+        for n in self.nodes:
             started = time.perf_counter()
             columns.update(self._call(n, columns, rows))
             self.stats.node_seconds[n.name] = self.stats.node_seconds.get(n.name, 0.0) + (

@@ -1,0 +1,316 @@
+"""The offline runtime: a plan compiled to a Ray Data pipeline, one ``map_batches`` per stage.
+
+CPU stages run as tasks (Ray Data fuses them with their neighbours when it can); model stages run
+in actor pools, so each actor loads its model once. Every operator declares its CPUs (fractions
+allowed) so a small machine never deadlocks; GPU requests are dropped with a notice on a cluster
+without GPUs, so a graph never fails to schedule for lack of one. The node code is the local
+runner's, so outputs are equal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from graphops.errors import InputDataError, RunError
+from graphops.graph import Batch, GraphPackage, load_graph
+from graphops.plan import Plan, Stage, plan
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime._table import FORMATS
+from graphops.runtime.local import LocalRunner
+
+CPU_BATCH_SIZE = 1024
+"""Rows per batch for stages without a model (model stages use their node's max_batch_size)."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything a Ray worker needs to rebuild one stage (picklable, hashable)."""
+
+    repo: str
+    graph: str
+    content_hash: str
+    index: int
+    fuse: bool
+    tracking_uri: str
+    work_dir: str
+    pins: str  # JSON: node name -> ResolvedModel fields
+
+
+@ray.remote(num_cpus=0)
+class _Timer:
+    """Collects seconds and rows per stage from the workers."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, stage: str, seconds: float, rows: int) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.rows[stage] = self.rows.get(stage, 0) + rows
+
+    def totals(self) -> tuple[dict[str, float], dict[str, int]]:
+        return self.seconds, self.rows
+
+
+class _StageWorker:
+    """Runs one stage's nodes on numpy batches; built once per actor (model loaded once)."""
+
+    def __init__(self, spec: StageSpec, timer: Any) -> None:
+        repo = Path(spec.repo) if Path(spec.repo).is_dir() else Path.cwd()  # remote: working_dir
+        package = load_graph(repo, spec.graph)
+        if package.content_hash != spec.content_hash:
+            raise RunError(
+                f"The graph's files changed while the job ran ({package.content_hash[:19]} on the "
+                f"worker, {spec.content_hash[:19]} on the driver).",
+                fix="Re-run the job on an unchanged checkout.",
+                graph=spec.graph,
+            )
+        self.stage = plan(package.graph, fuse=spec.fuse).stages[spec.index]
+        pins = {k: ResolvedModel(**v) for k, v in json.loads(spec.pins).items()}
+        registry = Registry(Path(spec.work_dir), spec.tracking_uri)
+        models = {n.name: registry.load(n, pins[n.name]) for n in self.stage.model_nodes}
+        self.runner = LocalRunner(package.graph, models, nodes=self.stage.nodes)
+        self.timer = timer
+
+    def __call__(self, batch: Batch) -> Batch:
+        started = time.perf_counter()
+        out = self.runner.run_batch(_dense(batch))
+        rows = len(next(iter(out.values()))) if out else 0
+        self.timer.add.remote(self.stage.name, time.perf_counter() - started, rows)
+        return out
+
+
+class _StageTask:
+    """A picklable function for CPU stages; each worker process builds its stage once."""
+
+    _cache: dict[StageSpec, _StageWorker] = {}  # noqa: RUF012  (per worker process, by design)
+
+    def __init__(self, spec: StageSpec, timer: Any) -> None:
+        self.spec, self.timer = spec, timer
+
+    def __call__(self, batch: Batch) -> Batch:
+        worker = self._cache.get(self.spec)
+        if worker is None:
+            worker = self._cache[self.spec] = _StageWorker(self.spec, self.timer)
+        return worker(batch)
+
+
+def _dense(batch: Batch) -> Batch:
+    """Ray hands list columns over as object arrays of arrays; stack equal-length rows into 2-D."""
+    out = {}
+    for name, column in batch.items():
+        if (
+            column.dtype == object
+            and len(column)
+            and all(isinstance(v, np.ndarray) for v in column)
+        ):
+            shapes = {v.shape for v in column}
+            out[name] = np.stack(column) if len(shapes) == 1 else column
+        else:
+            out[name] = column
+    return out
+
+
+@dataclass
+class OfflineRun:
+    """Result of an offline run: the plan, timings per stage and (when collected) the columns."""
+
+    plan: Plan
+    rows: int
+    seconds: float
+    stage_seconds: dict[str, float]
+    pins: dict[str, ResolvedModel]
+    gpu_dropped: bool
+    columns: Batch = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput of the whole run."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def read_dataset(path: Path) -> ray.data.Dataset:
+    """Open Parquet, JSON lines or CSV (a file or a folder of them) as a Ray dataset."""
+    suffix = (next(iter(sorted(path.iterdir())), path) if path.is_dir() else path).suffix.lower()
+    if not path.exists():
+        raise InputDataError(f"Input {path} does not exist.", fix="Check the path.", file=path)
+    if suffix == ".csv":
+        return ray.data.read_csv(str(path))
+    kind = FORMATS.get(suffix)
+    if kind == "parquet":
+        return ray.data.read_parquet(str(path))
+    if kind == "jsonl":
+        return ray.data.read_json(str(path), lines=True)
+    raise InputDataError(
+        f'Got "{path.name}": unknown file type "{suffix}".',
+        fix="Use Parquet (.parquet), JSON lines (.jsonl) or CSV (.csv).",
+        file=path,
+    )
+
+
+def compile_offline(
+    package: GraphPackage,
+    registry: Registry,
+    dataset: ray.data.Dataset,
+    pins: Mapping[str, ResolvedModel],
+    *,
+    fuse: bool = True,
+    gpus: bool = False,
+    timer: Any = None,
+) -> tuple[ray.data.Dataset, Plan]:
+    """Append one ``map_batches`` per stage of the graph's plan to ``dataset``.
+
+    Args:
+        package: The graph package (its path is how workers load the same code).
+        registry: Where workers load the pinned models from.
+        dataset: Input rows holding the request fields (other columns pass through).
+        pins: The exact model version per model node (see `Registry.load_models`).
+        fuse: Compile the fused plan (default) or one operator per node.
+        gpus: Whether the cluster has GPUs; without, GPU requests become CPU-only.
+        timer: A `_Timer` actor collecting per-stage seconds (created when omitted).
+
+    Returns:
+        (the dataset with every stage appended, the plan).
+    """
+    the_plan = plan(package.graph, fuse=fuse)
+    timer = timer or _Timer.remote()
+    spec_pins = json.dumps({k: v.model_dump() for k, v in pins.items()}, sort_keys=True)
+    missing = [f for f in package.graph.request_fields if f not in dataset.columns()]
+    if missing:
+        raise InputDataError(
+            f"The input lacks the request field(s) {', '.join(missing)} "
+            f"(it has {', '.join(dataset.columns())}).",
+            fix=f"Provide columns {', '.join(package.graph.request_fields)} "
+            f"as {package.graph.request.__name__} describes.",
+            graph=package.name,
+        )
+    for index, stage in enumerate(the_plan.stages):
+        spec = StageSpec(
+            repo=str(package.path.parent.parent),
+            graph=package.name,
+            content_hash=package.content_hash,
+            index=index,
+            fuse=fuse,
+            tracking_uri=registry.tracking_uri,
+            work_dir=str(registry.work_dir),
+            pins=spec_pins,
+        )
+        dataset = dataset.map_batches(**_operator(stage, spec, timer, gpus))
+    return dataset, the_plan
+
+
+def _operator(stage: Stage, spec: StageSpec, timer: Any, gpus: bool) -> dict[str, Any]:
+    """``map_batches`` arguments for one stage: resources, batch size, tasks or an actor pool."""
+    common: dict[str, Any] = {
+        "batch_format": "numpy",
+        "num_cpus": stage.resources.cpus,
+        "zero_copy_batch": True,
+    }
+    if stage.resources.memory:
+        common["memory"] = stage.resources.memory
+    if not stage.model_nodes:
+        return {"fn": _StageTask(spec, timer), "batch_size": CPU_BATCH_SIZE, **common}
+    s = stage.scaling
+    return {
+        "fn": _StageWorker,
+        "fn_constructor_kwargs": {"spec": spec, "timer": timer},
+        "batch_size": stage.batching.max_batch_size if stage.batching else CPU_BATCH_SIZE,
+        "num_gpus": stage.resources.gpus if gpus else 0,
+        "concurrency": (s.min_replicas or 1, s.max_replicas) if s.autoscaling else s.replicas,
+        **common,
+    }
+
+
+def run_offline(
+    package: GraphPackage,
+    registry: Registry,
+    source: Path | list[dict[str, Any]],
+    *,
+    output: Path | None = None,
+    pins: Mapping[str, ResolvedModel] | None = None,
+    fuse: bool = True,
+    address: str | None = None,
+) -> OfflineRun:
+    """Run a graph on Ray Data: read ``source``, run every stage, write ``output`` or collect.
+
+    Without ``output`` the result columns (response fields plus passed-through input columns) are
+    collected in input order (for validation); with it they are written as Parquet, JSON lines or
+    CSV files into that folder, in whatever order is fastest.
+
+    Args:
+        package: The graph package.
+        registry: Where models are resolved and loaded.
+        source: A file/folder path or in-memory rows.
+        output: Folder to write to (format from its suffix), or None to collect.
+        pins: Exact model versions (from a lock); resolved from the node URIs when omitted.
+        fuse: Use the fused plan.
+        address: Ray cluster address; default ``$RAY_ADDRESS`` or a local cluster.
+    """
+    from graphops.runtime._ray import ensure_ray, has_gpus
+
+    ensure_ray(package.path.parent.parent, address=address)
+    pinned = (
+        dict(pins) if pins else {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
+    )
+    dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
+    passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
+    keep = [
+        *package.graph.response_fields,
+        *[c for c in passthrough if c not in package.graph.response_fields],
+    ]
+    gpus = has_gpus()
+    timer = _Timer.remote()
+    context = ray.data.DataContext.get_current()
+    preserve = context.execution_options.preserve_order
+    context.execution_options.preserve_order = output is None  # collected results keep input order
+    started = time.perf_counter()
+    try:
+        dataset, the_plan = compile_offline(
+            package, registry, dataset, pinned, fuse=fuse, gpus=gpus, timer=timer
+        )
+        dataset = dataset.select_columns(keep)
+        columns: Batch = {}
+        if output is None:
+            parts = list(dataset.iter_batches(batch_format="numpy", batch_size=None))
+            columns = {k: np.concatenate([p[k] for p in parts]) for k in keep} if parts else {}
+        else:
+            _write(dataset, output)
+    finally:
+        context.execution_options.preserve_order = preserve
+    seconds = time.perf_counter() - started
+    stage_seconds, stage_rows = ray.get(timer.totals.remote())
+    last = the_plan.stages[-1].name
+    return OfflineRun(
+        plan=the_plan,
+        rows=stage_rows.get(last, 0),
+        seconds=seconds,
+        stage_seconds={s.name: stage_seconds.get(s.name, 0.0) for s in the_plan.stages},
+        pins=pinned,
+        gpu_dropped=not gpus and any(s.resources.gpus for s in the_plan.stages),
+        columns=columns,
+    )
+
+
+def _write(dataset: ray.data.Dataset, output: Path) -> None:
+    suffix = output.suffix.lower()
+    if suffix == ".csv":
+        dataset.write_csv(str(output))
+    elif FORMATS.get(suffix) == "parquet":
+        dataset.write_parquet(str(output))
+    elif FORMATS.get(suffix) == "jsonl":
+        dataset.write_json(str(output))
+    else:
+        raise InputDataError(
+            f'Got "{output.name}" for --output: unknown file type "{suffix}".',
+            fix="End the output folder name in .parquet, .jsonl or .csv.",
+            file=output,
+        )
