@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,17 @@ def champion(digits: GraphPackage, registry: Registry) -> ResolvedModel:
     trainer = digits.trainer()
     assert trainer is not None
     return trainer(registry)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[dict[str, float]]:
+    """One real local Ray cluster for the whole test session (2 CPUs, loopback, no dashboard)."""
+    import ray
+
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+    )
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()

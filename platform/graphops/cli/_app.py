@@ -14,6 +14,7 @@ from graphops.plan import mermaid, plan
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
+from ._offline import batch, validate
 from ._views import catalog_table, plan_table, run_tables
 
 app = typer.Typer(
@@ -145,6 +146,8 @@ def run(
 
 
 app.command("demo")(friendly(demo))
+app.command("batch")(friendly(batch))
+app.command("validate")(friendly(validate))
 
 
 def main() -> None:

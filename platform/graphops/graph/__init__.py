@@ -1,11 +1,13 @@
 """The graph model: nodes, settings, graphs, discovery and hashing. Imports neither Ray nor MLflow."""
 
 from graphops.graph._discovery import (
+    GRAPHS_DIR,
     Catalog,
     GraphPackage,
     LoadFailure,
     discover,
     find_repo,
+    graph_names,
     load_graph,
 )
 from graphops.graph._graph import Graph
@@ -16,6 +18,7 @@ from graphops.graph._settings import Batching, GiB, Metric, MiB, Resources, Scal
 
 __all__ = [
     "BUILTIN_METRICS",
+    "GRAPHS_DIR",
     "MODEL_PARAMETER",
     "Batch",
     "Batching",
@@ -37,6 +40,7 @@ __all__ = [
     "discover",
     "evaluate",
     "find_repo",
+    "graph_names",
     "load_graph",
     "model",
     "node",

@@ -96,6 +96,14 @@ class Metric(_Settings):
     ] = None
     min: Annotated[float | None, Field(description="Gate: the value must be at least this.")] = None
     max: Annotated[float | None, Field(description="Gate: the value must be at most this.")] = None
+    tolerance: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="Largest regression allowed against the version pinned in an environment "
+            "(absolute; direction from the gate: higher is better with min, lower with max).",
+        ),
+    ] = 0.0
 
     @model_validator(mode="after")
     def _known(self) -> Metric:

@@ -1,5 +1,5 @@
 """The registry layer: all MLflow access (store location, model resolution, loading, registration)."""
 
-from graphops.registry._mlflow import WORK_DIR, Registry, ResolvedModel
+from graphops.registry._mlflow import WORK_DIR, Registry, ResolvedModel, ValidationRecord
 
-__all__ = ["WORK_DIR", "Registry", "ResolvedModel"]
+__all__ = ["WORK_DIR", "Registry", "ResolvedModel", "ValidationRecord"]

@@ -44,6 +44,26 @@ class ResolvedModel(BaseModel):
         return f"models:/{self.name}/{self.version}"
 
 
+VALIDATION_EXPERIMENT = "validation/{graph}"
+"""Experiment holding a graph's validation runs (one run per validation)."""
+
+
+class ValidationRecord(BaseModel):
+    """A validation run as stored in MLflow: the evidence promotion checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: Annotated[str, Field(description="MLflow run id.")]
+    graph: Annotated[str, Field(description="Graph name.")]
+    version: Annotated[str, Field(description="Graph version.")]
+    content_hash: Annotated[str, Field(description="Content hash of the graph package.")]
+    status: Annotated[str, Field(description="passed, failed or error.")]
+    dataset_digest: Annotated[str | None, Field(description="sha256 of the validation data.")] = (
+        None
+    )
+    metrics: Annotated[dict[str, float], Field(description="Metric values by name.")] = {}
+
+
 class Registry:
     """MLflow tracking + model registry, defaulting to sqlite under ``<repo>/.graphops``.
 
@@ -275,6 +295,77 @@ class Registry:
             return Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
         return None
 
+    # -- validation records ------------------------------------------------------------------
+
+    def record_validation(
+        self,
+        *,
+        graph: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        status: str,
+        artifacts: Mapping[str, str],
+    ) -> str:
+        """Log one validation as a run in ``validation/<graph>``; returns the run id.
+
+        Args:
+            graph: Graph name (selects the experiment).
+            tags: ``graphops.*`` tags: version, content hash, commit, models, digests, status...
+            params: Run parameters.
+            metrics: Metric values and gate outcomes (1.0 passed, 0.0 failed).
+            status: ``passed``, ``failed`` or ``error`` (failed and error runs end FAILED).
+            artifacts: File name -> text content (the reports).
+        """
+        experiment = self.experiment_id(VALIDATION_EXPERIMENT.format(graph=graph))
+        run = self.client.create_run(
+            experiment, run_name=f"validate-{graph}", tags={**tags, "graphops.status": status}
+        )
+        run_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(run_id, key, value)
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
+        for name, text in artifacts.items():
+            self.client.log_text(run_id, text, name)
+        self.client.set_terminated(run_id, "FINISHED" if status == "passed" else "FAILED")
+        return run_id
+
+    def validations(self, graph: str, version: str | None = None) -> list[ValidationRecord]:
+        """Validation records of ``graph`` (optionally one version), newest first."""
+        found = self.client.get_experiment_by_name(VALIDATION_EXPERIMENT.format(graph=graph))
+        if found is None:
+            return []
+        query = f"tags.`graphops.version` = '{version}'" if version else ""
+        runs = self.client.search_runs(
+            [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"]
+        )
+        return [_record(r) for r in runs]
+
+    def validation(self, run_id: str) -> ValidationRecord:
+        """One validation record by run id."""
+        try:
+            r = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise RegistryError(
+                f'No validation run "{run_id}" in {self.tracking_uri}.',
+                fix="Check the run id (it comes from `graphops validate`).",
+            ) from exc
+        return _record(r)
+
 
 def _listing(aliases: Mapping[str, Any]) -> str:
     return ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items()))
+
+
+def _record(run: Any) -> ValidationRecord:
+    tags = run.data.tags
+    return ValidationRecord(
+        run_id=run.info.run_id,
+        graph=tags.get("graphops.graph", ""),
+        version=tags.get("graphops.version", ""),
+        content_hash=tags.get("graphops.content_hash", ""),
+        status=tags.get("graphops.status", ""),
+        dataset_digest=tags.get("graphops.dataset_digest"),
+        metrics=dict(run.data.metrics),
+    )

@@ -85,7 +85,8 @@ class _StageWorker:
         started = time.perf_counter()
         out = self.runner.run_batch(_dense(batch))
         rows = len(next(iter(out.values()))) if out else 0
-        self.timer.add.remote(self.stage.name, time.perf_counter() - started, rows)
+        # Wait for the timer: an unawaited report could land after the driver reads the totals.
+        ray.get(self.timer.add.remote(self.stage.name, time.perf_counter() - started, rows))
         return out
 
 
@@ -105,16 +106,16 @@ class _StageTask:
 
 
 def _dense(batch: Batch) -> Batch:
-    """Ray hands list columns over as object arrays of arrays; stack equal-length rows into 2-D."""
+    """Ray hands list columns over as object arrays (of arrays or lists); stack equal rows into 2-D."""
     out = {}
     for name, column in batch.items():
         if (
             column.dtype == object
             and len(column)
-            and all(isinstance(v, np.ndarray) for v in column)
+            and isinstance(column[0], np.ndarray | list | tuple)
         ):
-            shapes = {v.shape for v in column}
-            out[name] = np.stack(column) if len(shapes) == 1 else column
+            rows = [np.asarray(v) for v in column]
+            out[name] = np.stack(rows) if len({r.shape for r in rows}) == 1 else column
         else:
             out[name] = column
     return out
@@ -225,7 +226,9 @@ def _operator(stage: Stage, spec: StageSpec, timer: Any, gpus: bool) -> dict[str
         "fn_constructor_kwargs": {"spec": spec, "timer": timer},
         "batch_size": stage.batching.max_batch_size if stage.batching else CPU_BATCH_SIZE,
         "num_gpus": stage.resources.gpus if gpus else 0,
-        "concurrency": (s.min_replicas or 1, s.max_replicas) if s.autoscaling else s.replicas,
+        "compute": ray.data.ActorPoolStrategy(min_size=s.min_replicas or 1, max_size=s.max_replicas)
+        if s.autoscaling
+        else ray.data.ActorPoolStrategy(size=s.replicas),
         **common,
     }
 
@@ -257,6 +260,8 @@ def run_offline(
     """
     from graphops.runtime._ray import ensure_ray, has_gpus
 
+    if output is not None:
+        check_output(output)
     ensure_ray(package.path.parent.parent, address=address)
     pinned = (
         dict(pins) if pins else {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
@@ -300,17 +305,24 @@ def run_offline(
     )
 
 
-def _write(dataset: ray.data.Dataset, output: Path) -> None:
+def check_output(output: Path) -> str:
+    """The writer for ``output``'s suffix; raise before any work when it is unknown."""
     suffix = output.suffix.lower()
-    if suffix == ".csv":
-        dataset.write_csv(str(output))
-    elif FORMATS.get(suffix) == "parquet":
-        dataset.write_parquet(str(output))
-    elif FORMATS.get(suffix) == "jsonl":
-        dataset.write_json(str(output))
-    else:
+    kind = "csv" if suffix == ".csv" else FORMATS.get(suffix)
+    if kind is None:
         raise InputDataError(
-            f'Got "{output.name}" for --output: unknown file type "{suffix}".',
+            f'Got "{output.name}" for the output: unknown file type "{suffix}".',
             fix="End the output folder name in .parquet, .jsonl or .csv.",
             file=output,
         )
+    return kind
+
+
+def _write(dataset: ray.data.Dataset, output: Path) -> None:
+    kind = check_output(output)
+    if kind == "csv":
+        dataset.write_csv(str(output))
+    elif kind == "parquet":
+        dataset.write_parquet(str(output))
+    else:
+        dataset.write_json(str(output))

@@ -1,10 +1,25 @@
-"""Offline validation of graphs, starting from which graphs a change touches."""
+"""Offline validation of graphs: which graphs changed, running them on Ray Data, gates, records."""
 
 from graphops.validation.changes import ChangeSet, changed_graphs, current_commit, is_dirty
+from graphops.validation.report import markdown, to_json
+from graphops.validation.validate import (
+    GateResult,
+    GraphValidation,
+    ValidationReport,
+    validate_graph,
+    validate_graphs,
+)
 
 __all__ = [
     "ChangeSet",
+    "GateResult",
+    "GraphValidation",
+    "ValidationReport",
     "changed_graphs",
     "current_commit",
     "is_dirty",
+    "markdown",
+    "to_json",
+    "validate_graph",
+    "validate_graphs",
 ]

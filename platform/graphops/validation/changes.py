@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import git
 
 from graphops.errors import ChangeDetectionError, did_you_mean
-from graphops.graph._discovery import GRAPHS_DIR, graph_names
+from graphops.graph import GRAPHS_DIR, graph_names
 
 DEFAULT_BASES = ("origin/main", "main", "master")
 PLATFORM_DIR = "platform"

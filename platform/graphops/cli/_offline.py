@@ -1,0 +1,153 @@
+"""Offline commands: `graphops batch` (Ray Data job) and `graphops validate` (gates + records)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from graphops.graph import graph_names
+
+from ._common import GraphArg, console
+
+_STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
+
+
+def batch(
+    ctx: typer.Context,
+    graph: GraphArg,
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Parquet, JSON lines or CSV file/folder.")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output folder; its suffix picks the format (.parquet/.jsonl/.csv).",
+        ),
+    ],
+    no_fuse: Annotated[
+        bool, typer.Option("--no-fuse", help="One Ray Data operator per node.")
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(envvar="RAY_ADDRESS", help="Ray cluster (default: a local one, started now)."),
+    ] = None,
+) -> None:
+    """Run a graph as a Ray Data batch job: read, one operator per stage, write."""
+    from graphops.runtime.offline import check_output, run_offline
+
+    settings = ctx.obj
+    package = settings.package(graph)
+    check_output(output)
+    console.print(f"Batch [bold]{graph}[/] {package.graph.version}: {input} -> {output}")
+    run = run_offline(
+        package, settings.registry(), input, output=output, fuse=not no_fuse, address=address
+    )
+    if run.gpu_dropped:
+        console.print("[yellow]note:[/] the cluster has no GPU; GPU stages ran on CPUs.")
+    table = Table(
+        title=f"{run.rows} rows in {run.seconds:.1f} s = {run.rows_per_second:,.0f} rows/s",
+        title_justify="left",
+    )
+    table.add_column("stage")
+    table.add_column("compute seconds", justify="right")
+    for stage, seconds in run.stage_seconds.items():
+        table.add_row(stage, f"{seconds:.3f}")
+    console.print(table)
+    for node, pin in run.pins.items():
+        console.print(f"model {node}: {pin.uri} ({pin.digest[:19]})")
+
+
+def validate(
+    ctx: typer.Context,
+    graphs: Annotated[
+        list[str] | None, typer.Argument(help="Graphs to validate (default: all).")
+    ] = None,
+    changed: Annotated[
+        bool, typer.Option("--changed", help="Only graphs changed since the merge base.")
+    ] = False,
+    base: Annotated[
+        str | None,
+        typer.Option(help="Base ref for --changed (default: origin/main, main or master)."),
+    ] = None,
+    report_md: Annotated[
+        Path | None, typer.Option("--report-md", help="Write the Markdown report here.")
+    ] = None,
+    report_json: Annotated[
+        Path | None, typer.Option("--report-json", help="Write the JSON report here.")
+    ] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Do not write MLflow runs.")
+    ] = False,
+    no_fuse: Annotated[bool, typer.Option("--no-fuse", help="Validate the unfused plan.")] = False,
+) -> None:
+    """Validate graphs offline (Ray Data) against their MLflow models and gates; record each run.
+
+    Exit code 0: all passed; 1: a gate failed; 2: a graph could not be loaded or run.
+    """
+    from graphops.validation import (
+        changed_graphs,
+        current_commit,
+        markdown,
+        to_json,
+        validate_graphs,
+    )
+
+    settings = ctx.obj
+    repo = settings.root()
+    if changed:
+        change = changed_graphs(repo, base=base)
+        names = list(change.graphs)
+        scope = (
+            "every graph (platform-wide change)"
+            if change.everything
+            else ", ".join(names) or "none"
+        )
+        selection = (
+            f"Changed since `{change.base}` (merge base `{change.merge_base[:12]}`): {scope}."
+        )
+    else:
+        names = list(graphs or graph_names(repo))
+        selection = f"Graphs: {', '.join(names)}."
+    console.print(selection)
+    registry = settings.registry()
+    with console.status(f"Validating {len(names)} graph(s) on Ray Data ..."):
+        report = validate_graphs(
+            repo,
+            names,
+            registry,
+            commit=current_commit(repo),
+            fuse=not no_fuse,
+            record=not no_record,
+            selection=selection,
+        )
+    table = Table(title="Validation", title_justify="left")
+    for column in ("graph", "version", "status", "gates", "rows", "seconds", "MLflow run"):
+        table.add_column(column)
+    for g in report.graphs:
+        gates = ", ".join(f"{x.metric}={x.value:.4f} {x.gate}" for x in g.gates) or "-"
+        table.add_row(
+            g.graph,
+            g.version or "-",
+            _STATUS[g.status],
+            gates,
+            str(g.rows),
+            f"{g.seconds:.1f}",
+            g.run_id or "-",
+        )
+    console.print(table)
+    for g in report.graphs:
+        for problem in g.problems:
+            console.print(f"[red]{g.graph}:[/] {escape(problem)}")
+    if report_md:
+        report_md.write_text(markdown(report))
+        console.print(f"Markdown report: {report_md}")
+    if report_json:
+        report_json.write_text(to_json(report))
+        console.print(f"JSON report: {report_json}")
+    raise typer.Exit(report.exit_code)

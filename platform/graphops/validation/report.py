@@ -1,0 +1,79 @@
+"""Validation reports: Markdown (for $GITHUB_STEP_SUMMARY and MLflow) and JSON."""
+
+from __future__ import annotations
+
+import json
+
+from graphops.validation.validate import GraphValidation, ValidationReport
+
+_ICON = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error"}
+
+
+def graph_markdown(result: GraphValidation) -> str:
+    """One graph's section: status, gates table, models, timings, problems."""
+    title = f"### `{result.graph}` {result.version or ''} — {_ICON[result.status]}"
+    lines = [title, ""]
+    facts = [
+        ("content hash", f"`{result.content_hash[:19]}`" if result.content_hash else "-"),
+        ("commit", f"`{result.commit[:12]}`" if result.commit else "-"),
+        ("MLflow run", f"`{result.run_id}`" if result.run_id else "-"),
+        ("baseline run", f"`{result.baseline_run}`" if result.baseline_run else "-"),
+    ]
+    lines.append(" · ".join(f"{k}: {v}" for k, v in facts))
+    lines.append("")
+    if result.gates:
+        lines += [
+            "| metric | column | value | gate | baseline | result |",
+            "|---|---|---:|---|---:|---|",
+        ]
+        for g in result.gates:
+            baseline = f"{g.baseline:.4f} (±{g.tolerance:g})" if g.baseline is not None else "-"
+            verdict = "pass" if g.passed else ("**regressed**" if g.regressed else "**FAIL**")
+            lines.append(
+                f"| {g.metric} | {g.column} | {g.value:.4f} | {g.gate or '-'} | {baseline} | {verdict} |"
+            )
+        lines.append("")
+    if result.models:
+        lines += ["| model node | version | digest |", "|---|---|---|"]
+        for node, uri in result.models.items():
+            lines.append(f"| {node} | `{uri}` | `{result.digests.get(node, '')[:19]}` |")
+        lines.append("")
+    if result.rows:
+        stages = ", ".join(f"{k} {v:.3f} s" for k, v in result.stage_seconds.items())
+        lines += [
+            f"{result.rows} rows in {result.seconds:.1f} s (compute per stage: {stages}).",
+            "",
+        ]
+    for problem in result.problems:
+        lines.append(f"> {problem}")
+    if result.problems:
+        lines.append("")
+    return "\n".join(lines)
+
+
+def graph_json(result: GraphValidation) -> str:
+    """One graph's result as indented JSON."""
+    return result.model_dump_json(indent=2) + "\n"
+
+
+def markdown(report: ValidationReport) -> str:
+    """The whole report: a summary table then one section per graph."""
+    lines = ["## graphops validation", ""]
+    if report.selection:
+        lines += [report.selection, ""]
+    lines += ["| graph | version | status | run |", "|---|---|---|---|"]
+    for g in report.graphs:
+        lines.append(
+            f"| `{g.graph}` | {g.version or '-'} | {_ICON[g.status]} | `{g.run_id or '-'}` |"
+        )
+    lines.append("")
+    lines += [graph_markdown(g) for g in report.graphs]
+    lines.append(f"Records in MLflow: `{report.tracking_uri}` (experiments `validation/<graph>`).")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: ValidationReport) -> str:
+    """The whole report as indented JSON (with the exit code)."""
+    data = report.model_dump(mode="json")
+    data["exit_code"] = report.exit_code
+    return json.dumps(data, indent=2) + "\n"

@@ -1,0 +1,279 @@
+"""Offline validation of a graph: run it on Ray Data over its validation data, gate, record.
+
+The MLflow run written for each validation (passed, failed or error) is the evidence promotion
+checks later; its tags pin exactly what was validated: graph version, content hash, commit, model
+versions and digests, dataset digest and platform version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+import graphops
+from graphops.errors import GraphOpsError
+from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
+from graphops.registry import Registry, ValidationRecord
+
+Status = Literal["passed", "failed", "error"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GateResult(_Model):
+    """One metric, its gate and (when pinned somewhere) its comparison with the baseline."""
+
+    metric: Annotated[str, Field(description="Metric name.")]
+    column: Annotated[str, Field(description="Predicted column.")]
+    value: Annotated[float, Field(description="Computed value.")]
+    gate: Annotated[str, Field(description='The gate, e.g. ">= 0.95"; empty when informative.')]
+    passed: Annotated[bool, Field(description="Gate held and no regression against the baseline.")]
+    gate_passed: Annotated[bool, Field(description="The gate itself held.")]
+    regressed: Annotated[
+        bool, Field(description="Worse than the baseline beyond the tolerance.")
+    ] = False
+    baseline: Annotated[float | None, Field(description="Value of the pinned version.")] = None
+    tolerance: Annotated[float, Field(description="Allowed regression against the baseline.")] = 0.0
+
+
+class GraphValidation(_Model):
+    """The outcome of validating one graph."""
+
+    graph: Annotated[str, Field(description="Graph name.")]
+    status: Annotated[Status, Field(description="passed, failed (a gate) or error (load/run).")]
+    version: Annotated[str | None, Field(description="Graph version.")] = None
+    content_hash: Annotated[str | None, Field(description="Content hash of the package.")] = None
+    commit: Annotated[str | None, Field(description="Git commit validated.")] = None
+    models: Annotated[
+        dict[str, str], Field(description="Model node -> pinned models:/name/version.")
+    ] = {}
+    digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
+    gates: Annotated[list[GateResult], Field(description="Metric gates.")] = []
+    problems: Annotated[
+        list[str], Field(description="Why it failed or errored, with the fix.")
+    ] = []
+    rows: Annotated[int, Field(description="Validation rows processed.")] = 0
+    seconds: Annotated[float, Field(description="Wall time of the offline run.")] = 0.0
+    stage_seconds: Annotated[dict[str, float], Field(description="Compute seconds per stage.")] = {}
+    baseline_run: Annotated[
+        str | None, Field(description="Validation run of the pinned version.")
+    ] = None
+    run_id: Annotated[str | None, Field(description="MLflow run recording this validation.")] = None
+
+
+class ValidationReport(_Model):
+    """Validation of several graphs; see `exit_code`."""
+
+    graphs: Annotated[list[GraphValidation], Field(description="One entry per graph.")]
+    selection: Annotated[str, Field(description="How the graphs were chosen.")] = ""
+    tracking_uri: Annotated[str, Field(description="MLflow store holding the records.")] = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed, 1 a gate failed, 2 a graph could not be loaded or run."""
+        statuses = {g.status for g in self.graphs}
+        return 2 if "error" in statuses else 1 if "failed" in statuses else 0
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pinned_baseline(repo: Path, graph: str) -> str | None:
+    """Validation run id of the version of ``graph`` pinned furthest downstream, if any.
+
+    Reads ``environments/<env>/release.yaml`` (``graphs.<name>.validation_run``), preferring
+    prod over staging over dev.
+    """
+    for env in ("prod", "staging", "dev"):
+        release = repo / "environments" / env / "release.yaml"
+        if release.is_file():
+            data = yaml.safe_load(release.read_text()) or {}
+            run = ((data.get("graphs") or {}).get(graph) or {}).get("validation_run")
+            if run:
+                return str(run)
+    return None
+
+
+def validate_graph(
+    repo: Path,
+    name: str,
+    registry: Registry,
+    *,
+    commit: str | None = None,
+    fuse: bool = True,
+    record: bool = True,
+) -> GraphValidation:
+    """Validate one graph; never raises for a broken graph (the result says ``error``)."""
+    from graphops.runtime.offline import run_offline  # Ray only when a graph actually runs
+
+    try:
+        package = load_graph(repo, name)
+    except GraphOpsError as exc:
+        return GraphValidation(graph=name, status="error", problems=[str(exc)], commit=commit)
+    result = GraphValidation(
+        graph=name,
+        status="passed",
+        version=package.graph.version,
+        content_hash=package.content_hash,
+        commit=commit,
+    )
+    dataset = package.validation_dataset
+    if dataset is None or package.graph.validation is None:
+        result.status, result.problems = (
+            "error",
+            [
+                f"Graph '{name}' declares no validation (dataset, label, metrics). "
+                "Add validation=Validation(...) to the Graph."
+            ],
+        )
+        return _recorded(result, registry, package, None, record)
+    bump = _needs_version_bump(registry, package)
+    if bump:
+        result.status, result.problems = "failed", [bump]
+        return _recorded(result, registry, package, file_digest(dataset), record)
+    started = time.perf_counter()
+    try:
+        run = run_offline(package, registry, dataset, fuse=fuse)
+    except GraphOpsError as exc:
+        result.status, result.problems = "error", [str(exc)]
+        return _recorded(result, registry, package, file_digest(dataset), record)
+    except Exception as exc:  # a node or Ray failing in a way we did not foresee
+        result.status = "error"
+        result.problems = [f"The offline run failed: {type(exc).__name__}: {exc}"]
+        return _recorded(result, registry, package, file_digest(dataset), record)
+    result.seconds = time.perf_counter() - started
+    result.rows, result.stage_seconds = run.rows, run.stage_seconds
+    result.models = {node: pin.uri for node, pin in run.pins.items()}
+    result.digests = {node: pin.digest for node, pin in run.pins.items()}
+    metrics = evaluate(package.graph.validation, run.columns)
+    baseline = _baseline(registry, repo, package, file_digest(dataset))
+    result.baseline_run = baseline.run_id if baseline else None
+    result.gates = [_gate(m, baseline) for m in metrics]
+    failed = [g for g in result.gates if not g.passed]
+    if failed:
+        result.status = "failed"
+        result.problems = [_why(g) for g in failed]
+    return _recorded(result, registry, package, file_digest(dataset), record)
+
+
+def validate_graphs(
+    repo: Path,
+    names: Sequence[str],
+    registry: Registry,
+    *,
+    commit: str | None = None,
+    fuse: bool = True,
+    record: bool = True,
+    selection: str = "",
+) -> ValidationReport:
+    """Validate each graph in turn; one broken graph never hides the others' results."""
+    return ValidationReport(
+        graphs=[
+            validate_graph(repo, n, registry, commit=commit, fuse=fuse, record=record)
+            for n in names
+        ],
+        selection=selection,
+        tracking_uri=registry.tracking_uri,
+    )
+
+
+def _needs_version_bump(registry: Registry, package: GraphPackage) -> str | None:
+    """The "bump the version" failure, when this version already passed at another content hash."""
+    g = package.graph
+    for past in registry.validations(g.name, g.version):
+        if past.status == "passed" and past.content_hash != package.content_hash:
+            return (
+                f"Version {g.version} of '{g.name}' was already validated at content hash "
+                f"{past.content_hash[:19]} (run {past.run_id}) and its files changed since "
+                f"({package.content_hash[:19]}): bump the version in graphs/{g.name}/__init__.py."
+            )
+    return None
+
+
+def _baseline(
+    registry: Registry, repo: Path, package: GraphPackage, dataset_digest: str
+) -> ValidationRecord | None:
+    """The pinned version's validation record, when it was measured on the same data."""
+    run_id = pinned_baseline(repo, package.name)
+    if run_id is None:
+        return None
+    record = registry.validation(run_id)
+    return record if record.dataset_digest == dataset_digest else None
+
+
+def _gate(result: MetricResult, baseline: ValidationRecord | None) -> GateResult:
+    m = result.metric
+    before = baseline.metrics.get(m.name) if baseline else None
+    regressed = False
+    if before is not None and m.min is not None:
+        regressed = result.value < before - m.tolerance
+    elif before is not None and m.max is not None:
+        regressed = result.value > before + m.tolerance
+    return GateResult(
+        metric=m.name,
+        column=m.column,
+        value=result.value,
+        gate=result.gate,
+        passed=result.passed and not regressed,
+        gate_passed=result.passed,
+        regressed=regressed,
+        baseline=before,
+        tolerance=m.tolerance,
+    )
+
+
+def _why(gate: GateResult) -> str:
+    if not gate.gate_passed:
+        return f"{gate.metric} = {gate.value:.4f} fails its gate {gate.gate}."
+    return (
+        f"{gate.metric} = {gate.value:.4f} regressed from the pinned {gate.baseline:.4f} "
+        f"beyond the tolerance {gate.tolerance:g}."
+    )
+
+
+def _recorded(
+    result: GraphValidation,
+    registry: Registry,
+    package: GraphPackage,
+    dataset_digest: str | None,
+    record: bool,
+) -> GraphValidation:
+    """Write the MLflow run for ``result`` (when ``record``) and return it with its run id."""
+    if not record:
+        return result
+    from graphops.validation.report import graph_json, graph_markdown
+
+    tags = {
+        "graphops.graph": result.graph,
+        "graphops.version": result.version or "",
+        "graphops.content_hash": result.content_hash or "",
+        "graphops.commit": result.commit or "",
+        "graphops.platform_version": graphops.__version__,
+    }
+    if dataset_digest:
+        tags["graphops.dataset_digest"] = dataset_digest
+    for node, uri in result.models.items():
+        tags[f"graphops.model.{node}"] = uri
+        tags[f"graphops.model.{node}.digest"] = result.digests[node]
+    metrics = {g.metric: g.value for g in result.gates}
+    metrics.update({f"gate.{g.metric}.passed": float(g.passed) for g in result.gates})
+    metrics.update({"rows": result.rows, "seconds": result.seconds})
+    result.run_id = registry.record_validation(
+        graph=package.name,
+        tags=tags,
+        params={"dataset": str(package.validation_dataset or "")},
+        metrics=metrics,
+        status=result.status,
+        artifacts={"report.md": graph_markdown(result), "report.json": graph_json(result)},
+    )
+    return result

@@ -1,0 +1,78 @@
+"""The offline runtime on a real local Ray cluster: equality with the local runner, batch jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from graphops import InputDataError
+from graphops.graph import GraphPackage
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime import read_rows, run_local
+from graphops.runtime.offline import run_offline
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_offline_equals_local(
+    digits: GraphPackage, registry: Registry, champion: ResolvedModel, fuse: bool
+) -> None:
+    assert digits.validation_dataset is not None
+    rows = read_rows(digits.validation_dataset)
+    local = run_local(digits, registry, rows)
+    offline = run_offline(digits, registry, digits.validation_dataset, fuse=fuse)
+    assert offline.rows == len(rows) == 360
+    assert (
+        len(offline.plan.stages) == 3
+    )  # features | logits (model) | prediction: no CPU pair to fuse
+    np.testing.assert_array_equal(offline.columns["label"], local.columns["label"])
+    np.testing.assert_allclose(
+        offline.columns["confidence"], local.columns["confidence"], rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        offline.columns["digit"], [r["digit"] for r in rows]
+    )  # passthrough
+    assert offline.pins == local.pins
+    assert set(offline.stage_seconds) == {"features", "logits", "prediction"}
+    assert offline.gpu_dropped  # the model node asks for a GPU; this machine has none
+
+
+def test_batch_job_reads_jsonl_and_writes_parquet(
+    tmp_path: Path, digits: GraphPackage, registry: Registry, champion: ResolvedModel
+) -> None:
+    assert digits.validation_dataset is not None
+    rows = read_rows(digits.validation_dataset)[:40]
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": i, "pixels": r["pixels"]}) + "\n" for i, r in enumerate(rows))
+    )
+    out = tmp_path / "out.parquet"
+    run = run_offline(digits, registry, source, output=out)
+    written = pq.read_table(out).to_pylist()  # a folder of Parquet files
+    assert run.rows == len(written) == 40
+    assert set(written[0]) == {"label", "confidence", "id"}
+    by_id = {r["id"]: r["label"] for r in written}
+    local = run_local(digits, registry, [{"pixels": r["pixels"]} for r in rows])
+    assert [by_id[i] for i in range(40)] == local.columns["label"].tolist()
+
+
+def test_missing_request_field_is_named(
+    tmp_path: Path, digits: GraphPackage, registry: Registry, champion: ResolvedModel
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"pixel": [0.0] * 64}) + "\n")
+    with pytest.raises(InputDataError, match="lacks the request field\\(s\\) pixels"):
+        run_offline(digits, registry, source)
+
+
+def test_unknown_output_format_is_refused_before_running(
+    tmp_path: Path, digits: GraphPackage, registry: Registry
+) -> None:
+    assert digits.validation_dataset is not None
+    with pytest.raises(InputDataError, match=r'unknown file type "\.xlsx"'):
+        run_offline(digits, registry, digits.validation_dataset, output=tmp_path / "out.xlsx")
