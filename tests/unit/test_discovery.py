@@ -156,3 +156,14 @@ def test_repo_without_graphs_init_is_not_shadowed(tmp_path: Path) -> None:
     (package / "__init__.py").write_text(graph_source("solo"))
 
     assert load_graph(tmp_path / "repo", "solo").name == "solo"
+
+
+def test_edited_package_is_imported_afresh(tmp_path: Path, write_graph: WriteGraph) -> None:
+    package = write_graph(tmp_path, "live", graph_source("live"))
+    first = load_graph(tmp_path, "live")
+    assert load_graph(tmp_path, "live").graph is first.graph  # unchanged files: same objects
+    init = package / "__init__.py"
+    init.write_text(init.read_text().replace('version="1.0.0"', 'version="1.1.0"'))
+    second = load_graph(tmp_path, "live")
+    assert second.graph.version == "1.1.0"
+    assert second.content_hash != first.content_hash

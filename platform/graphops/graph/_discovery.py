@@ -160,10 +160,18 @@ def _use_repo(repo: Path) -> None:
         spec.loader.exec_module(module)
 
 
+_imported_at: dict[str, str] = {}  # module name -> content hash of the files it was imported from
+
+
 def _load(repo: Path, name: str) -> GraphPackage:
     path = repo / GRAPHS_DIR / name
     _use_repo(repo)
     module_name = f"{GRAPHS_DIR}.{name}"
+    digest = content_hash(path)
+    if _imported_at.get(module_name) != digest:  # files changed since imported: import afresh
+        for mod in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
+            del sys.modules[mod]
+    _imported_at[module_name] = digest
     try:
         module = importlib.import_module(module_name)
     except GraphOpsError as exc:
@@ -194,7 +202,7 @@ def _load(repo: Path, name: str) -> GraphPackage:
             graph=graph.name,
             file=path / "__init__.py",
         )
-    return GraphPackage(graph, path, content_hash(path))
+    return GraphPackage(graph, path, digest)
 
 
 def _where(exc: BaseException, package: Path) -> dict[str, object]:

@@ -1,0 +1,172 @@
+"""`graphops validate` on a real local Ray, a real MLflow store and real git repositories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import git
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from graphops.cli import app
+from graphops.registry import Registry, ResolvedModel
+from graphops.validation import markdown, validate_graph, validate_graphs
+from graphops.validation.validate import file_digest
+
+pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
+
+
+def repo_with(tmp_path: Path, repo_copy: Path, version: str, **replace: str) -> Path:
+    """A copy of the repository whose digits graph has ``version`` and text replacements."""
+    repo = tmp_path / "repo"
+    shutil.copytree(repo_copy, repo)
+    init = repo / "graphs" / "digits" / "__init__.py"
+    text = init.read_text().replace('version="1.0.0"', f'version="{version}"')
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    init.write_text(text)
+    return repo
+
+
+def test_passing_validation_is_recorded_with_its_lock(
+    tmp_path: Path, repo_copy: Path, registry: Registry, champion: ResolvedModel
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-pass")
+    result = validate_graph(repo, "digits", registry, commit="0123456789abcdef")
+    assert result.status == "passed", result.problems
+    assert result.rows == 360
+    [gate] = result.gates
+    assert (gate.metric, gate.gate, gate.passed) == ("accuracy", ">= 0.95", True)
+    assert 0.95 <= gate.value <= 1.0
+    assert result.models == {"logits": champion.uri}
+    run = registry.client.get_run(result.run_id)
+    tags = run.data.tags
+    assert tags["graphops.graph"] == "digits" and tags["graphops.version"] == "1.0.0-pass"
+    assert tags["graphops.status"] == "passed" and tags["graphops.commit"] == "0123456789abcdef"
+    assert tags["graphops.content_hash"] == result.content_hash
+    assert tags["graphops.model.logits"] == champion.uri
+    assert tags["graphops.model.logits.digest"] == champion.digest
+    assert tags["graphops.dataset_digest"] == file_digest(repo / "graphs/digits/validation.parquet")
+    assert run.data.metrics["accuracy"] == pytest.approx(gate.value)
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in registry.client.list_artifacts(result.run_id)}
+    assert {"report.md", "report.json"} <= artifacts
+
+
+def test_failing_gate_is_named_and_recorded(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-gate", **{"min=0.95": "min=0.999"})
+    report = validate_graphs(repo, ["digits"], registry)
+    [result] = report.graphs
+    assert result.status == "failed" and report.exit_code == 1
+    assert result.problems == [f"accuracy = {result.gates[0].value:.4f} fails its gate >= 0.999."]
+    run = registry.client.get_run(result.run_id)
+    assert run.data.tags["graphops.status"] == "failed" and run.info.status == "FAILED"
+    assert "**FAIL**" in markdown(report)
+
+
+def test_broken_graph_beside_a_good_one(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-broken")
+    broken = repo / "graphs" / "broken"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("import numpy\n\nraise RuntimeError('boom')\n")
+    report = validate_graphs(repo, ["broken", "digits"], registry)
+    assert [g.status for g in report.graphs] == ["error", "passed"]
+    assert report.exit_code == 2
+    assert "graphs/broken/__init__.py:3" in report.graphs[0].problems[0]
+    assert "RuntimeError: boom" in report.graphs[0].problems[0]
+    text = markdown(report)
+    assert "`broken`" in text and "`digits`" in text
+
+
+def test_changed_files_without_a_version_bump_fail(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-bump")
+    assert validate_graph(repo, "digits", registry).status == "passed"
+    init = repo / "graphs" / "digits" / "__init__.py"
+    init.write_text(init.read_text() + "\n# a change that must come with a new version\n")
+    again = validate_graph(repo, "digits", registry)
+    assert again.status == "failed"
+    assert "bump the version" in again.problems[0] and "1.0.0-bump" in again.problems[0]
+    init.write_text(init.read_text().replace('version="1.0.0-bump"', 'version="1.0.1-bump"'))
+    assert validate_graph(repo, "digits", registry).status == "passed"
+
+
+def test_regression_against_the_pinned_baseline(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-baseline")
+    dataset = repo / "graphs" / "digits" / "validation.parquet"
+    pinned = registry.record_validation(
+        graph="digits",
+        tags={
+            "graphops.graph": "digits",
+            "graphops.version": "0.9.0",
+            "graphops.dataset_digest": file_digest(dataset),
+        },
+        params={},
+        metrics={"accuracy": 0.999},
+        status="passed",
+        artifacts={},
+    )
+    prod = repo / "environments" / "prod"
+    prod.mkdir(parents=True)
+    (prod / "release.yaml").write_text(
+        yaml.safe_dump({"graphs": {"digits": {"validation_run": pinned}}})
+    )
+    result = validate_graph(repo, "digits", registry)
+    assert result.status == "failed" and result.baseline_run == pinned
+    [gate] = result.gates
+    assert gate.gate_passed and gate.regressed and gate.baseline == pytest.approx(0.999)
+    assert "regressed from the pinned 0.9990" in result.problems[0]
+
+
+def test_cli_validates_only_changed_graphs(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(repo_copy, repo)
+    (repo / "README.md").write_text("docs\n")
+    with git.Repo.init(repo, initial_branch="main") as g:
+        with g.config_writer() as config:
+            config.set_value("user", "name", "t").set_value("user", "email", "t@example.com")
+        g.git.add(A=True)
+        g.index.commit("initial")
+        g.git.checkout("-b", "docs-only")
+        (repo / "README.md").write_text("more docs\n")
+        g.git.commit("-am", "docs")
+    runner = CliRunner()
+    args = [
+        "--repo",
+        str(repo),
+        "--tracking-uri",
+        registry.tracking_uri,
+        "validate",
+        "--changed",
+        "--base",
+        "main",
+    ]
+    nothing = runner.invoke(app, [*args, "--report-json", str(tmp_path / "none.json")])
+    assert nothing.exit_code == 0, nothing.output
+    assert json.loads((tmp_path / "none.json").read_text())["graphs"] == []
+
+    init = repo / "graphs" / "digits" / "__init__.py"
+    init.write_text(init.read_text().replace('version="1.0.0"', 'version="1.1.0-cli"'))
+    md, js = tmp_path / "report.md", tmp_path / "report.json"
+    result = runner.invoke(app, [*args, "--report-md", str(md), "--report-json", str(js)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(js.read_text())
+    assert [g["graph"] for g in data["graphs"]] == ["digits"] and data["exit_code"] == 0
+    assert data["graphs"][0]["status"] == "passed"
+    assert (
+        "Changed since `main`" in md.read_text()
+        and "| `digits` | 1.1.0-cli | ✅ passed |" in md.read_text()
+    )
