@@ -15,10 +15,11 @@ from graphops.graph import discover
 from graphops.plan import mermaid, plan
 
 from ._common import console
-from ._views import catalog_table, plan_table, run_tables
+from ._views import catalog_table, plan_table, run_tables, validation_table
 
 if TYPE_CHECKING:
     from graphops.runtime import LocalRun
+    from graphops.validation import GraphValidation
 
 
 @contextmanager
@@ -45,6 +46,7 @@ def demo(
     deterministic and an identical model version is reused rather than registered again.
     """
     from graphops.runtime import read_rows, run_local
+    from graphops.validation import current_commit, markdown, validate_graphs
 
     settings = ctx.obj
     timings: dict[str, float] = {}
@@ -79,17 +81,45 @@ def demo(
                 for part in run_tables(run, [*pkg.graph.response_fields, *label], limit=5):
                     console.print(part)
                 runs[pkg.name] = run
-    failed = _summary(packages, runs, timings, registry.tracking_uri) or bool(catalog.failures)
+    with _step("Validate every graph offline on Ray Data and record it in MLflow", timings):
+        repo = settings.root()
+        report = validate_graphs(
+            repo,
+            [p.name for p in packages],
+            registry,
+            commit=current_commit(repo),
+            selection="All graphs (demo).",
+        )
+        console.print(validation_table(report))
+        path = registry.work_dir / "reports" / "validation.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown(report))
+        console.print(f"Markdown report: {path}")
+    validated = {g.graph: g for g in report.graphs}
+    failed = _summary(packages, runs, validated, timings, registry.tracking_uri)
+    failed = failed or bool(catalog.failures) or report.exit_code != 0
     if failed:
         raise typer.Exit(1)
 
 
 def _summary(
-    packages: list[Any], runs: dict[str, LocalRun], timings: dict[str, float], store: str
+    packages: list[Any],
+    runs: dict[str, LocalRun],
+    validated: dict[str, GraphValidation],
+    timings: dict[str, float],
+    store: str,
 ) -> bool:
     console.print(Rule("[bold]Summary[/]", align="left"))
     table = Table(title_justify="left")
-    for column in ("graph", "version", "content hash", "models", "rows", "metrics", "gates"):
+    for column in (
+        "graph",
+        "version",
+        "content hash",
+        "models",
+        "local run",
+        "gates",
+        "validation run",
+    ):
         table.add_column(column)
     failed = False
     for pkg in packages:
@@ -102,12 +132,19 @@ def _summary(
             pkg.graph.version,
             pkg.content_hash[:19],
             ", ".join(p.uri for p in run.pins.values()) if run else "-",
-            str(run.stats.rows) if run else "-",
-            metrics,
+            f"{run.stats.rows} rows, {metrics}" if run else "-",
             "[green]pass[/]" if ok else "[red]FAIL[/]",
+            _validation_cell(validated.get(pkg.name)),
         )
     console.print(table)
     console.print(f"Total {sum(timings.values()):.1f} s; MLflow store {store}")
     if store.startswith("sqlite:///"):
         console.print(f"Browse it: [bold]mlflow ui --backend-store-uri {store}[/]")
     return failed
+
+
+def _validation_cell(result: GraphValidation | None) -> str:
+    if result is None:
+        return "-"
+    colour = "green" if result.status == "passed" else "red"
+    return f"[{colour}]{result.status}[/] {result.run_id or ''}".rstrip()

@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from graphops.graph import graph_names
 
 from ._common import GraphArg, console
-
-_STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
+from ._views import validation_table
 
 
 def batch(
@@ -126,24 +124,7 @@ def validate(
             record=not no_record,
             selection=selection,
         )
-    table = Table(title="Validation", title_justify="left")
-    for column in ("graph", "version", "status", "gates", "rows", "seconds", "MLflow run"):
-        table.add_column(column)
-    for g in report.graphs:
-        gates = ", ".join(f"{x.metric}={x.value:.4f} {x.gate}" for x in g.gates) or "-"
-        table.add_row(
-            g.graph,
-            g.version or "-",
-            _STATUS[g.status],
-            gates,
-            str(g.rows),
-            f"{g.seconds:.1f}",
-            g.run_id or "-",
-        )
-    console.print(table)
-    for g in report.graphs:
-        for problem in g.problems:
-            console.print(f"[red]{g.graph}:[/] {escape(problem)}")
+    console.print(validation_table(report))
     if report_md:
         report_md.write_text(markdown(report))
         console.print(f"Markdown report: {report_md}")

@@ -18,6 +18,9 @@ from graphops.plan import Plan, describe_resources
 if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
+    from graphops.validation import ValidationReport
+
+_STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
 
 
 def error_panel(exc: GraphOpsError) -> Panel:
@@ -149,3 +152,23 @@ def _cell(value: Any) -> str:
     if np.asarray(value).dtype.kind == "f":
         return f"{float(value):.4f}"
     return escape(str(value))
+
+
+def validation_table(report: ValidationReport) -> Group:
+    """Validation outcome per graph (gates, rows, time, MLflow run) and every problem."""
+    table = Table(title="Validation (offline, Ray Data)", title_justify="left")
+    for column in ("graph", "version", "status", "gates", "rows", "seconds", "MLflow run"):
+        table.add_column(column)
+    for g in report.graphs:
+        gates = ", ".join(f"{x.metric}={x.value:.4f} {x.gate}" for x in g.gates) or "-"
+        table.add_row(
+            g.graph,
+            g.version or "-",
+            _STATUS[g.status],
+            gates,
+            str(g.rows),
+            f"{g.seconds:.1f}",
+            g.run_id or "-",
+        )
+    problems = [f"[red]{g.graph}:[/] {escape(p)}" for g in report.graphs for p in g.problems]
+    return Group(table, *problems)
