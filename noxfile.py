@@ -45,6 +45,13 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def validate(session: nox.Session) -> None:
+    """Validate graphs offline on Ray Data: `nox -s validate -- --changed --base origin/main`."""
+    _install(session, "examples")
+    session.run("graphops", "validate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def train(session: nox.Session) -> None:
     """Train and register a graph's model: `nox -s train -- digits`."""
     _install(session, "examples")
