@@ -48,7 +48,7 @@ def demo(session: nox.Session) -> None:
 def validate(session: nox.Session) -> None:
     """Validate graphs offline on Ray Data: `nox -s validate -- --changed --base origin/main`."""
     _install(session, "examples")
-    session.run("graphops", "validate", *session.posargs)
+    session.run("graphops", "validate", "--train-missing", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -8,6 +8,7 @@ Example:
 """
 
 from graphops.errors import (
+    ChangeDetectionError,
     CycleError,
     DuplicateColumnError,
     GraphDefinitionError,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Batch",
     "Batching",
+    "ChangeDetectionError",
     "CycleError",
     "DuplicateColumnError",
     "GiB",

@@ -129,9 +129,7 @@ def test_regression_against_the_pinned_baseline(
     assert "regressed from the pinned 0.9990" in result.problems[0]
 
 
-def test_cli_validates_only_changed_graphs(
-    tmp_path: Path, repo_copy: Path, registry: Registry
-) -> None:
+def test_cli_validates_only_changed_graphs(tmp_path: Path, repo_copy: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(repo_copy, repo)
     (repo / "README.md").write_text("docs\n")
@@ -144,16 +142,10 @@ def test_cli_validates_only_changed_graphs(
         (repo / "README.md").write_text("more docs\n")
         g.git.commit("-am", "docs")
     runner = CliRunner()
-    args = [
-        "--repo",
-        str(repo),
-        "--tracking-uri",
-        registry.tracking_uri,
-        "validate",
-        "--changed",
-        "--base",
-        "main",
-    ]
+    fresh = tmp_path / "fresh"  # an empty MLflow store: --train-missing trains digits first
+    fresh.mkdir()
+    args = ["--repo", str(repo), "--tracking-uri", f"sqlite:///{fresh / 'mlflow.db'}", "validate"]
+    args += ["--train-missing", "--changed", "--base", "main"]
     nothing = runner.invoke(app, [*args, "--report-json", str(tmp_path / "none.json")])
     assert nothing.exit_code == 0, nothing.output
     assert json.loads((tmp_path / "none.json").read_text())["graphs"] == []
@@ -163,6 +155,7 @@ def test_cli_validates_only_changed_graphs(
     md, js = tmp_path / "report.md", tmp_path / "report.json"
     result = runner.invoke(app, [*args, "--report-md", str(md), "--report-json", str(js)])
     assert result.exit_code == 0, result.output
+    assert "Trained and registered models:/digits/1 for digits." in result.output
     data = json.loads(js.read_text())
     assert [g["graph"] for g in data["graphs"]] == ["digits"] and data["exit_code"] == 0
     assert data["graphs"][0]["status"] == "passed"

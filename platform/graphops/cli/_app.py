@@ -63,7 +63,10 @@ def plan_graph(
     ctx: typer.Context,
     graph: GraphArg,
     no_fuse: Annotated[
-        bool, typer.Option("--no-fuse", help="One stage per node (to measure fusion).")
+        bool,
+        typer.Option(
+            "--no-fuse", help="One stage per node, explicit stage= groups kept (to measure fusion)."
+        ),
     ] = False,
     mermaid_out: Annotated[
         Path | None, typer.Option("--mermaid", help="Also write the Mermaid diagram to this file.")
@@ -133,9 +136,8 @@ def run(
             pkg, ctx.obj.registry(), read_rows(path), batch_size=batch_size, source=str(path)
         )
     fields = list(pkg.graph.response_fields)
-    extra = [
-        c for c in (pkg.graph.validation.label,) if pkg.graph.validation and c in result.columns
-    ]
+    validation = pkg.graph.validation
+    extra = [validation.label] if validation and validation.label in result.columns else []
     for part in run_tables(result, fields + extra, limit):
         console.print(part)
     if output:

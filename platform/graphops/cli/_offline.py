@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from graphops.graph import graph_names
+from graphops.graph import graph_names, load_graph
 
 from ._common import GraphArg, console
 from ._views import validation_table
+
+if TYPE_CHECKING:
+    from graphops.registry import Registry
 
 
 def batch(
@@ -29,7 +32,11 @@ def batch(
         ),
     ],
     no_fuse: Annotated[
-        bool, typer.Option("--no-fuse", help="One Ray Data operator per node.")
+        bool,
+        typer.Option(
+            "--no-fuse",
+            help="One Ray Data operator per node (explicit stage= groups stay together).",
+        ),
     ] = False,
     address: Annotated[
         str | None,
@@ -83,6 +90,12 @@ def validate(
         bool, typer.Option("--no-record", help="Do not write MLflow runs.")
     ] = False,
     no_fuse: Annotated[bool, typer.Option("--no-fuse", help="Validate the unfused plan.")] = False,
+    train_missing: Annotated[
+        bool,
+        typer.Option(
+            "--train-missing", help="Train (train.py) graphs whose models are not registered yet."
+        ),
+    ] = False,
 ) -> None:
     """Validate graphs offline (Ray Data) against their MLflow models and gates; record each run.
 
@@ -114,6 +127,8 @@ def validate(
         selection = f"Graphs: {', '.join(names)}."
     console.print(selection)
     registry = settings.registry()
+    if train_missing:
+        _train_missing(repo, names, registry)
     with console.status(f"Validating {len(names)} graph(s) on Ray Data ..."):
         report = validate_graphs(
             repo,
@@ -132,3 +147,22 @@ def validate(
         report_json.write_text(to_json(report))
         console.print(f"JSON report: {report_json}")
     raise typer.Exit(report.exit_code)
+
+
+def _train_missing(repo: Path, names: list[str], registry: Registry) -> None:
+    """Run the training entry point of each graph with a model reference that does not resolve."""
+    from graphops.errors import GraphOpsError, RegistryError
+
+    for name in names:
+        try:
+            package = load_graph(repo, name)
+            for node in package.graph.model_nodes:
+                registry.resolve(node.uri)
+        except RegistryError:
+            trainer = package.trainer()
+            if trainer is not None:
+                with console.status(f"Training {name} (its model is not registered yet) ..."):
+                    pinned = trainer(registry)
+                console.print(f"Trained and registered {pinned.uri} for {name}.")
+        except GraphOpsError:
+            continue  # validation reports the broken graph with its file and line

@@ -26,11 +26,13 @@ _STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[
 def error_panel(exc: GraphOpsError) -> Panel:
     """An error as a red panel: what, where, fix."""
     lines = [f"[bold]{escape(exc.what)}[/]"]
-    where = ", ".join(
-        x for x in (exc.graph and f"graph {exc.graph}", exc.node and f"node {exc.node}") if x
-    )
-    if where or exc.location:
-        lines.append(f"[dim]where:[/] {escape(where)} {escape(exc.location)}".rstrip())
+    parts = [
+        p
+        for p in (exc.graph and f"graph {exc.graph}", exc.node and f"node {exc.node}", exc.location)
+        if p
+    ]
+    if parts:
+        lines.append(f"[dim]where:[/] {escape(', '.join(parts))}")
     if exc.fix:
         lines.append(f"[green]fix:[/] {escape(exc.fix)}")
     return Panel(
@@ -65,7 +67,7 @@ def catalog_table(catalog: Catalog) -> Group:
 def plan_table(plan: Plan) -> Table:
     """Stages of a plan with nodes, resources, scaling, batching and columns."""
     g = plan.graph
-    fused = "fused" if plan.fused else "unfused (one stage per node)"
+    fused = "fused" if plan.fused else "unfused (one stage per node, explicit stage= groups kept)"
     table = Table(
         title=f"Plan of {g.name} {g.version}: {len(plan.stages)} stages, {fused}",
         title_justify="left",

@@ -28,7 +28,8 @@ class TorchModel:
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
         self.module = module.to(device).eval()
         self.device = device
-        self._dtype = next(module.parameters()).dtype
+        first = next(module.parameters(), None)
+        self._dtype = first.dtype if first is not None else torch.float32
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         """Run the module on numpy inputs and return its output as numpy."""

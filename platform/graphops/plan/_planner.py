@@ -70,7 +70,8 @@ def plan(graph: Graph, *, fuse: bool = True) -> Plan:
 
     Args:
         graph: The graph to plan.
-        fuse: ``False`` gives one stage per node (to measure what fusion buys).
+        fuse: ``False`` gives one stage per node (to measure what fusion buys); nodes sharing an
+            explicit ``stage=`` stay together.
 
     Returns:
         The `Plan`.

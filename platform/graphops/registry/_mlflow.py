@@ -25,6 +25,7 @@ DIGEST_TAG = "graphops.digest"
 
 # MLflow's sqlite store logs every schema migration at INFO on first use; keep our output readable.
 logging.getLogger("alembic").setLevel(logging.WARNING)
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 class ResolvedModel(BaseModel):
@@ -239,16 +240,18 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             local = save_torch(module, dict(config), Path(tmp) / "model")
             digest = content_hash(local)
+            self._ensure_registered_model(name)
             existing = self._version_with_digest(name, digest)
             if existing is None:
                 existing = self._create_version(name, local, digest, params, metrics, description)
         self.client.set_registered_model_alias(name, alias, str(existing))
         return self.resolve(ModelURI(name, alias=alias))
 
-    def _version_with_digest(self, name: str, digest: str) -> int | None:
+    def _ensure_registered_model(self, name: str) -> None:
         if not self.client.search_registered_models(filter_string=f"name='{name}'"):
             self.client.create_registered_model(name)
-            return None
+
+    def _version_with_digest(self, name: str, digest: str) -> int | None:
         for mv in self.client.search_model_versions(f"name='{name}'"):
             if mv.tags.get(DIGEST_TAG) == digest:
                 return int(mv.version)
