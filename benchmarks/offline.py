@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
+import itertools
 import json
 import logging
 import os
@@ -92,6 +94,7 @@ class ModelActor:
         self.net = load_net(repo, source, tracking_uri)
 
     def __call__(self, batch: Batch) -> Batch:
+        """Logits for the batch's features (other columns pass through)."""
         features = batch.pop("features")
         features = features if features.flags.writeable else features.copy()
         with self.torch.inference_mode():
@@ -105,6 +108,45 @@ def postprocess(batch: Batch) -> Batch:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = shifted / shifted.sum(axis=1, keepdims=True)
     return {**batch, "label": probs.argmax(axis=1), "confidence": probs.max(axis=1)}
+
+
+# -- diagnostics: the hand-written pipeline plus one graphops behaviour at a time -------------
+
+
+class Step:
+    """A hand-written step, optionally reporting per batch as graphops does, or carrying columns."""
+
+    def __init__(
+        self, fn: Callable[[Batch], Batch], stage: str, *, timer: Any, carry: bool
+    ) -> None:
+        self.fn, self.stage, self.timer, self.carry = fn, stage, timer, carry
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Run the step on one batch."""
+        started = time.perf_counter()
+        if self.carry:  # as graphops: densify list columns, return every column received
+            from graphops.runtime.offline import _dense
+
+            batch = _dense(batch)
+            out = {**batch, **self.fn(dict(batch))}
+        else:
+            out = self.fn(batch)
+        if self.timer is not None:
+            rows = len(next(iter(out.values())))
+            ray.get(self.timer.add.remote(self.stage, time.perf_counter() - started, rows))
+        return out
+
+
+class InstrumentedModel(ModelActor):
+    """`ModelActor` as a `Step`: timed per batch and/or carrying its input columns."""
+
+    def __init__(self, repo: str, source: str, tracking_uri: str, timer: Any, carry: bool) -> None:
+        super().__init__(repo, source, tracking_uri)
+        self.step = Step(super().__call__, MODEL_NODE, timer=timer, carry=carry)
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Run the model step on one batch."""
+        return self.step(batch)
 
 
 # -- the systems ----------------------------------------------------------------------------
@@ -128,6 +170,7 @@ class Bench:
         self.runs = 0
 
     def output(self, system: str, rows: int) -> Path:
+        """A fresh output folder for one run."""
         self.runs += 1
         return self.work / "out" / f"{self.runs:03d}-{system}-{rows}.parquet"
 
@@ -137,6 +180,7 @@ class Bench:
         return self.registry.client.get_model_version_by_alias(uri.name, uri.alias).source
 
     def graphops(self, path: Path, rows: int) -> dict[str, Any]:
+        """`run_offline` on the graph, writing Parquet; wall time around the whole call."""
         from graphops.runtime.offline import run_offline
 
         out = self.output("graphops", rows)
@@ -151,20 +195,33 @@ class Bench:
             "output": str(out),
         }
 
-    def handwritten(self, path: Path, rows: int) -> dict[str, Any]:
-        out = self.output("handwritten", rows)
+    def handwritten(
+        self, path: Path, rows: int, *, timer: bool = False, carry: bool = False
+    ) -> dict[str, Any]:
+        """The hand-written pipeline; ``timer`` / ``carry`` add one graphops behaviour each."""
+        name = "handwritten" + "_timer" * timer + "_carry" * carry
+        out = self.output(name, rows)
         started = time.perf_counter()
         kwargs = {
             "repo": str(self.repo),
             "source": self.source(),
             "tracking_uri": self.registry.tracking_uri,
         }
+        steps: list[Any] = [normalize, ModelActor, postprocess]
+        if timer or carry:
+            extra = {"timer": stage_monitor() if timer else None, "carry": carry}
+            steps = [
+                Step(normalize, "features", **extra),
+                InstrumentedModel,
+                Step(postprocess, "prediction", **extra),
+            ]
+            kwargs |= extra
         ds = ray.data.read_parquet(str(path))
         ds = ds.map_batches(
-            normalize, batch_format="numpy", num_cpus=self.cpus["features"], batch_size=1024
+            steps[0], batch_format="numpy", num_cpus=self.cpus["features"], batch_size=1024
         )
         ds = ds.map_batches(
-            ModelActor,
+            steps[1],
             compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=self.cpus[MODEL_NODE],
             batch_size=self.batch_size,
@@ -172,12 +229,36 @@ class Bench:
             fn_constructor_kwargs=kwargs,
         )
         ds = ds.map_batches(
-            postprocess, batch_format="numpy", num_cpus=self.cpus["prediction"], batch_size=1024
+            steps[2], batch_format="numpy", num_cpus=self.cpus["prediction"], batch_size=1024
         )
+        if carry:
+            ds = ds.select_columns([*CARRIED, "label", "confidence"])
         ds.write_parquet(str(out))
         return {"wall_s": time.perf_counter() - started, "output": str(out)}
 
+    def handwritten_timer(self, path: Path, rows: int) -> dict[str, Any]:
+        """Diagnostic: plus graphops' per-batch ``ray.get(timer.add.remote(...))``."""
+        return self.handwritten(path, rows, timer=True)
+
+    def handwritten_carry(self, path: Path, rows: int) -> dict[str, Any]:
+        """Diagnostic: plus graphops' data flow (every stage returns all columns it got)."""
+        return self.handwritten(path, rows, carry=True)
+
+    def read_write(self, path: Path, rows: int, *, v2: bool = True) -> dict[str, Any]:
+        """Diagnostic: Ray Data's floor, read + write and nothing else (datasource V2 or V1)."""
+        out = self.output(f"read_write_v{2 if v2 else 1}", rows)
+        context = ray.data.DataContext.get_current()
+        default = context.use_datasource_v2
+        context.use_datasource_v2 = v2
+        try:
+            started = time.perf_counter()
+            ray.data.read_parquet(str(path)).write_parquet(str(out))
+            return {"wall_s": time.perf_counter() - started}
+        finally:
+            context.use_datasource_v2 = default
+
     def torch_loop(self, path: Path, rows: int, batch_size: int) -> dict[str, Any]:
+        """The same work in-process: load, read, loop over batches, write."""
         import torch
 
         out = self.output(f"torch_b{batch_size}", rows)
@@ -217,6 +298,14 @@ class Bench:
         }
 
 
+def stage_monitor() -> Any:
+    """A new instance of the actor graphops' stage workers report to once per batch (private)."""
+    import graphops.runtime.offline as offline
+
+    cls = getattr(offline, "_Monitor", None) or offline._Timer  # type: ignore[attr-defined]
+    return cls.remote()
+
+
 # -- where the time goes: a fresh worker process doing what each system's actor does ---------
 
 
@@ -228,9 +317,11 @@ class Probe:
         self.born = time.time()
 
     def born_at(self) -> float:
+        """When the actor's constructor ran (epoch seconds)."""
         return self.born
 
     def setup(self, repo: str, source: str, tracking_uri: str, work_dir: str) -> dict[str, float]:
+        """Seconds per step: imports, the hand-written model load, then graphops' stage build."""
         import importlib
 
         spent: dict[str, float] = {}
@@ -267,8 +358,6 @@ class Probe:
 
 def probe(bench: Bench) -> dict[str, Any]:
     """Actor start, imports, graph and model loading, and the per-batch timer call, measured."""
-    from graphops.runtime.offline import _Timer
-
     submitted = time.time()
     actor = Probe.remote()  # type: ignore[attr-defined]
     born = ray.get(actor.born_at.remote())
@@ -280,12 +369,16 @@ def probe(bench: Bench) -> dict[str, Any]:
             str(bench.work / ".graphops"),
         )
     )
-    timer = _Timer.remote()  # type: ignore[attr-defined]
+    created = time.perf_counter()
+    timer = stage_monitor()
+    ray.get(timer.totals.remote())  # graphops creates one per run; workers wait for it to be up
+    timer_ready = time.perf_counter() - created
     trips = ray.get(actor.timer_round_trip.remote(timer, TIMER_CALLS))
     ray.kill(actor)
     ray.kill(timer)
     return {
         "actor_start_s": born - submitted,
+        "timer_actor_ready_s": timer_ready,
         "steps_s": steps,
         "timer_round_trip_ms": {
             "median": statistics.median(trips) * 1e3,
@@ -305,7 +398,7 @@ def write_input(package_path: Path, folder: Path, rows: int, files: int) -> Path
     tiled = tiled.add_column(0, "row", pa.array(np.arange(rows, dtype=np.int64)))
     folder.mkdir(parents=True)
     bounds = np.linspace(0, rows, files + 1, dtype=int)
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         pq.write_table(tiled.slice(lo, hi - lo), folder / f"part-{i:03d}.parquet")
     return folder
 
@@ -348,12 +441,13 @@ def verify(outputs: dict[str, str], rows: int) -> dict[str, Any]:
 
 
 def median_of(runs: list[dict[str, Any]], key: str = "wall_s") -> float:
+    """Median of one timing over repeated runs."""
     return statistics.median(r[key] for r in runs)
 
 
 def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]], rows: int) -> dict[str, Any]:
     """Medians, rows/s, ratios and targets from the raw timings."""
-    med = {
+    med: dict[str, dict[str, Any]] = {
         s: {
             size: {"wall_s": median_of(runs), "rows_per_s": int(size) / median_of(runs)}
             for size, runs in sizes.items()
@@ -367,7 +461,7 @@ def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]], rows: int) -> dic
     throughput = {
         f"graphops_vs_{b}": med["graphops"][big]["rows_per_s"] / med[b][big]["rows_per_s"]
         for b in raw
-        if b != "graphops"
+        if b != "graphops" and big in med[b]
     }
     fixed = med["graphops"][small]["wall_s"] / med["handwritten"][small]["wall_s"]
     marginal = [med[s]["marginal_rows_per_s"] for s in SYSTEMS]
@@ -390,41 +484,71 @@ def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]], rows: int) -> dic
         if all(marginal)
         else None,
     }
-    return {"medians": med, "ratios": ratios, "targets": targets}
+    diagnostics = {
+        f"{s}_vs_handwritten": {
+            "throughput_ratio": med[s][big]["rows_per_s"] / med["handwritten"][big]["rows_per_s"],
+            "extra_wall_s": med[s][big]["wall_s"] - med["handwritten"][big]["wall_s"],
+        }
+        for s in ("handwritten_timer", "handwritten_carry")
+        if s in med
+    }
+    if "read_write_v2" in med:
+        v1, v2 = med["read_write_v1"][small]["wall_s"], med["read_write_v2"][small]["wall_s"]
+        diagnostics["read_write_1k_v2_vs_v1"] = {"v2_wall_s": v2, "v1_wall_s": v1, "ratio": v2 / v1}
+    return {"medians": med, "ratios": ratios, "targets": targets, "diagnostics": diagnostics}
 
 
-def breakdown(raw: dict[str, Any], rows: int, probed: dict[str, Any]) -> dict[str, Any]:
-    """Where graphops' wall time goes, from its own stage timer and the probe."""
+def breakdown(result: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Where the time goes: setup, per-worker setup (probe), graphops' stage timer, torch phases."""
+    raw, probed = result["raw"], result["probe"]
     runs = raw["graphops"][str(rows)]
     stage = {
         name: statistics.median(r["stage_seconds"][name] for r in runs)
         for name in runs[0]["stage_seconds"]
     }
     wall = median_of(runs)
-    batches = {
-        "model_stage": -(-rows // 64),
-        "cpu_stages": 2 * -(-rows // 1024),
-    }
+    steps = probed["steps_s"]
+    batches = {"model_stage": -(-rows // 64), "cpu_stages": 2 * -(-rows // 1024)}
     trip = probed["timer_round_trip_ms"]["median"] / 1e3
+    torch_runs = raw["torch_b64"][str(rows)]
     return {
-        "graphops_wall_s": wall,
-        "graphops_pipeline_s": median_of(runs, "pipeline_s"),
-        "graphops_stage_compute_s": stage,
-        "graphops_model_stage_share_of_wall": stage.get(MODEL_NODE, 0.0) / wall,
-        "graphops_reported_rows": [r["reported_rows"] for r in runs],
-        "batches_at_least": batches,
+        "ray_init_s": result["setup_s"]["ray_init"],
+        "train_and_register_s": result["setup_s"]["train_and_register"],
+        "actor_start_s": probed["actor_start_s"],
+        "timer_actor_ready_s": probed["timer_actor_ready_s"],
+        "model_stage_setup_s": {
+            "handwritten": steps["import_torch"] + steps["handwritten_model_load"],
+            "graphops_extra_over_handwritten": steps["import_graphops_offline"]
+            + steps["graphops_load_graph"]
+            + steps["graphops_plan"]
+            + steps["graphops_registry_init"]
+            + steps["graphops_model_load"],
+        },
+        "graphops": {
+            "wall_s": wall,
+            "pipeline_s": median_of(runs, "pipeline_s"),
+            "stage_compute_s": stage,
+            "model_stage_compute_share_of_wall": stage.get(MODEL_NODE, 0.0) / wall,
+            "reported_rows": {
+                "warmup": result["warmup"]["graphops"]["reported_rows"],
+                "timed": [r["reported_rows"] for r in runs],
+                "expected": rows,
+            },
+        },
         "timer_round_trips_estimated_s": {
+            "batches": batches,
             "model_stage": batches["model_stage"] * trip,
             "cpu_stages": batches["cpu_stages"] * trip,
         },
         "torch_b64_phases_s": {
-            k: statistics.median(r["phases_s"][k] for r in raw["torch_b64"][str(rows)])
-            for k in raw["torch_b64"][str(rows)][0]["phases_s"]
+            k: statistics.median(r["phases_s"][k] for r in torch_runs)
+            for k in torch_runs[0]["phases_s"]
         },
     }
 
 
 def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
     import mlflow
     import torch
 
@@ -443,50 +567,69 @@ def machine() -> dict[str, Any]:
 
 
 def print_report(result: dict[str, Any]) -> None:
+    """A Rich table of the medians and ratios, the targets, the diagnostics and the breakdown."""
     from rich.console import Console
     from rich.table import Table
 
     rows = result["parameters"]["rows"]
-    med = result["summary"]["medians"]
-    ratios = result["summary"]["ratios"]["throughput"]
+    big, small = str(rows), str(SMALL_ROWS)
+    summary = result["summary"]
     table = Table(
-        title=f"Offline digits, {rows:,} rows, median of {result['parameters']['repeats']}"
+        title=f"Offline digits: medians of {result['parameters']['repeats']} "
+        f"({result['date']}, {result['machine']['cpu_count']} CPUs, shared)"
     )
-    for column in ("system", "wall s", "rows/s", "graphops / this", f"{SMALL_ROWS:,} rows: wall s"):
+    for column in (
+        "system",
+        f"{rows:,} rows: wall s",
+        "rows/s",
+        "graphops rows/s ÷ this",
+        f"{SMALL_ROWS:,} rows: wall s",
+    ):
         table.add_column(column, justify="right")
-    for system, sizes in med.items():
-        big = sizes[str(rows)]
-        small = sizes.get(str(SMALL_ROWS))
-        ratio = ratios.get(f"graphops_vs_{system}")
+
+    def cell(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for system, sizes in summary["medians"].items():
         table.add_row(
             system,
-            f"{big['wall_s']:.2f}",
-            f"{big['rows_per_s']:,.0f}",
-            "-" if ratio is None else f"{ratio:.3f}",
-            "-" if small is None else f"{small['wall_s']:.2f}",
+            cell(sizes.get(big, {}).get("wall_s"), ".2f"),
+            cell(sizes.get(big, {}).get("rows_per_s"), ",.0f"),
+            cell(summary["ratios"]["throughput"].get(f"graphops_vs_{system}"), ".3f"),
+            cell(sizes.get(small, {}).get("wall_s"), ".2f"),
         )
     console = Console()
     console.print(table)
-    for name, t in result["summary"]["targets"].items():
+    for name, t in summary["targets"].items():
         mark = "[green]met[/]" if t["met"] else "[red]NOT met[/]"
         console.print(f"{name}: {t['value']:.3f} (target {t['target']}) {mark}")
-    console.print_json(json.dumps({"setup_s": result["setup_s"], "breakdown": result["breakdown"]}))
+    console.print_json(
+        json.dumps({"diagnostics": summary["diagnostics"], "breakdown": result["breakdown"]})
+    )
 
 
 # -- main ----------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train, write the inputs, start Ray once, time every system, verify, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="Rows of the throughput run.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed repeats per system.")
     parser.add_argument("--files", type=int, default=8, help="Parquet files the input is split in.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/offline.json")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="Also time the hand-written pipeline plus one graphops behaviour at a time, and "
+        "Ray Data's read + write floor (datasource V2 vs V1).",
+    )
     args = parser.parse_args(argv)
     if args.rows <= SMALL_ROWS:
         parser.error(f"--rows must exceed {SMALL_ROWS}.")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = time.perf_counter()
+    big, small = str(args.rows), str(SMALL_ROWS)
     result: dict[str, Any] = {
         "benchmark": "offline throughput, digits graph",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -496,9 +639,10 @@ def main(argv: list[str] | None = None) -> int:
             "small_rows": SMALL_ROWS,
             "repeats": args.repeats,
             "input_files": args.files,
+            "diagnose": args.diagnose,
             "torch_threads_in_loop": 1,
-            "order": "graphops and handwritten alternate first/second each repeat, after a "
-            f"warm-up run of each on {SMALL_ROWS} rows",
+            "order": "graphops and handwritten alternate first/second each repeat, after an "
+            f"untimed warm-up run of each on {SMALL_ROWS} rows",
         },
         "setup_s": {},
     }
@@ -513,8 +657,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer(bench.registry)
         result["setup_s"]["train_and_register"] = time.perf_counter() - t0
         inputs = {
-            str(n): write_input(bench.package.path, work / f"input-{n}.parquet", n, files)
-            for n, files in ((args.rows, args.files), (SMALL_ROWS, 1))
+            big: write_input(
+                bench.package.path, work / f"input-{big}.parquet", args.rows, args.files
+            ),
+            small: write_input(bench.package.path, work / f"input-{small}.parquet", SMALL_ROWS, 1),
         }
         t0 = time.perf_counter()
         ray.init(
@@ -524,51 +670,64 @@ def main(argv: list[str] | None = None) -> int:
             logging_level="WARNING",
         )
         result["setup_s"]["ray_init"] = time.perf_counter() - t0
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        systems: dict[str, Callable[[Path, int], dict[str, Any]]] = {
+            "graphops": bench.graphops,
+            "handwritten": bench.handwritten,
+        }
+        diagnostics: dict[str, dict[str, Callable[[Path, int], dict[str, Any]]]] = {
+            big: {
+                "handwritten_timer": bench.handwritten_timer,
+                "handwritten_carry": bench.handwritten_carry,
+            },
+            small: {
+                "read_write_v2": functools.partial(bench.read_write, v2=True),
+                "read_write_v1": functools.partial(bench.read_write, v2=False),
+            },
+        }
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {s: {big: [], small: []} for s in systems}
+        for b in TORCH_BATCHES:
+            raw[f"torch_b{b}"] = {big: []}
+        if args.diagnose:
+            raw |= {s: {size: []} for size, runs in diagnostics.items() for s in runs}
+
+        def timed(system: str, size: str, fn: Callable[[Path, int], dict[str, Any]]) -> None:
+            raw[system][size].append(fn(inputs[size], int(size)))
+            print(
+                f"{system:<18} {size:>7} rows: {raw[system][size][-1]['wall_s']:7.2f} s", flush=True
+            )
+
         try:
             result["probe"] = probe(bench)
-            small = inputs[str(SMALL_ROWS)]
-            result["warmup_1k_wall_s"] = {
-                s: getattr(bench, s)(small, SMALL_ROWS)["wall_s"] for s in SYSTEMS
-            }
-            raw: dict[str, dict[str, list[dict[str, Any]]]] = {
-                s: {str(args.rows): [], str(SMALL_ROWS): []} for s in SYSTEMS
-            }
-            for b in TORCH_BATCHES:
-                raw[f"torch_b{b}"] = {str(args.rows): []}
+            result["warmup"] = {s: fn(inputs[small], SMALL_ROWS) for s, fn in systems.items()}
             for repeat in range(args.repeats):
-                order = SYSTEMS if repeat % 2 == 0 else SYSTEMS[::-1]
-                for size in (str(args.rows), str(SMALL_ROWS)):
+                print(f"-- repeat {repeat + 1}/{args.repeats}", flush=True)
+                order = list(systems) if repeat % 2 == 0 else list(systems)[::-1]
+                for size in (big, small):
                     for s in order:
-                        raw[s][size].append(getattr(bench, s)(inputs[size], int(size)))
-                        print(
-                            f"repeat {repeat} {s:<12} {size:>7} rows: {raw[s][size][-1]['wall_s']:.2f} s"
-                        )
+                        timed(s, size, systems[s])
+                    for s, fn in diagnostics[size].items() if args.diagnose else ():
+                        timed(s, size, fn)
                 for b in TORCH_BATCHES:
-                    run = bench.torch_loop(inputs[str(args.rows)], args.rows, b)
-                    raw[f"torch_b{b}"][str(args.rows)].append(run)
-                    print(
-                        f"repeat {repeat} torch_b{b:<6} {args.rows:>7} rows: {run['wall_s']:.2f} s"
-                    )
+                    timed(f"torch_b{b}", big, functools.partial(bench.torch_loop, batch_size=b))
         finally:
             ray.shutdown()
-        last = {s: sizes[str(args.rows)][-1]["output"] for s, sizes in raw.items()}
         result["verification"] = {
-            "throughput_run": verify(last, args.rows),
+            "throughput_run": verify(_outputs(raw, big), args.rows),
             "fixed_cost_run": verify(
-                {s: raw[s][str(SMALL_ROWS)][-1]["output"] for s in SYSTEMS}
-                | {"torch_b64": _torch_small(bench, small)},
+                _outputs(raw, small)
+                | {"torch_b64": bench.torch_loop(inputs[small], SMALL_ROWS, 64)["output"]},
                 SMALL_ROWS,
             ),
         }
-    for sizes in raw.values():
-        for runs in sizes.values():
-            for r in runs:
-                r.pop("output")
+    for record in [
+        *result["warmup"].values(),
+        *(r for v in raw.values() for rs in v.values() for r in rs),
+    ]:
+        record.pop("output", None)
     result["raw"] = raw
     result["summary"] = summarize(raw, args.rows)
-    result["breakdown"] = breakdown(raw, args.rows, result["probe"])
+    result["breakdown"] = breakdown(result, args.rows)
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["total_s"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -578,9 +737,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _torch_small(bench: Bench, path: Path) -> str:
-    """The torch loop's output on the small input, the reference for the fixed-cost check."""
-    return bench.torch_loop(path, SMALL_ROWS, 64)["output"]
+def _outputs(raw: dict[str, dict[str, list[dict[str, Any]]]], size: str) -> dict[str, str]:
+    """The last output written per system at ``size`` rows."""
+    return {
+        s: sizes[size][-1]["output"]
+        for s, sizes in raw.items()
+        if "output" in sizes.get(size, [{}])[-1]
+    }
 
 
 if __name__ == "__main__":

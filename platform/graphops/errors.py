@@ -67,6 +67,23 @@ class GraphOpsError(Exception):
     def __str__(self) -> str:
         return self.args[0] if self.args else self._render()
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep every field when the error crosses a process boundary (Ray workers -> driver).
+        fields = (self.what, self.fix, self.graph, self.node, self.file, self.line)
+        return (_rebuild, (type(self), *fields))
+
+
+def _rebuild(
+    cls: type[GraphOpsError],
+    what: str,
+    fix: str,
+    graph: str | None,
+    node: str | None,
+    file: str | None,
+    line: int | None,
+) -> GraphOpsError:
+    return cls(what, fix=fix, graph=graph, node=node, file=file, line=line)
+
 
 class GraphDefinitionError(GraphOpsError):
     """A graph or node is declared wrongly (bad name, version, types, settings)."""

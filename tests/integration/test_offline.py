@@ -76,3 +76,51 @@ def test_unknown_output_format_is_refused_before_running(
     assert digits.validation_dataset is not None
     with pytest.raises(InputDataError, match=r'unknown file type "\.xlsx"'):
         run_offline(digits, registry, digits.validation_dataset, output=tmp_path / "out.xlsx")
+
+
+FAILING_GRAPH = """
+import numpy as np
+from pydantic import BaseModel
+
+from graphops import Graph, Resources, node
+
+
+class Request(BaseModel):
+    x: float
+
+
+class Response(BaseModel):
+    y: float
+
+
+@node(resources=Resources(cpus=0.25))
+def y(x: np.ndarray) -> np.ndarray:
+    if (x < 0).any():
+        raise ValueError("negative input")
+    return x * 2
+
+
+graph = Graph(name="fails", version="1.0.0", request=Request, response=Response, nodes=[y])
+"""
+
+
+def test_a_failing_node_is_reported_by_name_not_as_a_ray_traceback(
+    tmp_path: Path, registry: Registry
+) -> None:
+    from graphops import RunError
+    from graphops.graph import load_graph
+
+    package = tmp_path / "graphs" / "fails"
+    package.mkdir(parents=True)
+    (tmp_path / "graphs" / "__init__.py").touch()
+    (package / "__init__.py").write_text(FAILING_GRAPH)
+    fails = load_graph(tmp_path, "fails")
+    assert run_offline(fails, registry, [{"x": 1.0}, {"x": 2.0}]).columns["y"].tolist() == [
+        2.0,
+        4.0,
+    ]
+    with pytest.raises(RunError) as info:
+        run_offline(fails, registry, [{"x": 1.0}, {"x": -1.0}])
+    assert info.value.node == "y" and info.value.graph == "fails"
+    assert "ValueError: negative input" in str(info.value)
+    assert f"{package / '__init__.py'}:16" in str(info.value)

@@ -382,3 +382,20 @@ def test_unit_tests_cannot_start_ray() -> None:
 
     with pytest.raises(RuntimeError, match="move the test to tests/integration"):
         ray.init()
+
+
+def test_domain_errors_survive_pickling_with_every_field() -> None:
+    import pickle
+
+    from graphops import RunError
+
+    error = RunError("boom.", fix="Fix it.", graph="g", node="n", file="/x/graph.py", line=7)
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is RunError and str(again) == str(error)
+    assert (again.graph, again.node, again.file, again.line, again.fix) == (
+        "g",
+        "n",
+        "/x/graph.py",
+        7,
+        "Fix it.",
+    )

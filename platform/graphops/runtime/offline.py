@@ -20,7 +20,7 @@ import numpy as np
 import ray
 import ray.data
 
-from graphops.errors import InputDataError, RunError
+from graphops.errors import GraphOpsError, InputDataError, RunError
 from graphops.graph import Batch, GraphPackage, load_graph
 from graphops.plan import Plan, Stage, plan
 from graphops.registry import Registry, ResolvedModel
@@ -46,12 +46,19 @@ class StageSpec:
 
 
 @ray.remote(num_cpus=0)
-class _Timer:
-    """Collects seconds and rows per stage from the workers."""
+class _Monitor:
+    """Collects seconds and rows per stage from the workers, and the first node failure."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.rows: dict[str, int] = {}
+        self.failure: GraphOpsError | None = None
+
+    def fail(self, error: GraphOpsError) -> None:
+        self.failure = self.failure or error
+
+    def first_failure(self) -> GraphOpsError | None:
+        return self.failure
 
     def add(self, stage: str, seconds: float, rows: int) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
@@ -64,7 +71,7 @@ class _Timer:
 class _StageWorker:
     """Runs one stage's nodes on numpy batches; built once per actor (model loaded once)."""
 
-    def __init__(self, spec: StageSpec, timer: Any) -> None:
+    def __init__(self, spec: StageSpec, monitor: Any) -> None:
         repo = Path(spec.repo) if Path(spec.repo).is_dir() else Path.cwd()  # remote: working_dir
         package = load_graph(repo, spec.graph)
         if package.content_hash != spec.content_hash:
@@ -79,14 +86,18 @@ class _StageWorker:
         registry = Registry(Path(spec.work_dir), spec.tracking_uri)
         models = {n.name: registry.load(n, pins[n.name]) for n in self.stage.model_nodes}
         self.runner = LocalRunner(package.graph, models, nodes=self.stage.nodes)
-        self.timer = timer
+        self.monitor = monitor
 
     def __call__(self, batch: Batch) -> Batch:
         started = time.perf_counter()
-        out = self.runner.run_batch(_dense(batch))
+        try:
+            out = self.runner.run_batch(_dense(batch))
+        except GraphOpsError as exc:  # Ray wraps it beyond recognition: hand it over intact
+            ray.get(self.monitor.fail.remote(exc))
+            raise
         rows = len(next(iter(out.values()))) if out else 0
-        # Wait for the timer: an unawaited report could land after the driver reads the totals.
-        ray.get(self.timer.add.remote(self.stage.name, time.perf_counter() - started, rows))
+        # Wait for the monitor: an unawaited report could land after the driver reads the totals.
+        ray.get(self.monitor.add.remote(self.stage.name, time.perf_counter() - started, rows))
         return out
 
 
@@ -95,13 +106,14 @@ class _StageTask:
 
     _cache: dict[StageSpec, _StageWorker] = {}  # noqa: RUF012  (per worker process, by design)
 
-    def __init__(self, spec: StageSpec, timer: Any) -> None:
-        self.spec, self.timer = spec, timer
+    def __init__(self, spec: StageSpec, monitor: Any) -> None:
+        self.spec, self.monitor = spec, monitor
 
     def __call__(self, batch: Batch) -> Batch:
         worker = self._cache.get(self.spec)
         if worker is None:
-            worker = self._cache[self.spec] = _StageWorker(self.spec, self.timer)
+            worker = self._cache[self.spec] = _StageWorker(self.spec, self.monitor)
+        worker.monitor = self.monitor  # a reused worker process may have served an earlier run
         return worker(batch)
 
 
@@ -166,7 +178,7 @@ def compile_offline(
     *,
     fuse: bool = True,
     gpus: bool = False,
-    timer: Any = None,
+    monitor: Any = None,
 ) -> tuple[ray.data.Dataset, Plan]:
     """Append one ``map_batches`` per stage of the graph's plan to ``dataset``.
 
@@ -177,13 +189,13 @@ def compile_offline(
         pins: The exact model version per model node (see `Registry.load_models`).
         fuse: Compile the fused plan (default) or one operator per node.
         gpus: Whether the cluster has GPUs; without, GPU requests become CPU-only.
-        timer: A `_Timer` actor collecting per-stage seconds (created when omitted).
+        monitor: A `_Monitor` actor collecting per-stage seconds (created when omitted).
 
     Returns:
         (the dataset with every stage appended, the plan).
     """
     the_plan = plan(package.graph, fuse=fuse)
-    timer = timer or _Timer.remote()
+    monitor = monitor or _Monitor.remote()
     spec_pins = json.dumps({k: v.model_dump() for k, v in pins.items()}, sort_keys=True)
     missing = [f for f in package.graph.request_fields if f not in dataset.columns()]
     if missing:
@@ -205,11 +217,11 @@ def compile_offline(
             work_dir=str(registry.work_dir),
             pins=spec_pins,
         )
-        dataset = dataset.map_batches(**_operator(stage, spec, timer, gpus))
+        dataset = dataset.map_batches(**_operator(stage, spec, monitor, gpus))
     return dataset, the_plan
 
 
-def _operator(stage: Stage, spec: StageSpec, timer: Any, gpus: bool) -> dict[str, Any]:
+def _operator(stage: Stage, spec: StageSpec, monitor: Any, gpus: bool) -> dict[str, Any]:
     """``map_batches`` arguments for one stage: resources, batch size, tasks or an actor pool."""
     common: dict[str, Any] = {
         "batch_format": "numpy",
@@ -219,11 +231,11 @@ def _operator(stage: Stage, spec: StageSpec, timer: Any, gpus: bool) -> dict[str
     if stage.resources.memory:
         common["memory"] = stage.resources.memory
     if not stage.model_nodes:
-        return {"fn": _StageTask(spec, timer), "batch_size": CPU_BATCH_SIZE, **common}
+        return {"fn": _StageTask(spec, monitor), "batch_size": CPU_BATCH_SIZE, **common}
     s = stage.scaling
     return {
         "fn": _StageWorker,
-        "fn_constructor_kwargs": {"spec": spec, "timer": timer},
+        "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
         "batch_size": stage.batching.max_batch_size if stage.batching else CPU_BATCH_SIZE,
         "num_gpus": stage.resources.gpus if gpus else 0,
         "compute": ray.data.ActorPoolStrategy(min_size=s.min_replicas or 1, max_size=s.max_replicas)
@@ -273,14 +285,14 @@ def run_offline(
         *[c for c in passthrough if c not in package.graph.response_fields],
     ]
     gpus = has_gpus()
-    timer = _Timer.remote()
+    monitor = _Monitor.remote()
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
     context.execution_options.preserve_order = output is None  # collected results keep input order
     started = time.perf_counter()
     try:
         dataset, the_plan = compile_offline(
-            package, registry, dataset, pinned, fuse=fuse, gpus=gpus, timer=timer
+            package, registry, dataset, pinned, fuse=fuse, gpus=gpus, monitor=monitor
         )
         dataset = dataset.select_columns(keep)
         columns: Batch = {}
@@ -289,10 +301,12 @@ def run_offline(
             columns = {k: np.concatenate([p[k] for p in parts]) for k in keep} if parts else {}
         else:
             _write(dataset, output)
+    except ray.exceptions.RayError as exc:
+        raise (ray.get(monitor.first_failure.remote()) or _unwrap(exc, package.name)) from exc
     finally:
         context.execution_options.preserve_order = preserve
     seconds = time.perf_counter() - started
-    stage_seconds, stage_rows = ray.get(timer.totals.remote())
+    stage_seconds, stage_rows = ray.get(monitor.totals.remote())
     last = the_plan.stages[-1].name
     return OfflineRun(
         plan=the_plan,
@@ -302,6 +316,19 @@ def run_offline(
         pins=pinned,
         gpu_dropped=not gpus and any(s.resources.gpus for s in the_plan.stages),
         columns=columns,
+    )
+
+
+def _unwrap(exc: BaseException, graph: str) -> GraphOpsError:
+    """A short `RunError` for a Ray failure that no node reported (e.g. a worker crash)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    return RunError(
+        f"The Ray Data job failed: {type(root).__name__}: {first}",
+        fix="See the worker logs under /tmp/ray/session_latest/logs for the full trace.",
+        graph=graph,
     )
 
 
