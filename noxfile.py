@@ -65,6 +65,13 @@ def plan(session: nox.Session) -> None:
     session.run("graphops", "plan", *(session.posargs or ["digits"]))
 
 
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Offline throughput benchmark (200k rows x 3): `nox -s bench -- --rows 20000 --repeats 1`."""
+    _install(session, "examples")
+    session.run("python", "-m", "benchmarks.offline", *session.posargs)
+
+
 @nox.session(python=PYTHON, venv_backend="venv", reuse_venv=False)
 def lock(session: nox.Session) -> None:
     """Re-resolve every dependency from scratch and rewrite constraints.txt."""

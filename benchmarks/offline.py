@@ -641,8 +641,9 @@ def main(argv: list[str] | None = None) -> int:
             "input_files": args.files,
             "diagnose": args.diagnose,
             "torch_threads_in_loop": 1,
-            "order": "graphops and handwritten alternate first/second each repeat, after an "
-            f"untimed warm-up run of each on {SMALL_ROWS} rows",
+            "order": "graphops and handwritten alternate first/second each repeat (with "
+            f"--diagnose the runs at {args.rows} rows also rotate), after an untimed warm-up "
+            f"run of each on {SMALL_ROWS} rows",
         },
         "setup_s": {},
     }
@@ -702,12 +703,15 @@ def main(argv: list[str] | None = None) -> int:
             result["warmup"] = {s: fn(inputs[small], SMALL_ROWS) for s, fn in systems.items()}
             for repeat in range(args.repeats):
                 print(f"-- repeat {repeat + 1}/{args.repeats}", flush=True)
-                order = list(systems) if repeat % 2 == 0 else list(systems)[::-1]
                 for size in (big, small):
-                    for s in order:
-                        timed(s, size, systems[s])
-                    for s, fn in diagnostics[size].items() if args.diagnose else ():
-                        timed(s, size, fn)
+                    runs = systems | (diagnostics[size] if args.diagnose else {})
+                    # graphops and handwritten swap places every repeat; diagnostics rotate too.
+                    order = (
+                        list(runs) if repeat % 2 == 0 else [*list(systems)[::-1], *list(runs)[2:]]
+                    )
+                    shift = repeat % len(order) if args.diagnose and size == big else 0
+                    for s in order[shift:] + order[:shift]:
+                        timed(s, size, runs[s])
                 for b in TORCH_BATCHES:
                     timed(f"torch_b{b}", big, functools.partial(bench.torch_loop, batch_size=b))
         finally:

@@ -55,6 +55,8 @@ def test_passing_validation_is_recorded_with_its_lock(
     assert run.info.status == "FINISHED"
     artifacts = {a.path for a in registry.client.list_artifacts(result.run_id)}
     assert {"report.md", "report.json"} <= artifacts
+    report = Path(registry.client.download_artifacts(result.run_id, "report.md", str(tmp_path)))
+    assert f"MLflow run: `{result.run_id}`" in report.read_text()
 
 
 def test_failing_gate_is_named_and_recorded(
@@ -115,7 +117,7 @@ def test_regression_against_the_pinned_baseline(
         params={},
         metrics={"accuracy": 0.999},
         status="passed",
-        artifacts={},
+        artifacts=lambda run_id: {},
     )
     prod = repo / "environments" / "prod"
     prod.mkdir(parents=True)

@@ -46,7 +46,7 @@ def demo(
     deterministic and an identical model version is reused rather than registered again.
     """
     from graphops.runtime import read_rows, run_local
-    from graphops.validation import current_commit, markdown, validate_graphs
+    from graphops.validation import markdown, validate_graphs, validated_commit
 
     settings = ctx.obj
     timings: dict[str, float] = {}
@@ -87,7 +87,7 @@ def demo(
             repo,
             [p.name for p in packages],
             registry,
-            commit=current_commit(repo),
+            commit=validated_commit(repo),
             selection="All graphs (demo).",
         )
         console.print(validation_table(report))

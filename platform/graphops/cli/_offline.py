@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from graphops.errors import GraphOpsError
 from graphops.graph import graph_names, load_graph
 
 from ._common import GraphArg, console
@@ -103,14 +104,19 @@ def validate(
     """
     from graphops.validation import (
         changed_graphs,
-        current_commit,
         markdown,
         to_json,
         validate_graphs,
+        validated_commit,
     )
 
     settings = ctx.obj
     repo = settings.root()
+    if changed and graphs:
+        raise GraphOpsError(
+            f"Got graph names ({', '.join(graphs)}) together with --changed.",
+            fix="Use either explicit graph names or --changed, not both.",
+        )
     if changed:
         change = changed_graphs(repo, base=base)
         names = list(change.graphs)
@@ -134,7 +140,7 @@ def validate(
             repo,
             names,
             registry,
-            commit=current_commit(repo),
+            commit=validated_commit(repo),
             fuse=not no_fuse,
             record=not no_record,
             selection=selection,
@@ -151,7 +157,7 @@ def validate(
 
 def _train_missing(repo: Path, names: list[str], registry: Registry) -> None:
     """Run the training entry point of each graph with a model reference that does not resolve."""
-    from graphops.errors import GraphOpsError, RegistryError
+    from graphops.errors import RegistryError
 
     for name in names:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -308,7 +308,7 @@ class Registry:
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
         status: str,
-        artifacts: Mapping[str, str],
+        artifacts: Callable[[str], Mapping[str, str]],
     ) -> str:
         """Log one validation as a run in ``validation/<graph>``; returns the run id.
 
@@ -318,7 +318,7 @@ class Registry:
             params: Run parameters.
             metrics: Metric values and gate outcomes (1.0 passed, 0.0 failed).
             status: ``passed``, ``failed`` or ``error`` (failed and error runs end FAILED).
-            artifacts: File name -> text content (the reports).
+            artifacts: Given the new run id, file name -> text content (the reports).
         """
         experiment = self.experiment_id(VALIDATION_EXPERIMENT.format(graph=graph))
         run = self.client.create_run(
@@ -329,7 +329,7 @@ class Registry:
             self.client.log_param(run_id, key, value)
         for key, value in metrics.items():
             self.client.log_metric(run_id, key, float(value))
-        for name, text in artifacts.items():
+        for name, text in artifacts(run_id).items():
             self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, "FINISHED" if status == "passed" else "FAILED")
         return run_id

@@ -226,6 +226,7 @@ def _operator(stage: Stage, spec: StageSpec, monitor: Any, gpus: bool) -> dict[s
     common: dict[str, Any] = {
         "batch_format": "numpy",
         "num_cpus": stage.resources.cpus,
+        "num_gpus": stage.resources.gpus if gpus else 0,
         "zero_copy_batch": True,
     }
     if stage.resources.memory:
@@ -237,7 +238,6 @@ def _operator(stage: Stage, spec: StageSpec, monitor: Any, gpus: bool) -> dict[s
         "fn": _StageWorker,
         "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
         "batch_size": stage.batching.max_batch_size if stage.batching else CPU_BATCH_SIZE,
-        "num_gpus": stage.resources.gpus if gpus else 0,
         "compute": ray.data.ActorPoolStrategy(min_size=s.min_replicas or 1, max_size=s.max_replicas)
         if s.autoscaling
         else ray.data.ActorPoolStrategy(size=s.replicas),

@@ -1,6 +1,12 @@
 """Offline validation of graphs: which graphs changed, running them on Ray Data, gates, records."""
 
-from graphops.validation.changes import ChangeSet, changed_graphs, current_commit, is_dirty
+from graphops.validation.changes import (
+    ChangeSet,
+    changed_graphs,
+    current_commit,
+    is_dirty,
+    validated_commit,
+)
 from graphops.validation.report import markdown, to_json
 from graphops.validation.validate import (
     GateResult,
@@ -22,4 +28,5 @@ __all__ = [
     "to_json",
     "validate_graph",
     "validate_graphs",
+    "validated_commit",
 ]

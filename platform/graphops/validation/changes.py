@@ -237,3 +237,9 @@ def _select(repo: Path, base: str, merge_base: str, head: str, changed: set[str]
         everything=everything,
         reasons=reasons,
     )
+
+
+def validated_commit(repo: Path) -> str | None:
+    """HEAD, marked ``+dirty`` when uncommitted changes mean HEAD is not exactly what ran."""
+    head = current_commit(repo)
+    return f"{head}+dirty" if head and is_dirty(repo) else head

@@ -156,7 +156,11 @@ def validate_graph(
     result.models = {node: pin.uri for node, pin in run.pins.items()}
     result.digests = {node: pin.digest for node, pin in run.pins.items()}
     metrics = evaluate(package.graph.validation, run.columns)
-    baseline = _baseline(registry, repo, package, file_digest(dataset))
+    try:
+        baseline = _baseline(registry, repo, package, file_digest(dataset))
+    except GraphOpsError as exc:
+        result.status, result.problems = "error", [f"The pinned baseline cannot be read: {exc}"]
+        return _recorded(result, registry, package, file_digest(dataset), record)
     result.baseline_run = baseline.run_id if baseline else None
     result.gates = [_gate(m, baseline) for m in metrics]
     failed = [g for g in result.gates if not g.passed]
@@ -208,6 +212,12 @@ def _baseline(
     if run_id is None:
         return None
     record = registry.validation(run_id)
+    if record.status != "passed":
+        raise GraphOpsError(
+            f"The validation run {run_id} pinned for '{package.name}' did not pass ({record.status}).",
+            fix="Pin a version whose validation passed (release.yaml validation_run).",
+            graph=package.name,
+        )
     return record if record.dataset_digest == dataset_digest else None
 
 
@@ -268,12 +278,18 @@ def _recorded(
     metrics = {g.metric: g.value for g in result.gates}
     metrics.update({f"gate.{g.metric}.passed": float(g.passed) for g in result.gates})
     metrics.update({"rows": result.rows, "seconds": result.seconds})
-    result.run_id = registry.record_validation(
+
+    def reports(run_id: str) -> dict[str, str]:
+        result.run_id = run_id
+        return {"report.md": graph_markdown(result), "report.json": graph_json(result)}
+
+    validation = package.graph.validation
+    registry.record_validation(
         graph=package.name,
         tags=tags,
-        params={"dataset": str(package.validation_dataset or "")},
+        params={"dataset": f"graphs/{package.name}/{validation.dataset}" if validation else ""},
         metrics=metrics,
         status=result.status,
-        artifacts={"report.md": graph_markdown(result), "report.json": graph_json(result)},
+        artifacts=reports,
     )
     return result
