@@ -128,46 +128,43 @@ def validate_graph(
         commit=commit,
     )
     dataset = package.validation_dataset
+    digest = file_digest(dataset) if dataset is not None and dataset.is_file() else None
+
+    def finish(status: Status, problems: list[str]) -> GraphValidation:
+        result.status, result.problems = status, problems
+        return _recorded(result, registry, package, digest, record)
+
     if dataset is None or package.graph.validation is None:
-        result.status, result.problems = (
+        return finish(
             "error",
             [
                 f"Graph '{name}' declares no validation (dataset, label, metrics). "
                 "Add validation=Validation(...) to the Graph."
             ],
         )
-        return _recorded(result, registry, package, None, record)
     bump = _needs_version_bump(registry, package)
     if bump:
-        result.status, result.problems = "failed", [bump]
-        return _recorded(result, registry, package, file_digest(dataset), record)
+        return finish("failed", [bump])
     started = time.perf_counter()
     try:
         run = run_offline(package, registry, dataset, fuse=fuse)
     except GraphOpsError as exc:
-        result.status, result.problems = "error", [str(exc)]
-        return _recorded(result, registry, package, file_digest(dataset), record)
-    except Exception as exc:  # a node or Ray failing in a way we did not foresee
-        result.status = "error"
-        result.problems = [f"The offline run failed: {type(exc).__name__}: {exc}"]
-        return _recorded(result, registry, package, file_digest(dataset), record)
+        return finish("error", [str(exc)])
+    except Exception as exc:  # Ray failing in a way no node reported
+        return finish("error", [f"The offline run failed: {type(exc).__name__}: {exc}"])
     result.seconds = time.perf_counter() - started
     result.rows, result.stage_seconds = run.rows, run.stage_seconds
     result.models = {node: pin.uri for node, pin in run.pins.items()}
     result.digests = {node: pin.digest for node, pin in run.pins.items()}
     metrics = evaluate(package.graph.validation, run.columns)
     try:
-        baseline = _baseline(registry, repo, package, file_digest(dataset))
+        baseline = _baseline(registry, repo, package, digest)
     except GraphOpsError as exc:
-        result.status, result.problems = "error", [f"The pinned baseline cannot be read: {exc}"]
-        return _recorded(result, registry, package, file_digest(dataset), record)
+        return finish("error", [f"The pinned baseline cannot be read: {exc}"])
     result.baseline_run = baseline.run_id if baseline else None
     result.gates = [_gate(m, baseline) for m in metrics]
     failed = [g for g in result.gates if not g.passed]
-    if failed:
-        result.status = "failed"
-        result.problems = [_why(g) for g in failed]
-    return _recorded(result, registry, package, file_digest(dataset), record)
+    return finish("failed", [_why(g) for g in failed]) if failed else finish("passed", [])
 
 
 def validate_graphs(
@@ -205,7 +202,7 @@ def _needs_version_bump(registry: Registry, package: GraphPackage) -> str | None
 
 
 def _baseline(
-    registry: Registry, repo: Path, package: GraphPackage, dataset_digest: str
+    registry: Registry, repo: Path, package: GraphPackage, dataset_digest: str | None
 ) -> ValidationRecord | None:
     """The pinned version's validation record, when it was measured on the same data."""
     run_id = pinned_baseline(repo, package.name)
