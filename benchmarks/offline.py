@@ -388,6 +388,79 @@ def probe(bench: Bench) -> dict[str, Any]:
     }
 
 
+def model_stage_batches(bench: Bench, path: Path, rows: int, repeats: int = 3) -> dict[str, Any]:
+    """Diagnostic, in-process (no Ray): the model stage's per-batch work, hand-written vs graphops.
+
+    Each 64-row batch is sliced from an Arrow block and converted to numpy (``batch_in``), run
+    (``udf``), converted back to Arrow (``batch_out``); the outputs are concatenated (``concat``).
+    The hand-written block holds the columns that stage needs; graphops' block also carries the
+    dense pixels (its stages return every column they received) and runs through `LocalRunner`.
+    """
+    import torch
+    from ray.data.block import BlockAccessor
+
+    from graphops.plan import plan
+    from graphops.runtime.local import LocalRunner
+    from graphops.runtime.offline import _dense
+
+    table = pq.read_table(path)
+    pixels = np.stack(table.column("pixels").to_numpy(zero_copy_only=False))
+    carried = {c: table.column(c).to_numpy() for c in CARRIED}
+    features = normalize({"pixels": pixels})["features"]
+    blocks = {
+        "handwritten": BlockAccessor.batch_to_block({**carried, "features": features}),
+        "graphops": BlockAccessor.batch_to_block(
+            {**carried, "pixels": pixels, "features": features}
+        ),
+    }
+    actor = ModelActor(str(bench.repo), bench.source(), bench.registry.tracking_uri)
+    stage = next(s for s in plan(bench.package.graph).stages if s.name == MODEL_NODE)
+    runner = LocalRunner(
+        bench.package.graph, {MODEL_NODE: bench.registry.load(bench.node)}, nodes=stage.nodes
+    )
+    udfs = {"handwritten": actor, "graphops": lambda batch: runner.run_batch(_dense(batch))}
+    zero_copy = {"handwritten": False, "graphops": True}  # as each pipeline asks Ray Data
+
+    def once(system: str) -> dict[str, float]:
+        spent = dict.fromkeys(("batch_in", "udf", "batch_out", "concat"), 0.0)
+        outs = []
+        for i in range(0, rows, bench.batch_size):
+            t0 = time.perf_counter()
+            batch = BlockAccessor.for_block(blocks[system].slice(i, bench.batch_size))
+            batch = batch.to_batch_format("numpy")
+            if not zero_copy[system]:
+                batch = {k: v.copy() for k, v in batch.items()}
+            t1 = time.perf_counter()
+            out = udfs[system](batch)
+            t2 = time.perf_counter()
+            outs.append(BlockAccessor.batch_to_block(out))
+            t3 = time.perf_counter()
+            spent["batch_in"] += t1 - t0
+            spent["udf"] += t2 - t1
+            spent["batch_out"] += t3 - t2
+        t0 = time.perf_counter()
+        pa.concat_tables(outs)
+        spent["concat"] = time.perf_counter() - t0
+        spent["total"] = sum(spent.values())
+        return spent
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = {s: [once(s) for _ in range(repeats)] for s in udfs}
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "rows": rows,
+        "batches": -(-rows // bench.batch_size),
+        "repeats": repeats,
+        "block_bytes": {s: b.nbytes for s, b in blocks.items()},
+        "median_s": {
+            s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()
+        },
+    }
+
+
 # -- input, checks, report ---------------------------------------------------------------------
 
 
@@ -655,7 +728,13 @@ def print_report(result: dict[str, Any]) -> None:
             f"{t['ratio_of_medians']:.3f} ratio of medians (target {t['target']}) {mark}"
         )
     console.print_json(
-        json.dumps({"diagnostics": summary["diagnostics"], "breakdown": result["breakdown"]})
+        json.dumps(
+            {
+                "diagnostics": summary["diagnostics"],
+                "model_stage_batches": result.get("model_stage_batches"),
+                "breakdown": result["breakdown"],
+            }
+        )
     )
 
 
@@ -767,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
                     timed(f"torch_b{b}", big, functools.partial(bench.torch_loop, batch_size=b))
         finally:
             ray.shutdown()
+        if args.diagnose:
+            result["model_stage_batches"] = model_stage_batches(bench, inputs[big], args.rows)
         result["verification"] = {
             "throughput_run": verify(_outputs(raw, big), args.rows),
             "fixed_cost_run": verify(
