@@ -14,6 +14,10 @@ process, with repeats and medians (graphops and the hand-written pipeline altern
 Run it with ``nox -s bench`` or::
 
     python -m benchmarks.offline --rows 200000 --repeats 3 --out benchmarks/results/offline.json
+
+``--diagnose`` adds what explains the gap between graphops and the hand-written pipeline: that
+pipeline plus one graphops behaviour at a time, Ray Data's read + write floor (datasource V2 vs
+V1), and the model stage's per-batch work measured in-process. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ Batch = dict[str, np.ndarray]
 
 def load_net(repo: str, source: str, tracking_uri: str) -> Any:
     """DigitsNet from a registered version's artifacts (safetensors + config), no graphops."""
-    import torch
     from mlflow.artifacts import download_artifacts
     from safetensors.torch import load_file
 
@@ -74,7 +77,6 @@ def load_net(repo: str, source: str, tracking_uri: str) -> Any:
         config = json.loads((local / "graphops-model.json").read_text())["config"]
         net = DigitsNet(**config)
         net.load_state_dict(load_file(str(local / "weights.safetensors")))
-    torch.set_grad_enabled(False)
     return net.eval()
 
 
