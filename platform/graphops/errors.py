@@ -133,6 +133,10 @@ class RunError(GraphOpsError):
     """A node failed or returned something other than its declared columns while running."""
 
 
+class ServeError(GraphOpsError):
+    """A graph application could not be deployed or answered on Ray Serve."""
+
+
 class InputDataError(GraphOpsError):
     """An input file is missing, unreadable, or its rows do not match the request schema."""
 

@@ -103,9 +103,9 @@ def to_columns(
             fix=f"Each row needs the fields {', '.join(fields)} as the schema describes.",
         ) from exc
     dumped = [m.model_dump() for m in models]
-    columns = {f: _array([d[f] for d in dumped]) for f in fields}
+    columns = {f: to_array([d[f] for d in dumped]) for f in fields}
     extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fields]
-    passthrough = {k: _array([r.get(k) for r in rows]) for k in extra}
+    passthrough = {k: to_array([r.get(k) for r in rows]) for k in extra}
     return columns, passthrough
 
 
@@ -116,7 +116,7 @@ def to_rows(columns: Mapping[str, np.ndarray], fields: Sequence[str]) -> list[di
     return [{f: lists[f][i] for f in fields} for i in range(n)]
 
 
-def _array(values: list[Any]) -> np.ndarray:
+def to_array(values: list[Any]) -> np.ndarray:
     """A numpy column; rows of equal-length lists become a 2-D array, ragged rows an object array."""
     try:
         return np.asarray(values)

@@ -21,11 +21,11 @@ import ray
 import ray.data
 
 from graphops.errors import GraphOpsError, InputDataError, RunError
-from graphops.graph import Batch, GraphPackage, load_graph
+from graphops.graph import Batch, GraphPackage
 from graphops.plan import Plan, Stage, plan
 from graphops.registry import Registry, ResolvedModel
+from graphops.runtime._remote import open_graph, stage_runner
 from graphops.runtime._table import FORMATS
-from graphops.runtime.local import LocalRunner
 
 CPU_BATCH_SIZE = 1024
 """Rows per batch for stages without a model (model stages use their node's max_batch_size)."""
@@ -72,20 +72,14 @@ class _StageWorker:
     """Runs one stage's nodes on numpy batches; built once per actor (model loaded once)."""
 
     def __init__(self, spec: StageSpec, monitor: Any) -> None:
-        repo = Path(spec.repo) if Path(spec.repo).is_dir() else Path.cwd()  # remote: working_dir
-        package = load_graph(repo, spec.graph)
-        if package.content_hash != spec.content_hash:
-            raise RunError(
-                f"The graph's files changed while the job ran ({package.content_hash[:19]} on the "
-                f"worker, {spec.content_hash[:19]} on the driver).",
-                fix="Re-run the job on an unchanged checkout.",
-                graph=spec.graph,
-            )
+        package = open_graph(spec.repo, spec.graph, spec.content_hash)
         self.stage = plan(package.graph, fuse=spec.fuse).stages[spec.index]
         pins = {k: ResolvedModel(**v) for k, v in json.loads(spec.pins).items()}
-        registry = Registry(Path(spec.work_dir), spec.tracking_uri)
-        models = {n.name: registry.load(n, pins[n.name]) for n in self.stage.model_nodes}
-        self.runner = LocalRunner(package.graph, models, nodes=self.stage.nodes)
+        # MLflow is slow to set up: only stages holding a model open the registry.
+        registry = (
+            Registry(Path(spec.work_dir), spec.tracking_uri) if self.stage.model_nodes else None
+        )
+        self.runner = stage_runner(package, self.stage, registry, pins)
         self.monitor = monitor
 
     def __call__(self, batch: Batch) -> Batch:

@@ -1,0 +1,50 @@
+"""What a Ray worker (a Ray Data actor or a Serve replica) does to rebuild its part of a graph."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from graphops.errors import RunError
+from graphops.graph import GraphPackage, load_graph
+from graphops.plan import Stage
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime.local import LocalRunner
+
+
+def open_graph(repo: str, graph: str, content_hash: str | None) -> GraphPackage:
+    """Load ``graph`` on a worker and check it is the code the driver planned.
+
+    ``repo`` is the driver's checkout; a worker on another machine has the repository as its
+    ``working_dir`` (the current directory) instead.
+    """
+    root = Path(repo) if Path(repo).is_dir() else Path.cwd()
+    package = load_graph(root, graph)
+    if content_hash is not None and package.content_hash != content_hash:
+        raise RunError(
+            f"The graph's files on the worker hash to {package.content_hash[:19]}, not to the "
+            f"pinned {content_hash[:19]}: the code changed since it was planned or locked.",
+            fix="Deploy the commit that was locked (or re-run on an unchanged checkout).",
+            graph=graph,
+        )
+    return package
+
+
+def stage_runner(
+    package: GraphPackage,
+    stage: Stage,
+    registry: Registry | None,
+    pins: Mapping[str, ResolvedModel],
+) -> LocalRunner:
+    """A runner for one stage, its models loaded at their pinned versions (digest checked)."""
+    if not stage.model_nodes:
+        return LocalRunner(package.graph, {}, nodes=stage.nodes)
+    missing = [n.name for n in stage.model_nodes if n.name not in pins]
+    if missing or registry is None:
+        raise RunError(
+            f"No pinned model version or registry for model node(s) {', '.join(missing)}.",
+            fix="Pass every model node's ResolvedModel (Registry.resolve or the release lock).",
+            graph=package.name,
+        )
+    models = {n.name: registry.load(n, pins[n.name]) for n in stage.model_nodes}
+    return LocalRunner(package.graph, models, nodes=stage.nodes)

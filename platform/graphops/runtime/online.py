@@ -1,0 +1,258 @@
+"""The online runtime: a graph compiled to a Ray Serve application by one generic builder.
+
+``graphops.runtime.online:app`` is the ``import_path`` of every graph application: its ``args``
+(`AppArgs`) say which graph, at which lock, how scaled. The builder plans the graph and binds one
+deployment per remote stage plus an ingress that speaks HTTP and runs the CPU stages in-process
+(see `graphops.runtime._deployments`). A Serve config file therefore never needs per-graph code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from ray import serve
+
+from graphops.errors import GraphOpsError, ServeError
+from graphops.graph import GraphPackage
+from graphops.plan import Plan, plan
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime._args import AppArgs
+from graphops.runtime._deployments import (
+    INGRESS,
+    DeploymentOverride,
+    DeploymentSpec,
+    deployment_specs,
+)
+from graphops.runtime._remote import open_graph
+from graphops.runtime._serve import GraphIngress, StageDeployment
+from graphops.runtime._table import read_rows
+
+IMPORT_PATH = "graphops.runtime.online:app"
+"""What a Serve config's ``import_path`` names for every graph application."""
+
+DEFAULT_PORT = 8000
+
+
+def app(args: dict[str, Any] | AppArgs) -> serve.Application:
+    """Build a graph's Serve application (the generic builder a Serve config points at).
+
+    Args:
+        args: `AppArgs` or the same as a dict (a Serve config's ``args``).
+
+    Raises:
+        ServeError: The arguments are invalid (the field and the fix are named).
+        GraphOpsError: The graph cannot be loaded, or its files differ from ``content_hash``.
+    """
+    parsed = _parse(args)
+    package = open_graph(parsed.repo, parsed.graph, parsed.content_hash)
+    the_plan = plan(package.graph, fuse=parsed.fuse)
+    specs = specs_for(the_plan, parsed)
+    payload = parsed.model_dump(mode="json")
+    handles = {
+        s.name: serve.deployment(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
+        for s in specs
+        if s.name != INGRESS
+    }
+    ingress = next(s for s in specs if s.name == INGRESS)
+    return serve.deployment(GraphIngress).options(**ingress.options()).bind(payload, handles)
+
+
+def specs_for(the_plan: Plan, args: AppArgs) -> list[DeploymentSpec]:
+    """The deployments ``args`` compile ``the_plan`` to (overrides, GPU drop and CPU budget applied)."""
+    return deployment_specs(
+        the_plan, overrides=args.deployments, cpu_only=args.cpu_only, cpu_budget=args.cpu_budget
+    )
+
+
+def _parse(args: dict[str, Any] | AppArgs) -> AppArgs:
+    if isinstance(args, AppArgs):
+        return args
+    try:
+        return AppArgs.model_validate(args)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(map(str, err["loc"])) or "(args)"
+        raise ServeError(
+            f"Got {err.get('input')!r:.80} for args.{field} of {IMPORT_PATH}: {err['msg']}.",
+            fix="Fix the application's args in the Serve config (see AppArgs in "
+            "docs/online.md); unknown keys are rejected.",
+        ) from exc
+
+
+def request_example(package: GraphPackage) -> dict[str, Any] | None:
+    """One request object for docs and smoke tests: the first validation row's request fields."""
+    dataset = package.validation_dataset
+    if dataset is None or not dataset.is_file():
+        return None
+    rows = read_rows(dataset)
+    if not rows:
+        return None
+    return {f: rows[0][f] for f in package.graph.request_fields if f in rows[0]}
+
+
+def app_args(
+    package: GraphPackage,
+    registry: Registry,
+    *,
+    pins: Mapping[str, ResolvedModel] | None = None,
+    fuse: bool = True,
+    cpu_only: bool = False,
+    cpu_budget: float | None = None,
+    route: str | None = None,
+    overrides: Mapping[str, DeploymentOverride] | None = None,
+    max_body_bytes: int | None = None,
+) -> AppArgs:
+    """Arguments that serve ``package`` from this checkout and ``registry``.
+
+    Model aliases are resolved once here (``pins`` from a lock take precedence), so every replica
+    loads exactly the same version, whatever happens to the alias later.
+    """
+    pinned = (
+        dict(pins) if pins else {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
+    )
+    extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
+    return AppArgs(
+        graph=package.name,
+        repo=str(package.path.parent.parent),
+        content_hash=package.content_hash,
+        models=pinned,
+        tracking_uri=registry.tracking_uri,
+        work_dir=str(registry.work_dir),
+        fuse=fuse,
+        cpu_only=cpu_only,
+        cpu_budget=cpu_budget,
+        deployments=dict(overrides or {}),
+        route=route or f"/{package.name}",
+        example=request_example(package),
+        **extra,
+    )
+
+
+@dataclass(frozen=True)
+class OnlineApp:
+    """A graph application running on Serve: where to reach it and what it is made of."""
+
+    name: str
+    url: str
+    args: AppArgs
+    deployments: list[DeploymentSpec]
+    seconds: float
+
+    @property
+    def health_url(self) -> str:
+        """The health route."""
+        return f"{self.url}/health"
+
+    @property
+    def openapi_url(self) -> str:
+        """The OpenAPI document."""
+        return f"{self.url}/openapi.json"
+
+    @property
+    def docs_url(self) -> str:
+        """The interactive API docs (Swagger UI)."""
+        return f"{self.url}/docs"
+
+
+def start_http(port: int = DEFAULT_PORT) -> None:
+    """Start Serve's HTTP proxy on loopback at ``port`` (no-op when Serve already runs)."""
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+
+def deploy(
+    package: GraphPackage,
+    registry: Registry,
+    *,
+    name: str | None = None,
+    port: int = DEFAULT_PORT,
+    address: str | None = None,
+    **options: Any,
+) -> OnlineApp:
+    """Serve ``package`` on Ray (``address``, ``$RAY_ADDRESS`` or a local cluster) and wait until healthy.
+
+    On a local cluster GPU requests are dropped when it has none and CPU requests are scaled to fit
+    it, each with a notice in `OnlineApp.deployments`; on a remote cluster they stay as declared.
+
+    Args:
+        package: The graph package.
+        registry: Where the models are resolved and loaded from.
+        name: Application name (default: the graph's name).
+        port: HTTP port of Serve's proxy on 127.0.0.1.
+        address: Ray cluster address.
+        **options: Passed to `app_args` (pins, fuse, route, overrides, max_body_bytes...).
+
+    Raises:
+        ServeError: The application failed to start (the reason is in the message).
+    """
+    from graphops.runtime._ray import ensure_ray, has_gpus
+
+    resources = ensure_ray(package.path.parent.parent, address=address)
+    local = not (address or _ray_address())
+    options.setdefault("cpu_only", not has_gpus())
+    if local:
+        options.setdefault("cpu_budget", resources.get("CPU"))
+    args = app_args(package, registry, **options)
+    app_name = name or package.name
+    start_http(port)
+    started = time.perf_counter()
+    try:
+        serve.run(app(args), name=app_name, route_prefix=args.route, blocking=False)
+    except GraphOpsError:
+        raise
+    except Exception as exc:  # Serve reports a failed deployment as RuntimeError + traceback text
+        raise ServeError(
+            f"Application '{app_name}' failed to start: {_last_line(exc)}",
+            fix="Read the replica's error above; `graphops run` reproduces node failures locally.",
+            graph=package.name,
+        ) from exc
+    specs = specs_for(plan(package.graph, fuse=args.fuse), args)
+    return OnlineApp(
+        name=app_name,
+        url=f"http://127.0.0.1:{port}{args.route}",
+        args=args,
+        deployments=specs,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def undeploy(name: str) -> None:
+    """Delete an application (and its replicas) from Serve."""
+    serve.delete(name)
+
+
+def batch_stats(app_name: str, deployment: str) -> dict[str, Any]:
+    """Batch sizes seen so far by one replica of a stage deployment (for tests and benchmarks)."""
+    handle = serve.get_deployment_handle(deployment, app_name=app_name)
+    return handle.stats.remote().result()
+
+
+def _ray_address() -> str | None:
+    import os
+
+    return os.environ.get("RAY_ADDRESS")
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:400] if lines else type(exc).__name__
+
+
+__all__ = [
+    "IMPORT_PATH",
+    "AppArgs",
+    "DeploymentOverride",
+    "DeploymentSpec",
+    "OnlineApp",
+    "app",
+    "app_args",
+    "batch_stats",
+    "deploy",
+    "request_example",
+    "specs_for",
+    "start_http",
+    "undeploy",
+]
