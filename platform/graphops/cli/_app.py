@@ -1,4 +1,4 @@
-"""The `graphops` command line: list, plan, train, run and the demo (the main job)."""
+"""The `graphops` command line: list, plan, train, run, batch, validate, serve and the demo."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from graphops.plan import mermaid, plan
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
 from ._offline import batch, validate
+from ._online import serve
 from ._views import catalog_table, plan_table, run_tables
 
 app = typer.Typer(
@@ -150,6 +151,7 @@ def run(
 app.command("demo")(friendly(demo))
 app.command("batch")(friendly(batch))
 app.command("validate")(friendly(validate))
+app.command("serve")(friendly(serve))
 
 
 def main() -> None:

@@ -91,6 +91,13 @@ def validate(
         bool, typer.Option("--no-record", help="Do not write MLflow runs.")
     ] = False,
     no_fuse: Annotated[bool, typer.Option("--no-fuse", help="Validate the unfused plan.")] = False,
+    parity: Annotated[
+        bool,
+        typer.Option(
+            "--parity/--no-parity",
+            help="Also serve each graph on Ray Serve and check its HTTP answers equal the offline ones.",
+        ),
+    ] = True,
     train_missing: Annotated[
         bool,
         typer.Option(
@@ -99,6 +106,9 @@ def validate(
     ] = False,
 ) -> None:
     """Validate graphs offline (Ray Data) against their MLflow models and gates; record each run.
+
+    With parity (the default) each graph is then served on Ray Serve and its answers over HTTP
+    must equal the offline ones (floats within the graph's parity_tolerance).
 
     Exit code 0: all passed; 1: a gate failed; 2: a graph could not be loaded or run.
     """
@@ -143,6 +153,7 @@ def validate(
             commit=validated_commit(repo),
             fuse=not no_fuse,
             record=not no_record,
+            parity=parity,
             selection=selection,
         )
     console.print(validation_table(report))

@@ -18,6 +18,7 @@ from graphops.plan import Plan, describe_resources
 if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
+    from graphops.runtime.online import DeploymentSpec
     from graphops.validation import ValidationReport
 
 _STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
@@ -158,19 +159,72 @@ def _cell(value: Any) -> str:
 
 def validation_table(report: ValidationReport) -> Group:
     """Validation outcome per graph (gates, rows, time, MLflow run) and every problem."""
-    table = Table(title="Validation (offline, Ray Data)", title_justify="left")
-    for column in ("graph", "version", "status", "gates", "rows", "seconds", "MLflow run"):
+    table = Table(
+        title="Validation (offline on Ray Data; parity online on Serve)", title_justify="left"
+    )
+    for column in (
+        "graph",
+        "version",
+        "status",
+        "gates",
+        "parity",
+        "rows",
+        "seconds",
+        "MLflow run",
+    ):
         table.add_column(column)
     for g in report.graphs:
         gates = ", ".join(f"{x.metric}={x.value:.4f} {x.gate}" for x in g.gates) or "-"
+        p = g.parity
+        parity = (
+            "-"
+            if p is None
+            else f"[green]{p.rows} rows equal[/]"
+            if p.passed
+            else f"[red]{p.mismatches}/{p.rows} differ[/]"
+        )
         table.add_row(
             g.graph,
             g.version or "-",
             _STATUS[g.status],
             gates,
+            parity,
             str(g.rows),
             f"{g.seconds:.1f}",
             g.run_id or "-",
         )
     problems = [f"[red]{g.graph}:[/] {escape(p)}" for g in report.graphs for p in g.problems]
     return Group(table, *problems)
+
+
+def deployments_table(specs: Sequence[DeploymentSpec], title: str) -> Table:
+    """Serve deployments of a graph application: what each runs, with what resources."""
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "deployment",
+        "stages (nodes)",
+        "CPUs",
+        "GPUs",
+        "replicas",
+        "max ongoing",
+        "batching",
+    ):
+        table.add_column(column)
+    for d in specs:
+        s = d.scaling
+        replicas = f"{s.min_replicas}..{s.max_replicas}" if s.autoscaling else str(s.replicas)
+        batching = (
+            f"≤{d.max_batch_size} / {d.batch_wait_timeout_s * 1000:g} ms"
+            if d.max_batch_size and d.batch_wait_timeout_s is not None
+            else "-"
+        )
+        table.add_row(
+            f"[bold]{d.name}[/]",
+            ", ".join(d.nodes) or "(HTTP only)",
+            f"{d.cpus:g}",
+            f"{d.gpus:g}",
+            replicas,
+            str(d.max_ongoing_requests),
+            batching,
+        )
+    return table

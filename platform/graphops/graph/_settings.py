@@ -133,3 +133,11 @@ class Validation(_Settings):
     metrics: Annotated[
         tuple[Metric, ...], Field(description="Metrics to compute, with their gates.")
     ] = ()
+    parity_tolerance: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="Largest absolute difference allowed between online (Serve) and offline "
+            "answers for float response fields; other fields must be equal.",
+        ),
+    ] = 1e-5

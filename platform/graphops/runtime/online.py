@@ -91,7 +91,14 @@ def request_example(package: GraphPackage) -> dict[str, Any] | None:
     rows = read_rows(dataset)
     if not rows:
         return None
-    return {f: rows[0][f] for f in package.graph.request_fields if f in rows[0]}
+    return {f: _compact(rows[0][f]) for f in package.graph.request_fields if f in rows[0]}
+
+
+def _compact(value: Any) -> Any:
+    """Whole floats as ints (``2`` not ``2.0``): shorter examples, same meaning to the schema."""
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def app_args(
@@ -158,9 +165,16 @@ class OnlineApp:
         return f"{self.url}/docs"
 
 
-def start_http(port: int = DEFAULT_PORT) -> None:
-    """Start Serve's HTTP proxy on loopback at ``port`` (no-op when Serve already runs)."""
+def start_http(port: int = DEFAULT_PORT) -> int:
+    """Start Serve's HTTP proxy on loopback at ``port``; returns the port it really listens on.
+
+    When Serve already runs on the cluster its proxy keeps its own port (Serve applies HTTP
+    options only at start), so the answer may differ from ``port``.
+    """
+    from ray.serve.context import _get_global_client  # no public getter for the proxy's port
+
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return _get_global_client().http_config.port
 
 
 def deploy(
@@ -197,7 +211,7 @@ def deploy(
         options.setdefault("cpu_budget", resources.get("CPU"))
     args = app_args(package, registry, **options)
     app_name = name or package.name
-    start_http(port)
+    port = start_http(port)
     started = time.perf_counter()
     try:
         serve.run(app(args), name=app_name, route_prefix=args.route, blocking=False)

@@ -44,6 +44,14 @@ def graph_markdown(result: GraphValidation) -> str:
             f"{result.rows} rows in {result.seconds:.1f} s (compute per stage: {stages}).",
             "",
         ]
+    if result.parity is not None:
+        p = result.parity
+        verdict = "equal" if p.passed else f"**{p.mismatches} rows differ**"
+        lines += [
+            f"Online parity (Ray Serve over HTTP, {p.requests} requests): {p.rows} rows {verdict}; "
+            f"largest float difference {p.max_abs_diff:.3g} (tolerance {p.tolerance:g}).",
+            "",
+        ]
     for problem in result.problems:
         lines.append(f"> {problem}")
     if result.problems:

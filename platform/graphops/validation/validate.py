@@ -20,6 +20,8 @@ import graphops
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
 from graphops.registry import Registry, ValidationRecord
+from graphops.runtime import read_rows
+from graphops.validation.parity import ParityResult, check_parity
 
 Status = Literal["passed", "failed", "error"]
 
@@ -67,6 +69,10 @@ class GraphValidation(_Model):
         str | None, Field(description="Validation run of the pinned version.")
     ] = None
     run_id: Annotated[str | None, Field(description="MLflow run recording this validation.")] = None
+    parity: Annotated[
+        ParityResult | None,
+        Field(description="Online (Serve) answers compared with the offline ones, when checked."),
+    ] = None
 
 
 class ValidationReport(_Model):
@@ -112,8 +118,19 @@ def validate_graph(
     commit: str | None = None,
     fuse: bool = True,
     record: bool = True,
+    parity: bool = True,
 ) -> GraphValidation:
-    """Validate one graph; never raises for a broken graph (the result says ``error``)."""
+    """Validate one graph; never raises for a broken graph (the result says ``error``).
+
+    Args:
+        repo: Repository root.
+        name: Graph name.
+        registry: Where models come from and where the validation run is recorded.
+        commit: The commit validated (recorded).
+        fuse: Validate the fused plan.
+        record: Write the MLflow validation run.
+        parity: Also serve the graph on Ray Serve and check its answers equal the offline ones.
+    """
     from graphops.runtime.offline import run_offline  # Ray only when a graph actually runs
 
     try:
@@ -163,8 +180,23 @@ def validate_graph(
         return finish("error", [f"The pinned baseline cannot be read: {exc}"])
     result.baseline_run = baseline.run_id if baseline else None
     result.gates = [_gate(m, baseline) for m in metrics]
-    failed = [g for g in result.gates if not g.passed]
-    return finish("failed", [_why(g) for g in failed]) if failed else finish("passed", [])
+    problems = [_why(g) for g in result.gates if not g.passed]
+    if parity:
+        try:
+            result.parity = check_parity(
+                package, registry, read_rows(dataset), run.columns, run.pins, fuse=fuse
+            )
+        except GraphOpsError as exc:
+            return finish("error", [f"The parity check could not run: {exc}"])
+        if not result.parity.passed:
+            p = result.parity
+            problems.append(
+                f"Online answers differ from offline ones in {p.mismatches} of {p.rows} rows "
+                f"(largest float difference {p.max_abs_diff:.3g}, tolerance {p.tolerance:g}): "
+                + "; ".join(p.examples)
+                + ". Make the nodes deterministic and independent of batch composition."
+            )
+    return finish("failed", problems) if problems else finish("passed", [])
 
 
 def validate_graphs(
@@ -175,12 +207,15 @@ def validate_graphs(
     commit: str | None = None,
     fuse: bool = True,
     record: bool = True,
+    parity: bool = True,
     selection: str = "",
 ) -> ValidationReport:
     """Validate each graph in turn; one broken graph never hides the others' results."""
     return ValidationReport(
         graphs=[
-            validate_graph(repo, n, registry, commit=commit, fuse=fuse, record=record)
+            validate_graph(
+                repo, n, registry, commit=commit, fuse=fuse, record=record, parity=parity
+            )
             for n in names
         ],
         selection=selection,
@@ -275,6 +310,9 @@ def _recorded(
     metrics = {g.metric: g.value for g in result.gates}
     metrics.update({f"gate.{g.metric}.passed": float(g.passed) for g in result.gates})
     metrics.update({"rows": result.rows, "seconds": result.seconds})
+    if result.parity is not None:
+        metrics["parity.mismatches"] = result.parity.mismatches
+        metrics["parity.max_abs_diff"] = result.parity.max_abs_diff
 
     def reports(run_id: str) -> dict[str, str]:
         result.run_id = run_id

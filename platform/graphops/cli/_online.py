@@ -1,0 +1,99 @@
+"""Online commands: `graphops serve` (a graph as a Ray Serve application on loopback)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from typing import Annotated
+
+import typer
+
+from ._common import GraphArg, console
+from ._views import deployments_table
+
+
+def serve(
+    ctx: typer.Context,
+    graph: GraphArg,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port on 127.0.0.1.")] = 8000,
+    no_fuse: Annotated[
+        bool,
+        typer.Option("--no-fuse", help="One deployment per node (to measure what fusion buys)."),
+    ] = False,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(min=1, help="Payload limit per request (default 1 MiB).")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(envvar="RAY_ADDRESS", help="Ray cluster (default: a local one, started now)."),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="Deploy, answer the example request, then stop (a smoke test)."
+        ),
+    ] = False,
+) -> None:
+    """Serve a graph on Ray Serve: print its URL, an example `curl` and its OpenAPI address.
+
+    The models are resolved once at start (alias -> exact version + digest) and every replica
+    loads exactly that. Ctrl-C deletes the application and stops the local cluster cleanly.
+    """
+    import ray
+    import requests
+    from ray import serve as ray_serve
+
+    from graphops.runtime.online import deploy, undeploy
+
+    settings = ctx.obj
+    package = settings.package(graph)
+    with console.status(f"Starting {graph} on Ray Serve (replicas load their models) ..."):
+        online = deploy(
+            package,
+            settings.registry(),
+            port=port,
+            address=address,
+            fuse=not no_fuse,
+            max_body_bytes=max_body_bytes,
+        )
+    fused = "fused" if online.args.fuse else "unfused"
+    console.print(
+        deployments_table(
+            online.deployments,
+            f"{graph} {package.graph.version}: {len(online.deployments)} deployments ({fused}), "
+            f"ready in {online.seconds:.1f} s",
+        )
+    )
+    if online.args.cpu_only and any(s.resources.gpus for s in package.graph.nodes):
+        console.print("[yellow]note:[/] this cluster has no GPU; GPU stages run on CPUs.")
+    for node, pin in online.args.models.items():
+        console.print(f"model {node}: {pin.uri} ({pin.digest[:19]})")
+    console.print(f"\nServing [bold]{online.url}[/]")
+    console.print(f"OpenAPI  {online.openapi_url}   (interactive: {online.docs_url})")
+    console.print(f"Health   {online.health_url}")
+    example = online.args.example
+    if example is not None:
+        body = json.dumps(example, separators=(",", ":"))
+        curl = f"curl -s -X POST {online.url} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+        console.print("\nTry it:", style="bold")
+        console.print(curl, markup=False, highlight=False, soft_wrap=True)
+        answer = requests.post(online.url, data=body, timeout=30)
+        console.print(f"-> {answer.status_code} {answer.text}", markup=False, highlight=False)
+        if answer.status_code != 200:
+            raise typer.Exit(1)
+    if once:
+        undeploy(online.name)
+        return
+    console.print("\nPress Ctrl-C to stop.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("\nStopping ...")
+    finally:
+        undeploy(online.name)
+        if not address:
+            ray_serve.shutdown()
+            ray.shutdown()
+        console.print(f"Stopped {graph}.")
