@@ -23,6 +23,7 @@ from graphops.errors import (
     PlanError,
     RegistryError,
     RunError,
+    ServeError,
     UnknownColumnError,
 )
 from graphops.graph import (
@@ -77,6 +78,7 @@ __all__ = [
     "Resources",
     "RunError",
     "Scaling",
+    "ServeError",
     "Stage",
     "TorchModel",
     "UnknownColumnError",

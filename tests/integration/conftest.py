@@ -35,6 +35,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 
 @pytest.fixture(scope="session")
+def registry_path(registry: Registry) -> Path:
+    """The sqlite file of the session's MLflow store (for MLFLOW_TRACKING_URI in subprocesses)."""
+    return Path(registry.tracking_uri.removeprefix("sqlite:///"))
+
+
+@pytest.fixture(scope="session")
 def digits(repo_copy: Path) -> GraphPackage:
     return load_graph(repo_copy, "digits")
 
@@ -59,3 +65,17 @@ def ray_cluster() -> Iterator[dict[str, float]]:
         yield ray.cluster_resources()
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster: dict[str, float]) -> Iterator[int]:
+    """Ray Serve on the session cluster, its HTTP proxy on a free loopback port."""
+    from ray import serve
+
+    from graphops.runtime.online import free_port, start_http
+
+    port = start_http(free_port())
+    try:
+        yield port
+    finally:
+        serve.shutdown()

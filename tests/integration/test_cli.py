@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from graphops.registry import ResolvedModel
 
@@ -43,6 +42,8 @@ def test_demo_trains_plans_runs_and_passes_the_gate(tmp_path: Path, repo_copy: P
     assert "flowchart LR" in out and "logits · model" in out
     assert "360 rows" in out
     assert "accuracy=0.9" in out and "pass" in out
+    assert "360 rows equal" in out  # online (Serve) answers equal the offline ones
+    assert "a list of 3 -> 200 [{" in out  # a real HTTP request to the served graph
     assert (repo / ".graphops" / "mlflow.db").is_file()
     # Re-running is safe: the identical model is reused, not registered again.
     second = graphops(repo, "demo")
@@ -105,8 +106,3 @@ def test_unknown_graph_suggests_the_closest(repo_copy: Path) -> None:
     assert result.returncode == 1
     assert 'Did you mean "digits"?' in plain(result.stderr)
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture(scope="module")
-def registry_path(registry: object) -> Path:
-    return Path(registry.tracking_uri.removeprefix("sqlite:///"))  # type: ignore[attr-defined]

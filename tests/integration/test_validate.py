@@ -36,8 +36,10 @@ def test_passing_validation_is_recorded_with_its_lock(
     tmp_path: Path, repo_copy: Path, registry: Registry, champion: ResolvedModel
 ) -> None:
     repo = repo_with(tmp_path, repo_copy, "1.0.0-pass")
-    result = validate_graph(repo, "digits", registry, commit="0123456789abcdef")
+    result = validate_graph(repo, "digits", registry, commit="0123456789abcdef", parity=True)
     assert result.status == "passed", result.problems
+    assert result.parity is not None and result.parity.passed
+    assert result.parity.rows == 360 and result.parity.max_abs_diff <= 1e-5
     assert result.rows == 360
     [gate] = result.gates
     assert (gate.metric, gate.gate, gate.passed) == ("accuracy", ">= 0.95", True)
@@ -52,6 +54,7 @@ def test_passing_validation_is_recorded_with_its_lock(
     assert tags["graphops.model.logits.digest"] == champion.digest
     assert tags["graphops.dataset_digest"] == file_digest(repo / "graphs/digits/validation.parquet")
     assert run.data.metrics["accuracy"] == pytest.approx(gate.value)
+    assert run.data.metrics["parity.mismatches"] == 0
     assert run.info.status == "FINISHED"
     artifacts = {a.path for a in registry.client.list_artifacts(result.run_id)}
     assert {"report.md", "report.json"} <= artifacts
@@ -63,7 +66,7 @@ def test_failing_gate_is_named_and_recorded(
     tmp_path: Path, repo_copy: Path, registry: Registry
 ) -> None:
     repo = repo_with(tmp_path, repo_copy, "1.0.0-gate", **{"min=0.95": "min=0.999"})
-    report = validate_graphs(repo, ["digits"], registry)
+    report = validate_graphs(repo, ["digits"], registry, parity=False)
     [result] = report.graphs
     assert result.status == "failed" and report.exit_code == 1
     assert result.problems == [f"accuracy = {result.gates[0].value:.4f} fails its gate >= 0.999."]
@@ -79,7 +82,7 @@ def test_broken_graph_beside_a_good_one(
     broken = repo / "graphs" / "broken"
     broken.mkdir()
     (broken / "__init__.py").write_text("import numpy\n\nraise RuntimeError('boom')\n")
-    report = validate_graphs(repo, ["broken", "digits"], registry)
+    report = validate_graphs(repo, ["broken", "digits"], registry, parity=False)
     assert [g.status for g in report.graphs] == ["error", "passed"]
     assert report.exit_code == 2
     assert "graphs/broken/__init__.py:3" in report.graphs[0].problems[0]
@@ -92,14 +95,14 @@ def test_changed_files_without_a_version_bump_fail(
     tmp_path: Path, repo_copy: Path, registry: Registry
 ) -> None:
     repo = repo_with(tmp_path, repo_copy, "1.0.0-bump")
-    assert validate_graph(repo, "digits", registry).status == "passed"
+    assert validate_graph(repo, "digits", registry, parity=False).status == "passed"
     init = repo / "graphs" / "digits" / "__init__.py"
     init.write_text(init.read_text() + "\n# a change that must come with a new version\n")
-    again = validate_graph(repo, "digits", registry)
+    again = validate_graph(repo, "digits", registry, parity=False)
     assert again.status == "failed"
     assert "bump the version" in again.problems[0] and "1.0.0-bump" in again.problems[0]
     init.write_text(init.read_text().replace('version="1.0.0-bump"', 'version="1.0.1-bump"'))
-    assert validate_graph(repo, "digits", registry).status == "passed"
+    assert validate_graph(repo, "digits", registry, parity=False).status == "passed"
 
 
 def test_regression_against_the_pinned_baseline(
@@ -124,7 +127,7 @@ def test_regression_against_the_pinned_baseline(
     (prod / "release.yaml").write_text(
         yaml.safe_dump({"graphs": {"digits": {"validation_run": pinned}}})
     )
-    result = validate_graph(repo, "digits", registry)
+    result = validate_graph(repo, "digits", registry, parity=False)
     assert result.status == "failed" and result.baseline_run == pinned
     [gate] = result.gates
     assert gate.gate_passed and gate.regressed and gate.baseline == pytest.approx(0.999)
@@ -147,7 +150,7 @@ def test_cli_validates_only_changed_graphs(tmp_path: Path, repo_copy: Path) -> N
     fresh = tmp_path / "fresh"  # an empty MLflow store: --train-missing trains digits first
     fresh.mkdir()
     args = ["--repo", str(repo), "--tracking-uri", f"sqlite:///{fresh / 'mlflow.db'}", "validate"]
-    args += ["--train-missing", "--changed", "--base", "main"]
+    args += ["--train-missing", "--changed", "--base", "main", "--no-parity"]
     nothing = runner.invoke(app, [*args, "--report-json", str(tmp_path / "none.json")])
     assert nothing.exit_code == 0, nothing.output
     assert json.loads((tmp_path / "none.json").read_text())["graphs"] == []

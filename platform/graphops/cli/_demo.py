@@ -11,11 +11,18 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
+from graphops.errors import GraphOpsError
 from graphops.graph import discover
 from graphops.plan import mermaid, plan
 
 from ._common import console
-from ._views import catalog_table, plan_table, run_tables, validation_table
+from ._views import (
+    catalog_table,
+    deployments_table,
+    plan_table,
+    run_tables,
+    validation_table,
+)
 
 if TYPE_CHECKING:
     from graphops.runtime import LocalRun
@@ -42,7 +49,8 @@ def demo(
     """Run the main job on embedded defaults (local MLflow on sqlite, this repository).
 
     For every graph: train and register its model, print its plan, run it locally on its
-    validation data and check its metric gates; then print a summary. Safe to re-run: training is
+    validation data, validate it offline on Ray Data (gates, online/offline parity, MLflow
+    record), serve it on Ray Serve and answer real HTTP requests; then print a summary. Safe to re-run: training is
     deterministic and an identical model version is reused rather than registered again.
     """
     from graphops.runtime import read_rows, run_local
@@ -96,10 +104,40 @@ def demo(
         path.write_text(markdown(report))
         console.print(f"Markdown report: {path}")
     validated = {g.graph: g for g in report.graphs}
+    for pkg in packages:
+        with _step(f"{pkg.name}: serve on Ray Serve and answer real HTTP requests", timings):
+            _serve_and_ask(pkg, registry)
     failed = _summary(packages, runs, validated, timings, registry.tracking_uri)
     failed = failed or bool(catalog.failures) or report.exit_code != 0
     if failed:
         raise typer.Exit(1)
+
+
+def _serve_and_ask(pkg: Any, registry: Any) -> None:
+    """Deploy the graph as a Serve application, send one request and a list, show the answers."""
+    import requests
+
+    from graphops.runtime import read_rows
+    from graphops.runtime.online import deploy, free_port, undeploy
+
+    online = deploy(pkg, registry, port=free_port())
+    try:
+        console.print(deployments_table(online.deployments, f"{pkg.name}: Serve deployments"))
+        console.print(f"POST {online.url}   OpenAPI {online.openapi_url}")
+        rows = read_rows(pkg.validation_dataset)[:3] if pkg.validation_dataset else []
+        bodies = [{f: r[f] for f in pkg.graph.request_fields} for r in rows]
+        for body in ([online.args.example] if online.args.example else []) + [bodies]:
+            answer = requests.post(online.url, json=body, timeout=60)
+            shown = "one object" if isinstance(body, dict) else f"a list of {len(body)}"
+            console.print(f"{shown} -> {answer.status_code} {answer.text}", markup=False)
+            if answer.status_code != 200:
+                raise GraphOpsError(
+                    f"The served graph answered {answer.status_code}.",
+                    fix="See the answer above.",
+                    graph=pkg.name,
+                )
+    finally:
+        undeploy(online.name)
 
 
 def _summary(

@@ -8,6 +8,7 @@ deployment per remote stage plus an ingress that speaks HTTP and runs the CPU st
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -165,6 +166,15 @@ class OnlineApp:
         return f"{self.url}/docs"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_http(port: int = DEFAULT_PORT) -> int:
     """Start Serve's HTTP proxy on loopback at ``port``; returns the port it really listens on.
 
@@ -219,8 +229,9 @@ def deploy(
         raise
     except Exception as exc:  # Serve reports a failed deployment as RuntimeError + traceback text
         raise ServeError(
-            f"Application '{app_name}' failed to start: {_last_line(exc)}",
-            fix="Read the replica's error above; `graphops run` reproduces node failures locally.",
+            f"Application '{app_name}' failed to start: {_why_failed(app_name, exc)}",
+            fix="Fix what the message names; `graphops run` reproduces node failures locally "
+            "and the replica logs are under /tmp/ray/session_latest/logs/serve.",
             graph=package.name,
         ) from exc
     specs = specs_for(plan(package.graph, fuse=args.fuse), args)
@@ -250,9 +261,21 @@ def _ray_address() -> str | None:
     return os.environ.get("RAY_ADDRESS")
 
 
-def _last_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1][:400] if lines else type(exc).__name__
+def _why_failed(app_name: str, exc: BaseException) -> str:
+    """The replica's own error (a graphops error when there is one), not Serve's summary."""
+    texts = [str(exc)]
+    try:
+        status = serve.status().applications.get(app_name)
+        if status is not None:
+            texts = [d.message for d in status.deployments.values() if d.message] + texts
+    except Exception:  # the status is a nicety; the original error is still reported
+        pass
+    for text in texts:
+        ours = re.findall(r"graphops\.errors\.\w+: (.+)", text)
+        if ours:
+            return ours[-1].strip()[:500]
+    lines = [line.strip() for line in texts[0].splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(exc).__name__
 
 
 __all__ = [
@@ -265,6 +288,7 @@ __all__ = [
     "app_args",
     "batch_stats",
     "deploy",
+    "free_port",
     "request_example",
     "specs_for",
     "start_http",

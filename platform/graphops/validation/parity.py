@@ -69,14 +69,16 @@ def check_parity(
     """
     import requests
 
-    from graphops.runtime.online import deploy, undeploy
+    from graphops.runtime.online import deploy, free_port, undeploy
 
     graph = package.graph
     tolerance = graph.validation.parity_tolerance if graph.validation else 0.0
     fields = graph.request_fields
     bodies = [{f: r[f] for f in fields} for r in rows]
     name = f"{graph.name}-parity"
-    online = deploy(package, registry, name=name, route=f"/{name}", pins=pins, fuse=fuse)
+    online = deploy(
+        package, registry, name=name, route=f"/{name}", pins=pins, fuse=fuse, port=free_port()
+    )
     try:
         session = requests.Session()
 
