@@ -1,0 +1,92 @@
+"""HTTP load from a process of its own (so the client never shares an event loop with a server).
+
+    python -m benchmarks._load URL BODY_FILE --concurrency 32 --seconds 8
+    python -m benchmarks._load URL BODY_FILE --concurrency 1 --requests 300
+
+Prints one JSON object: requests, errors, seconds, throughput (req/s), p50/p90/p99/mean (ms).
+Every request is a POST of BODY_FILE's bytes; non-200 answers count as errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import aiohttp
+
+WARMUP = 20
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _load(
+    url: str, body: bytes, concurrency: int, requests: int | None, seconds: float | None
+) -> dict[str, float]:
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(WARMUP):
+            async with session.post(url, data=body, headers=headers) as answer:
+                await answer.read()
+        sent = 0
+        started = time.perf_counter()
+        deadline = started + seconds if seconds else None
+
+        async def worker() -> None:
+            nonlocal sent, errors
+            while True:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                if requests is not None:
+                    if sent >= requests:
+                        return
+                    sent += 1
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    if answer.status != 200:
+                        errors += 1
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": elapsed,
+        "concurrency": concurrency,
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": _quantile(latencies, 0.50),
+        "p90_ms": _quantile(latencies, 0.90),
+        "p99_ms": _quantile(latencies, 0.99),
+        "mean_ms": statistics.fmean(latencies),
+    }
+
+
+def main() -> None:
+    """Parse the arguments, run the load, print the JSON result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("body", type=Path)
+    parser.add_argument("--concurrency", type=int, default=1)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--requests", type=int)
+    group.add_argument("--seconds", type=float)
+    args = parser.parse_args()
+    result = asyncio.run(
+        _load(args.url, args.body.read_bytes(), args.concurrency, args.requests, args.seconds)
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
