@@ -67,15 +67,26 @@ def plan(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Offline throughput benchmark (200k rows x 3): `nox -s bench -- --rows 20000 --repeats 1`."""
+    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- online --repeats 1`."""
+    _install(session, "bench")
+    which, *extra = session.posargs or ["all"]
+    if which not in ("all", "offline", "online"):
+        session.error(f"Got {which!r}: start with offline or online, e.g. `-- online --repeats 1`.")
+    for name in ("offline", "online") if which == "all" else (which,):
+        session.run("python", "-m", f"benchmarks.{name}", *extra)
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """Serve a graph on a local Ray Serve until Ctrl-C: `nox -s serve -- digits`."""
     _install(session, "examples")
-    session.run("python", "-m", "benchmarks.offline", *session.posargs)
+    session.run("graphops", "serve", *(session.posargs or ["digits"]))
 
 
 @nox.session(python=PYTHON, venv_backend="venv", reuse_venv=False)
 def lock(session: nox.Session) -> None:
     """Re-resolve every dependency from scratch and rewrite constraints.txt."""
-    session.install("torch==2.13.0", "-e", ".[test,lint,examples]", "nox")
+    session.install("torch==2.13.0", "-e", ".[test,lint,examples,bench]", "nox")
     frozen = session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=True) or ""
     lines = [
         "torch==2.13.0" if line.startswith("torch==") else line

@@ -17,7 +17,13 @@ from graphops import ServeError
 from graphops.graph import GraphPackage, load_graph
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime import read_rows, run_local
-from graphops.runtime.online import OnlineApp, batch_stats, deploy, undeploy
+from graphops.runtime.online import (
+    DeploymentOverride,
+    OnlineApp,
+    batch_stats,
+    deploy,
+    undeploy,
+)
 
 pytestmark = pytest.mark.usefixtures("serve_port", "champion")
 
@@ -177,16 +183,36 @@ def test_a_replica_that_cannot_start_is_a_serve_error(
 ) -> None:
     tampered = champion.model_copy(update={"digest": "sha256:" + "0" * 64})
     with pytest.raises(ServeError, match="failed to start") as caught:
-        deploy(
+        deploy(  # small CPU budget: the digits app of this module runs beside it
             digits,
             registry,
             name="digits-bad",
             route="/digits-bad",
             pins={"logits": tampered},
             port=serve_port,
+            cpu_budget=0.4,
         )
-    undeploy("digits-bad")
-    assert "digest" in str(caught.value)
+    assert "digits-bad" not in serve.status().applications  # deleted, nothing lingers
+    assert "changed since they were pinned" in str(caught.value)
+
+
+def test_a_replica_that_cannot_be_scheduled_times_out_with_serves_reason(
+    digits: GraphPackage, registry: Registry, serve_port: int
+) -> None:
+    too_big = {"logits": DeploymentOverride(cpus=64)}
+    with pytest.raises(ServeError, match="did not start within 15 s") as caught:
+        deploy(
+            digits,
+            registry,
+            name="digits-big",
+            route="/digits-big",
+            overrides=too_big,
+            port=serve_port,
+            cpu_budget=None,
+            timeout_s=15,
+        )
+    assert "digits-big" not in serve.status().applications
+    assert "CPU" in str(caught.value)
 
 
 def test_serve_command_prints_url_curl_and_answers(

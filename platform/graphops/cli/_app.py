@@ -16,7 +16,7 @@ from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
 from ._offline import batch, validate
 from ._online import serve
-from ._views import catalog_table, plan_table, run_tables
+from ._views import catalog_table, deployments_table, plan_table, run_tables
 
 app = typer.Typer(
     name="graphops",
@@ -74,8 +74,14 @@ def plan_graph(
     ] = None,
 ) -> None:
     """Show how a graph is cut into stages (deployments / operators), with a Mermaid diagram."""
+    from graphops.runtime._deployments import deployment_specs
+
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
     console.print(plan_table(the_plan))
+    specs = deployment_specs(the_plan)
+    console.print(
+        deployments_table(specs, f"Online: {len(specs)} Ray Serve deployments (as declared)")
+    )
     diagram = mermaid(the_plan)
     console.print(
         Panel(diagram.rstrip(), title="Mermaid (paste into any Markdown file)", title_align="left"),

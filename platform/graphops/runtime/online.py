@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from ray import serve
 
-from graphops.errors import GraphOpsError, ServeError
+from graphops.errors import ServeError
 from graphops.graph import GraphPackage
 from graphops.plan import Plan, plan
 from graphops.registry import Registry, ResolvedModel
@@ -36,6 +36,8 @@ IMPORT_PATH = "graphops.runtime.online:app"
 """What a Serve config's ``import_path`` names for every graph application."""
 
 DEFAULT_PORT = 8000
+DEPLOY_TIMEOUT_S = 300.0
+"""How long `deploy` waits for an application to run (model downloads included)."""
 
 
 def app(args: dict[str, Any] | AppArgs) -> serve.Application:
@@ -194,6 +196,7 @@ def deploy(
     name: str | None = None,
     port: int = DEFAULT_PORT,
     address: str | None = None,
+    timeout_s: float = DEPLOY_TIMEOUT_S,
     **options: Any,
 ) -> OnlineApp:
     """Serve ``package`` on Ray (``address``, ``$RAY_ADDRESS`` or a local cluster) and wait until healthy.
@@ -207,10 +210,13 @@ def deploy(
         name: Application name (default: the graph's name).
         port: HTTP port of Serve's proxy on 127.0.0.1.
         address: Ray cluster address.
+        timeout_s: How long replicas may take to be scheduled and start.
         **options: Passed to `app_args` (pins, fuse, route, overrides, max_body_bytes...).
 
     Raises:
-        ServeError: The application failed to start (the reason is in the message).
+        ServeError: The application failed to start, or did not within ``timeout_s`` (the
+            replica's own error, or Serve's scheduling message, is in the message); it is then
+            deleted.
     """
     from graphops.runtime._ray import ensure_ray, has_gpus
 
@@ -223,17 +229,13 @@ def deploy(
     app_name = name or package.name
     port = start_http(port)
     started = time.perf_counter()
+    target = serve.RunTarget(target=app(args), name=app_name, route_prefix=args.route)
+    serve.run_many([target], wait_for_applications_running=False)
     try:
-        serve.run(app(args), name=app_name, route_prefix=args.route, blocking=False)
-    except GraphOpsError:
+        _wait_running(app_name, timeout_s, package.name)
+    except ServeError:
+        serve.delete(app_name)  # nothing half-started lingers on the cluster
         raise
-    except Exception as exc:  # Serve reports a failed deployment as RuntimeError + traceback text
-        raise ServeError(
-            f"Application '{app_name}' failed to start: {_why_failed(app_name, exc)}",
-            fix="Fix what the message names; `graphops run` reproduces node failures locally "
-            "and the replica logs are under /tmp/ray/session_latest/logs/serve.",
-            graph=package.name,
-        ) from exc
     specs = specs_for(plan(package.graph, fuse=args.fuse), args)
     return OnlineApp(
         name=app_name,
@@ -261,21 +263,44 @@ def _ray_address() -> str | None:
     return os.environ.get("RAY_ADDRESS")
 
 
-def _why_failed(app_name: str, exc: BaseException) -> str:
-    """The replica's own error (a graphops error when there is one), not Serve's summary."""
-    texts = [str(exc)]
-    try:
+def _wait_running(app_name: str, timeout_s: float, graph: str) -> None:
+    """Poll Serve until ``app_name`` runs; raise `ServeError` with the reason when it cannot."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         status = serve.status().applications.get(app_name)
-        if status is not None:
-            texts = [d.message for d in status.deployments.values() if d.message] + texts
-    except Exception:  # the status is a nicety; the original error is still reported
-        pass
-    for text in texts:
+        state = status.status if status is not None else "NOT_STARTED"
+        if state == "RUNNING":
+            return
+        if state == "DEPLOY_FAILED" or time.monotonic() > deadline:
+            messages = [status.message] if status is not None and status.message else []
+            if status is not None:
+                messages += [d.message for d in status.deployments.values() if d.message]
+            waited = (
+                "failed to start"
+                if state == "DEPLOY_FAILED"
+                else (f"did not start within {timeout_s:g} s")
+            )
+            raise ServeError(
+                f"Application '{app_name}' {waited}: {_reason(messages)}",
+                fix="Fix what the message names (a replica that needs more CPUs/GPUs than the "
+                "cluster has free waits forever); `graphops run` reproduces node failures "
+                "locally and replica logs are under /tmp/ray/session_latest/logs/serve.",
+                graph=graph,
+            )
+        time.sleep(0.25)
+
+
+def _reason(messages: list[str]) -> str:
+    """The replica's own graphops error when there is one, else Serve's most specific message."""
+    for text in messages:
         ours = re.findall(r"graphops\.errors\.\w+: (.+)", text)
         if ours:
             return ours[-1].strip()[:500]
-    lines = [line.strip() for line in texts[0].splitlines() if line.strip()]
-    return lines[-1][:500] if lines else type(exc).__name__
+    for text in reversed(messages):  # deployment messages (scheduling, crashes) come last
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:500] if "Traceback" in text else " ".join(lines)[:500]
+    return "no reason given by Serve"
 
 
 __all__ = [
