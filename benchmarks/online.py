@@ -154,7 +154,8 @@ def wait_http(url: str, body: bytes, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if requests.post(url, data=body, timeout=5).status_code == 200:
+            headers = {"Content-Type": "application/json"}
+            if requests.post(url, data=body, headers=headers, timeout=5).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
