@@ -133,6 +133,18 @@ class RunError(GraphOpsError):
     """A node failed or returned something other than its declared columns while running."""
 
 
+class ConfigError(GraphOpsError):
+    """An environment file (environment.yaml, release.yaml, a rendered file) is invalid or stale."""
+
+
+class PromotionError(GraphOpsError):
+    """A promotion gate refused the promotion, or the promotion could not be committed."""
+
+
+class ApplyError(GraphOpsError):
+    """An environment's cluster could not be reconciled with git (the previous state is kept)."""
+
+
 class ServeError(GraphOpsError):
     """A graph application could not be deployed or answered on Ray Serve."""
 

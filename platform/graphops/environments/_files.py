@@ -1,0 +1,173 @@
+"""Reading and writing environment files strictly: duplicate keys, unknown keys and bad values are
+errors that name the file and the field; output is deterministic (sorted keys, fixed style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from graphops.errors import ConfigError, did_you_mean
+from graphops.environments._schema import EnvironmentConfig, Release
+
+ENVIRONMENTS_DIR = "environments"
+BASE = "base"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                f'Key "{key}" appears twice (lines {seen[key]} and {key_node.start_mark.line + 1}).',
+                fix="Keep one of them.",
+                file=loader.name,
+                line=key_node.start_mark.line + 1,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (``{}`` when the file is missing or empty)."""
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Invalid YAML: {exc}", fix="Fix the syntax.", file=path) from exc
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"The file holds a {type(data).__name__}, not a mapping.",
+            fix="Write key: value pairs at the top level.",
+            file=path,
+        )
+    return data
+
+
+def dump_yaml(data: Any, header: str = "") -> str:
+    """Deterministic YAML: sorted keys, block style, no aliases, a trailing newline."""
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    body = yaml.dump(data, Dumper=_NoAliases, sort_keys=True, default_flow_style=False, width=100)
+    return header + body
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(map(str, err["loc"])) or "(top level)"
+        hint = ""
+        if err["type"] == "extra_forbidden":
+            parent = model
+            for part in err["loc"][:-1]:
+                annotation = parent.model_fields.get(str(part))
+                parent = annotation.annotation if annotation else parent  # type: ignore[assignment]
+            known = list(getattr(parent, "model_fields", {}))
+            hint = did_you_mean(str(err["loc"][-1]), known) + (
+                f" Known keys: {', '.join(known)}." if known else ""
+            )
+        raise ConfigError(
+            f"Got {err.get('input')!r:.80} for {field}: {err['msg']}.{hint}",
+            fix=f"Fix {field} in {path.name} (see docs/environments.md).",
+            file=path,
+        ) from exc
+
+
+def environment_names(repo: Path) -> list[str]:
+    """The environments of ``repo``: folders under environments/ holding environment.yaml."""
+    root = repo / ENVIRONMENTS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if p.name != BASE and (p / "environment.yaml").is_file()
+    )
+
+
+def load_environment(repo: Path, name: str) -> EnvironmentConfig:
+    """``environments/<name>/environment.yaml`` over ``environments/base/environment.yaml``."""
+    names = environment_names(repo)
+    if name not in names:
+        raise ConfigError(
+            f'No environment "{name}" under {repo / ENVIRONMENTS_DIR}.{did_you_mean(name, names)}',
+            fix=f"Use one of: {', '.join(names) or '(none)'}; an environment is a folder with "
+            "environment.yaml.",
+        )
+    root = repo / ENVIRONMENTS_DIR
+    base = read_yaml(root / BASE / "environment.yaml")
+    own_path = root / name / "environment.yaml"
+    own = read_yaml(own_path)
+    if "name" in own or "name" in base:
+        raise ConfigError(
+            'The key "name" is not set in the file: it is the folder name.',
+            fix="Remove name:.",
+            file=own_path,
+        )
+    merged = _validated(EnvironmentConfig, _merge(base, own) | {"name": name}, own_path)
+    if merged.policy.upstream is not None and merged.policy.upstream not in names:
+        raise ConfigError(
+            f'policy.upstream is "{merged.policy.upstream}", which is no environment.'
+            f"{did_you_mean(merged.policy.upstream, names)}",
+            fix=f"Use one of: {', '.join(n for n in names if n != name)}.",
+            file=own_path,
+        )
+    return merged
+
+
+def release_path(repo: Path, name: str) -> Path:
+    """Where an environment's release.yaml lives."""
+    return repo / ENVIRONMENTS_DIR / name / "release.yaml"
+
+
+def load_release(repo: Path, name: str) -> Release:
+    """``environments/<name>/release.yaml`` (empty when the file does not exist yet)."""
+    path = release_path(repo, name)
+    return _validated(Release, read_yaml(path), path)
+
+
+RELEASE_HEADER = (
+    "# Written by `graphops promote`: the graphs pinned in this environment (reviewed in PRs).\n"
+    "# Per-environment `deployments` overrides may be edited by hand; the locks may not.\n"
+)
+
+
+def write_release(repo: Path, name: str, release: Release) -> Path:
+    """Write ``release`` deterministically; returns the path."""
+    path = release_path(repo, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = release.model_dump(mode="json", exclude_defaults=False)
+    path.write_text(dump_yaml(data, RELEASE_HEADER))
+    return path

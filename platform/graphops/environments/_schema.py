@@ -1,0 +1,143 @@
+"""The schemas of `environment.yaml` and `release.yaml` (pydantic; unknown keys rejected)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphops.registry import ResolvedModel
+from graphops.runtime._deployments import DeploymentOverride
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterConfig(_Strict):
+    """Where the environment's Ray cluster is and how to reach it."""
+
+    dashboard: Annotated[
+        str | None,
+        Field(description="Ray dashboard URL (Serve REST API), e.g. http://127.0.0.1:8265."),
+    ] = None
+    dashboard_env: Annotated[
+        str | None,
+        Field(description="Name of the environment variable holding the dashboard URL instead."),
+    ] = None
+    serve_url: Annotated[
+        str | None,
+        Field(description="Base URL of the cluster's Serve HTTP proxy, for smoke tests and status."),
+    ] = None
+    serve_url_env: Annotated[
+        str | None,
+        Field(description="Name of the environment variable holding the Serve URL instead."),
+    ] = None
+    gpus: Annotated[
+        bool, Field(description="Whether the cluster has GPUs; without, GPU requests become 0.")
+    ] = False
+
+
+class CodeConfig(_Strict):
+    """How graph code reaches the cluster."""
+
+    working_dir: Annotated[
+        str | None,
+        Field(
+            description="A URI template with {commit}, e.g. "
+            "https://github.com/acme/graphs/archive/{commit}.zip; None ships the graphs/ folder "
+            "as a content-addressed package (gcs://_ray_pkg_<hash>.zip) uploaded at apply time."
+        ),
+    ] = None
+    tracking_uri: Annotated[
+        str | None,
+        Field(
+            description="MLflow tracking URI replicas load models from; None: the cluster's "
+            "$MLFLOW_TRACKING_URI."
+        ),
+    ] = None
+    pip: Annotated[
+        tuple[str, ...],
+        Field(description="Extra pip requirements of the replicas (runtime_env.pip)."),
+    ] = ()
+
+
+class PolicyConfig(_Strict):
+    """What a graph version must have passed before it may be promoted here."""
+
+    upstream: Annotated[
+        str | None,
+        Field(description="Environment whose verification is required first (None: none)."),
+    ] = None
+    soak_minutes: Annotated[
+        float,
+        Field(ge=0, description="Minimum time the same lock must have been live upstream."),
+    ] = 0
+    require_validation: Annotated[
+        bool, Field(description="A passed validation record for exactly this lock is required.")
+    ] = True
+
+
+class EnvironmentConfig(_Strict):
+    """`environments/<env>/environment.yaml` merged over `environments/base/environment.yaml`."""
+
+    name: Annotated[str, Field(description="Environment name (its folder).")]
+    cluster: ClusterConfig = ClusterConfig()
+    code: CodeConfig = CodeConfig()
+    policy: PolicyConfig = PolicyConfig()
+    http_port: Annotated[int, Field(ge=1, le=65535, description="Serve HTTP port.")] = 8000
+
+
+class GraphLock(_Strict):
+    """Exactly what was validated and is promoted: the same lock is what is served."""
+
+    version: Annotated[str, Field(description="Graph version.")]
+    content_hash: Annotated[str, Field(description="Content hash of the graph package.")]
+    commit: Annotated[str, Field(description="Git commit the lock was taken at.")]
+    models: Annotated[
+        dict[str, ResolvedModel],
+        Field(description="Model node -> exact registry version and artifact digest."),
+    ] = {}
+    validation_run: Annotated[
+        str | None, Field(description="MLflow run of the passed validation of this lock.")
+    ] = None
+    package: Annotated[
+        str,
+        Field(
+            description="Ray package URI of the graphs/ folder at the commit "
+            "(gcs://_ray_pkg_<content hash>.zip): what replicas run when the environment ships "
+            "code as a package."
+        ),
+    ]
+    example: Annotated[
+        dict[str, Any] | None,
+        Field(description="One request object: the OpenAPI example and the smoke test of apply."),
+    ] = None
+    platform_version: Annotated[str, Field(description="graphops version that locked it.")]
+
+
+class ReleaseEntry(_Strict):
+    """One graph in an environment: its lock, when it was promoted, per-environment overrides."""
+
+    lock: GraphLock
+    promoted_at: Annotated[
+        datetime.datetime, Field(description="When the promotion was committed (UTC).")
+    ]
+    deployments: Annotated[
+        dict[str, DeploymentOverride],
+        Field(description="Per-deployment scaling/resource overrides in this environment."),
+    ] = {}
+
+    @property
+    def validation_run(self) -> str | None:
+        """The validation run of the lock."""
+        return self.lock.validation_run
+
+
+class Release(_Strict):
+    """`environments/<env>/release.yaml`: the pinned graphs (written by `graphops promote`)."""
+
+    graphs: Annotated[
+        dict[str, ReleaseEntry], Field(description="Graph name -> its release in this environment.")
+    ] = {}
