@@ -14,6 +14,7 @@ from graphops.plan import mermaid, plan
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
+from ._gitops import apply, diff, promote, render, status
 from ._offline import batch, validate
 from ._online import serve
 from ._views import catalog_table, deployments_table, plan_table, run_tables
@@ -158,6 +159,8 @@ app.command("demo")(friendly(demo))
 app.command("batch")(friendly(batch))
 app.command("validate")(friendly(validate))
 app.command("serve")(friendly(serve))
+for _command in (render, promote, diff, apply, status):
+    app.command(_command.__name__)(friendly(_command))
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
     """The environment's Serve config (``ServeDeploySchema``), one application per graph."""
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": env.http_port},  # noqa: S104 (cluster-side)
+        "http_options": {"host": env.http_host, "port": env.http_port},
         "applications": [
             application(graph, entry, env, working_dir_for(env, entry))
             for graph, entry in sorted(release.graphs.items())

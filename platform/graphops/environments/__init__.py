@@ -1,11 +1,14 @@
-"""Environments in git: `environment.yaml` (cluster, code, policy) on a shared base, `release.yaml`
-(the pinned graphs, written by the controller), loaded strictly (unknown and duplicate keys are
-errors, each named with its file and field)."""
+"""Environments in git: `environment.yaml` and `release.yaml`, loaded strictly.
+
+`environment.yaml` (cluster, code source, promotion policy) is merged over `base/`;
+`release.yaml` holds the pinned graphs, written by the controller. Unknown and duplicate keys are
+errors naming the file and the field.
+"""
 
 from graphops.environments._files import (
     ENVIRONMENTS_DIR,
-    environment_names,
     dump_yaml,
+    environment_names,
     load_environment,
     load_release,
     read_yaml,
@@ -31,8 +34,8 @@ __all__ = [
     "PolicyConfig",
     "Release",
     "ReleaseEntry",
-    "environment_names",
     "dump_yaml",
+    "environment_names",
     "load_environment",
     "load_release",
     "read_yaml",

@@ -1,5 +1,8 @@
-"""Reading and writing environment files strictly: duplicate keys, unknown keys and bad values are
-errors that name the file and the field; output is deterministic (sorted keys, fixed style)."""
+"""Reading and writing environment files strictly, and deterministically.
+
+Duplicate keys, unknown keys and bad values are errors naming the file and the field; output has
+sorted keys and a fixed style, so the same data always gives the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from graphops.errors import ConfigError, did_you_mean
 from graphops.environments._schema import EnvironmentConfig, Release
+from graphops.errors import ConfigError, did_you_mean
 
 ENVIRONMENTS_DIR = "environments"
 BASE = "base"
@@ -68,6 +71,17 @@ def dump_yaml(data: Any, header: str = "") -> str:
     class _NoAliases(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:
             return True
+
+    def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None  # embedded YAML/text stays readable
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
+        flat = all(isinstance(v, int | float | str | bool) or v is None for v in value)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flat or None)
+
+    _NoAliases.add_representer(str, _text)
+    _NoAliases.add_representer(list, _list)
 
     body = yaml.dump(data, Dumper=_NoAliases, sort_keys=True, default_flow_style=False, width=100)
     return header + body

@@ -28,7 +28,9 @@ class ClusterConfig(_Strict):
     ] = None
     serve_url: Annotated[
         str | None,
-        Field(description="Base URL of the cluster's Serve HTTP proxy, for smoke tests and status."),
+        Field(
+            description="Base URL of the cluster's Serve HTTP proxy, for smoke tests and status."
+        ),
     ] = None
     serve_url_env: Annotated[
         str | None,
@@ -87,6 +89,9 @@ class EnvironmentConfig(_Strict):
     code: CodeConfig = CodeConfig()
     policy: PolicyConfig = PolicyConfig()
     http_port: Annotated[int, Field(ge=1, le=65535, description="Serve HTTP port.")] = 8000
+    http_host: Annotated[
+        str, Field(description="Address Serve's HTTP proxy listens on (127.0.0.1: loopback only).")
+    ] = "0.0.0.0"
 
 
 class GraphLock(_Strict):

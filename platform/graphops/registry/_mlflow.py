@@ -63,6 +63,11 @@ class ValidationRecord(BaseModel):
         None
     )
     metrics: Annotated[dict[str, float], Field(description="Metric values by name.")] = {}
+    commit: Annotated[str | None, Field(description="Git commit validated.")] = None
+    models: Annotated[
+        dict[str, str], Field(description="Model node -> pinned models:/name/version.")
+    ] = {}
+    digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
 
 
 class Registry:
@@ -371,4 +376,15 @@ def _record(run: Any) -> ValidationRecord:
         status=tags.get("graphops.status", ""),
         dataset_digest=tags.get("graphops.dataset_digest"),
         metrics=dict(run.data.metrics),
+        commit=tags.get("graphops.commit") or None,
+        models={
+            k.split(".")[2]: v
+            for k, v in tags.items()
+            if k.startswith("graphops.model.") and k.count(".") == 2
+        },
+        digests={
+            k.split(".")[2]: v
+            for k, v in tags.items()
+            if k.startswith("graphops.model.") and k.endswith(".digest")
+        },
     )

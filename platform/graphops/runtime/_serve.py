@@ -118,8 +118,10 @@ class GraphIngress:
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request."""
         path = request.url.path
-        sub = path[len(self.route) :] if path.startswith(self.route) else path
-        sub = sub.rstrip("/")
+        # Serve puts the application's route prefix in root_path; during a rollout it is not the
+        # stable route (see graphops.controller.apply), so never assume `args.route`.
+        root = request.scope.get("root_path") or self.route
+        sub = (path[len(root) :] if path.startswith(root) else path).rstrip("/")
         try:
             if sub == "" and request.method == "POST":
                 return await self._predict(request)

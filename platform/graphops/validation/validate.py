@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 import graphops
+from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
 from graphops.registry import Registry, ValidationRecord
@@ -97,16 +97,16 @@ def file_digest(path: Path) -> str:
 def pinned_baseline(repo: Path, graph: str) -> str | None:
     """Validation run id of the version of ``graph`` pinned furthest downstream, if any.
 
-    Reads ``environments/<env>/release.yaml`` (``graphs.<name>.validation_run``), preferring
-    prod over staging over dev.
+    Reads each environment's ``release.yaml`` (the lock's ``validation_run``), preferring prod
+    over staging over dev, then any other environment.
     """
-    for env in ("prod", "staging", "dev"):
-        release = repo / "environments" / env / "release.yaml"
-        if release.is_file():
-            data = yaml.safe_load(release.read_text()) or {}
-            run = ((data.get("graphs") or {}).get(graph) or {}).get("validation_run")
-            if run:
-                return str(run)
+    names = environment_names(repo)
+    ordered = [n for n in ("prod", "staging", "dev") if n in names]
+    ordered += [n for n in names if n not in ordered]
+    for env in ordered:
+        entry = load_release(repo, env).graphs.get(graph)
+        if entry is not None and entry.lock.validation_run:
+            return entry.lock.validation_run
     return None
 
 

@@ -1,0 +1,219 @@
+"""GitOps commands: render, promote, diff, apply and status of the environments in git."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from graphops.errors import GraphOpsError
+
+from ._common import console
+
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="Environment (a folder under environments/).")
+]
+
+
+def render(
+    ctx: typer.Context,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="One environment (default: all).")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; fail with the diff when a file is stale."),
+    ] = False,
+) -> None:
+    """Render serve.yaml and rayservice.yaml of the environments from release.yaml (deterministic)."""
+    from graphops.controller.render import render_all
+
+    stale_any = False
+    for rendered in render_all(ctx.obj.root(), env):
+        if check:
+            stale = rendered.stale()
+            for path, patch in stale.items():
+                console.print(f"[red]stale:[/] {path}")
+                console.print(patch, markup=False, highlight=False)
+            stale_any |= bool(stale)
+            if not stale:
+                console.print(f"[green]✓[/] {rendered.env}: rendered files are up to date")
+        else:
+            written = rendered.write()
+            names = ", ".join(p.name for p in written) or "nothing changed"
+            console.print(f"{rendered.env}: {names}")
+    if stale_any:
+        console.print(
+            "Rendered files differ from what release.yaml gives (stale, or edited by hand): "
+            "run `graphops render` and commit."
+        )
+        raise typer.Exit(1)
+
+
+def promote(
+    ctx: typer.Context,
+    graph: Annotated[
+        str | None, typer.Argument(help="Graph to promote (omit with --auto).")
+    ] = None,
+    to: Annotated[str, typer.Option("--to", help="Target environment.")] = "dev",
+    version: Annotated[
+        str | None, typer.Option(help="Refuse unless this is the version promoted.")
+    ] = None,
+    auto: Annotated[
+        bool,
+        typer.Option("--auto", help="Every graph validated on HEAD (what CI runs after a merge)."),
+    ] = False,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            help="Push the promotion commit to this branch of origin (retrying on races)."
+        ),
+    ] = None,
+) -> None:
+    """Check the gates and commit the graph's lock to an environment on a promote/... branch."""
+    from graphops.controller.promote import promote as do_promote
+    from graphops.graph import graph_names
+
+    settings = ctx.obj
+    repo = settings.root()
+    if auto == (graph is not None):
+        raise GraphOpsError(
+            "Name one graph, or pass --auto (not both).",
+            fix="e.g. graphops promote digits --to dev",
+        )
+    registry = settings.registry()
+    names = graph_names(repo) if auto else [graph]
+    refused = False
+    for name in names:
+        try:
+            result = do_promote(
+                repo, name, to, registry, version=version, push=push, live=_live_check(repo)
+            )
+        except GraphOpsError as exc:
+            if not auto:
+                raise
+            console.print(f"[yellow]skipped[/] {name}: {exc}")
+            refused = True
+            continue
+        table = Table(title=f"Gates: {name} {result.lock.version} -> {to}", title_justify="left")
+        for column in ("gate", "result", "detail"):
+            table.add_column(column)
+        for g in result.gates:
+            table.add_row(g.name, "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.detail)
+        console.print(table)
+        if result.commit is None:
+            console.print(f"{name} {result.lock.version} is already pinned in {to}: nothing to do.")
+            continue
+        console.print(
+            f"Committed {result.commit[:12]} on branch [bold]{result.branch}[/] ({', '.join(result.files)})"
+        )
+        if result.pushed:
+            console.print(f"Pushed to origin/{result.pushed}.")
+        else:
+            console.print(f"Next: git push origin {result.branch} and open a pull request.")
+    if refused and not auto:
+        raise typer.Exit(1)
+
+
+def _live_check(repo):  # type: ignore[no-untyped-def]
+    """live(env, graph, lock) for the gates: None when the lock runs healthy there."""
+    from graphops.controller.inspect import status
+
+    def live(env: str, graph: str, lock):  # type: ignore[no-untyped-def]
+        rows = [s for s in status(repo, env) if s.graph == graph]
+        if not rows:
+            return f"{graph} is not released in {env}"
+        row = rows[0]
+        if row.live == "unreachable":
+            return None  # no cluster to ask (e.g. CI without access): the soak decides
+        return None if row.live == "RUNNING" else f"{graph} is {row.live} in {env}"
+
+    return live
+
+
+def diff(ctx: typer.Context, env: EnvOption) -> None:
+    """Show what applying the committed files would change on the environment's cluster."""
+    from graphops.controller.inspect import diff as do_diff
+
+    changes = do_diff(ctx.obj.root(), env)
+    table = Table(title=f"{env}: live -> git", title_justify="left")
+    for column in ("application", "deployment", "change", "why", "CPUs", "GPUs"):
+        table.add_column(column)
+    colours = {"new": "green", "removed": "red", "replica restart": "yellow", "in place": "cyan"}
+    for c in changes:
+        colour = colours.get(c.change, "dim")
+        table.add_row(
+            c.app, c.deployment, f"[{colour}]{c.change}[/]", c.why, f"{c.cpus:+g}", f"{c.gpus:+g}"
+        )
+    console.print(table)
+    cpus, gpus = sum(c.cpus for c in changes), sum(c.gpus for c in changes)
+    console.print(f"Resource delta: {cpus:+g} CPUs, {gpus:+g} GPUs")
+
+
+def apply(
+    ctx: typer.Context,
+    env: EnvOption,
+    timeout: Annotated[float, typer.Option(help="Seconds a new version may take to start.")] = 300,
+    correct_drift: Annotated[
+        bool, typer.Option("--correct-drift", help="Also remove applications git does not know.")
+    ] = False,
+) -> None:
+    """Reconcile the environment's cluster with git; a failing new version never takes the route."""
+    from graphops.controller.apply import apply as do_apply
+
+    result = do_apply(
+        ctx.obj.root(),
+        env,
+        timeout_s=timeout,
+        correct_drift=correct_drift,
+        log=lambda m: console.print(f"· {m}"),
+    )
+    if result.drift:
+        verb = "removed" if result.drift_removed else "left in place (use --correct-drift)"
+        console.print(
+            f"[yellow]drift:[/] applications not in git: {', '.join(result.drift)} — {verb}"
+        )
+    if not result.changed:
+        console.print(f"{env}: the cluster already runs what git says; nothing changed.")
+        return
+    for label, names in (
+        ("started", result.started),
+        ("updated", result.updated),
+        ("retired", result.retired),
+    ):
+        if names:
+            console.print(f"{label}: {', '.join(names)}")
+
+
+def status(
+    ctx: typer.Context,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="One environment (default: all).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """For each environment and graph: version, lock, validation run, live state, drift, since when."""
+    from graphops.controller.inspect import status as do_status
+
+    rows = do_status(ctx.obj.root(), env)
+    if as_json:
+        print(json.dumps([r.model_dump() for r in rows], indent=2))
+        return
+    table = Table(title="Environments", title_justify="left")
+    for column in ("env", "graph", "version", "lock", "validation run", "live", "drift", "since"):
+        table.add_column(column)
+    for r in rows:
+        live = f"[green]{r.live}[/]" if r.live == "RUNNING" else f"[yellow]{r.live}[/]"
+        table.add_row(
+            r.env,
+            r.graph,
+            r.version,
+            r.lock,
+            r.validation_run or "-",
+            live,
+            "[red]yes[/]" if r.drift else "no",
+            r.since,
+        )
+    console.print(table)

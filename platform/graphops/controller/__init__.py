@@ -1,0 +1,1 @@
+"""The promotion controller: render environments, promote graph locks, diff and apply clusters."""

@@ -1,0 +1,171 @@
+"""Reconcile an environment's cluster with git, never letting a graph's stable route go down.
+
+Serve replaces a cluster's whole config at once and keeps no previous version, so `apply` moves in
+steps, each a complete config:
+
+1. **candidates**: every application that is new (a new lock) starts beside the running ones, on a
+   private route ``/_graphops/candidate/<app>``; once RUNNING it must answer its smoke example;
+2. on any failure (DEPLOY_FAILED, timeout, smoke) the previous config is put back and the
+   command fails with the reason: the stable routes were never touched;
+3. **switch**: the new applications take the stable routes ``/<graph>`` in one config (the old
+   ones are parked on ``/_graphops/previous/<app>``, still running);
+4. **retire**: the old applications are removed.
+
+Applying twice changes nothing. Applications of graphs that git does not know are drift: reported,
+and removed only with ``correct_drift``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from graphops.controller.cluster import Cluster, serve_url, upload_packages
+from graphops.controller.render import render, serve_config
+from graphops.environments import load_environment, load_release
+from graphops.errors import ApplyError, ConfigError
+
+CANDIDATE = "/_graphops/candidate/"
+PREVIOUS = "/_graphops/previous/"
+_COMPARED = ("name", "route_prefix", "import_path", "args", "runtime_env")
+
+
+@dataclass
+class ApplyResult:
+    """What `apply` changed on the cluster."""
+
+    env: str
+    started: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    drift_removed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the cluster changed."""
+        return bool(self.started or self.updated or self.retired or self.drift_removed)
+
+
+def comparable(app: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an application config that git decides (Serve adds defaults to the rest)."""
+    return {k: app[k] for k in _COMPARED if app.get(k) not in (None, {}, [])}
+
+
+def graph_of(app: dict[str, Any]) -> str | None:
+    """The graph an application serves, when graphops made it."""
+    args = app.get("args") or {}
+    return args.get("graph") if app.get("import_path", "").startswith("graphops.") else None
+
+
+def apply(
+    repo: Path,
+    env_name: str,
+    *,
+    timeout_s: float = 300.0,
+    correct_drift: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+) -> ApplyResult:
+    """Make ``env_name``'s cluster run what its committed files say; see the module docstring.
+
+    Raises:
+        ConfigError: The rendered files are stale (run `graphops render`).
+        ApplyError: The cluster is unreachable, refused the token, or a new version failed to
+            start or to answer its smoke example (the previous state is then restored).
+    """
+    stale = render(repo, env_name).stale()
+    if stale:
+        raise ConfigError(
+            f"The rendered files of {env_name} are stale: {', '.join(p.name for p in stale)}.",
+            fix=f"Run `graphops render --env {env_name}` and commit the result.",
+        )
+    env = load_environment(repo, env_name)
+    release = load_release(repo, env_name)
+    desired = serve_config(env, release)
+    base = {k: v for k, v in desired.items() if k != "applications"}
+    wanted = {a["name"]: a for a in desired["applications"]}
+    cluster = Cluster(env)
+    live = {
+        name: app.get("deployed_app_config") or {} for name, app in cluster.applications().items()
+    }
+    result = ApplyResult(env=env_name)
+    managed = set(release.graphs)
+    unknown = {n: a for n, a in live.items() if graph_of(a) not in managed}
+    result.drift = sorted(unknown)
+    old = {n: a for n, a in live.items() if n not in wanted and n not in unknown}
+    new = [n for n in wanted if n not in live]
+    result.updated = [
+        n for n in wanted if n in live and comparable(live[n]) != comparable(wanted[n])
+    ]
+    result.unchanged = [n for n in wanted if n in live and n not in result.updated]
+    kept_unknown = [] if correct_drift else list(unknown.values())
+    if not (new or result.updated or old or (correct_drift and unknown)):
+        return result
+    current = [comparable(a) for a in live.values()]
+    if new:
+        entries = {n: release.graphs[graph_of(wanted[n])] for n in new}  # type: ignore[index]
+        needed = {
+            e.lock.package: (graph_of(wanted[n]), e.lock.commit)
+            for n, e in entries.items()
+            if (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
+        }
+        upload_packages(cluster, repo, needed)  # type: ignore[arg-type]
+        candidates = [wanted[n] | {"route_prefix": CANDIDATE + n} for n in new]
+        log(f"starting {', '.join(new)} beside the running applications")
+        cluster.put(current + candidates, base)
+        problems = cluster.wait(new, timeout_s)
+        if not problems:
+            problems = _smoke(env_name, serve_url(env), {n: wanted[n] for n in new})
+        if problems:
+            log("a new version failed: restoring the previous state")
+            cluster.put(current, base)
+            cluster.wait(list(live), timeout_s)
+            raise ApplyError(
+                f"{env_name}: the new version(s) failed, the previous state is restored and "
+                "kept serving: " + "; ".join(f"{n}: {why}" for n, why in problems.items()),
+                fix="Fix the version (see the reason), promote a new one, or revert the "
+                "promotion commit.",
+            )
+        result.started = new
+    parked = [comparable(a) | {"route_prefix": PREVIOUS + n} for n, a in old.items()]
+    log(f"switching stable routes to {', '.join(wanted) or '(none)'}")
+    cluster.put(list(wanted.values()) + parked + kept_unknown, base)
+    problems = cluster.wait(list(wanted), timeout_s)
+    if problems:
+        raise ApplyError(
+            f"{env_name}: after the switch, not every application runs: "
+            + "; ".join(f"{n}: {why}" for n, why in problems.items()),
+            fix="Run `graphops status` and the previous versions are still parked; revert and "
+            "apply to go back.",
+        )
+    if old or (correct_drift and unknown):
+        log(f"retiring {', '.join([*old, *(unknown if correct_drift else [])])}")
+        cluster.put(list(wanted.values()) + kept_unknown, base)
+        result.retired = sorted(old)
+        result.drift_removed = correct_drift and bool(unknown)
+    return result
+
+
+def _smoke(env: str, base_url: str, apps: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """POST each candidate its example request; app name -> problem for those that fail."""
+    problems = {}
+    for name, app in apps.items():
+        example = (app.get("args") or {}).get("example")
+        url = base_url + CANDIDATE + name
+        try:
+            if example is None:
+                answer = requests.get(url + "/health", timeout=30)
+            else:
+                answer = requests.post(url, data=json.dumps(example), timeout=30)
+        except requests.RequestException as exc:
+            problems[name] = f"smoke request to {url} failed: {exc}"
+            continue
+        if answer.status_code != 200:
+            problems[name] = f"smoke request answered {answer.status_code}: {answer.text[:300]}"
+    return problems

@@ -1,0 +1,157 @@
+"""The live side of an environment: its Ray cluster, read and changed through Serve's REST API.
+
+Requests carry the cluster's token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+``~/.ray/auth_token``: Ray's own order). Packages of graph code are uploaded with Ray's own
+job-submission client, content-addressed, so the URI in ``serve.yaml`` is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from graphops.environments import EnvironmentConfig
+from graphops.errors import ApplyError, ConfigError
+
+APPLICATIONS = "/api/serve/applications/"
+
+
+def auth_token() -> str | None:
+    """The cluster token, looked up as Ray does: env var, token file, ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _resolve(value: str | None, env_var: str | None, what: str, env: EnvironmentConfig) -> str:
+    if value:
+        return value.rstrip("/")
+    if env_var and os.environ.get(env_var):
+        return os.environ[env_var].rstrip("/")
+    raise ConfigError(
+        f'Environment "{env.name}" has no {what}'
+        + (f" (${env_var} is not set)." if env_var else "."),
+        fix=f"Set cluster.{what} in environments/{env.name}/environment.yaml"
+        + (f" or export {env_var}." if env_var else "."),
+    )
+
+
+def dashboard_url(env: EnvironmentConfig) -> str:
+    """The environment's Ray dashboard (Serve REST API) address."""
+    return _resolve(env.cluster.dashboard, env.cluster.dashboard_env, "dashboard", env)
+
+
+def serve_url(env: EnvironmentConfig) -> str:
+    """The environment's Serve HTTP address."""
+    c = env.cluster
+    if c.serve_url or c.serve_url_env:
+        return _resolve(c.serve_url, c.serve_url_env, "serve_url", env)
+    host = dashboard_url(env).rsplit(":", 1)[0]
+    return f"{host}:{env.http_port}"
+
+
+class Cluster:
+    """One environment's cluster: Serve applications (read, put) and code packages (upload)."""
+
+    def __init__(self, env: EnvironmentConfig, timeout_s: float = 30.0) -> None:
+        self.env = env
+        self.url = dashboard_url(env)
+        self.timeout_s = timeout_s
+        token = auth_token()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            answer = requests.request(
+                method, self.url + path, headers=self.headers, timeout=self.timeout_s, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise ApplyError(
+                f"The Ray dashboard of {self.env.name} at {self.url} is unreachable: {exc}",
+                fix="Start the cluster (ray start --head) or fix cluster.dashboard.",
+            ) from exc
+        if answer.status_code in (401, 403):
+            raise ApplyError(
+                f"The Ray dashboard of {self.env.name} refused the token ({answer.status_code}).",
+                fix="Export RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) with the cluster's token.",
+            )
+        if answer.status_code >= 400:
+            raise ApplyError(
+                f"{method} {path} on {self.env.name} answered {answer.status_code}: "
+                f"{answer.text.strip()[:500]}",
+                fix="Read the message; `graphops render --check` validates the config first.",
+            )
+        return answer
+
+    def applications(self) -> dict[str, dict[str, Any]]:
+        """Live applications by name (Serve's details: status, route, deployed config, ...)."""
+        details = self._request("GET", APPLICATIONS).json()
+        return dict(details.get("applications") or {})
+
+    def put(self, applications: list[dict[str, Any]], base: dict[str, Any]) -> None:
+        """Deploy exactly ``applications`` (Serve replaces the whole set) with ``base`` options."""
+        self._request("PUT", APPLICATIONS, json={**base, "applications": applications})
+
+    def wait(self, names: list[str], timeout_s: float) -> dict[str, str]:
+        """Wait until every app in ``names`` is RUNNING; name -> problem for those that are not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            live = self.applications()
+            problems = {}
+            for name in names:
+                app = live.get(name)
+                status = app["status"] if app else "NOT_STARTED"
+                if status != "RUNNING":
+                    problems[name] = _why(app) if app else "not started"
+                    if status == "DEPLOY_FAILED":
+                        problems[name] = f"DEPLOY_FAILED: {_why(app)}"
+            failed = {k: v for k, v in problems.items() if v.startswith("DEPLOY_FAILED")}
+            if not problems or failed or time.monotonic() > deadline:
+                return problems
+            time.sleep(0.5)
+
+    def upload(self, uri: str, folder: Path) -> None:
+        """Upload ``folder`` as the package ``uri`` unless the cluster has it already."""
+        from ray.dashboard.modules.dashboard_sdk import SubmissionClient
+
+        client = SubmissionClient(self.url, headers=dict(self.headers))
+        if not client._package_exists(uri):  # Ray's own upload protocol (job submission SDK)
+            client._upload_package(uri, str(folder), include_gitignore=False)
+
+
+def _why(app: dict[str, Any]) -> str:
+    """The most specific reason Serve gives for an application's state."""
+    import re
+
+    texts = [d.get("message") or "" for d in (app.get("deployments") or {}).values()]
+    texts.append(app.get("message") or "")
+    for text in texts:
+        ours = re.findall(r"graphops\.errors\.\w+: (.+)", text)
+        if ours:
+            return ours[-1].strip()[:400]
+    for text in texts:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:400]
+    return app.get("status", "unknown")
+
+
+def upload_packages(cluster: Cluster, repo: Path, needed: dict[str, tuple[str, str]]) -> None:
+    """Upload each package ``uri -> (graph, commit)``, checking the staged code hashes to it."""
+    from graphops.controller.promote import package_uri, stage_code
+
+    for uri, (graph, commit) in sorted(needed.items()):
+        if package_uri(repo, graph, commit) != uri:
+            raise ApplyError(
+                f"The code of {graph} at {commit[:12]} does not hash to its locked package {uri}.",
+                fix="The lock was edited by hand or the commit rewritten: promote again.",
+                graph=graph,
+            )
+        with tempfile.TemporaryDirectory(prefix="graphops-upload-") as tmp:
+            cluster.upload(uri, stage_code(repo, graph, commit, Path(tmp)))
