@@ -59,7 +59,11 @@ def ray_cluster() -> Iterator[dict[str, float]]:
     import ray
 
     ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+        address="local",  # never the `ray start` cluster of test_gitops
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level="WARNING",
     )
     try:
         yield ray.cluster_resources()

@@ -21,8 +21,10 @@ from graphops.errors import ApplyError, ConfigError
 APPLICATIONS = "/api/serve/applications/"
 
 
-def auth_token() -> str | None:
-    """The cluster token, looked up as Ray does: env var, token file, ``~/.ray/auth_token``."""
+def auth_token(env_var: str | None = None) -> str | None:
+    """The cluster token: ``$env_var``, else Ray's lookup (env, token file, ~/.ray/auth_token)."""
+    if env_var:
+        return os.environ.get(env_var, "").strip() or None
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
@@ -63,7 +65,7 @@ class Cluster:
         self.env = env
         self.url = dashboard_url(env)
         self.timeout_s = timeout_s
-        token = auth_token()
+        token = auth_token(env.cluster.token_env)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:

@@ -66,6 +66,7 @@ def application(
         models=lock.models,
         tracking_uri=env.code.tracking_uri,
         cpu_only=not env.cluster.gpus,
+        cpu_budget=env.cluster.app_cpu_budget,
         deployments=entry.deployments,
         route=f"/{graph}",
         example=lock.example,

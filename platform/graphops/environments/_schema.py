@@ -36,9 +36,25 @@ class ClusterConfig(_Strict):
         str | None,
         Field(description="Name of the environment variable holding the Serve URL instead."),
     ] = None
+    token_env: Annotated[
+        str | None,
+        Field(
+            description="Name of the environment variable holding the cluster's token; None: "
+            "Ray's own lookup (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."
+        ),
+    ] = None
     gpus: Annotated[
         bool, Field(description="Whether the cluster has GPUs; without, GPU requests become 0.")
     ] = False
+    app_cpu_budget: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Scale each application's CPU requests down to at most this many CPUs "
+            "(a small cluster must fit two versions side by side during a rollout); None: as "
+            "the graph declares.",
+        ),
+    ] = None
 
 
 class CodeConfig(_Strict):

@@ -32,6 +32,7 @@ def ensure_ray(
             )
         else:
             ray.init(
+                address="local",  # a new cluster, never a `ray start` one running on this machine
                 num_cpus=num_cpus or os.cpu_count(),
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",

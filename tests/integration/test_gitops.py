@@ -1,0 +1,364 @@
+"""GitOps end to end on real parts: a bare origin, clones for an engineer and for CI, a real Ray
+cluster started with `ray start --head` (token auth, loopback), a real MLflow store.
+
+The tests of this module share one story and run in file order: promote digits to dev and apply
+it, refuse staging before the soak, survive a broken version, revert, race two promotions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+import pytest
+import requests
+import yaml
+
+from graphops.controller.apply import apply
+from graphops.controller.inspect import diff, status
+from graphops.controller.promote import promote
+from graphops.controller.render import render
+from graphops.environments import GraphLock, load_release, write_release
+from graphops.errors import ApplyError, PromotionError
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime.online import free_port
+from graphops.validation import validate_graph
+
+pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+SERVE = str(Path(sys.executable).with_name("serve"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Cluster:
+    def __init__(self, dashboard: str, serve: str, token: str) -> None:
+        self.dashboard, self.serve, self.token = dashboard, serve, token
+
+
+@pytest.fixture(scope="module")
+def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """`ray start --head --block` with token auth on loopback; stopped by the test (its pid)."""
+    token = secrets.token_hex(16)
+    dash, serve_port, gcs = free_port(), free_port(), free_port()
+    env = os.environ | {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+    }
+    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={gcs}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                "--num-cpus=2",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                headers = {"Authorization": f"Bearer {token}"}
+                if requests.get(f"{url}/api/serve/applications/", headers=headers, timeout=10).ok:
+                    break
+            except requests.RequestException:  # not up yet
+                pass
+            assert time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(1)
+        yield Cluster(url, f"http://127.0.0.1:{serve_port}", token)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def environments(root: Path, cluster: Cluster) -> None:
+    """The repository's environments with dev pointed at the test cluster."""
+    shutil.copytree(REPO / "environments", root / "environments")
+    for rendered in root.glob("environments/*/*.yaml"):
+        if rendered.name in ("serve.yaml", "rayservice.yaml", "release.yaml"):
+            rendered.unlink()
+    dev = root / "environments" / "dev" / "environment.yaml"
+    data = yaml.safe_load(dev.read_text())
+    data["cluster"] |= {
+        "dashboard": cluster.dashboard,
+        "serve_url": cluster.serve,
+        "token_env": "GRAPHOPS_TEST_TOKEN",
+    }
+    data["http_port"] = int(cluster.serve.rsplit(":", 1)[1])
+    dev.write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture(scope="module")
+def origin(
+    tmp_path_factory: pytest.TempPathFactory, repo_copy: Path, cluster: Cluster, registry: Registry
+) -> Path:
+    """A bare origin holding graphs/ and environments/, digits validated at its head."""
+    bare = tmp_path_factory.mktemp("origin") / "graphs.git"
+    git.Repo.init(bare, bare=True, initial_branch="main")
+    seed = tmp_path_factory.mktemp("seed") / "repo"
+    shutil.copytree(repo_copy, seed)
+    environments(seed, cluster)
+    with git.Repo.init(seed, initial_branch="main") as r:
+        _identity(r, "seed")
+        for rendered in render_all(seed):
+            rendered.write()
+        r.git.add(A=True)
+        r.index.commit("graphs and environments")
+        r.create_remote("origin", str(bare)).push("main")
+    return bare
+
+
+def render_all(root: Path) -> list:
+    from graphops.controller.render import render_all as _render_all
+
+    return _render_all(root)
+
+
+def _identity(r: git.Repo, name: str) -> None:
+    with r.config_writer() as config:
+        config.set_value("user", "name", name).set_value("user", "email", f"{name}@example.com")
+
+
+def clone(origin: Path, where: Path, name: str) -> Path:
+    with git.Repo.clone_from(origin, where) as r:
+        _identity(r, name)
+    return where
+
+
+def validated(repo: Path, registry: Registry, graph: str = "digits") -> str:
+    commit = git.Repo(repo).head.commit.hexsha
+    result = validate_graph(repo, graph, registry, commit=commit, parity=False)
+    assert result.status == "passed", result.problems
+    return result.run_id or ""
+
+
+@pytest.fixture(autouse=True)
+def _token(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAPHOPS_TEST_TOKEN", cluster.token)
+
+
+@pytest.fixture(scope="module")
+def ci(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return clone(origin, tmp_path_factory.mktemp("ci") / "repo", "ci")
+
+
+def pull(repo: Path) -> None:
+    with git.Repo(repo) as r:
+        r.remotes.origin.pull("main")
+
+
+def ask(cluster: Cluster, example: dict) -> requests.Response:
+    return requests.post(f"{cluster.serve}/digits", json=example, timeout=30)
+
+
+def test_merge_promote_to_dev_apply_and_answer(
+    ci: Path, cluster: Cluster, registry: Registry, champion: ResolvedModel
+) -> None:
+    run = validated(ci, registry)  # CI validated the merged commit
+    result = promote(ci, "digits", "dev", registry, push="main")
+    assert result.pushed == "main" and result.lock.validation_run == run
+    assert result.lock.models["logits"].digest == champion.digest
+    assert sorted(result.files) == [
+        "environments/dev/rayservice.yaml",
+        "environments/dev/release.yaml",
+        "environments/dev/serve.yaml",
+    ]
+    pull(ci)
+    assert load_release(ci, "dev").graphs["digits"].lock == result.lock
+    assert not render(ci, "dev").stale()  # what was committed is what render gives
+
+    changes = diff(ci, "dev")
+    assert {(c.deployment, c.change) for c in changes} == {("ingress", "new"), ("logits", "new")}
+    first = apply(ci, "dev", timeout_s=240)
+    assert len(first.started) == 1 and not first.retired
+    answer = ask(cluster, result.lock.example)
+    assert answer.status_code == 200 and answer.json()["label"] == 7
+    assert not apply(ci, "dev").changed  # idempotent
+    [row] = status(ci, "dev")
+    assert (row.live, row.drift, row.version) == ("RUNNING", False, "1.0.0")
+
+    # Ray's own `serve deploy` takes the rendered file as it is.
+    env = os.environ | {"RAY_AUTH_TOKEN": cluster.token, "RAY_AUTH_MODE": "token"}
+    deployed = subprocess.run(
+        [SERVE, "deploy", str(ci / "environments/dev/serve.yaml"), "--address", cluster.dashboard],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    assert ask(cluster, result.lock.example).status_code == 200
+
+
+def test_hand_edited_or_stale_render_is_caught(ci: Path) -> None:
+    serve_yaml = ci / "environments/dev/serve.yaml"
+    original = serve_yaml.read_text()
+    serve_yaml.write_text(original.replace("route_prefix: /digits", "route_prefix: /digitz"))
+    stale = render(ci, "dev").stale()
+    assert list(stale) == [serve_yaml]
+    assert "-  route_prefix: /digitz" in stale[serve_yaml]
+    assert "+  route_prefix: /digits" in stale[serve_yaml]
+    serve_yaml.write_text(original)
+    assert not render(ci, "dev").stale()
+
+
+def test_staging_refused_before_the_soak_and_allowed_after(ci: Path, registry: Registry) -> None:
+    promoted = load_release(ci, "dev").graphs["digits"].promoted_at
+    with pytest.raises(
+        PromotionError, match=r"gate soak: live in dev since .* of the 30 min required"
+    ):
+        promote(ci, "digits", "staging", registry, now=promoted + datetime.timedelta(minutes=5))
+    assert "digits" not in load_release(ci, "staging").graphs  # nothing written
+    result = promote(
+        ci, "digits", "staging", registry, now=promoted + datetime.timedelta(minutes=31)
+    )
+    assert result.branch == "promote/staging/digits-1.0.0" and result.commit
+    with git.Repo(ci) as r:
+        assert r.active_branch.name == "main"  # the checkout is left as it was
+        staged = r.commit(result.commit).tree / "environments/staging/release.yaml"
+        assert "validation_run" in staged.data_stream.read().decode()
+
+
+def test_a_broken_version_never_takes_the_stable_route(
+    ci: Path, cluster: Cluster, champion: ResolvedModel
+) -> None:
+    release = load_release(ci, "dev")
+    good = release.graphs["digits"]
+    bad_models = {
+        "logits": good.lock.models["logits"].model_copy(update={"digest": "sha256:" + "0" * 64})
+    }
+    bad = good.model_copy(
+        update={"lock": good.lock.model_copy(update={"version": "1.0.1", "models": bad_models})}
+    )
+    write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": bad}}))
+    render(ci, "dev").write()
+    failures, answers = [], []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                answer = ask(cluster, good.lock.example)
+                (answers if answer.status_code == 200 else failures).append(answer.status_code)
+            except requests.RequestException as exc:
+                failures.append(str(exc))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        with pytest.raises(ApplyError, match="previous state is restored") as caught:
+            apply(ci, "dev", timeout_s=240)
+    finally:
+        stop.set()
+        thread.join()
+    assert "changed since they were pinned" in str(caught.value)
+    assert failures == [] and len(answers) > 10
+    [row] = [r for r in status(ci, "dev")]
+    assert row.live in ("absent", "DELETING")  # git says 1.0.1 (its failed candidate is gone) ...
+    with git.Repo(ci) as r:
+        r.git.checkout("--", "environments")  # ... but the cluster still runs 1.0.0
+    [row] = status(ci, "dev")
+    assert row.live == "RUNNING" and ask(cluster, good.lock.example).status_code == 200
+
+
+def test_a_new_version_then_a_revert_brings_the_old_one_back(
+    ci: Path, cluster: Cluster, registry: Registry
+) -> None:
+    init = ci / "graphs/digits/__init__.py"
+    init.write_text(init.read_text().replace('version="1.0.0"', 'version="1.1.0"'))
+    with git.Repo(ci) as r:
+        r.git.commit("-am", "digits 1.1.0")
+        r.remotes.origin.push("main")
+    validated(ci, registry)
+    promote(ci, "digits", "dev", registry, push="main")
+    pull(ci)
+    result = apply(ci, "dev", timeout_s=240)
+    assert result.started and result.retired  # blue/green: new one started, old one retired
+    health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
+    assert health["version"] == "1.1.0"
+    with git.Repo(ci) as r:
+        r.git.revert("--no-edit", "HEAD")  # roll back = revert the promotion commit
+    apply(ci, "dev", timeout_s=240)
+    health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
+    assert health["version"] == "1.0.0"
+
+
+def test_moving_the_alias_changes_nothing_that_serves(
+    ci: Path, cluster: Cluster, registry: Registry, champion: ResolvedModel
+) -> None:
+    import torch
+
+    from graphs.digits.network import DigitsNet
+
+    torch.manual_seed(7)
+    moved = registry.register_torch(
+        name="digits", module=DigitsNet(hidden=8), config={"hidden": 8}, alias="champion"
+    )
+    try:
+        assert moved.version != champion.version
+        assert not apply(ci, "dev").changed  # git pins the version: nothing to do
+        health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
+        assert health["models"]["logits"]["uri"] == champion.uri
+    finally:  # other modules of this session rely on the trained champion
+        registry.client.set_registered_model_alias("digits", "champion", str(champion.version))
+
+
+def test_concurrent_promotions_lose_nothing(
+    origin: Path, tmp_path: Path, registry: Registry
+) -> None:
+    a = clone(origin, tmp_path / "a", "a")
+    b = clone(origin, tmp_path / "b", "b")
+    for repo, name in ((a, "digits_a"), (b, "digits_b")):  # two graphs merged one after the other
+        pull(repo)
+        shutil.copytree(repo / "graphs/digits", repo / "graphs" / name)
+        init = repo / "graphs" / name / "__init__.py"
+        init.write_text(init.read_text().replace('name="digits"', f'name="{name}"'))
+        with git.Repo(repo) as r:
+            r.git.add(A=True)
+            r.index.commit(f"add {name}")
+            r.remotes.origin.push("main")
+    pull(a)
+    for repo, name in ((a, "digits_a"), (b, "digits_b")):
+        validated(repo, registry, name)
+    errors: list[BaseException] = []
+
+    def run(repo: Path, name: str) -> None:
+        try:
+            promote(repo, name, "dev", registry, push="main")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=args) for args in ((a, "digits_a"), (b, "digits_b"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    final = clone(origin, tmp_path / "final", "final")
+    graphs = load_release(final, "dev").graphs
+    assert {"digits", "digits_a", "digits_b"} <= set(graphs)
+    assert not render(final, "dev").stale()
+    assert isinstance(graphs["digits_a"].lock, GraphLock)
