@@ -91,8 +91,10 @@ def apply(
     base = {k: v for k, v in desired.items() if k != "applications"}
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)
-    live = {
-        name: app.get("deployed_app_config") or {} for name, app in cluster.applications().items()
+    live = {  # an application being deleted (a failed candidate going away) is not state
+        name: app["deployed_app_config"]
+        for name, app in cluster.applications().items()
+        if app.get("deployed_app_config") and app.get("status") != "DELETING"
     }
     result = ApplyResult(env=env_name)
     managed = set(release.graphs)
