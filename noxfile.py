@@ -83,6 +83,27 @@ def serve(session: nox.Session) -> None:
     session.run("graphops", "serve", *(session.posargs or ["digits"]))
 
 
+@nox.session(python=PYTHON)
+def render(session: nox.Session) -> None:
+    """Render environments/*/serve.yaml + rayservice.yaml: `nox -s render -- --check`."""
+    _install(session)
+    session.run("graphops", "render", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def promote(session: nox.Session) -> None:
+    """Promote a graph: `nox -s promote -- digits --to staging` (CI: `-- --auto --to dev`)."""
+    _install(session, "examples")
+    session.run("graphops", "promote", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def apply(session: nox.Session) -> None:
+    """Reconcile an environment's cluster with git: `nox -s apply -- --env dev`."""
+    _install(session, "examples")
+    session.run("graphops", "apply", *session.posargs)
+
+
 @nox.session(python=PYTHON, venv_backend="venv", reuse_venv=False)
 def lock(session: nox.Session) -> None:
     """Re-resolve every dependency from scratch and rewrite constraints.txt."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 from pathlib import Path
 
 import git
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from graphops.cli import app
+from graphops.environments import GraphLock, Release, ReleaseEntry, write_release
 from graphops.registry import Registry, ResolvedModel
 from graphops.validation import markdown, validate_graph, validate_graphs
 from graphops.validation.validate import file_digest
@@ -124,9 +125,17 @@ def test_regression_against_the_pinned_baseline(
     )
     prod = repo / "environments" / "prod"
     prod.mkdir(parents=True)
-    (prod / "release.yaml").write_text(
-        yaml.safe_dump({"graphs": {"digits": {"validation_run": pinned}}})
+    (prod / "environment.yaml").write_text("policy: {require_validation: true}\n")
+    lock = GraphLock(
+        version="0.9.0",
+        content_hash="sha256:" + "1" * 64,
+        commit="0" * 40,
+        validation_run=pinned,
+        package="gcs://_ray_pkg_0.zip",
+        platform_version="0.1.0",
     )
+    entry = ReleaseEntry(lock=lock, promoted_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+    write_release(repo, "prod", Release(graphs={"digits": entry}))
     result = validate_graph(repo, "digits", registry, parity=False)
     assert result.status == "failed" and result.baseline_run == pinned
     [gate] = result.gates

@@ -1,0 +1,105 @@
+"""Environment files: strict loading (duplicate and unknown keys), overlays, deterministic render."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+from pathlib import Path
+
+import pytest
+
+from graphops.controller.render import app_name, render
+from graphops.environments import (
+    GraphLock,
+    Release,
+    ReleaseEntry,
+    load_environment,
+    load_release,
+    write_release,
+)
+from graphops.errors import ConfigError
+from graphops.registry import ResolvedModel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    return tmp_path
+
+
+def lock(version: str = "1.0.0", digest: str = "a") -> GraphLock:
+    model = ResolvedModel(
+        name="digits", version=1, digest=f"sha256:{digest * 64}", source="file:///m"
+    )
+    return GraphLock(
+        version=version,
+        content_hash="sha256:" + "c" * 64,
+        commit="f" * 40,
+        models={"logits": model},
+        validation_run="run1",
+        package="gcs://_ray_pkg_0123456789abcdef.zip",
+        example={"pixels": [0] * 64},
+        platform_version="0.1.0",
+    )
+
+
+def test_overlay_on_base_and_policy(repo: Path) -> None:
+    dev, prod = load_environment(repo, "dev"), load_environment(repo, "prod")
+    assert dev.cluster.dashboard == "http://127.0.0.1:8265" and dev.http_host == "127.0.0.1"
+    assert dev.policy.require_validation  # from base
+    assert (prod.policy.upstream, prod.policy.soak_minutes, prod.cluster.gpus) == (
+        "staging",
+        120,
+        True,
+    )
+
+
+def test_unknown_key_names_file_field_and_suggestion(repo: Path) -> None:
+    path = repo / "environments/dev/environment.yaml"
+    path.write_text("cluster:\n  dashbord: http://x\n")
+    with pytest.raises(ConfigError, match=r'cluster\.dashbord.*Did you mean "dashboard"') as caught:
+        load_environment(repo, "dev")
+    assert caught.value.file == str(path)
+
+
+def test_duplicate_keys_are_an_error(repo: Path) -> None:
+    (repo / "environments/dev/environment.yaml").write_text("http_port: 1\nhttp_port: 2\n")
+    with pytest.raises(ConfigError, match=r'Key "http_port" appears twice \(lines 1 and 2\)'):
+        load_environment(repo, "dev")
+
+
+def test_unknown_environment_and_upstream(repo: Path) -> None:
+    with pytest.raises(ConfigError, match='Did you mean "staging"'):
+        load_environment(repo, "stagin")
+    (repo / "environments/prod/environment.yaml").write_text("policy: {upstream: stage}\n")
+    with pytest.raises(ConfigError, match=r'policy\.upstream is "stage"'):
+        load_environment(repo, "prod")
+
+
+def test_render_is_deterministic_and_valid_for_ray(repo: Path) -> None:
+    entry = ReleaseEntry(
+        lock=lock(), promoted_at=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    )
+    write_release(repo, "dev", Release(graphs={"digits": entry}))
+    assert load_release(repo, "dev").graphs["digits"] == entry
+    first = render(repo, "dev")
+    first.write()
+    again = render(repo, "dev")
+    assert first.files == again.files and not again.stale()
+    serve_yaml = (repo / "environments/dev/serve.yaml").read_text()
+    assert f"name: {app_name('digits', entry)}" in serve_yaml
+    assert "working_dir: gcs://_ray_pkg_0123456789abcdef.zip" in serve_yaml
+    assert "cpu_budget: 0.9" in serve_yaml and "cpu_only: true" in serve_yaml
+    assert "serveConfigV2: |" in (repo / "environments/dev/rayservice.yaml").read_text()
+
+
+def test_lock_id_changes_with_models_not_with_scaling() -> None:
+    at = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    base = ReleaseEntry(lock=lock(), promoted_at=at)
+    scaled = base.model_copy(update={"deployments": {"logits": {"replicas": 3}}})
+    other_model = ReleaseEntry(lock=lock(digest="b"), promoted_at=at)
+    assert app_name("digits", base) == app_name("digits", scaled)
+    assert app_name("digits", base) != app_name("digits", other_model)
+    assert app_name("digits", base).startswith("digits-1.0.0-")
