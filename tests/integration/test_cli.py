@@ -44,6 +44,7 @@ def test_demo_trains_plans_runs_and_passes_the_gate(tmp_path: Path, repo_copy: P
     assert "accuracy=0.9" in out and "pass" in out
     assert "360 rows equal" in out  # online (Serve) answers equal the offline ones
     assert "a list of 3 -> 200 [{" in out  # a real HTTP request to the served graph
+    assert "digits: not promotable from here" in out  # the copy is no git checkout
     assert (repo / ".graphops" / "mlflow.db").is_file()
     # Re-running is safe: the identical model is reused, not registered again.
     second = graphops(repo, "demo")

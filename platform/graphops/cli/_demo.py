@@ -107,6 +107,8 @@ def demo(
     for pkg in packages:
         with _step(f"{pkg.name}: serve on Ray Serve and answer real HTTP requests", timings):
             _serve_and_ask(pkg, registry)
+    with _step("GitOps: what promoting to dev would pin (dry run: nothing written)", timings):
+        _promotion_preview(repo, [p.name for p in packages], registry)
     failed = _summary(packages, runs, validated, timings, registry.tracking_uri)
     failed = failed or bool(catalog.failures) or report.exit_code != 0
     if failed:
@@ -138,6 +140,27 @@ def _serve_and_ask(pkg: Any, registry: Any) -> None:
                 )
     finally:
         undeploy(online.name)
+
+
+def _promotion_preview(repo: Any, names: list[str], registry: Any) -> None:
+    """The gates and the lock `graphops promote <graph> --to dev` would commit, per graph."""
+    from graphops.controller.promote import promote
+
+    from ._gitops import lock_summary
+
+    for name in names:
+        try:
+            result = promote(repo, name, "dev", registry, dry_run=True)
+        except GraphOpsError as exc:  # e.g. not a git checkout, or uncommitted graph files
+            console.print(f"[yellow]{name}: not promotable from here:[/] {exc}")
+            continue
+        gates = ", ".join(f"{g.name} {'pass' if g.passed else 'FAIL'}" for g in result.gates)
+        console.print(f"{name} -> dev: gates {gates}")
+        console.print(lock_summary(result.lock), markup=False)
+    console.print(
+        "Promote for real with `graphops promote <graph> --to dev`, then `graphops apply --env dev` "
+        "(docs/environments.md)."
+    )
 
 
 def _summary(

@@ -71,6 +71,9 @@ def promote(
             help="Push the promotion commit to this branch of origin (retrying on races)."
         ),
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the gates and show the lock; write nothing.")
+    ] = False,
 ) -> None:
     """Check the gates and commit the graph's lock to an environment on a promote/... branch."""
     from graphops.controller.promote import promote as do_promote
@@ -89,7 +92,14 @@ def promote(
     for name in names:
         try:
             result = do_promote(
-                repo, name, to, registry, version=version, push=push, live=_live_check(repo)
+                repo,
+                name,
+                to,
+                registry,
+                version=version,
+                push=push,
+                live=_live_check(repo),
+                dry_run=dry_run,
             )
         except GraphOpsError as exc:
             if not auto:
@@ -103,6 +113,12 @@ def promote(
         for g in result.gates:
             table.add_row(g.name, "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.detail)
         console.print(table)
+        console.print(lock_summary(result.lock))
+        if dry_run:
+            console.print(
+                f"Dry run: {name} {result.lock.version} may be promoted to {to}; nothing written."
+            )
+            continue
         if result.commit is None:
             console.print(f"{name} {result.lock.version} is already pinned in {to}: nothing to do.")
             continue
@@ -115,6 +131,15 @@ def promote(
             console.print(f"Next: git push origin {result.branch} and open a pull request.")
     if refused and not auto:
         raise typer.Exit(1)
+
+
+def lock_summary(lock) -> str:  # type: ignore[no-untyped-def]
+    """One line per part of a lock."""
+    models = ", ".join(f"{n}={p.uri} ({p.digest[:19]})" for n, p in lock.models.items()) or "-"
+    return (
+        f"lock: {lock.version} · content {lock.content_hash[:19]} · commit {lock.commit[:12]} · "
+        f"models {models} · validation {lock.validation_run} · code {lock.package}"
+    )
 
 
 def _live_check(repo):  # type: ignore[no-untyped-def]

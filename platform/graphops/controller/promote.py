@@ -106,16 +106,18 @@ def stage_code(repo: Path, graph: str, commit: str, target: Path) -> Path:
 
 def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
     """The lock of ``graph`` as committed at HEAD, with the models its passed validation used."""
+    commit = current_commit(repo)
+    if commit is None:
+        raise PromotionError(
+            f"{repo} is not a git checkout with a commit: a lock names the commit of the code.",
+            fix="Promote from a clone of the repository.",
+            graph=graph,
+        )
     if is_dirty(repo, [f"{GRAPHS_DIR}/{graph}"]):
         raise PromotionError(
             f"graphs/{graph} has uncommitted changes: a lock must name a commit that holds them.",
             fix="Commit (and validate) the change first.",
             graph=graph,
-        )
-    commit = current_commit(repo)
-    if commit is None:
-        raise PromotionError(
-            "The repository has no commit.", fix="Commit the graph first.", graph=graph
         )
     from graphops.runtime.online import request_example
 
@@ -268,6 +270,7 @@ def promote(
     now: datetime.datetime | None = None,
     push: str | None = None,
     live: Callable[[str, str, GraphLock], str | None] | None = None,
+    dry_run: bool = False,
 ) -> Promotion:
     """Check the gates and, when all pass, commit the new lock on ``promote/<env>/<graph>-<v>``.
 
@@ -281,6 +284,7 @@ def promote(
         push: Push the commit to this branch of ``origin`` (e.g. ``main`` for CI's automatic
             promotion to dev); on a race it re-reads the remote, re-renders and retries.
         live: See `check_gates`.
+        dry_run: Check the gates and make the lock, but write and commit nothing.
 
     Raises:
         PromotionError: A gate refused (every gate is listed); nothing was written.
@@ -316,8 +320,8 @@ def promote(
             graph=graph,
         )
     current = load_release(repo, env_name).graphs.get(graph)
-    if current is not None and current.lock == lock:
-        return result  # already pinned: nothing to do (idempotent)
+    if dry_run or (current is not None and current.lock == lock):
+        return result  # a preview, or already pinned: nothing to do (idempotent)
     result.branch = branch_name(env_name, graph, lock.version)
     _commit(repo, result, now, push)
     return result
