@@ -8,6 +8,7 @@ it, refuse staging before the soak, survive a broken version, revert, race two p
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import secrets
 import shutil
@@ -30,7 +31,7 @@ from graphops.controller.render import render
 from graphops.environments import GraphLock, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime.online import free_port
+from graphops.runtime.online import DeploymentOverride, free_port
 from graphops.validation import validate_graph
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
@@ -38,6 +39,19 @@ pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
 REPO = Path(__file__).resolve().parents[2]
+
+
+LOAD = """
+import json, sys, pathlib, requests
+url, body, stop = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+ok = failed = 0
+while not stop.exists():
+    try:
+        ok, failed = (ok + 1, failed) if requests.post(url, data=body, timeout=30).status_code == 200 else (ok, failed + 1)
+    except requests.RequestException:
+        failed += 1
+print(ok, failed)
+"""
 
 
 class Cluster:
@@ -195,6 +209,16 @@ def test_merge_promote_to_dev_apply_and_answer(
     answer = ask(cluster, result.lock.example)
     assert answer.status_code == 200 and answer.json()["label"] == 7
     assert not apply(ci, "dev").changed  # idempotent
+    release = load_release(ci, "dev")
+    entry = release.graphs["digits"]
+    scaled = entry.model_copy(update={"deployments": {"logits": DeploymentOverride(replicas=2)}})
+    write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": scaled}}))
+    render(ci, "dev").write()
+    changes = {c.deployment: c for c in diff(ci, "dev")}
+    assert changes["logits"].change == "in place" and changes["logits"].why == "replicas"
+    assert changes["logits"].cpus > 0 and changes["ingress"].change == "unchanged"
+    with git.Repo(ci) as r:
+        r.git.checkout("--", "environments")
     [row] = status(ci, "dev")
     assert (row.live, row.drift, row.version) == ("RUNNING", False, "1.0.0")
 
@@ -241,7 +265,7 @@ def test_staging_refused_before_the_soak_and_allowed_after(ci: Path, registry: R
 
 
 def test_a_broken_version_never_takes_the_stable_route(
-    ci: Path, cluster: Cluster, champion: ResolvedModel
+    ci: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
 ) -> None:
     release = load_release(ci, "dev")
     good = release.graphs["digits"]
@@ -253,27 +277,29 @@ def test_a_broken_version_never_takes_the_stable_route(
     )
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": bad}}))
     render(ci, "dev").write()
-    failures, answers = [], []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                answer = ask(cluster, good.lock.example)
-                (answers if answer.status_code == 200 else failures).append(answer.status_code)
-            except requests.RequestException as exc:
-                failures.append(str(exc))
-
-    thread = threading.Thread(target=hammer)
-    thread.start()
+    # A second process sends requests on the stable route for the whole apply.
+    stop_file = tmp_path / "stop"
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            LOAD,
+            f"{cluster.serve}/digits",
+            json.dumps(good.lock.example),
+            str(stop_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         with pytest.raises(ApplyError, match="previous state is restored") as caught:
             apply(ci, "dev", timeout_s=240)
     finally:
-        stop.set()
-        thread.join()
+        stop_file.touch()
+        out, _ = client.communicate(timeout=60)
+    ok, failed = map(int, out.split())
     assert "changed since they were pinned" in str(caught.value)
-    assert failures == [] and len(answers) > 10
+    assert failed == 0 and ok > 10
     [row] = [r for r in status(ci, "dev")]
     assert row.live in ("absent", "DELETING")  # git says 1.0.1 (its failed candidate is gone) ...
     with git.Repo(ci) as r:
