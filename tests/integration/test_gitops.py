@@ -14,7 +14,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -367,22 +366,31 @@ def test_concurrent_promotions_lose_nothing(
     pull(a)
     for repo, name in ((a, "digits_a"), (b, "digits_b")):
         validated(repo, registry, name)
-    errors: list[BaseException] = []
-
-    def run(repo: Path, name: str) -> None:
-        try:
-            promote(repo, name, "dev", registry, push="main")
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=run, args=args) for args in ((a, "digits_a"), (b, "digits_b"))
+    # The origin also turns the first promotion push down once: the retry path always runs.
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(
+        '#!/bin/sh\nif [ ! -f "$GIT_DIR/declined-once" ]; then\n'
+        '  touch "$GIT_DIR/declined-once"; echo "declined once" >&2; exit 1\nfi\n'
+    )
+    hook.chmod(0o755)
+    # Two CI jobs at once: two processes, each `graphops promote --push main` in its own clone.
+    graphops = str(Path(sys.executable).with_name("graphops"))
+    env = {k: v for k, v in os.environ.items() if k != "GRAPHOPS_REPO"}
+    env["MLFLOW_TRACKING_URI"] = registry.tracking_uri
+    jobs = [
+        subprocess.Popen(
+            [graphops, "--repo", str(repo), "promote", name, "--to", "dev", "--push", "main"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for repo, name in ((a, "digits_a"), (b, "digits_b"))
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    outputs = [job.communicate(timeout=300)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    assert all("Pushed to origin/main." in out for out in outputs)
+    assert (origin / "declined-once").exists()
     final = clone(origin, tmp_path / "final", "final")
     graphs = load_release(final, "dev").graphs
     assert {"digits", "digits_a", "digits_b"} <= set(graphs)

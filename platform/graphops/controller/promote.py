@@ -343,11 +343,14 @@ def _message(result: Promotion) -> str:
 
 
 def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | None) -> None:
-    """Commit on the promotion branch (from HEAD, or from origin's ``push`` branch), optionally push."""
+    """Commit on the promotion branch (from HEAD, or from origin's ``push`` branch), optionally push.
+
+    Work happens on a detached HEAD, so the promotion branch can be re-pointed on a retry; the
+    checkout goes back to where it was, keeping any uncommitted work outside environments/.
+    """
     with git.Repo(repo) as r:
         original = r.active_branch.name if not r.head.is_detached else r.head.commit.hexsha
-        stash = is_dirty(repo, [ENVIRONMENTS_DIR])
-        if stash:
+        if is_dirty(repo, [ENVIRONMENTS_DIR]):
             raise PromotionError(
                 "environments/ has uncommitted changes.",
                 fix="Commit or discard them; a promotion commits environments/ itself.",
@@ -360,11 +363,18 @@ def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | N
                     start = r.remotes.origin.refs[push].commit
                 else:
                     start = r.head.commit
-                branch = r.create_head(result.branch, start, force=True)
-                branch.checkout(force=True)
+                try:
+                    r.git.checkout(start.hexsha)
+                except git.GitCommandError as exc:
+                    raise PromotionError(
+                        f"Cannot check out {start.hexsha[:12]}: {exc.stderr.strip()}",
+                        fix="Commit or stash your uncommitted changes, then promote again.",
+                        graph=result.graph,
+                    ) from exc
                 _write(repo, result.env, result.graph, result.lock, now)
                 r.git.add(ENVIRONMENTS_DIR)
                 commit = r.index.commit(_message(result))
+                r.create_head(result.branch, commit, force=True)
                 result.commit = commit.hexsha
                 result.files = sorted(
                     r.git.diff("--name-only", f"{start.hexsha}..{commit.hexsha}").split()
@@ -372,7 +382,7 @@ def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | N
                 if not push:
                     return
                 try:
-                    r.git.push("origin", f"{result.branch}:{push}")
+                    r.git.push("origin", f"{commit.hexsha}:refs/heads/{push}")
                 except git.GitCommandError as exc:
                     if attempt == PUSH_ATTEMPTS or (
                         "rejected" not in str(exc) and "fetch first" not in str(exc)
@@ -386,4 +396,4 @@ def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | N
                 result.pushed = push
                 return
         finally:
-            r.git.checkout(original, force=True)
+            r.git.checkout(original)
