@@ -345,8 +345,9 @@ def test_moving_the_alias_changes_nothing_that_serves(
         assert not apply(ci, "dev").changed  # git pins the version: nothing to do
         health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
         assert health["models"]["logits"]["uri"] == champion.uri
-    finally:  # other modules of this session rely on the trained champion
+    finally:  # other modules of this session rely on one trained version
         registry.client.set_registered_model_alias("digits", "champion", str(champion.version))
+        registry.client.delete_model_version("digits", str(moved.version))
 
 
 def test_concurrent_promotions_lose_nothing(
