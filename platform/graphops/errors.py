@@ -141,6 +141,10 @@ class PromotionError(GraphOpsError):
     """A promotion gate refused the promotion, or the promotion could not be committed."""
 
 
+class ExperimentError(GraphOpsError):
+    """An experiment cannot be started, concluded or reported as asked (nothing was written)."""
+
+
 class ApplyError(GraphOpsError):
     """An environment's cluster could not be reconciled with git (the previous state is kept)."""
 

@@ -25,9 +25,9 @@ import yaml
 
 from graphops.controller.apply import apply
 from graphops.controller.inspect import diff, status
-from graphops.controller.promote import promote
+from graphops.controller.promote import carry_experiment, promote
 from graphops.controller.render import render
-from graphops.environments import GraphLock, load_release, write_release
+from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime.online import DeploymentOverride, free_port
@@ -80,7 +80,7 @@ def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 f"--port={gcs}",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dash}",
-                "--num-cpus=2",
+                "--num-cpus=4",  # logical: two arms, a shadow and a router fit
                 "--disable-usage-stats",
             ],
             env=env,
@@ -348,6 +348,168 @@ def test_moving_the_alias_changes_nothing_that_serves(
     finally:  # other modules of this session rely on one trained version
         registry.client.set_registered_model_alias("digits", "champion", str(champion.version))
         registry.client.delete_model_version("digits", str(moved.version))
+
+
+def replicas(ci: Path) -> dict[str, set[str]]:
+    """Application -> ids of its running replicas (a restart changes them)."""
+    from graphops.controller.cluster import Cluster
+    from graphops.environments import load_environment
+
+    out: dict[str, set[str]] = {}
+    for name, details in Cluster(load_environment(ci, "dev")).applications().items():
+        for deployment in (details.get("deployments") or {}).values():
+            ids = {r["replica_id"] for r in deployment.get("replicas") or []}
+            out.setdefault(name, set()).update(ids)
+    return out
+
+
+def arms_of(answer: requests.Response) -> list[str]:
+    return answer.headers["x-graphops-arm"].split(",")
+
+
+def split(cluster: Cluster, keys: list[list[int]]) -> list[str]:
+    """The arm of each key, from list requests of 500 rows (the header names each row's arm)."""
+    out: list[str] = []
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        answer = requests.post(
+            f"{cluster.serve}/digits", json=[{"pixels": k} for k in part], timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()) == len(part)
+        got = arms_of(answer)
+        out += got * len(part) if len(got) == 1 else got
+    return out
+
+
+def commit_all(ci: Path, message: str) -> None:
+    with git.Repo(ci) as r:
+        r.git.add(A=True)
+        r.index.commit(message)
+
+
+def test_an_experiment_splits_by_weight_sticks_and_reweighs_in_place(
+    ci: Path, cluster: Cluster, registry: Registry
+) -> None:
+    import numpy as np
+
+    from graphops.controller import experiment
+
+    # HEAD holds the validated digits 1.1.0; dev pins 1.0.0 (the previous test reverted it).
+    started = experiment.start(ci, "digits", "dev", registry, weight=10, sticky_key="pixels")
+    assert started.branch == "experiment/dev/digits-1.1.0" and started.commit
+    with git.Repo(ci) as r:
+        r.git.merge(started.branch)  # review + merge of the experiment's pull request
+    traffic = load_release(ci, "dev").graphs["digits"].traffic
+    assert traffic is not None and traffic.weight == 90 and traffic.arms["1.1.0"].weight == 10
+    result = apply(ci, "dev", timeout_s=240)
+    assert sorted(a.split("-")[1] for a in result.started) == ["1.1.0", "router"]
+
+    keys = np.random.default_rng(0).integers(0, 17, size=(10_000, 64)).tolist()
+    first = split(cluster, keys)
+    share = first.count("1.1.0") / len(first)
+    assert abs(share - 0.10) <= 0.02, share
+    again = split(cluster, keys[:500])  # the same keys land on the same arms, always
+    assert again == first[:500]
+    for key, arm in zip(keys[:20], first[:20], strict=True):
+        single = requests.post(f"{cluster.serve}/digits", json={"pixels": key}, timeout=30)
+        assert single.status_code == 200 and arms_of(single) == [arm]
+
+    # A reviewed change of the weights: 90/10 -> 50/50, applied in place.
+    before = replicas(ci)
+    release = load_release(ci, "dev")
+    entry = release.graphs["digits"]
+    assert entry.traffic is not None
+    arm = entry.traffic.arms["1.1.0"].model_copy(update={"weight": 50})
+    reweighed = entry.traffic.model_copy(update={"weight": 50, "arms": {"1.1.0": arm}})
+    write_release(
+        ci,
+        "dev",
+        release.model_copy(
+            update={"graphs": {"digits": entry.model_copy(update={"traffic": reweighed})}}
+        ),
+    )
+    render(ci, "dev").write()
+    commit_all(ci, "digits: 50/50")
+    changes = {(c.app, c.change) for c in diff(ci, "dev") if c.change != "unchanged"}
+    assert changes == {("digits-router", "in place")}
+    result = apply(ci, "dev", timeout_s=240)
+    assert result.updated == ["digits-router"] and not result.started and not result.retired
+    assert replicas(ci) == before  # not one replica restarted
+    second = split(cluster, keys)
+    share = second.count("1.1.0") / len(second)
+    assert abs(share - 0.50) <= 0.02, share
+    assert all(b == "1.1.0" for a, b in zip(first, second, strict=True) if a == "1.1.0")
+
+    report = experiment.report(ci, "digits", "dev")
+    by_version = {a["version"]: a for a in report["arms"]}
+    assert by_version["1.1.0"]["rows"] >= first.count("1.1.0") + second.count("1.1.0")
+    assert by_version["1.0.0"]["errors"] == 0 and by_version["1.0.0"]["p50_ms"] > 0
+    assert sum(by_version["1.0.0"]["output"].values()) == pytest.approx(1.0)
+    [row] = status(ci, "dev")
+    assert row.live == "RUNNING" and row.traffic.startswith("1.0.0 50% · 1.1.0 50%")
+
+    # Staging gets the experiment only once every arm is verified (soaked) in dev.
+    promoted = load_release(ci, "dev").graphs["digits"]
+    assert promoted.traffic is not None
+    since = promoted.traffic.arms["1.1.0"].promoted_at
+    staging = load_environment(ci, "staging")
+    early = carry_experiment(
+        registry, staging, "digits", promoted, None, since + datetime.timedelta(minutes=5)
+    )
+    assert early[0] is None and "arm 1.1.0 has run in dev for 5.0 min of the 30" in early[1][0]
+    now = max(since, promoted.promoted_at) + datetime.timedelta(minutes=31)
+    late = promote(ci, "digits", "staging", registry, now=now, dry_run=True)
+    assert late.traffic is not None and set(late.traffic.arms) == {"1.1.0"}
+
+
+def test_shadow_traffic_never_changes_the_answers_then_conclude(
+    ci: Path, cluster: Cluster, registry: Registry
+) -> None:
+    from graphops.controller import experiment
+    from graphops.controller.render import ARM_ROUTE, app_name
+
+    with pytest.raises(PromotionError, match="runs an experiment in dev"):
+        promote(ci, "digits", "dev", registry)
+    concluded = experiment.conclude(ci, "digits", "dev", "1.0.0")
+    shadowed = None
+    with git.Repo(ci) as r:
+        r.git.merge(concluded.branch)
+        shadowed = experiment.start(ci, "digits", "dev", registry, shadow=100)
+        r.git.merge(shadowed.branch)
+    before = replicas(ci)
+    result = apply(ci, "dev", timeout_s=240)
+    assert result.updated == ["digits-router"] and not result.started  # in place again
+    assert replicas(ci) == before
+    control = load_release(ci, "dev").graphs["digits"].lock
+    direct = f"{cluster.serve}{ARM_ROUTE}{app_name('digits', control)}"
+    example = control.example
+    bodies = [json.dumps(example)] * 20 + [
+        json.dumps({"pixels": [1] * 10}),  # 422: too short
+        json.dumps([example, {"pixels": [99] * 64}]),  # 422 in row 2
+        "not json",
+    ]
+    for body in bodies:
+        routed = requests.post(f"{cluster.serve}/digits", data=body, timeout=30)
+        alone = requests.post(direct, data=body, timeout=30)
+        assert (routed.status_code, routed.json()) == (alone.status_code, alone.json())
+        assert arms_of(routed) == ["1.0.0"]
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the shadow answers in the background
+        report = experiment.report(ci, "digits", "dev")
+        if report["shadow"]["requests"] >= len(bodies):
+            break
+        time.sleep(1)
+    assert report["shadow"]["version"] == "1.1.0" and report["shadow"]["requests"] >= len(bodies)
+    assert report["shadow"]["agreement"] == 1.0 and report["shadow"]["compared"] >= 20
+
+    final = experiment.conclude(ci, "digits", "dev", "1.0.0")
+    with git.Repo(ci) as r:
+        r.git.merge(final.branch)
+    result = apply(ci, "dev", timeout_s=240)
+    assert "digits-router" in result.retired
+    health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
+    assert health["version"] == "1.0.0" and "experiment" not in health
 
 
 def test_concurrent_promotions_lose_nothing(

@@ -89,7 +89,7 @@ def test_render_is_deterministic_and_valid_for_ray(repo: Path) -> None:
     again = render(repo, "dev")
     assert first.files == again.files and not again.stale()
     serve_yaml = (repo / "environments/dev/serve.yaml").read_text()
-    assert f"name: {app_name('digits', entry)}" in serve_yaml
+    assert f"name: {app_name('digits', entry.lock)}" in serve_yaml
     assert "working_dir: gcs://_ray_pkg_0123456789abcdef.zip" in serve_yaml
     assert "cpu_budget: 0.9" in serve_yaml and "cpu_only: true" in serve_yaml
     assert "serveConfigV2: |" in (repo / "environments/dev/rayservice.yaml").read_text()
@@ -100,6 +100,6 @@ def test_lock_id_changes_with_models_not_with_scaling() -> None:
     base = ReleaseEntry(lock=lock(), promoted_at=at)
     scaled = base.model_copy(update={"deployments": {"logits": {"replicas": 3}}})
     other_model = ReleaseEntry(lock=lock(digest="b"), promoted_at=at)
-    assert app_name("digits", base) == app_name("digits", scaled)
-    assert app_name("digits", base) != app_name("digits", other_model)
-    assert app_name("digits", base).startswith("digits-1.0.0-")
+    assert app_name("digits", base.lock) == app_name("digits", scaled.lock)
+    assert app_name("digits", base.lock) != app_name("digits", other_model.lock)
+    assert app_name("digits", base.lock).startswith("digits-1.0.0-")

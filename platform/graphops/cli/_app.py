@@ -14,6 +14,7 @@ from graphops.plan import mermaid, plan
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
+from ._experiment import experiment_app
 from ._gitops import apply, diff, promote, render, status
 from ._offline import batch, validate
 from ._online import serve
@@ -161,6 +162,9 @@ app.command("validate")(friendly(validate))
 app.command("serve")(friendly(serve))
 for _command in (render, promote, diff, apply, status):
     app.command(_command.__name__)(friendly(_command))
+
+
+app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:

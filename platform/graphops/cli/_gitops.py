@@ -234,7 +234,7 @@ def status(
         table.add_row(
             r.env,
             r.graph,
-            r.version,
+            r.traffic or r.version,
             r.lock,
             r.validation_run or "-",
             live,

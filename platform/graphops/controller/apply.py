@@ -26,13 +26,13 @@ from typing import Any
 import requests
 
 from graphops.controller.cluster import Cluster, serve_url, upload_packages
-from graphops.controller.render import render, serve_config
+from graphops.controller.render import render, serve_config, versions
 from graphops.environments import load_environment, load_release
 from graphops.errors import ApplyError, ConfigError
 
 CANDIDATE = "/_graphops/candidate/"
 PREVIOUS = "/_graphops/previous/"
-_COMPARED = ("name", "route_prefix", "import_path", "args", "runtime_env")
+_COMPARED = ("name", "route_prefix", "import_path", "args", "runtime_env", "deployments")
 
 
 @dataclass
@@ -111,11 +111,12 @@ def apply(
         return result
     current = [comparable(a) for a in live.values()]
     if new:
-        entries = {n: release.graphs[graph_of(wanted[n])] for n in new}  # type: ignore[index]
+        locks = {v.app: v.lock for g, e in release.graphs.items() for v in versions(g, e)}
         needed = {
-            e.lock.package: (graph_of(wanted[n]), e.lock.commit)
-            for n, e in entries.items()
-            if (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
+            locks[n].package: (graph_of(wanted[n]), locks[n].commit)
+            for n in new
+            if n in locks
+            and (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
         }
         upload_packages(cluster, repo, needed)  # type: ignore[arg-type]
         candidates = [wanted[n] | {"route_prefix": CANDIDATE + n} for n in new]
@@ -123,7 +124,7 @@ def apply(
         cluster.put(current + candidates, base)
         problems = cluster.wait(new, timeout_s)
         if not problems:
-            problems = _smoke(env_name, serve_url(env), {n: wanted[n] for n in new})
+            problems = _smoke(env_name, serve_url(env), {n: wanted[n] for n in new}, wanted)
         if problems:
             log("a new version failed: restoring the previous state")
             cluster.put(current, base)
@@ -154,11 +155,20 @@ def apply(
     return result
 
 
-def _smoke(env: str, base_url: str, apps: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """POST each candidate its example request; app name -> problem for those that fail."""
+def _smoke(
+    env: str, base_url: str, apps: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]]
+) -> dict[str, str]:
+    """POST each candidate its example request; app name -> problem for those that fail.
+
+    A router is sent the example of its first arm, so the smoke test crosses the router hop.
+    """
     problems = {}
     for name, app in apps.items():
         example = (app.get("args") or {}).get("example")
+        for deployment in app.get("deployments") or []:
+            arms = (deployment.get("user_config") or {}).get("arms") or []
+            if arms and arms[0]["app"] in wanted:
+                example = (wanted[arms[0]["app"]].get("args") or {}).get("example")
         url = base_url + CANDIDATE + name
         try:
             if example is None:

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 from graphops.controller.apply import comparable, graph_of
 from graphops.controller.cluster import Cluster
 from graphops.controller.promote import stage_code
-from graphops.controller.render import serve_config
+from graphops.controller.render import router_name, serve_config, versions
 from graphops.environments import (
+    GraphLock,
     ReleaseEntry,
     environment_names,
     load_environment,
@@ -21,7 +22,7 @@ from graphops.environments import (
 from graphops.errors import GraphOpsError
 
 Change = Literal["in place", "replica restart", "new", "removed", "unchanged"]
-_IN_PLACE = {"replicas", "min_replicas", "max_replicas", "max_ongoing_requests"}
+_IN_PLACE = {"replicas", "min_replicas", "max_replicas", "max_ongoing_requests", "route"}
 
 
 class DeploymentChange(BaseModel):
@@ -35,15 +36,27 @@ class DeploymentChange(BaseModel):
     gpus: Annotated[float, Field(description="GPU delta (all replicas).")] = 0.0
 
 
-def _specs(repo: Path, entry: ReleaseEntry, app: dict[str, Any]) -> dict[str, Any]:
+def _specs(repo: Path, lock: GraphLock | None, app: dict[str, Any]) -> dict[str, Any]:
     """Deployment name -> DeploymentSpec of an application, from the graph code at its commit."""
-    from graphops.graph import load_graph
+    from graphops.graph import Scaling, load_graph
     from graphops.plan import plan
     from graphops.runtime._args import AppArgs
+    from graphops.runtime._deployments import DeploymentSpec
     from graphops.runtime.online import specs_for
+    from graphops.runtime.router import DEPLOYMENT, ROUTER_CPUS, ROUTER_MAX_ONGOING
 
+    if lock is None:  # a router: one small deployment, its arms in user_config
+        router = DeploymentSpec(
+            name=DEPLOYMENT,
+            stages=(),
+            nodes=(),
+            cpus=ROUTER_CPUS,
+            scaling=Scaling(),
+            max_ongoing_requests=ROUTER_MAX_ONGOING,
+        )
+        return {DEPLOYMENT: router}
     with tempfile.TemporaryDirectory(prefix="graphops-diff-") as tmp:
-        code = stage_code(repo, app["args"]["graph"], entry.lock.commit, Path(tmp))
+        code = stage_code(repo, app["args"]["graph"], lock.commit, Path(tmp))
         package = load_graph(code, app["args"]["graph"])
         args = AppArgs.model_validate(app["args"])
         return {s.name: s for s in specs_for(plan(package.graph, fuse=args.fuse), args)}
@@ -63,16 +76,23 @@ def _live_deployments(details: dict[str, Any]) -> dict[str, tuple[float, float]]
     return out
 
 
+def _code(app: dict[str, Any]) -> dict[str, Any]:
+    """What restarts replicas when it changes: all but the route and the scaling overrides."""
+    args = {k: v for k, v in (app.get("args") or {}).items() if k != "deployments"}
+    return {k: v for k, v in app.items() if k not in ("args", "route_prefix")} | {"args": args}
+
+
 def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
     """Per deployment: what applying the committed files to the live cluster would change."""
     env = load_environment(repo, env_name)
     release = load_release(repo, env_name)
     wanted = {a["name"]: a for a in serve_config(env, release)["applications"]}
+    locks = {v.app: v.lock for g, e in release.graphs.items() for v in versions(g, e)}
     live = Cluster(env).applications()
     changes: list[DeploymentChange] = []
     for name, app in wanted.items():
-        entry = release.graphs[app["args"]["graph"]]
-        specs = _specs(repo, entry, app)
+        lock = locks.get(name)
+        specs = _specs(repo, lock, app)
         if name not in live:
             for spec in specs.values():
                 r = spec.scaling.replicas
@@ -81,7 +101,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                         app=name,
                         deployment=spec.name,
                         change="new",
-                        why=f"lock {entry.lock.version}",
+                        why=f"lock {lock.version}" if lock else "experiment router",
                         cpus=spec.cpus * r,
                         gpus=spec.gpus * r,
                     )
@@ -93,13 +113,21 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
         for spec in specs.values():
             old_o = ((before.get("args") or {}).get("deployments") or {}).get(spec.name, {})
             new_o = ((after.get("args") or {}).get("deployments") or {}).get(spec.name, {})
-            other_before = {k: v for k, v in before.items() if k != "args"} | {
-                "args": {k: v for k, v in (before.get("args") or {}).items() if k != "deployments"}
-            }
-            other_after = {k: v for k, v in after.items() if k != "args"} | {
-                "args": {k: v for k, v in (after.get("args") or {}).items() if k != "deployments"}
-            }
+            if lock is None:  # the router: only its user_config (arms, weights) may differ
+                moved = before.get("deployments") != after.get("deployments")
+                changes.append(
+                    DeploymentChange(
+                        app=name,
+                        deployment=spec.name,
+                        change="in place" if moved else "unchanged",
+                        why="traffic (user_config)" if moved else "",
+                    )
+                )
+                continue
+            other_before, other_after = _code(before), _code(after)
             keys = {k for k in set(old_o) | set(new_o) if old_o.get(k) != new_o.get(k)}
+            if before.get("route_prefix") != after.get("route_prefix"):
+                keys.add("route")  # moving a route is in place (measured: no failed request)
             cpus, gpus = live_res.get(spec.name, (0.0, 0.0))
             r = spec.scaling.replicas
             delta = {"cpus": spec.cpus * r - cpus, "gpus": spec.gpus * r - gpus}
@@ -165,6 +193,20 @@ class GraphStatus(BaseModel):
     app: str
     live: Annotated[str, Field(description="RUNNING, DEPLOY_FAILED, ..., absent or unreachable.")]
     drift: Annotated[bool, Field(description="The live config differs from git.")] = False
+    traffic: Annotated[
+        str, Field(description="The split under an experiment, e.g. '1.0.0 90% · 1.1.0 10%'.")
+    ] = ""
+
+
+def _traffic(entry: ReleaseEntry) -> str:
+    t = entry.traffic
+    if t is None:
+        return ""
+    parts = [f"{entry.lock.version} {t.weight:g}%"]
+    parts += [f"{v} {a.weight:g}%" for v, a in sorted(t.arms.items())]
+    if t.shadow is not None:
+        parts.append(f"shadow {t.shadow.lock.version} {t.shadow.percent:g}%")
+    return " · ".join(parts) + (f" (sticky: {t.sticky_key})" if t.sticky_key else "")
 
 
 def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
@@ -173,18 +215,27 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
     for name in [env] if env else environment_names(repo):
         config = load_environment(repo, name)
         release = load_release(repo, name)
-        wanted = {a["args"]["graph"]: a for a in serve_config(config, release)["applications"]}
+        apps = {a["name"]: a for a in serve_config(config, release)["applications"]}
         try:
             live: dict[str, Any] | None = Cluster(config, timeout_s=5).applications()
         except GraphOpsError:
             live = None
         for graph, entry in sorted(release.graphs.items()):
-            app = wanted[graph]
-            details = (live or {}).get(app["name"])
-            state = "unreachable" if live is None else details["status"] if details else "absent"
-            drift = bool(details) and comparable(
-                details.get("deployed_app_config") or {}
-            ) != comparable(app)
+            names = [v.app for v in versions(graph, entry)]
+            if entry.traffic is not None:
+                names.insert(0, router_name(graph))
+            states, drift = [], False
+            for app_name in names:
+                details = (live or {}).get(app_name)
+                states.append(
+                    "unreachable" if live is None else details["status"] if details else "absent"
+                )
+                drift = drift or (
+                    bool(details)
+                    and comparable(details.get("deployed_app_config") or {})
+                    != comparable(apps[app_name])
+                )
+            worst = next((st for st in states if st != "RUNNING"), "RUNNING")
             out.append(
                 GraphStatus(
                     env=name,
@@ -193,9 +244,10 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     lock=entry.lock.content_hash[:19],
                     validation_run=entry.lock.validation_run,
                     since=entry.promoted_at.isoformat(),
-                    app=app["name"],
-                    live=state,
+                    app=names[0],
+                    live=worst,
                     drift=drift,
+                    traffic=_traffic(entry),
                 )
             )
     return out

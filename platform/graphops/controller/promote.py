@@ -22,6 +22,7 @@ from graphops.environments import (
     EnvironmentConfig,
     GraphLock,
     ReleaseEntry,
+    Traffic,
     dump_yaml,
     load_environment,
     load_release,
@@ -56,6 +57,8 @@ class Promotion:
     commit: str | None = None
     pushed: str | None = None
     files: list[str] = field(default_factory=list)
+    traffic: Traffic | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
@@ -139,6 +142,7 @@ def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
         package=package_uri(repo, graph, commit),
         example=request_example(package),
         platform_version=graphops.__version__,
+        request_fields=tuple(package.graph.request_fields),
     )
 
 
@@ -320,21 +324,111 @@ def promote(
             graph=graph,
         )
     current = load_release(repo, env_name).graphs.get(graph)
-    if dry_run or (current is not None and current.lock == lock):
+    if current is not None and current.traffic is not None and current.lock != lock:
+        raise PromotionError(
+            f"{graph} runs an experiment in {env_name} (control {current.lock.version}, arms "
+            f"{', '.join(current.traffic.arms) or '-'}); promoting {lock.version} would replace "
+            "its control.",
+            fix=f"Conclude it first: graphops experiment conclude {graph} --env {env_name} "
+            "--keep <version>; then promote.",
+            graph=graph,
+        )
+    if env.policy.upstream:
+        upstream = load_release(repo, env.policy.upstream).graphs[graph]
+        result.traffic, result.notes = carry_experiment(
+            registry, env, graph, upstream, current, now
+        )
+    unchanged = (
+        current is not None
+        and current.lock == lock
+        and same_traffic(current.traffic, result.traffic)
+    )
+    if dry_run or unchanged:
         return result  # a preview, or already pinned: nothing to do (idempotent)
     result.branch = branch_name(env_name, graph, lock.version)
     _commit(repo, result, now, push)
     return result
 
 
-def _write(repo: Path, env_name: str, graph: str, lock: GraphLock, now: datetime.datetime) -> None:
-    release = load_release(repo, env_name)
-    previous = release.graphs.get(graph)
+def _write(repo: Path, result: Promotion, now: datetime.datetime) -> None:
+    release = load_release(repo, result.env)
+    previous = release.graphs.get(result.graph)
     overrides = previous.deployments if previous is not None else {}
-    entry = ReleaseEntry(lock=lock, promoted_at=now, deployments=overrides)
-    graphs = dict(release.graphs) | {graph: entry}
-    write_release(repo, env_name, release.model_copy(update={"graphs": graphs}))
-    render(repo, env_name).write()
+    entry = ReleaseEntry(
+        lock=result.lock, promoted_at=now, deployments=overrides, traffic=result.traffic
+    )
+    graphs = dict(release.graphs) | {result.graph: entry}
+    write_release(repo, result.env, release.model_copy(update={"graphs": graphs}))
+    render(repo, result.env).write()
+
+
+def carry_experiment(
+    registry: Registry,
+    env: EnvironmentConfig,
+    graph: str,
+    upstream: ReleaseEntry,
+    current: ReleaseEntry | None,
+    now: datetime.datetime,
+) -> tuple[Traffic | None, list[str]]:
+    """The upstream experiment for ``env`` when every arm (and shadow) is verified upstream.
+
+    Verified means: in the upstream experiment for at least the soak time, a passed validation of
+    exactly its lock (when required), and its model digests unchanged. Otherwise nothing is
+    carried and the notes say why (the graph's lock then takes all of ``env``'s traffic).
+    """
+    traffic = upstream.traffic
+    if traffic is None:
+        return None, []
+    needed = datetime.timedelta(minutes=env.policy.soak_minutes)
+    pinned = [(f"arm {v}", a.lock, a.promoted_at) for v, a in sorted(traffic.arms.items())]
+    if traffic.shadow is not None:
+        s = traffic.shadow
+        pinned.append((f"shadow {s.lock.version}", s.lock, s.promoted_at))
+    problems = []
+    for name, lock, since in pinned:
+        if now - since < needed:
+            problems.append(
+                f"{name} has run in {env.policy.upstream} for {_minutes(now - since)} of the "
+                f"{env.policy.soak_minutes:g} min required"
+            )
+        gates = [_digest_gate(registry, lock)]
+        if env.policy.require_validation:
+            gates.append(_validation_gate(registry, lock))
+        problems += [f"{name}: gate {g.name}: {g.detail}" for g in gates if not g.passed]
+    if problems:
+        return None, [
+            f"The experiment of {env.policy.upstream} is not carried ({'; '.join(problems)}): "
+            f"{graph} {upstream.lock.version} takes all of {env.name}'s traffic."
+        ]
+    own = current.traffic if current is not None and current.traffic is not None else Traffic()
+    arms = {
+        v: a.model_copy(
+            update={
+                "promoted_at": now,
+                "deployments": own.arms[v].deployments if v in own.arms else {},
+            }
+        )
+        for v, a in traffic.arms.items()
+    }
+    shadow = None
+    if traffic.shadow is not None:
+        kept = own.shadow.deployments if own.shadow is not None else {}
+        shadow = traffic.shadow.model_copy(update={"promoted_at": now, "deployments": kept})
+    carried = traffic.model_copy(update={"arms": arms, "shadow": shadow})
+    return carried, [f"The experiment of {env.policy.upstream} is carried: every arm is verified."]
+
+
+def same_traffic(a: Traffic | None, b: Traffic | None) -> bool:
+    """Whether two experiments route alike (ignoring when arms were added and their scaling)."""
+    if a is None or b is None:
+        return a is b
+
+    def key(t: Traffic) -> object:
+        arms = {v: (x.lock, x.weight) for v, x in t.arms.items()}
+        shadow = (t.shadow.lock, t.shadow.percent) if t.shadow else None
+        return (t.weight, t.sticky_key, t.output, arms, shadow)
+
+    return key(a) == key(b)
 
 
 def _message(result: Promotion) -> str:
@@ -343,18 +437,51 @@ def _message(result: Promotion) -> str:
 
 
 def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | None) -> None:
-    """Commit on the promotion branch (from HEAD, or from origin's ``push`` branch), optionally push.
+    """Commit the promotion on its branch (see `commit_change`) and record where it went."""
+    assert result.branch is not None
+    done = commit_change(
+        repo,
+        graph=result.graph,
+        branch=result.branch,
+        message=_message(result),
+        write=lambda: _write(repo, result, now),
+        push=push,
+    )
+    result.commit, result.files, result.pushed = done.commit, done.files, done.pushed
 
-    Work happens on a detached HEAD, so the promotion branch can be re-pointed on a retry; the
-    checkout goes back to where it was, keeping any uncommitted work outside environments/.
+
+@dataclass(frozen=True)
+class Committed:
+    """Where a change to an environment went."""
+
+    commit: str
+    files: list[str]
+    pushed: str | None
+
+
+def commit_change(
+    repo: Path,
+    *,
+    graph: str,
+    branch: str,
+    message: str,
+    write: Callable[[], None],
+    push: str | None,
+) -> Committed:
+    """Commit what ``write`` does to environments/ on ``branch`` (from HEAD or origin's ``push``).
+
+    Work happens on a detached HEAD, so the branch can be re-pointed on a retry: when the push
+    is refused because someone else changed ``push`` meanwhile, ``write`` runs again on their
+    commit (it re-reads release.yaml and re-renders), and the push is retried. The checkout goes
+    back to where it was, keeping any uncommitted work outside environments/.
     """
     with git.Repo(repo) as r:
         original = r.active_branch.name if not r.head.is_detached else r.head.commit.hexsha
         if is_dirty(repo, [ENVIRONMENTS_DIR]):
             raise PromotionError(
                 "environments/ has uncommitted changes.",
-                fix="Commit or discard them; a promotion commits environments/ itself.",
-                graph=result.graph,
+                fix="Commit or discard them; graphops commits environments/ itself.",
+                graph=graph,
             )
         try:
             for attempt in range(1, PUSH_ATTEMPTS + 1):
@@ -368,19 +495,18 @@ def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | N
                 except git.GitCommandError as exc:
                     raise PromotionError(
                         f"Cannot check out {start.hexsha[:12]}: {exc.stderr.strip()}",
-                        fix="Commit or stash your uncommitted changes, then promote again.",
-                        graph=result.graph,
+                        fix="Commit or stash your uncommitted changes, then try again.",
+                        graph=graph,
                     ) from exc
-                _write(repo, result.env, result.graph, result.lock, now)
+                write()
                 r.git.add(ENVIRONMENTS_DIR)
-                commit = r.index.commit(_message(result))
-                r.create_head(result.branch, commit, force=True)
-                result.commit = commit.hexsha
-                result.files = sorted(
+                commit = r.index.commit(message)
+                r.create_head(branch, commit, force=True)
+                files = sorted(
                     r.git.diff("--name-only", f"{start.hexsha}..{commit.hexsha}").split()
                 )
                 if not push:
-                    return
+                    return Committed(commit.hexsha, files, None)
                 try:
                     r.git.push("origin", f"{commit.hexsha}:refs/heads/{push}")
                 except git.GitCommandError as exc:
@@ -388,12 +514,12 @@ def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | N
                         "rejected" not in str(exc) and "fetch first" not in str(exc)
                     ):
                         raise PromotionError(
-                            f"Pushing the promotion to origin/{push} failed: {exc.stderr.strip()}",
-                            fix="Pull, then promote again.",
-                            graph=result.graph,
+                            f"Pushing to origin/{push} failed: {exc.stderr.strip()}",
+                            fix="Pull, then try again.",
+                            graph=graph,
                         ) from exc
-                    continue  # someone else promoted meanwhile: rebase on theirs, re-render, retry
-                result.pushed = push
-                return
+                    continue  # someone else pushed meanwhile: redo the change on theirs, retry
+                return Committed(commit.hexsha, files, push)
+            raise AssertionError("unreachable")  # pragma: no cover
         finally:
             r.git.checkout(original)

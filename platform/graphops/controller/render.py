@@ -17,16 +17,22 @@ from typing import Any
 from graphops.environments import (
     ENVIRONMENTS_DIR,
     EnvironmentConfig,
+    GraphLock,
     Release,
     ReleaseEntry,
     dump_yaml,
     environment_names,
     load_environment,
     load_release,
+    release_path,
 )
-from graphops.errors import ConfigError
+from graphops.errors import ConfigError, did_you_mean
 from graphops.runtime._args import AppArgs
+from graphops.runtime._deployments import DeploymentOverride
+from graphops.runtime._traffic import RouteArm, RouterConfig, RouteShadow
 from graphops.runtime.online import IMPORT_PATH
+from graphops.runtime.router import DEPLOYMENT, RouterArgs
+from graphops.runtime.router import IMPORT_PATH as ROUTER_PATH
 
 SERVE_FILE = "serve.yaml"
 RAYSERVICE_FILE = "rayservice.yaml"
@@ -36,13 +42,32 @@ HEADER = (
 )
 
 
-def app_name(graph: str, entry: ReleaseEntry) -> str:
+ARM_ROUTE = "/_graphops/arm/"
+"""Private route of each version of a graph under an experiment (the router owns the stable one)."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One application a release asks for: a pinned version of a graph and how it is scaled."""
+
+    graph: str
+    role: str  # "serving" (owns the stable route), "arm" or "shadow"
+    lock: GraphLock
+    deployments: dict[str, DeploymentOverride]
+    weight: float = 100.0
+
+    @property
+    def app(self) -> str:
+        """Its Serve application name."""
+        return app_name(self.graph, self.lock)
+
+
+def app_name(graph: str, lock: GraphLock) -> str:
     """The Serve application of a graph version: ``<graph>-<version>-<lock id>``.
 
     The lock id changes with anything that needs new replicas (code, models, code source), so
     such a change starts a new application beside the old one; scaling overrides do not.
     """
-    lock = entry.lock
     identity = json.dumps(
         {
             "content_hash": lock.content_hash,
@@ -54,11 +79,29 @@ def app_name(graph: str, entry: ReleaseEntry) -> str:
     return f"{graph}-{lock.version}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
+def router_name(graph: str) -> str:
+    """The Serve application that owns a graph's stable route during an experiment."""
+    return f"{graph}-router"
+
+
+def versions(graph: str, entry: ReleaseEntry) -> list[Version]:
+    """The applications of one graph: its lock, then (under an experiment) arms and shadow."""
+    traffic = entry.traffic
+    if traffic is None:
+        return [Version(graph, "serving", entry.lock, entry.deployments)]
+    out = [Version(graph, "arm", entry.lock, entry.deployments, traffic.weight)]
+    for _, arm in sorted(traffic.arms.items()):
+        out.append(Version(graph, "arm", arm.lock, arm.deployments, arm.weight))
+    if traffic.shadow is not None:
+        out.append(Version(graph, "shadow", traffic.shadow.lock, traffic.shadow.deployments, 0))
+    return out
+
+
 def application(
-    graph: str, entry: ReleaseEntry, env: EnvironmentConfig, working_dir: str | None
+    version: Version, env: EnvironmentConfig, working_dir: str | None
 ) -> dict[str, Any]:
-    """One application of the Serve config for ``graph`` as pinned by ``entry``."""
-    lock = entry.lock
+    """One application of the Serve config: ``version`` of its graph."""
+    graph, lock = version.graph, version.lock
     args = AppArgs(
         graph=graph,
         repo=".",
@@ -67,7 +110,7 @@ def application(
         tracking_uri=env.code.tracking_uri,
         cpu_only=not env.cluster.gpus,
         cpu_budget=env.cluster.app_cpu_budget,
-        deployments=entry.deployments,
+        deployments=version.deployments,
         route=f"/{graph}",
         example=lock.example,
     )
@@ -76,9 +119,10 @@ def application(
         runtime_env["working_dir"] = working_dir
     if env.code.pip:
         runtime_env["pip"] = list(env.code.pip)
+    route = f"/{graph}" if version.role == "serving" else ARM_ROUTE + version.app
     out: dict[str, Any] = {
-        "name": app_name(graph, entry),
-        "route_prefix": f"/{graph}",
+        "name": version.app,
+        "route_prefix": route,
         "import_path": IMPORT_PATH,
         "args": args.model_dump(mode="json", exclude_defaults=True),
     }
@@ -87,23 +131,136 @@ def application(
     return out
 
 
-def working_dir_for(env: EnvironmentConfig, entry: ReleaseEntry) -> str | None:
+def router(graph: str, entry: ReleaseEntry) -> dict[str, Any]:
+    """The router application of a graph under an experiment (arms in its ``user_config``)."""
+    traffic = entry.traffic
+    assert traffic is not None
+    all_versions = versions(graph, entry)
+    arms = [v for v in all_versions if v.role == "arm"]
+    shadow = next((v for v in all_versions if v.role == "shadow"), None)
+    config = RouterConfig(
+        experiment=f"{graph}-" + "-vs-".join(v.lock.version for v in arms),
+        arms=tuple(RouteArm(version=v.lock.version, app=v.app, weight=v.weight) for v in arms),
+        sticky_key=traffic.sticky_key,
+        shadow=RouteShadow(
+            version=shadow.lock.version,
+            app=shadow.app,
+            percent=traffic.shadow.percent,  # type: ignore[union-attr]
+        )
+        if shadow is not None
+        else None,
+        output=traffic.output,
+    )
+    return {
+        "name": router_name(graph),
+        "route_prefix": f"/{graph}",
+        "import_path": ROUTER_PATH,
+        "args": RouterArgs(graph=graph, route=f"/{graph}").model_dump(
+            mode="json", exclude_defaults=True
+        ),
+        "deployments": [{"name": DEPLOYMENT, "user_config": config.model_dump(mode="json")}],
+    }
+
+
+def working_dir_for(env: EnvironmentConfig, lock: GraphLock) -> str | None:
     """The code source of a graph version: the URI template at its commit, or its package URI."""
     if env.code.working_dir:
-        return env.code.working_dir.format(commit=entry.lock.commit)
-    return entry.lock.package
+        return env.code.working_dir.format(commit=lock.commit)
+    return lock.package
 
 
 def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
-    """The environment's Serve config (``ServeDeploySchema``), one application per graph."""
+    """The environment's Serve config (``ServeDeploySchema``): every version, routers if split."""
+    apps = []
+    for graph, entry in sorted(release.graphs.items()):
+        for version in versions(graph, entry):
+            apps.append(application(version, env, working_dir_for(env, version.lock)))
+        if entry.traffic is not None:
+            apps.append(router(graph, entry))
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": env.http_host, "port": env.http_port},
-        "applications": [
-            application(graph, entry, env, working_dir_for(env, entry))
-            for graph, entry in sorted(release.graphs.items())
-        ],
+        "applications": apps,
     }
+
+
+def check_traffic(env: EnvironmentConfig, release: Release, where: Path) -> None:
+    """Refuse an invalid experiment: weights, versions, validation and the sticky key.
+
+    Raises:
+        ConfigError: Naming the graph, the field and the fix.
+    """
+    for graph, entry in sorted(release.graphs.items()):
+        traffic = entry.traffic
+        if traffic is None:
+            continue
+        field = f"graphs.{graph}.traffic"
+
+        def refuse(what: str, fix: str, field: str = field) -> None:
+            raise ConfigError(f"{field}: {what}", fix=fix, file=where)
+
+        control = entry.lock.version
+        if not traffic.arms and traffic.shadow is None:
+            refuse("declares neither arms nor a shadow.", "Remove traffic: or add an arm.")
+        weights = {control: traffic.weight} | {v: a.weight for v, a in traffic.arms.items()}
+        total = sum(weights.values())
+        if abs(total - 100) > 1e-6:
+            shares = ", ".join(f"{v} {w:g}" for v, w in weights.items())
+            refuse(
+                f"the weights add up to {total:g} ({shares}; {control} is the lock's "
+                "traffic.weight); they must add up to 100.",
+                "Change the weights so they add up to 100.",
+            )
+        for version, arm in traffic.arms.items():
+            if version == control:
+                refuse(
+                    f"arm {version} is the version of the lock itself.",
+                    "Name each arm once: the lock is the control arm (traffic.weight).",
+                    f"{field}.arms.{version}",
+                )
+            if arm.lock.version != version:
+                refuse(
+                    f"arm {version} holds a lock of version {arm.lock.version}.",
+                    "Key each arm by the version of its lock (`graphops experiment start`).",
+                    f"{field}.arms.{version}",
+                )
+        pinned = [("lock", entry.lock), *((f"arms.{v}", a.lock) for v, a in traffic.arms.items())]
+        if traffic.shadow is not None:
+            shadow_version = traffic.shadow.lock.version
+            if shadow_version in weights:
+                refuse(
+                    f"the shadow {shadow_version} is also an arm.",
+                    "A version either answers (an arm) or is shadowed, not both.",
+                    f"{field}.shadow",
+                )
+            pinned.append(("shadow", traffic.shadow.lock))
+        if env.policy.require_validation:
+            for name, lock in pinned:
+                if not lock.validation_run:
+                    refuse(
+                        f"{name} ({lock.version}) names no validation run, and {env.name} "
+                        "requires validation.",
+                        "Add versions with `graphops experiment start`, which locks a "
+                        "validated version.",
+                        f"{field}.{name}" if name != "lock" else f"graphs.{graph}.lock",
+                    )
+        key = traffic.sticky_key
+        if key is not None:
+            for name, lock in pinned:
+                if not lock.request_fields:
+                    refuse(
+                        f"the lock of {name} ({lock.version}) does not record its request "
+                        "fields, so the sticky key cannot be checked.",
+                        "Re-lock that version with `graphops experiment start` or promote.",
+                        f"{field}.sticky_key",
+                    )
+                if key not in lock.request_fields:
+                    refuse(
+                        f'sticky_key "{key}" is no field of the request of {graph} '
+                        f"{lock.version}.{did_you_mean(key, lock.request_fields)}",
+                        f"Use one of: {', '.join(lock.request_fields)} (or none: random).",
+                        f"{field}.sticky_key",
+                    )
 
 
 def check_serve_schema(config: dict[str, Any], where: Path) -> None:
@@ -194,6 +351,7 @@ def render(repo: Path, env_name: str) -> Rendered:
     env = load_environment(repo, env_name)
     release = load_release(repo, env_name)
     folder = repo / ENVIRONMENTS_DIR / env_name
+    check_traffic(env, release, release_path(repo, env_name))
     config = serve_config(env, release)
     check_serve_schema(config, folder / SERVE_FILE)
     header = HEADER.format(env=env_name)

@@ -16,6 +16,7 @@ from graphops.environments._files import (
     write_release,
 )
 from graphops.environments._schema import (
+    Arm,
     ClusterConfig,
     CodeConfig,
     EnvironmentConfig,
@@ -23,10 +24,13 @@ from graphops.environments._schema import (
     PolicyConfig,
     Release,
     ReleaseEntry,
+    Shadow,
+    Traffic,
 )
 
 __all__ = [
     "ENVIRONMENTS_DIR",
+    "Arm",
     "ClusterConfig",
     "CodeConfig",
     "EnvironmentConfig",
@@ -34,6 +38,8 @@ __all__ = [
     "PolicyConfig",
     "Release",
     "ReleaseEntry",
+    "Shadow",
+    "Traffic",
     "dump_yaml",
     "environment_names",
     "load_environment",

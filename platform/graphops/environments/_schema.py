@@ -136,6 +136,68 @@ class GraphLock(_Strict):
         Field(description="One request object: the OpenAPI example and the smoke test of apply."),
     ] = None
     platform_version: Annotated[str, Field(description="graphops version that locked it.")]
+    request_fields: Annotated[
+        tuple[str, ...],
+        Field(description="Top-level fields of the request schema (what a sticky key may name)."),
+    ] = ()
+
+
+class Arm(_Strict):
+    """Another pinned version of the graph that takes a share of the stable route's traffic."""
+
+    lock: GraphLock
+    weight: Annotated[float, Field(ge=0, le=100, description="Percent of requests it answers.")]
+    promoted_at: Annotated[
+        datetime.datetime, Field(description="When the arm was added (UTC); its soak starts here.")
+    ]
+    deployments: Annotated[
+        dict[str, DeploymentOverride],
+        Field(description="The arm's own per-deployment scaling/resource overrides."),
+    ] = {}
+
+
+class Shadow(_Strict):
+    """A pinned version that gets a copy of some requests; its answers are recorded, never returned."""
+
+    lock: GraphLock
+    percent: Annotated[
+        float, Field(gt=0, le=100, description="Percent of requests copied to it, asynchronously.")
+    ]
+    promoted_at: Annotated[datetime.datetime, Field(description="When it was added (UTC).")]
+    deployments: Annotated[
+        dict[str, DeploymentOverride],
+        Field(description="Its own per-deployment scaling/resource overrides."),
+    ] = {}
+
+
+class Traffic(_Strict):
+    """An experiment on the graph's stable route: weighted arms, stickiness, shadow traffic.
+
+    The entry's own lock is the control arm with ``weight``; ``arms`` are the other versions, by
+    version. Weights must sum to 100. Changing weights is an in-place update (no replica restarts).
+    """
+
+    weight: Annotated[
+        float, Field(ge=0, le=100, description="Percent of requests the entry's own lock answers.")
+    ] = 100
+    sticky_key: Annotated[
+        str | None,
+        Field(
+            description="Request field whose value picks the arm (same value, same arm); "
+            "None: each request is assigned at random."
+        ),
+    ] = None
+    arms: Annotated[
+        dict[str, Arm], Field(description="Version -> the other arms of the experiment.")
+    ] = {}
+    shadow: Annotated[Shadow | None, Field(description="Shadow traffic to a candidate.")] = None
+    output: Annotated[
+        str | None,
+        Field(
+            description="Response field whose distribution is measured per arm (default: the "
+            "first field of the response)."
+        ),
+    ] = None
 
 
 class ReleaseEntry(_Strict):
@@ -149,6 +211,10 @@ class ReleaseEntry(_Strict):
         dict[str, DeploymentOverride],
         Field(description="Per-deployment scaling/resource overrides in this environment."),
     ] = {}
+    traffic: Annotated[
+        Traffic | None,
+        Field(description="An A/B experiment and/or shadow traffic (None: the lock takes all)."),
+    ] = None
 
     @property
     def validation_run(self) -> str | None:

@@ -142,6 +142,11 @@ class GraphIngress:
         headers = {"Allow": allowed} if known else None
         return Response(error.json(), status_code=error.status, media_type=_JSON, headers=headers)
 
+    async def get(self, sub: str) -> tuple[int, bytes, str]:
+        """(status, body, media type) of ``GET <route><sub>``; the router forwards these by handle."""
+        response = self._get(sub)
+        return response.status_code, bytes(response.body), response.media_type or _JSON
+
     def _get(self, sub: str) -> Response:
         if sub == "/health":
             return Response(self.http.health(self.info), media_type=_JSON)
@@ -154,28 +159,36 @@ class GraphIngress:
         return HTMLResponse(bytes(html.body))
 
     async def _predict(self, request: Request) -> Response:
-        columns, single = self.http.parse(await self._body(request))
+        status, body = await self.answer(await self._body(request))
+        return Response(body, status_code=status, media_type=_JSON)
+
+    async def answer(self, body: bytes) -> tuple[int, bytes]:
+        """Answer one JSON body: (HTTP status, JSON response). The router calls this by handle."""
+        try:
+            columns, single = self.http.parse(body)
+        except HttpError as exc:
+            return exc.status, exc.json()
         try:
             for stage, step in self.steps:
                 if isinstance(step, LocalRunner):
                     columns.update(step.run_batch(columns))
                 else:
                     columns.update(await step.remote({c: columns[c] for c in stage.inputs}))
-            return Response(self.http.respond(columns, single), media_type=_JSON)
+            return 200, self.http.respond(columns, single)
         except GraphOpsError as exc:  # a node failed: say which, where, and what to do
             logger.warning("graph %s failed a request: %s", self.args.graph, exc)
-            body = {"error": exc.what, "fix": exc.fix, "graph": exc.graph, "node": exc.node}
+            error = {"error": exc.what, "fix": exc.fix, "graph": exc.graph, "node": exc.node}
             if exc.location:
-                body["file"] = exc.location
-            return Response(json.dumps(body), status_code=500, media_type=_JSON)
+                error["file"] = exc.location
+            return 500, json.dumps(error).encode()
         except Exception as exc:  # anything else: short, not a Ray traceback
             logger.exception("graph %s failed a request", self.args.graph)
             first = (str(exc).strip().splitlines() or [""])[-1][:300]
-            body = {
+            error = {
                 "error": f"The graph failed: {type(exc).__name__}: {first}",
                 "fix": "See the Serve replica logs (/tmp/ray/session_latest/logs/serve).",
             }
-            return Response(json.dumps(body), status_code=500, media_type=_JSON)
+            return 500, json.dumps(error).encode()
 
     async def _body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it exceeds the limit (even without a length)."""

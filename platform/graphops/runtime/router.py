@@ -1,0 +1,401 @@
+"""The stable route of a graph under an experiment: a router that splits traffic between versions.
+
+Ray Serve 2.x has no traffic splitting between applications, so when ``release.yaml`` declares
+``traffic`` for a graph, each version runs as its own application (on a private route) and the
+application ``<graph>-router`` owns ``/<graph>``. Its one deployment, ``Router``, reads the arms,
+weights, sticky key and shadow from its ``user_config``: changing them is an in-place update, no
+replica restarts. It forwards the request body to the chosen arm's ingress by handle
+(`GraphIngress.answer`), names the arm in the ``x-graphops-arm`` header, copies a share of the
+requests to the shadow in the background, and counts per arm (Prometheus metrics through Ray
+Serve, plus totals merged across router replicas by a small actor, read at
+``GET /<graph>/experiment``). Without ``traffic`` there is no router: the version's own
+application owns the route and no hop is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+from typing import Annotated, Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve.metrics import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
+
+from graphops.errors import ServeError
+from graphops.runtime._http import MAX_BODY_BYTES, HttpError
+from graphops.runtime._traffic import (
+    LATENCY_BOUNDS_MS,
+    ArmStats,
+    Picker,
+    RouterConfig,
+    agree,
+    merge,
+    outputs,
+    summary,
+)
+
+IMPORT_PATH = "graphops.runtime.router:app"
+"""What a Serve config's ``import_path`` names for the router of a graph under an experiment."""
+
+DEPLOYMENT = "Router"
+ROUTER_CPUS = 0.05
+"""The router parses JSON and awaits handles: it needs little CPU and holds many requests."""
+ROUTER_MAX_ONGOING = 512
+ARM_HEADER = "x-graphops-arm"
+STATS_NAMESPACE = "graphops"
+FLUSH_S = 1.0
+
+logger = logging.getLogger("ray.serve")
+_JSON = "application/json"
+_ROW = re.compile(r"first: row (\d+),")
+
+
+class RouterArgs(BaseModel):
+    """Arguments of ``graphops.runtime.router:app`` (the arms live in the ``user_config``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    graph: Annotated[str, Field(description="Graph name.")]
+    route: Annotated[str | None, Field(description="The stable route (default /<graph>).")] = None
+    max_body_bytes: Annotated[
+        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
+    ] = MAX_BODY_BYTES
+
+
+@ray.remote(num_cpus=0)
+class ExperimentStats:
+    """Totals of one experiment, merged from every router replica's periodic deltas."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, dict[str, Any]] = {}
+        self.started = time.time()
+
+    def add(self, parts: dict[str, dict[str, Any]]) -> None:
+        """Add per-arm raw counters (``role:version`` -> `ArmStats.state`)."""
+        for key, part in parts.items():
+            self.totals[key] = merge(self.totals.get(key, {}), part)
+
+    def read(self) -> dict[str, Any]:
+        """Raw totals and when counting started."""
+        return {"since": self.started, "totals": self.totals}
+
+
+def stats_actor(graph: str, experiment: str) -> Any:
+    """The (detached, named) statistics actor of one experiment; created on first use."""
+    return ExperimentStats.options(
+        name=f"experiment:{graph}:{experiment}",
+        namespace=STATS_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote()
+
+
+class Router:
+    """Splits a graph's stable route between versions; see the module docstring."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = RouterArgs.model_validate(args)
+        self.route = self.args.route or f"/{self.args.graph}"
+        self.config: RouterConfig | None = None
+        self.stats: dict[str, ArmStats] = {}
+        self.pending: set[asyncio.Task[Any]] = set()
+        self.flusher: asyncio.Task[Any] | None = None
+        tags = ("graph", "arm", "role")
+        self.m_requests = Counter(
+            "graphops_arm_requests", description="Requests answered per arm.", tag_keys=tags
+        )
+        self.m_errors = Counter(
+            "graphops_arm_errors", description="Failed requests (5xx) per arm.", tag_keys=tags
+        )
+        self.m_latency = Histogram(
+            "graphops_arm_latency_ms",
+            description="Latency of the arm's answer, seen by the router.",
+            boundaries=list(LATENCY_BOUNDS_MS[::4]),
+            tag_keys=tags,
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Take new arms/weights/shadow in place (Serve calls this on a ``user_config`` change)."""
+        config = RouterConfig.model_validate(user_config)
+        if self.config is None or config.experiment != self.config.experiment:
+            self.stats = {}
+            self.actor = stats_actor(self.args.graph, config.experiment)
+        self.config = config
+        self.picker = Picker(config)
+        apps = [a.app for a in config.arms] + ([config.shadow.app] if config.shadow else [])
+        self.handles = {app: serve.get_app_handle(app) for app in apps}
+
+    async def __call__(self, request: Request) -> Response:
+        """Route one HTTP request."""
+        if self.flusher is None:
+            self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        path = request.url.path
+        root = request.scope.get("root_path") or self.route
+        sub = (path[len(root) :] if path.startswith(root) else path).rstrip("/")
+        try:
+            if sub == "" and request.method == "POST":
+                return await self._route(await self._body(request))
+            if request.method == "GET" and sub == "/experiment":
+                return Response(json.dumps(await self.report()), media_type=_JSON)
+            if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs"):
+                return await self._forward_get(sub)
+        except HttpError as exc:
+            return Response(exc.json(), status_code=exc.status, media_type=_JSON)
+        error = HttpError(
+            404,
+            {
+                "error": f"{request.method} {path} is not a route of graph '{self.args.graph}'.",
+                "fix": f"POST {self.route} with a JSON body; GET {self.route}/health, "
+                f"{self.route}/openapi.json, {self.route}/docs or {self.route}/experiment.",
+            },
+        )
+        return Response(error.json(), status_code=error.status, media_type=_JSON)
+
+    async def _route(self, body: bytes) -> Response:
+        config = self._configured()
+        key = config.sticky_key
+        rows: Any = None
+        if key is not None:
+            try:
+                rows = json.loads(body)
+            except ValueError:
+                rows = None  # the arm's ingress answers the 422
+        if isinstance(rows, list) and rows:
+            picks = [self.picker.pick(_key(r, key)) for r in rows]
+        else:
+            picks = [self.picker.pick(_key(rows, key) if isinstance(rows, dict) else None)]
+        if len(set(picks)) == 1:
+            status, answer = await self._ask(picks[0], body, len(picks))
+            arm_header = config.arms[picks[0]].version
+        else:
+            status, answer = await self._split(rows, picks)
+            arm_header = ",".join(config.arms[i].version for i in picks)
+        if config.shadow is not None and random.random() * 100 < config.shadow.percent:
+            task = asyncio.get_running_loop().create_task(self._shadow(body, status, answer))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+        return Response(
+            answer, status_code=status, media_type=_JSON, headers={ARM_HEADER: arm_header}
+        )
+
+    async def _ask(self, index: int, body: bytes, rows: int) -> tuple[int, bytes]:
+        arm = self._configured().arms[index]
+        start = time.perf_counter()
+        try:
+            status, answer = await self.handles[arm.app].answer.remote(body)
+        except Exception as exc:  # the arm's application is down or being replaced
+            logger.warning("arm %s of %s failed: %s", arm.version, self.args.graph, exc)
+            status, answer = (
+                503,
+                json.dumps(
+                    {
+                        "error": f"Arm {arm.version} of graph '{self.args.graph}' (application "
+                        f"{arm.app}) did not answer: {type(exc).__name__}.",
+                        "fix": "Run `graphops status` and `graphops apply`; see the Serve logs.",
+                    }
+                ).encode(),
+            )
+        self._record("arm", arm.version, start, status, rows, answer)
+        return status, answer
+
+    async def _split(self, rows: list[Any], picks: list[int]) -> tuple[int, bytes]:
+        """Rows of one list request that belong to different arms: ask each, answer in order."""
+        groups: dict[int, list[int]] = {}
+        for position, arm in enumerate(picks):
+            groups.setdefault(arm, []).append(position)
+        answers = await asyncio.gather(
+            *(
+                self._ask(arm, json.dumps([rows[p] for p in where]).encode(), len(where))
+                for arm, where in groups.items()
+            )
+        )
+        merged: list[Any] = [None] * len(rows)
+        for (_, where), (status, answer) in zip(groups.items(), answers, strict=True):
+            if status != 200:
+                return status, _renumber(answer, where)
+            for position, row in zip(where, json.loads(answer), strict=True):
+                merged[position] = row
+        return 200, json.dumps(merged).encode()
+
+    async def _shadow(self, body: bytes, status: int, answer: bytes) -> None:
+        """Copy one request to the shadow; record its answer, never return it."""
+        config = self._configured()
+        shadow = config.shadow
+        assert shadow is not None
+        start = time.perf_counter()
+        try:
+            got_status, got = await self.handles[shadow.app].answer.remote(body)
+        except Exception:  # a failing shadow is counted, never seen by the client
+            got_status, got = 0, b""
+        stats = self._record("shadow", shadow.version, start, got_status, 0, got)
+        if status == 200 and got_status == 200:
+            compared, agreed = agree(
+                outputs(json.loads(answer), config.output), outputs(json.loads(got), config.output)
+            )
+            stats.compared += compared
+            stats.agreed += agreed
+
+    def _record(
+        self, role: str, version: str, start: float, status: int, rows: int, answer: bytes
+    ) -> ArmStats:
+        ms = (time.perf_counter() - start) * 1000
+        stats = self.stats.setdefault(f"{role}:{version}", ArmStats())
+        values: list[Any] = []
+        if status == 200:
+            try:
+                values = outputs(json.loads(answer), self._configured().output)
+            except ValueError:
+                values = []
+        stats.record(ms, status, rows or len(values), values)
+        tags = {"graph": self.args.graph, "arm": version, "role": role}
+        self.m_requests.inc(tags=tags)
+        if status >= 500 or status == 0:
+            self.m_errors.inc(tags=tags)
+        self.m_latency.observe(ms, tags=tags)
+        return stats
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send this replica's counters to the experiment's actor and start again from zero."""
+        parts = {k: s.state() for k, s in self.stats.items() if s.requests}
+        if parts:
+            for s in self.stats.values():
+                s.reset()
+            await self.actor.add.remote(parts)
+
+    async def report(self) -> dict[str, Any]:
+        """The experiment's totals across router replicas, per arm and for the shadow."""
+        config = self._configured()
+        await self.flush()
+        raw = await self.actor.read.remote()
+        arms = []
+        for arm in config.arms:
+            figures = summary(raw["totals"].get(f"arm:{arm.version}") or _empty())
+            arms.append({"version": arm.version, "app": arm.app, "weight": arm.weight, **figures})
+        out: dict[str, Any] = {
+            "graph": self.args.graph,
+            "experiment": config.experiment,
+            "sticky_key": config.sticky_key,
+            "output": config.output,
+            "since": raw["since"],
+            "arms": arms,
+        }
+        if config.shadow is not None:
+            s = config.shadow
+            figures = summary(raw["totals"].get(f"shadow:{s.version}") or _empty())
+            out["shadow"] = {"version": s.version, "app": s.app, "percent": s.percent, **figures}
+        return out
+
+    async def _forward_get(self, sub: str) -> Response:
+        """Health, OpenAPI and docs come from the first arm (the control)."""
+        arm = self._configured().arms[0]
+        status, body, media = await self.handles[arm.app].get.remote(sub)
+        if sub == "/health":
+            health = json.loads(body)
+            health["experiment"] = self._configured().model_dump(mode="json")
+            body = json.dumps(health).encode()
+        return Response(body, status_code=status, media_type=media)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.args.max_body_bytes
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(
+                    413,
+                    {
+                        "error": f"The request body has {size} bytes or more; graph "
+                        f"'{self.args.graph}' accepts at most {limit} bytes per request.",
+                        "fix": "Send fewer rows per request (split the list).",
+                    },
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _configured(self) -> RouterConfig:
+        if self.config is None:
+            raise HttpError(
+                503,
+                {
+                    "error": f"The router of graph '{self.args.graph}' has no arms configured.",
+                    "fix": "Render and apply the environment (the arms are its user_config).",
+                },
+            )
+        return self.config
+
+
+def _key(row: Any, key: str | None) -> Any:
+    return row.get(key) if key is not None and isinstance(row, dict) else None
+
+
+def _empty() -> dict[str, Any]:
+    return ArmStats().state()
+
+
+def _renumber(answer: bytes, where: list[int]) -> bytes:
+    """An arm's error about a sub-list, with row numbers of the client's list."""
+    try:
+        error = json.loads(answer)
+    except ValueError:
+        return answer
+    if not isinstance(error, dict):
+        return answer
+    for item in error.get("detail") or []:
+        loc = item.get("loc") or []
+        if len(loc) > 1 and isinstance(loc[1], int) and loc[1] < len(where):
+            loc[1] = where[loc[1]]
+    if isinstance(error.get("error"), str):
+        error["error"] = _ROW.sub(
+            lambda m: f"first: row {where[int(m.group(1)) - 1] + 1},", error["error"]
+        )
+    return json.dumps(error).encode()
+
+
+def app(args: dict[str, Any] | RouterArgs) -> serve.Application:
+    """Build a graph's router application (the arms come from the Serve config's user_config).
+
+    Raises:
+        ServeError: The arguments are invalid (the field is named).
+    """
+    return router_app(args)
+
+
+def router_app(
+    args: dict[str, Any] | RouterArgs, config: RouterConfig | None = None
+) -> serve.Application:
+    """A router application, with its arms given here (``config``) or by the Serve config.
+
+    Raises:
+        ServeError: The arguments are invalid (the field is named).
+    """
+    try:
+        parsed = args if isinstance(args, RouterArgs) else RouterArgs.model_validate(args)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise ServeError(
+            f"Got {err.get('input')!r:.80} for args.{'.'.join(map(str, err['loc']))} of "
+            f"{IMPORT_PATH}: {err['msg']}.",
+            fix="Re-render the environment (`graphops render`); do not edit serve.yaml.",
+        ) from exc
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT,
+        "ray_actor_options": {"num_cpus": ROUTER_CPUS},
+        "max_ongoing_requests": ROUTER_MAX_ONGOING,
+        "logging_config": {"enable_access_log": False},
+    }
+    if config is not None:
+        options["user_config"] = config.model_dump(mode="json")
+    return serve.deployment(Router).options(**options).bind(parsed.model_dump(mode="json"))
