@@ -10,7 +10,6 @@ import pytest
 
 from graphops.controller.render import app_name, render
 from graphops.environments import (
-    GraphLock,
     Release,
     ReleaseEntry,
     load_environment,
@@ -18,7 +17,7 @@ from graphops.environments import (
     write_release,
 )
 from graphops.errors import ConfigError
-from graphops.registry import ResolvedModel
+from tests.fixtures.locks import lock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,22 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 def repo(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "environments", tmp_path / "environments")
     return tmp_path
-
-
-def lock(version: str = "1.0.0", digest: str = "a") -> GraphLock:
-    model = ResolvedModel(
-        name="digits", version=1, digest=f"sha256:{digest * 64}", source="file:///m"
-    )
-    return GraphLock(
-        version=version,
-        content_hash="sha256:" + "c" * 64,
-        commit="f" * 40,
-        models={"logits": model},
-        validation_run="run1",
-        package="gcs://_ray_pkg_0123456789abcdef.zip",
-        example={"pixels": [0] * 64},
-        platform_version="0.1.0",
-    )
 
 
 def test_overlay_on_base_and_policy(repo: Path) -> None:
