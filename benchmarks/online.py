@@ -9,7 +9,10 @@ machine, each repeated with the systems alternating and reported as medians and 
 (b) ``fused`` vs ``unfused``: a graph with three CPU nodes before the model, compiled with and
     without fusion (2 vs 6 deployments);
 (c) ``hand_serve`` vs ``uvicorn``: plain FastAPI under uvicorn, same work in-process, no Ray
-    (a calibration row: what Serve itself costs on this machine).
+    (a calibration row: what Serve itself costs on this machine);
+(d) ``experiment`` vs ``single``: the stable route under a 2-arm experiment (the graphops router,
+    sticky key, 50/50 between two applications of the digits graph) vs one version answering
+    on its own route (no router): what an A/B experiment costs per request.
 
 Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput at
 ``--concurrency`` for ``--seconds``. Run it with ``nox -s bench`` or::
@@ -171,15 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="Length of a throughput run.")
     parser.add_argument("--concurrency", type=int, default=32, help="Clients of a throughput run.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/online.json")
+    parser.add_argument(
+        "--parts", default="abcd", help="Comparisons to run, e.g. d (the others stay in --out)."
+    )
     args = parser.parse_args(argv)
+    if not args.parts or not set(args.parts) <= set("abcd"):
+        parser.error(f"Got --parts {args.parts!r}: use letters among a, b, c and d.")
 
     from ray import serve
 
-    from benchmarks.serve_apps import hand_app
     from graphops.graph import load_graph
     from graphops.registry import Registry
     from graphops.runtime._ray import ensure_ray
-    from graphops.runtime.online import deploy, free_port, start_http, undeploy
+    from graphops.runtime.online import free_port, request_example, start_http
 
     result: dict[str, Any] = {
         "benchmark": "online latency and throughput over HTTP",
@@ -189,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         | {"cpu_budget_per_app": CPU_BUDGET},
         "targets": TARGETS,
     }
+    if set(args.parts) != set("abcd") and args.out.is_file():  # keep the comparisons not rerun
+        kept = json.loads(args.out.read_text())
+        result = {k: v for k, v in kept.items() if k[:2] in PARTS.values()} | result
     with tempfile.TemporaryDirectory(prefix="graphops-bench-online-") as tmp:
         work = Path(tmp)
         repo = work / "repo"
@@ -197,28 +207,70 @@ def main(argv: list[str] | None = None) -> int:
         )
         (repo / "graphs" / "pipeline").mkdir()
         (repo / "graphs" / "pipeline" / "__init__.py").write_text(PIPELINE)
-        registry = Registry(work / ".graphops")
+        bench = Bench(args, repo, Registry(work / ".graphops"), work / "body.json")
         digits = load_graph(repo, "digits")
-        pinned = digits.trainer()(registry)  # type: ignore[misc]
+        bench.pinned = digits.trainer()(bench.registry)  # type: ignore[misc]
         ensure_ray(repo, num_cpus=os.cpu_count())
-        port = start_http(free_port())
-        base = f"http://127.0.0.1:{port}"
-        body = work / "body.json"
-        from graphops.runtime.online import request_example
+        bench.port = start_http(free_port())
+        bench.body.write_text(json.dumps(request_example(digits)))
+        if "a" in args.parts:
+            result["a_graphops_vs_hand_serve"] = bench.graphops_vs_hand()
+        if "c" in args.parts:
+            result["c_hand_serve_vs_uvicorn"] = bench.hand_vs_uvicorn()
+        if "b" in args.parts:
+            result["b_fused_vs_unfused"], result["deployments"] = bench.fused_vs_unfused()
+        if "d" in args.parts:
+            result["d_experiment_vs_single"] = bench.experiment_vs_single()
+        serve.shutdown()
+    verdict = {}
+    if "a_graphops_vs_hand_serve" in result:
+        ra = result["a_graphops_vs_hand_serve"]["ratios"]
+        verdict |= {
+            "a_p50": ra["p50"] <= TARGETS["p50"],
+            "a_p99": ra["p99"] <= TARGETS["p99"],
+            "a_throughput": ra["throughput"] >= TARGETS["throughput"],
+        }
+    if "b_fused_vs_unfused" in result:
+        rb = result["b_fused_vs_unfused"]["ratios"]
+        verdict["b_fusion_throughput"] = rb["throughput"] >= TARGETS["fusion_throughput"]
+    result["verdict"] = verdict
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
+    print(f"verdict: {result['verdict']}; written to {args.out}")
+    return 0
 
-        body.write_text(json.dumps(request_example(digits)))
 
-        print("(a) graphops vs a hand-written Serve app", flush=True)
-        ours = deploy(digits, registry, port=port, cpu_budget=CPU_BUDGET)
+PARTS = {"a": "a_", "b": "b_", "c": "c_", "d": "d_"}
+
+
+class Bench:
+    """The comparisons, sharing one Ray cluster, one Serve proxy and one trained model."""
+
+    def __init__(self, args: argparse.Namespace, repo: Path, registry: Any, body: Path) -> None:
+        self.args, self.repo, self.registry, self.body = args, repo, registry, body
+        self.pinned: Any = None
+        self.port = 0
+
+    @property
+    def base(self) -> str:
+        """The Serve proxy's address."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _hand(self, ours: Any) -> None:
+        from ray import serve
+
+        from benchmarks.serve_apps import hand_app
+
         specs = {d.name: d.options() for d in ours.deployments}
         ingress = {k: v for k, v in specs["ingress"].items() if k != "name"}
         model = {k: v for k, v in specs["logits"].items() if k != "name"}
         batch = ours.deployments[1]
         serve.run(
             hand_app(
-                str(repo),
-                pinned.source,
-                registry.tracking_uri,
+                str(self.repo),
+                self.pinned.source,
+                self.registry.tracking_uri,
                 ingress,
                 model,
                 batch.max_batch_size or 64,
@@ -228,15 +280,36 @@ def main(argv: list[str] | None = None) -> int:
             route_prefix="/hand",
             blocking=False,
         )
-        a = measure({"graphops": ours.url, "hand_serve": f"{base}/hand"}, body, args)
+
+    def graphops_vs_hand(self) -> dict[str, Any]:
+        """(a) The digits graph compiled by graphops vs the same work written by hand."""
+        from graphops.graph import load_graph
+        from graphops.runtime.online import deploy, undeploy
+
+        print("(a) graphops vs a hand-written Serve app", flush=True)
+        digits = load_graph(self.repo, "digits")
+        ours = deploy(digits, self.registry, port=self.port, cpu_budget=CPU_BUDGET)
+        self._hand(ours)
+        a = measure({"graphops": ours.url, "hand_serve": f"{self.base}/hand"}, self.body, self.args)
         undeploy(ours.name)
+        undeploy("hand")
+        return {"systems": a, "ratios": ratios(a, "graphops", "hand_serve")}
+
+    def hand_vs_uvicorn(self) -> dict[str, Any]:
+        """(c) The hand-written Serve app vs plain FastAPI/uvicorn (what Serve costs)."""
+        from graphops.graph import load_graph
+        from graphops.runtime.online import deploy, free_port, undeploy
 
         print("(c) hand-written Serve app vs plain FastAPI/uvicorn", flush=True)
+        digits = load_graph(self.repo, "digits")
+        ours = deploy(digits, self.registry, port=self.port, cpu_budget=CPU_BUDGET)
+        self._hand(ours)  # shaped like graphops' deployments, then graphops steps aside
+        undeploy(ours.name)
         uvicorn_port = free_port()
         env = os.environ | {
-            "BENCH_REPO": str(repo),
-            "BENCH_SOURCE": pinned.source,
-            "BENCH_TRACKING_URI": registry.tracking_uri,
+            "BENCH_REPO": str(self.repo),
+            "BENCH_SOURCE": self.pinned.source,
+            "BENCH_TRACKING_URI": self.registry.tracking_uri,
         }
         server = subprocess.Popen(
             [
@@ -256,65 +329,72 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
         )
         try:
-            wait_http(f"http://127.0.0.1:{uvicorn_port}/digits", body.read_bytes())
+            wait_http(f"http://127.0.0.1:{uvicorn_port}/digits", self.body.read_bytes())
             c = measure(
                 {
-                    "hand_serve": f"{base}/hand",
+                    "hand_serve": f"{self.base}/hand",
                     "uvicorn": f"http://127.0.0.1:{uvicorn_port}/digits",
                 },
-                body,
-                args,
+                self.body,
+                self.args,
             )
         finally:
             server.terminate()
             server.wait(timeout=30)
         undeploy("hand")
+        return {"systems": c, "ratios": ratios(c, "hand_serve", "uvicorn")}
+
+    def fused_vs_unfused(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """(b) Three CPU nodes before the model, compiled with and without fusion."""
+        from graphops.graph import load_graph
+        from graphops.runtime.online import deploy, undeploy
 
         print("(b) fused vs unfused (3 CPU nodes before the model)", flush=True)
-        pipeline = load_graph(repo, "pipeline")
-        fused = deploy(
-            pipeline, registry, name="fused", route="/fused", port=port, cpu_budget=CPU_BUDGET
-        )
+        pipeline = load_graph(self.repo, "pipeline")
+        common = {"port": self.port, "cpu_budget": CPU_BUDGET}
+        fused = deploy(pipeline, self.registry, name="fused", route="/fused", **common)
         unfused = deploy(
-            pipeline,
-            registry,
-            name="unfused",
-            route="/unfused",
-            port=port,
-            fuse=False,
-            cpu_budget=CPU_BUDGET,
+            pipeline, self.registry, name="unfused", route="/unfused", fuse=False, **common
         )
-        b = measure({"fused": fused.url, "unfused": unfused.url}, body, args)
-        result["deployments"] = {
-            "fused": len(fused.deployments),
-            "unfused": len(unfused.deployments),
-        }
+        b = measure({"fused": fused.url, "unfused": unfused.url}, self.body, self.args)
+        counts = {"fused": len(fused.deployments), "unfused": len(unfused.deployments)}
         undeploy("fused")
         undeploy("unfused")
-        serve.shutdown()
+        return {"systems": b, "ratios": ratios(b, "fused", "unfused")}, counts
 
-    result["a_graphops_vs_hand_serve"] = {
-        "systems": a,
-        "ratios": ratios(a, "graphops", "hand_serve"),
-    }
-    result["b_fused_vs_unfused"] = {"systems": b, "ratios": ratios(b, "fused", "unfused")}
-    result["c_hand_serve_vs_uvicorn"] = {"systems": c, "ratios": ratios(c, "hand_serve", "uvicorn")}
-    ra, rb = result["a_graphops_vs_hand_serve"]["ratios"], result["b_fused_vs_unfused"]["ratios"]
-    result["verdict"] = {
-        "a_p50": ra["p50"] <= TARGETS["p50"],
-        "a_p99": ra["p99"] <= TARGETS["p99"],
-        "a_throughput": ra["throughput"] >= TARGETS["throughput"],
-        "b_fusion_throughput": rb["throughput"] >= TARGETS["fusion_throughput"],
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: result[k]["ratios"] for k in result if k[:2] in ("a_", "b_", "c_")}, indent=2
+    def experiment_vs_single(self) -> dict[str, Any]:
+        """(d) A 2-arm experiment on the stable route (router hop) vs one version alone."""
+        from ray import serve
+
+        from graphops.graph import load_graph
+        from graphops.runtime._traffic import RouteArm, RouterConfig
+        from graphops.runtime.online import deploy, undeploy
+        from graphops.runtime.router import RouterArgs, router_app
+
+        print("(d) a 2-arm experiment (router) vs a single version", flush=True)
+        digits = load_graph(self.repo, "digits")
+        common = {"port": self.port, "cpu_budget": CPU_BUDGET}
+        single = deploy(digits, self.registry, **common)
+        other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
+        config = RouterConfig(
+            experiment="bench",
+            arms=(
+                RouteArm(version="a", app=single.name, weight=50),
+                RouteArm(version="b", app=other.name, weight=50),
+            ),
+            sticky_key="pixels",
         )
-    )
-    print(f"verdict: {result['verdict']}; written to {args.out}")
-    return 0
+        args = RouterArgs(graph="digits", route="/split")
+        serve.run(router_app(args, config), name="split", route_prefix="/split", blocking=False)
+        wait_http(f"{self.base}/split", self.body.read_bytes())
+        d = measure(
+            {"experiment": f"{self.base}/split", "single": single.url}, self.body, self.args
+        )
+        for name in ("split", single.name, other.name):
+            undeploy(name)
+        figures = ratios(d, "experiment", "single")
+        figures["p50_added_ms"] = d["experiment"]["p50_ms"] - d["single"]["p50_ms"]
+        return {"systems": d, "ratios": figures}
 
 
 if __name__ == "__main__":
