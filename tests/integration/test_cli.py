@@ -46,10 +46,7 @@ def test_demo_trains_plans_runs_and_passes_the_gate(tmp_path: Path, repo_copy: P
     assert "a list of 3 -> 200 [{" in out  # a real HTTP request to the served graph
     assert "digits: not promotable from here" in out  # the copy is no git checkout
     assert (repo / ".graphops" / "mlflow.db").is_file()
-    # Re-running is safe: the identical model is reused, not registered again.
-    second = graphops(repo, "demo")
-    assert second.returncode == 0, second.stderr
-    assert "registered models:/digits/1 as @champion" in second.stdout
+    # Re-running reuses the identical model: test_registry covers it without a second demo.
 
 
 def test_run_writes_outputs_and_reports_bad_rows(
