@@ -40,6 +40,7 @@ from graphops.environments import (
     write_release,
 )
 from graphops.errors import ExperimentError
+from graphops.graph import load_graph
 from graphops.registry import Registry
 
 
@@ -92,7 +93,7 @@ def _candidate(
             if upstream.traffic.shadow is not None:
                 s = upstream.traffic.shadow
                 offered[s.lock.version] = (s.lock, s.promoted_at)
-        wanted = version or next(iter(offered))
+        wanted = version or load_graph(repo, graph).graph.version  # the checkout's version
         if wanted not in offered:
             raise ExperimentError(
                 f"{graph} {wanted} runs nowhere in {env.policy.upstream}, which {env_name} "
