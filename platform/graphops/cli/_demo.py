@@ -107,6 +107,10 @@ def demo(
     for pkg in packages:
         with _step(f"{pkg.name}: serve on Ray Serve and answer real HTTP requests", timings):
             _serve_and_ask(pkg, registry)
+    first = next((p for p in packages if p.validation_dataset is not None), None)
+    if first is not None:
+        with _step(f"{first.name}: an A/A experiment behind the router (90/10, sticky)", timings):
+            _experiment_demo(first, registry)
     with _step("GitOps: what promoting to dev would pin (dry run: nothing written)", timings):
         _promotion_preview(repo, [p.name for p in packages], registry)
     failed = _summary(packages, runs, validated, timings, registry.tracking_uri)
@@ -140,6 +144,75 @@ def _serve_and_ask(pkg: Any, registry: Any) -> None:
                 )
     finally:
         undeploy(online.name)
+
+
+def _experiment_demo(pkg: Any, registry: Any) -> None:
+    """Two applications of the same graph behind the experiment router, 90/10 by a sticky key.
+
+    An A/A test (both arms run the same version) shows the machinery of `graphops experiment`
+    without a second version: the split, stickiness, the arm header and the per-arm report.
+    """
+    import requests
+    from ray import serve
+
+    from graphops.runtime import read_rows
+    from graphops.runtime._traffic import RouteArm, RouterConfig
+    from graphops.runtime.online import deploy, free_port, undeploy
+    from graphops.runtime.router import RouterArgs, router_app
+
+    from ._experiment import report_table
+
+    key = pkg.graph.request_fields[0]
+    common = {"port": free_port(), "cpu_budget": 0.75}  # two applications on a small machine
+    names = [f"{pkg.name}-{arm}" for arm in ("a", "b")]
+    apps = []
+    try:
+        for name in names:
+            apps.append(deploy(pkg, registry, name=name, route=f"/_graphops/arm/{name}", **common))
+        config = RouterConfig(
+            experiment=f"{pkg.name}-demo",
+            arms=(
+                RouteArm(version="a", app=names[0], weight=90),
+                RouteArm(version="b", app=names[1], weight=10),
+            ),
+            sticky_key=key,
+        )
+        route = f"/{pkg.name}"
+        serve.run(
+            router_app(RouterArgs(graph=pkg.name, route=route), config),
+            name=f"{pkg.name}-router",
+            route_prefix=route,
+        )
+        url = apps[0].url.split("/_graphops/")[0] + route
+        rows = [
+            {f: r[f] for f in pkg.graph.request_fields} for r in read_rows(pkg.validation_dataset)
+        ]
+        arms: list[str] = []
+        for chunk in (rows[i : i + 60] for i in range(0, len(rows), 60)):
+            arms += _arms(requests.post(url, json=chunk, timeout=60), len(chunk))
+        first = rows[:60]
+        sticky = _arms(requests.post(url, json=first, timeout=60), len(first)) == arms[:60]
+        console.print(
+            f"{len(rows)} rows by {key}: a {arms.count('a')}, b {arms.count('b')}; "
+            f"the same 60 rows again went to the same arms: {'yes' if sticky else 'NO'}"
+        )
+        time.sleep(1.5)  # router replicas flush their counters every second
+        console.print(report_table(requests.get(f"{url}/experiment", timeout=30).json()))
+        console.print(
+            "In an environment this is `graphops experiment start <graph> --env dev --weight 10` "
+            "(docs/experiments.md)."
+        )
+    finally:
+        for name in [f"{pkg.name}-router", *names]:
+            undeploy(name)
+
+
+def _arms(answer: Any, rows: int) -> list[str]:
+    """The arm of each row of a list answer (the header names one, or one per row)."""
+    if answer.status_code != 200:
+        raise GraphOpsError(f"The router answered {answer.status_code}: {answer.text[:300]}")
+    got = answer.headers["x-graphops-arm"].split(",")
+    return got * rows if len(got) == 1 else got
 
 
 def _promotion_preview(repo: Any, names: list[str], registry: Any) -> None:
