@@ -54,6 +54,7 @@ def demo(
     deterministic and an identical model version is reused rather than registered again.
     """
     from graphops.runtime import read_rows, run_local
+    from graphops.runtime.online import undeploy
     from graphops.validation import markdown, validate_graphs, validated_commit
 
     settings = ctx.obj
@@ -104,13 +105,14 @@ def demo(
         path.write_text(markdown(report))
         console.print(f"Markdown report: {path}")
     validated = {g.graph: g for g in report.graphs}
+    first = next((p for p in packages if p.validation_dataset is not None), None)
     for pkg in packages:
         with _step(f"{pkg.name}: serve on Ray Serve and answer real HTTP requests", timings):
-            _serve_and_ask(pkg, registry)
-    first = next((p for p in packages if p.validation_dataset is not None), None)
-    if first is not None:
-        with _step(f"{first.name}: an A/A experiment behind the router (90/10, sticky)", timings):
-            _experiment_demo(first, registry)
+            online = _serve_and_ask(pkg, registry)
+        if pkg is first:  # the served application becomes arm "a" of an experiment
+            with _step(f"{pkg.name}: an A/A experiment behind the router (90/10, sticky)", timings):
+                _experiment_demo(pkg, registry, online)
+        undeploy(online.name)
     with _step("GitOps: what promoting to dev would pin (dry run: nothing written)", timings):
         _promotion_preview(repo, [p.name for p in packages], registry)
     failed = _summary(packages, runs, validated, timings, registry.tracking_uri)
@@ -119,14 +121,15 @@ def demo(
         raise typer.Exit(1)
 
 
-def _serve_and_ask(pkg: Any, registry: Any) -> None:
+def _serve_and_ask(pkg: Any, registry: Any) -> Any:
     """Deploy the graph as a Serve application, send one request and a list, show the answers."""
     import requests
 
     from graphops.runtime import read_rows
     from graphops.runtime.online import deploy, free_port, undeploy
 
-    online = deploy(pkg, registry, port=free_port())
+    # At most 0.75 CPU per application: a second one (the experiment's arm "b") fits beside it.
+    online = deploy(pkg, registry, port=free_port(), cpu_budget=0.75)
     try:
         console.print(deployments_table(online.deployments, f"{pkg.name}: Serve deployments"))
         console.print(f"POST {online.url}   OpenAPI {online.openapi_url}")
@@ -142,33 +145,35 @@ def _serve_and_ask(pkg: Any, registry: Any) -> None:
                     fix="See the answer above.",
                     graph=pkg.name,
                 )
-    finally:
+    except BaseException:
         undeploy(online.name)
+        raise
+    return online
 
 
-def _experiment_demo(pkg: Any, registry: Any) -> None:
+def _experiment_demo(pkg: Any, registry: Any, arm_a: Any) -> None:
     """Two applications of the same graph behind the experiment router, 90/10 by a sticky key.
 
     An A/A test (both arms run the same version) shows the machinery of `graphops experiment`
     without a second version: the split, stickiness, the arm header and the per-arm report.
+    ``arm_a`` is the application already serving the graph; arm "b" is started beside it.
     """
     import requests
     from ray import serve
 
     from graphops.runtime import read_rows
     from graphops.runtime._traffic import RouteArm, RouterConfig
-    from graphops.runtime.online import deploy, free_port, undeploy
+    from graphops.runtime.online import deploy, undeploy
     from graphops.runtime.router import RouterArgs, router_app
 
     from ._experiment import report_table
 
     key = pkg.graph.request_fields[0]
-    common = {"port": free_port(), "cpu_budget": 0.75}  # two applications on a small machine
-    names = [f"{pkg.name}-{arm}" for arm in ("a", "b")]
-    apps = []
+    names = [arm_a.name, f"{pkg.name}-b"]
     try:
-        for name in names:
-            apps.append(deploy(pkg, registry, name=name, route=f"/_graphops/arm/{name}", **common))
+        arm_b = deploy(
+            pkg, registry, name=names[1], route=f"/_graphops/arm/{names[1]}", cpu_budget=0.75
+        )
         config = RouterConfig(
             experiment=f"{pkg.name}-demo",
             arms=(
@@ -177,13 +182,14 @@ def _experiment_demo(pkg: Any, registry: Any) -> None:
             ),
             sticky_key=key,
         )
-        route = f"/{pkg.name}"
+        route = f"/{pkg.name}-experiment"
         serve.run(
             router_app(RouterArgs(graph=pkg.name, route=route), config),
             name=f"{pkg.name}-router",
             route_prefix=route,
         )
-        url = apps[0].url.split("/_graphops/")[0] + route
+        url = arm_b.url.split("/_graphops/")[0] + route
+        console.print(f"router: POST {url} -> a ({names[0]}) 90%, b ({names[1]}) 10%")
         rows = [
             {f: r[f] for f in pkg.graph.request_fields} for r in read_rows(pkg.validation_dataset)
         ]
@@ -196,6 +202,12 @@ def _experiment_demo(pkg: Any, registry: Any) -> None:
             f"{len(rows)} rows by {key}: a {arms.count('a')}, b {arms.count('b')}; "
             f"the same 60 rows again went to the same arms: {'yes' if sticky else 'NO'}"
         )
+        if not sticky:
+            raise GraphOpsError(
+                "The router sent the same rows to other arms the second time.",
+                fix="Report a bug: assignment by sticky key must be deterministic.",
+                graph=pkg.name,
+            )
         time.sleep(1.5)  # router replicas flush their counters every second
         console.print(report_table(requests.get(f"{url}/experiment", timeout=30).json()))
         console.print(
@@ -203,7 +215,7 @@ def _experiment_demo(pkg: Any, registry: Any) -> None:
             "(docs/experiments.md)."
         )
     finally:
-        for name in [f"{pkg.name}-router", *names]:
+        for name in (f"{pkg.name}-router", names[1]):
             undeploy(name)
 
 
