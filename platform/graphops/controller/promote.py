@@ -338,6 +338,8 @@ def promote(
         result.traffic, result.notes = carry_experiment(
             registry, env, graph, upstream, current, now
         )
+    if result.traffic is None and current is not None and current.lock == lock:
+        result.traffic = current.traffic  # re-promoting the control keeps its experiment
     unchanged = (
         current is not None
         and current.lock == lock
