@@ -214,10 +214,18 @@ def test_merge_promote_to_dev_apply_and_answer(
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": scaled}}))
     render(ci, "dev").write()
     changes = {c.deployment: c for c in diff(ci, "dev")}
-    assert changes["logits"].change == "in place" and changes["logits"].why == "replicas"
+    assert changes["logits"].change == "in place" and changes["logits"].why == "num_replicas"
     assert changes["logits"].cpus > 0 and changes["ingress"].change == "unchanged"
+    before = replicas(ci)
+    commit_all(ci, "digits: 2 logits replicas")
+    scaled_up = apply(ci, "dev", timeout_s=240)
+    assert scaled_up.updated and not scaled_up.started  # a lightweight update of Serve
+    after = replicas(ci)
+    [app] = after
+    assert before[app] < after[app] and len(after[app]) == 3  # one more, none restarted
     with git.Repo(ci) as r:
-        r.git.checkout("--", "environments")
+        r.git.revert("--no-edit", "HEAD")
+    apply(ci, "dev", timeout_s=240)
     [row] = status(ci, "dev")
     assert (row.live, row.drift, row.version) == ("RUNNING", False, "1.0.0")
 

@@ -86,3 +86,30 @@ def test_lock_id_changes_with_models_not_with_scaling() -> None:
     assert app_name("digits", base.lock) == app_name("digits", scaled.lock)
     assert app_name("digits", base.lock) != app_name("digits", other_model.lock)
     assert app_name("digits", base.lock).startswith("digits-1.0.0-")
+
+
+def test_scaling_overrides_go_to_serve_resources_to_the_builder(repo: Path) -> None:
+    import yaml
+
+    from graphops.runtime.online import DeploymentOverride
+
+    overrides = {
+        "logits": DeploymentOverride(replicas=2, max_ongoing_requests=16),
+        "ingress": DeploymentOverride(min_replicas=1, max_replicas=4, cpus=0.2),
+    }
+    entry = ReleaseEntry(
+        lock=lock(),
+        promoted_at=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC),
+        deployments=overrides,
+    )
+    write_release(repo, "dev", Release(graphs={"digits": entry}))
+    [app] = yaml.safe_load(render(repo, "dev").files[repo / "environments/dev/serve.yaml"])[
+        "applications"
+    ]
+    # Serve applies these in place (lightweight updates): no replica restarts.
+    assert app["deployments"] == [
+        {"name": "ingress", "autoscaling_config": {"min_replicas": 1, "max_replicas": 4}},
+        {"name": "logits", "num_replicas": 2, "max_ongoing_requests": 16},
+    ]
+    # Resources change the replicas themselves: they stay with the builder.
+    assert app["args"]["deployments"] == {"ingress": {"cpus": 0.2}}

@@ -18,6 +18,7 @@ and removed only with ``correct_drift``.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ from typing import Any
 import requests
 
 from graphops.controller.cluster import Cluster, serve_url, upload_packages
+from graphops.controller.promote import stage_code
 from graphops.controller.render import render, serve_config, versions
-from graphops.environments import load_environment, load_release
-from graphops.errors import ApplyError, ConfigError
+from graphops.environments import GraphLock, load_environment, load_release, release_path
+from graphops.errors import ApplyError, ConfigError, did_you_mean
 
 CANDIDATE = "/_graphops/candidate/"
 PREVIOUS = "/_graphops/previous/"
@@ -64,6 +66,60 @@ def graph_of(app: dict[str, Any]) -> str | None:
     return args.get("graph") if app.get("import_path", "").startswith("graphops.") else None
 
 
+def deployment_specs_at(repo: Path, lock: GraphLock | None, app: dict[str, Any]) -> dict[str, Any]:
+    """Deployment name -> DeploymentSpec of an application, from the graph code at its commit.
+
+    ``lock`` None means the experiment router (one small deployment).
+    """
+    from graphops.graph import Scaling, load_graph
+    from graphops.plan import plan
+    from graphops.runtime._args import AppArgs
+    from graphops.runtime._deployments import DeploymentSpec
+    from graphops.runtime.online import specs_for
+    from graphops.runtime.router import DEPLOYMENT, ROUTER_CPUS, ROUTER_MAX_ONGOING
+
+    if lock is None:
+        router = DeploymentSpec(
+            name=DEPLOYMENT,
+            stages=(),
+            nodes=(),
+            cpus=ROUTER_CPUS,
+            scaling=Scaling(),
+            max_ongoing_requests=ROUTER_MAX_ONGOING,
+        )
+        return {DEPLOYMENT: router}
+    with tempfile.TemporaryDirectory(prefix="graphops-specs-") as tmp:
+        code = stage_code(repo, app["args"]["graph"], lock.commit, Path(tmp))
+        package = load_graph(code, app["args"]["graph"])
+        args = AppArgs.model_validate(app["args"])
+        return {s.name: s for s in specs_for(plan(package.graph, fuse=args.fuse), args)}
+
+
+def check_overrides(repo: Path, env_name: str) -> None:
+    """Refuse scaling overrides that name no deployment of their graph version (before Serve does).
+
+    Raises:
+        ConfigError: Naming release.yaml, the graph, the override and the deployments there are.
+    """
+    release = load_release(repo, env_name)
+    env = load_environment(repo, env_name)
+    apps = {a["name"]: a for a in serve_config(env, release)["applications"]}
+    for graph, entry in release.graphs.items():
+        for version in versions(graph, entry):
+            if not version.deployments:
+                continue
+            known = list(deployment_specs_at(repo, version.lock, apps[version.app]))
+            for name in version.deployments:
+                if name not in known:
+                    raise ConfigError(
+                        f'{graph} {version.lock.version} has no deployment "{name}" to override; '
+                        f"it has {', '.join(known)}.{did_you_mean(name, known)}",
+                        fix="Fix the deployments: of that graph in release.yaml (see "
+                        "`graphops plan`).",
+                        file=release_path(repo, env_name),
+                    )
+
+
 def apply(
     repo: Path,
     env_name: str,
@@ -85,6 +141,7 @@ def apply(
             f"The rendered files of {env_name} are stale: {', '.join(p.name for p in stale)}.",
             fix=f"Run `graphops render --env {env_name}` and commit the result.",
         )
+    check_overrides(repo, env_name)
     env = load_environment(repo, env_name)
     release = load_release(repo, env_name)
     desired = serve_config(env, release)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from graphops.controller.apply import comparable, graph_of
+from graphops.controller.apply import comparable, deployment_specs_at, graph_of
 from graphops.controller.cluster import Cluster
-from graphops.controller.promote import stage_code
 from graphops.controller.render import router_name, serve_config, versions
 from graphops.environments import (
-    GraphLock,
     ReleaseEntry,
     environment_names,
     load_environment,
@@ -22,7 +19,7 @@ from graphops.environments import (
 from graphops.errors import GraphOpsError
 
 Change = Literal["in place", "replica restart", "new", "removed", "unchanged"]
-_IN_PLACE = {"replicas", "min_replicas", "max_replicas", "max_ongoing_requests", "route"}
+_IN_PLACE = {"num_replicas", "autoscaling_config", "max_ongoing_requests", "user_config", "route"}
 
 
 class DeploymentChange(BaseModel):
@@ -34,32 +31,6 @@ class DeploymentChange(BaseModel):
     why: Annotated[str, Field(description="What differs.")] = ""
     cpus: Annotated[float, Field(description="CPU delta (all replicas).")] = 0.0
     gpus: Annotated[float, Field(description="GPU delta (all replicas).")] = 0.0
-
-
-def _specs(repo: Path, lock: GraphLock | None, app: dict[str, Any]) -> dict[str, Any]:
-    """Deployment name -> DeploymentSpec of an application, from the graph code at its commit."""
-    from graphops.graph import Scaling, load_graph
-    from graphops.plan import plan
-    from graphops.runtime._args import AppArgs
-    from graphops.runtime._deployments import DeploymentSpec
-    from graphops.runtime.online import specs_for
-    from graphops.runtime.router import DEPLOYMENT, ROUTER_CPUS, ROUTER_MAX_ONGOING
-
-    if lock is None:  # a router: one small deployment, its arms in user_config
-        router = DeploymentSpec(
-            name=DEPLOYMENT,
-            stages=(),
-            nodes=(),
-            cpus=ROUTER_CPUS,
-            scaling=Scaling(),
-            max_ongoing_requests=ROUTER_MAX_ONGOING,
-        )
-        return {DEPLOYMENT: router}
-    with tempfile.TemporaryDirectory(prefix="graphops-diff-") as tmp:
-        code = stage_code(repo, app["args"]["graph"], lock.commit, Path(tmp))
-        package = load_graph(code, app["args"]["graph"])
-        args = AppArgs.model_validate(app["args"])
-        return {s.name: s for s in specs_for(plan(package.graph, fuse=args.fuse), args)}
 
 
 def _live_deployments(details: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -77,9 +48,30 @@ def _live_deployments(details: dict[str, Any]) -> dict[str, tuple[float, float]]
 
 
 def _code(app: dict[str, Any]) -> dict[str, Any]:
-    """What restarts replicas when it changes: all but the route and the scaling overrides."""
+    """What restarts every replica when it changes: all but the route and per-deployment parts."""
     args = {k: v for k, v in (app.get("args") or {}).items() if k != "deployments"}
-    return {k: v for k, v in app.items() if k not in ("args", "route_prefix")} | {"args": args}
+    skip = ("args", "route_prefix", "deployments")
+    return {k: v for k, v in app.items() if k not in skip} | {"args": args}
+
+
+def _override(app: dict[str, Any], deployment: str) -> dict[str, Any]:
+    """One deployment's overrides in an application config: resources (args) and scaling (config)."""
+    out = dict(((app.get("args") or {}).get("deployments") or {}).get(deployment) or {})
+    for entry in app.get("deployments") or []:
+        if entry.get("name") == deployment:
+            out |= {k: v for k, v in entry.items() if k != "name"}
+    return out
+
+
+def _replicas(override: dict[str, Any], declared: int) -> int:
+    """Replicas a deployment starts with under its overrides."""
+    bounds = override.get("autoscaling_config") or {}
+    return int(
+        override.get("num_replicas")
+        or bounds.get("initial_replicas")
+        or bounds.get("min_replicas")
+        or declared
+    )
 
 
 def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
@@ -92,10 +84,10 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
     changes: list[DeploymentChange] = []
     for name, app in wanted.items():
         lock = locks.get(name)
-        specs = _specs(repo, lock, app)
+        specs = deployment_specs_at(repo, lock, app)
         if name not in live:
             for spec in specs.values():
-                r = spec.scaling.replicas
+                r = _replicas(_override(app, spec.name), spec.scaling.replicas)
                 changes.append(
                     DeploymentChange(
                         app=name,
@@ -111,8 +103,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
         after = comparable(app)
         live_res = _live_deployments(live[name])
         for spec in specs.values():
-            old_o = ((before.get("args") or {}).get("deployments") or {}).get(spec.name, {})
-            new_o = ((after.get("args") or {}).get("deployments") or {}).get(spec.name, {})
+            old_o, new_o = _override(before, spec.name), _override(after, spec.name)
             if lock is None:  # the router: only its user_config (arms, weights) may differ
                 moved = before.get("deployments") != after.get("deployments")
                 changes.append(
@@ -129,7 +120,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
             if before.get("route_prefix") != after.get("route_prefix"):
                 keys.add("route")  # moving a route is in place (measured: no failed request)
             cpus, gpus = live_res.get(spec.name, (0.0, 0.0))
-            r = spec.scaling.replicas
+            r = _replicas(new_o, spec.scaling.replicas)
             delta = {"cpus": spec.cpus * r - cpus, "gpus": spec.gpus * r - gpus}
             if other_before != other_after:
                 changes.append(

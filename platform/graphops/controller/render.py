@@ -110,7 +110,7 @@ def application(
         tracking_uri=env.code.tracking_uri,
         cpu_only=not env.cluster.gpus,
         cpu_budget=env.cluster.app_cpu_budget,
-        deployments=version.deployments,
+        deployments=resource_overrides(version.deployments),
         route=f"/{graph}",
         example=lock.example,
     )
@@ -128,6 +128,44 @@ def application(
     }
     if runtime_env:
         out["runtime_env"] = runtime_env
+    scaling = scaling_overrides(version.deployments)
+    if scaling:
+        out["deployments"] = scaling
+    return out
+
+
+_SCALING = ("replicas", "min_replicas", "max_replicas", "max_ongoing_requests")
+
+
+def resource_overrides(overrides: dict[str, DeploymentOverride]) -> dict[str, DeploymentOverride]:
+    """The overrides the builder applies (CPUs, GPUs): changing them restarts replicas."""
+    out = {}
+    for name, o in overrides.items():
+        if o.cpus is not None or o.gpus is not None:
+            out[name] = o.model_copy(update=dict.fromkeys(_SCALING))
+    return out
+
+
+def scaling_overrides(overrides: dict[str, DeploymentOverride]) -> list[dict[str, Any]]:
+    """The overrides Serve applies in place, as the config's ``deployments`` entries.
+
+    Replicas, autoscaling bounds and ``max_ongoing_requests`` are Serve's lightweight updates:
+    put in the config (not in the builder's args) they change without restarting a replica.
+    """
+    out = []
+    for name, o in sorted(overrides.items()):
+        entry: dict[str, Any] = {"name": name}
+        if o.min_replicas is not None or o.max_replicas is not None:
+            bounds = {"min_replicas": o.min_replicas, "max_replicas": o.max_replicas}
+            if o.replicas is not None:
+                bounds["initial_replicas"] = o.replicas
+            entry["autoscaling_config"] = {k: v for k, v in bounds.items() if v is not None}
+        elif o.replicas is not None:
+            entry["num_replicas"] = o.replicas
+        if o.max_ongoing_requests is not None:
+            entry["max_ongoing_requests"] = o.max_ongoing_requests
+        if len(entry) > 1:
+            out.append(entry)
     return out
 
 
