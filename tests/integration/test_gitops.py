@@ -214,17 +214,28 @@ def test_merge_promote_to_dev_apply_and_answer(
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": scaled}}))
     render(ci, "dev").write()
     changes = {c.deployment: c for c in diff(ci, "dev")}
-    assert changes["logits"].change == "in place" and changes["logits"].why == "num_replicas"
+    # The first scaling override of a deployment restarts it once (see controller/inspect.py).
+    assert changes["logits"].change == "replica restart"
+    assert changes["logits"].why == "first or last scaling override, num_replicas"
     assert changes["logits"].cpus > 0 and changes["ingress"].change == "unchanged"
-    before = replicas(ci)
     commit_all(ci, "digits: 2 logits replicas")
+    assert apply(ci, "dev", timeout_s=240).updated
+    before = replicas(ci)
+    release = load_release(ci, "dev")
+    entry = release.graphs["digits"]
+    more = entry.model_copy(update={"deployments": {"logits": DeploymentOverride(replicas=3)}})
+    write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": more}}))
+    render(ci, "dev").write()
+    changes = {c.deployment: c for c in diff(ci, "dev")}
+    assert (changes["logits"].change, changes["logits"].why) == ("in place", "num_replicas")
+    commit_all(ci, "digits: 3 logits replicas")
     scaled_up = apply(ci, "dev", timeout_s=240)
-    assert scaled_up.updated and not scaled_up.started  # a lightweight update of Serve
+    assert scaled_up.updated and not scaled_up.started  # Serve's lightweight update
     after = replicas(ci)
     [app] = after
-    assert before[app] < after[app] and len(after[app]) == 3  # one more, none restarted
+    assert before[app] < after[app] and len(after[app]) == 4  # one more, none restarted
     with git.Repo(ci) as r:
-        r.git.revert("--no-edit", "HEAD")
+        r.git.revert("--no-edit", "HEAD~2..HEAD")  # back to no override
     apply(ci, "dev", timeout_s=240)
     [row] = status(ci, "dev")
     assert (row.live, row.drift, row.version) == ("RUNNING", False, "1.0.0")

@@ -63,6 +63,10 @@ def _override(app: dict[str, Any], deployment: str) -> dict[str, Any]:
     return out
 
 
+def _listed(app: dict[str, Any], deployment: str) -> bool:
+    return any(e.get("name") == deployment for e in app.get("deployments") or [])
+
+
 def _replicas(override: dict[str, Any], declared: int) -> int:
     """Replicas a deployment starts with under its overrides."""
     bounds = override.get("autoscaling_config") or {}
@@ -119,6 +123,11 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
             keys = {k for k in set(old_o) | set(new_o) if old_o.get(k) != new_o.get(k)}
             if before.get("route_prefix") != after.get("route_prefix"):
                 keys.add("route")  # moving a route is in place (measured: no failed request)
+            if _listed(before, spec.name) != _listed(after, spec.name) and after.get("runtime_env"):
+                # Serve merges the application's runtime_env into the actor options of the
+                # deployments its config lists, only those: listing one (its first scaling
+                # override) or unlisting it changes its actor options, so its replicas restart.
+                keys.add("first or last scaling override")
             cpus, gpus = live_res.get(spec.name, (0.0, 0.0))
             r = _replicas(new_o, spec.scaling.replicas)
             delta = {"cpus": spec.cpus * r - cpus, "gpus": spec.gpus * r - gpus}
