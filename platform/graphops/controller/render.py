@@ -70,6 +70,7 @@ def application(
         deployments=entry.deployments,
         route=f"/{graph}",
         example=lock.example,
+        features=env.features,
     )
     runtime_env: dict[str, Any] = {}
     if working_dir:

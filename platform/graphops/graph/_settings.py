@@ -104,6 +104,19 @@ class Metric(_Settings):
             "(absolute; direction from the gate: higher is better with min, lower with max).",
         ),
     ] = 0.0
+    beats: Annotated[
+        str | None,
+        Field(
+            description="Column of the validation dataset holding a reference's predictions "
+            "(e.g. a popularity ranking): the gate also requires this metric to be strictly "
+            "better on `column` than on that column."
+        ),
+    ] = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Direction of the metric: lower is better only when the gate is a bare ``max``."""
+        return not (self.max is not None and self.min is None)
 
     @model_validator(mode="after")
     def _known(self) -> Metric:
