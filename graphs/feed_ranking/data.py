@@ -80,9 +80,7 @@ def world() -> World:
         mix=mix,
         quality=quality,
         age_days=age_days.astype(np.float32),
-        member_topics=np.clip(taste + rng.normal(0, 0.05, taste.shape), 0, None).astype(
-            np.float32
-        ),
+        member_topics=np.clip(taste + rng.normal(0, 0.05, taste.shape), 0, None).astype(np.float32),
         member_activity=rng.gamma(2.0, 3.0, MEMBERS).astype(np.float32),
         member_tenure_days=rng.integers(1, 3000, MEMBERS).astype(np.float32),
         item_topics=np.clip(mix + rng.normal(0, 0.05, mix.shape), 0, None).astype(np.float32),

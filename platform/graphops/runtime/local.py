@@ -84,7 +84,11 @@ class LocalRunner:
                     features.prepare(n.table)
                 except GraphOpsError as exc:
                     raise type(exc)(
-                        exc.what, fix=exc.fix, graph=graph.name, node=n.name, file=exc.file or n.file
+                        exc.what,
+                        fix=exc.fix,
+                        graph=graph.name,
+                        node=n.name,
+                        file=exc.file or n.file,
                     ) from exc
         self.graph = graph
         self.models = dict(models)
