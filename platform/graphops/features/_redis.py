@@ -30,15 +30,18 @@ def _schema(table: FeatureTable) -> str:
     return json.dumps({"key": table.key, "record": table.record_dtype().descr}, sort_keys=True)
 
 
-def _client(config: RedisConfig, timeout_s: float | None) -> Any:
-    try:
-        import redis
-    except ImportError as exc:  # pragma: no cover - redis is a dependency
-        raise FeatureStoreError(
-            "The redis client library is not installed.", fix="pip install redis"
-        ) from exc
+def _client(config: RedisConfig, timeout_s: float | None, *, retries: bool = False) -> Any:
+    """A client; lookups never retry (a retry cannot fit in their timeout), the loader does."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    extra = {} if retries else {"retry": Retry(NoBackoff(), 0)}
     return redis.Redis.from_url(
-        config.resolved_url(), socket_timeout=timeout_s, socket_connect_timeout=timeout_s or 5
+        config.resolved_url(),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s or 5,
+        **extra,
     )
 
 
@@ -140,7 +143,7 @@ def load_tables(config: RedisConfig, root: Path, tables: Iterable[FeatureTable])
     """
     import redis
 
-    client = _client(config, 30)
+    client = _client(config, 30, retries=True)
     counts = {}
     try:
         for table in tables:

@@ -78,3 +78,5 @@ def local_redis(port: int | None = None, *, timeout_s: float = 10.0) -> Iterator
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
