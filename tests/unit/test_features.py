@@ -209,3 +209,28 @@ def test_the_environment_picks_the_store(tmp_path: Path) -> None:
         FeaturesConfig(store="redis")
     with pytest.raises(ValidationError, match="extra"):
         FeaturesConfig.model_validate({"store": "embedded", "feast": {}})
+
+
+# -- a gate against a reference column (popularity baseline) -----------------------------------
+
+
+def _mean_first(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.asarray(labels)[np.arange(len(labels)), np.argmax(predictions, 1)]))
+
+
+def test_a_metric_must_beat_its_reference_column() -> None:
+    from graphops import Metric, Validation
+    from graphops.errors import InputDataError
+    from graphops.graph import evaluate
+
+    metric = Metric(name="hit", column="scores", fn=_mean_first, min=0.1, beats="popular")
+    validation = Validation(dataset="v.parquet", label="truth", metrics=[metric])
+    truth = np.array([[0, 1], [1, 0]])
+    columns = {"truth": truth, "scores": np.array([[0, 1], [1, 0]]), "popular": np.eye(2)[[0, 0]]}
+    (result,) = evaluate(validation, columns)
+    assert (result.value, result.reference, result.passed) == (1.0, 0.5, True)
+    assert result.gate == ">= 0.1 and > popular (0.5000)"
+    (worse,) = evaluate(validation, columns | {"scores": np.eye(2)[[0, 0]]})
+    assert worse.value == worse.reference and not worse.passed  # a tie does not beat it
+    with pytest.raises(InputDataError, match='must beat the column "popular"'):
+        evaluate(validation, {"truth": truth, "scores": truth})
