@@ -152,7 +152,7 @@ graph = Graph(
         label="relevance",
         metrics=[
             Metric(
-                name="ndcg@10",
+                name="ndcg_at_10",
                 column="scores",
                 fn=ndcg_at_10,
                 min=0.7,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,6 +78,8 @@ class Batching(_Settings):
     ] = 5.0
 
 
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. :/]+$")
+
 MetricFn = Callable[[Any, Any], float]
 """A user metric: ``fn(predictions, labels) -> float`` over numpy arrays."""
 
@@ -120,6 +123,11 @@ class Metric(_Settings):
 
     @model_validator(mode="after")
     def _known(self) -> Metric:
+        if not _METRIC_NAME.match(self.name):
+            raise ValueError(
+                f'Got "{self.name}" for name. Metric names are recorded in MLflow, which allows '
+                "only letters, digits and _ - . : / and spaces (e.g. ndcg_at_10)"
+            )
         builtins = (
             "accuracy",
             "mae",
