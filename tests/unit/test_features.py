@@ -234,3 +234,34 @@ def test_a_metric_must_beat_its_reference_column() -> None:
     assert worse.value == worse.reference and not worse.passed  # a tie does not beat it
     with pytest.raises(InputDataError, match='must beat the column "popular"'):
         evaluate(validation, {"truth": truth, "scores": truth})
+
+
+def test_render_carries_the_store_to_the_replicas_only_when_set(tmp_path: Path) -> None:
+    import datetime
+    import shutil
+
+    from graphops.controller.render import render
+    from graphops.environments import GraphLock, Release, ReleaseEntry, write_release
+
+    repo = tmp_path
+    shutil.copytree(Path(__file__).resolve().parents[2] / "environments", repo / "environments")
+    lock = GraphLock(
+        version="1.0.0",
+        content_hash="sha256:" + "c" * 64,
+        commit="f" * 40,
+        package="gcs://_ray_pkg_0123456789abcdef.zip",
+        platform_version="0.1.0",
+    )
+    entry = ReleaseEntry(
+        lock=lock, promoted_at=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    )
+    write_release(repo, "dev", Release(graphs={"feed_ranking": entry}))
+    render(repo, "dev").write()
+    assert "features" not in (repo / "environments/dev/serve.yaml").read_text()
+    env = repo / "environments/dev/environment.yaml"
+    env.write_text(
+        env.read_text() + "features:\n  store: redis\n  redis: {url_env: FEATURES_REDIS_URL}\n"
+    )
+    render(repo, "dev").write()
+    serve_yaml = (repo / "environments/dev/serve.yaml").read_text()
+    assert "store: redis" in serve_yaml and "url_env: FEATURES_REDIS_URL" in serve_yaml
