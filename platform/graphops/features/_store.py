@@ -124,15 +124,17 @@ class FeatureStore:
                 timeouts=int(timed_out),
                 seconds=seconds,
             )
-        out = {}
-        for name in names:
-            feature = table.features[name]
-            values = np.asarray(records[name], dtype=feature.dtype)
-            if missing_unique.any():
-                values = values.copy()
-                values[missing_unique] = np.asarray(feature.default, dtype=feature.dtype)
-            out[name] = values[inverse].reshape(keys.shape + feature.shape)
-        return out
+        if missing_unique.any():  # defaults into a private copy (fetched records may be shared)
+            records = records.copy()
+            for name in names:
+                records[name][missing_unique] = table.features[name].default
+        rows = records[inverse]  # one gather of whole records, then a contiguous view per feature
+        return {
+            name: np.ascontiguousarray(rows[name], dtype=table.features[name].dtype).reshape(
+                keys.shape + table.features[name].shape
+            )
+            for name in names
+        }
 
     def close(self) -> None:
         """Release connections (nothing for in-process stores)."""
