@@ -185,6 +185,16 @@ def test_a_runner_without_a_store_says_how_to_get_one() -> None:
         LocalRunner(graph, {})
 
 
+def test_a_store_error_names_the_graph_and_node_when_the_runner_starts(tmp_path: Path) -> None:
+    graph = Graph(
+        name="g", version="1.0.0", request=Request, response=Response, nodes=[items, best]
+    )
+    with pytest.raises(FeatureStoreError, match="does not exist") as info:
+        LocalRunner(graph, {}, features=EmbeddedStore(tmp_path))
+    assert (info.value.graph, info.value.node) == ("g", "items_lookup")
+    assert info.value.file == str(tmp_path / "items.parquet")
+
+
 def test_an_unknown_feature_suggests_the_closest() -> None:
     with pytest.raises(GraphDefinitionError, match='Did you mean "score"') as info:
         lookup("x", table=TABLE, key="k", features=["scor"])

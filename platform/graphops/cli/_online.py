@@ -76,7 +76,7 @@ def serve(
     )
     if online.args.cpu_only and any(s.resources.gpus for s in package.graph.nodes):
         console.print("[yellow]note:[/] this cluster has no GPU; GPU stages run on CPUs.")
-    if any(True for _ in _lookups(package)):
+    if _lookups(package):
         console.print(f"feature store: {online.args.features.store}")
     for node, pin in online.args.models.items():
         console.print(f"model {node}: {pin.uri} ({pin.digest[:19]})")

@@ -83,12 +83,9 @@ class LocalRunner:
                 try:
                     features.prepare(n.table)
                 except GraphOpsError as exc:
+                    at = (exc.file, exc.line) if exc.file else (n.file, n.line)
                     raise type(exc)(
-                        exc.what,
-                        fix=exc.fix,
-                        graph=graph.name,
-                        node=n.name,
-                        file=exc.file or n.file,
+                        exc.what, fix=exc.fix, graph=graph.name, node=n.name, file=at[0], line=at[1]
                     ) from exc
         self.graph = graph
         self.models = dict(models)
@@ -153,7 +150,8 @@ class LocalRunner:
         except GraphOpsError as exc:  # a store's own error: keep its what and fix, add where
             if exc.graph is not None:
                 raise
-            raise type(exc)(exc.what, fix=exc.fix, **{**where, "file": exc.file or n.file}) from exc
+            at = {"file": exc.file, "line": exc.line} if exc.file else {}
+            raise type(exc)(exc.what, fix=exc.fix, **{**where, **at}) from exc
         except Exception as exc:
             raise RunError(
                 f"The node raised {type(exc).__name__}: {exc}",
