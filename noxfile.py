@@ -67,12 +67,15 @@ def plan(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- online --repeats 1`."""
+    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- features`."""
     _install(session, "bench")
     which, *extra = session.posargs or ["all"]
-    if which not in ("all", "offline", "online"):
-        session.error(f"Got {which!r}: start with offline or online, e.g. `-- online --repeats 1`.")
-    for name in ("offline", "online") if which == "all" else (which,):
+    names = ("offline", "online", "features")
+    if which not in ("all", *names):
+        session.error(
+            f"Got {which!r}: start with {', '.join(names)}, e.g. `-- online --repeats 1`."
+        )
+    for name in names if which == "all" else (which,):
         session.run("python", "-m", f"benchmarks.{name}", *extra)
 
 

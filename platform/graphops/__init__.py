@@ -4,13 +4,14 @@ Author a graph from plain typed functions over column batches, plan it into stag
 locally, offline (Ray Data) or online (Ray Serve), and promote it through environments in git.
 
 Example:
-    >>> from graphops import Graph, node, model, Resources
+    >>> from graphops import Graph, node, model, lookup, Resources
 """
 
 from graphops.errors import (
     ChangeDetectionError,
     CycleError,
     DuplicateColumnError,
+    FeatureStoreError,
     GraphDefinitionError,
     GraphLoadError,
     GraphOpsError,
@@ -29,6 +30,9 @@ from graphops.errors import (
 from graphops.graph import (
     Batch,
     Batching,
+    Feature,
+    FeatureLookup,
+    FeatureTable,
     GiB,
     Graph,
     GraphPackage,
@@ -42,6 +46,7 @@ from graphops.graph import (
     Validation,
     discover,
     load_graph,
+    lookup,
     model,
     node,
 )
@@ -55,6 +60,10 @@ __all__ = [
     "ChangeDetectionError",
     "CycleError",
     "DuplicateColumnError",
+    "Feature",
+    "FeatureLookup",
+    "FeatureStoreError",
+    "FeatureTable",
     "GiB",
     "Graph",
     "GraphDefinitionError",
@@ -86,6 +95,7 @@ __all__ = [
     "__version__",
     "discover",
     "load_graph",
+    "lookup",
     "model",
     "node",
     "plan",

@@ -161,6 +161,10 @@ class RegistryError(GraphOpsError):
     """A model, version or alias is missing from the registry, or its artifacts do not match."""
 
 
+class FeatureStoreError(GraphOpsError):
+    """A feature store cannot be opened or read (missing source, unreachable Redis, bad layout)."""
+
+
 class ChangeDetectionError(GraphOpsError):
     """The changed set cannot be computed: not a git repository, unknown base ref, no merge base."""
 

@@ -15,6 +15,7 @@ from graphops.plan import mermaid, plan
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
 from ._experiment import experiment_app
+from ._features import EnvOption, env_features, features_app
 from ._gitops import apply, diff, promote, render, status
 from ._offline import batch, validate
 from ._online import serve
@@ -130,6 +131,7 @@ def run(
     ] = None,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 256,
+    env: EnvOption = None,
 ) -> None:
     """Run a graph locally (in-process reference runner, no Ray) on a file and print the result."""
     from graphops.runtime import read_rows, run_local, to_rows, write_rows
@@ -142,13 +144,28 @@ def run(
         )
     with console.status(f"Running {graph} on {path.name} ..."):
         result = run_local(
-            pkg, ctx.obj.registry(), read_rows(path), batch_size=batch_size, source=str(path)
+            pkg,
+            ctx.obj.registry(),
+            read_rows(path),
+            batch_size=batch_size,
+            source=str(path),
+            features=env_features(ctx, env),
         )
     fields = list(pkg.graph.response_fields)
     validation = pkg.graph.validation
     extra = [validation.label] if validation and validation.label in result.columns else []
     for part in run_tables(result, fields + extra, limit):
         console.print(part)
+    if result.features is not None:
+        stats = result.features
+        console.print(
+            "feature lookups: "
+            + ", ".join(
+                f"{t}: {stats.keys[t]} keys, {stats.missing.get(t, 0)} missing, "
+                f"{stats.timeouts.get(t, 0)} timed-out batches"
+                for t in stats.keys
+            )
+        )
     if output:
         write_rows(to_rows(result.columns, fields + extra), output)
         console.print(f"Wrote {len(result.responses)} rows to {output}")
@@ -160,6 +177,7 @@ app.command("demo")(friendly(demo))
 app.command("batch")(friendly(batch))
 app.command("validate")(friendly(validate))
 app.command("serve")(friendly(serve))
+app.add_typer(features_app)
 for _command in (render, promote, diff, apply, status):
     app.command(_command.__name__)(friendly(_command))
 

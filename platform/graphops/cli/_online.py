@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from ._common import GraphArg, console
+from ._features import EnvOption, env_features
 from ._views import deployments_table
+
+
+def _lookups(package: object) -> list[str]:
+    from graphops.graph import FeatureLookup
+
+    return [n.name for n in package.graph.nodes if isinstance(n, FeatureLookup)]  # type: ignore[attr-defined]
 
 
 def serve(
@@ -34,6 +41,7 @@ def serve(
             "--once", help="Deploy, answer the example request, then stop (a smoke test)."
         ),
     ] = False,
+    env: EnvOption = None,
 ) -> None:
     """Serve a graph on Ray Serve: print its URL, an example `curl` and its OpenAPI address.
 
@@ -56,6 +64,7 @@ def serve(
             address=address,
             fuse=not no_fuse,
             max_body_bytes=max_body_bytes,
+            features=env_features(ctx, env),
         )
     fused = "fused" if online.args.fuse else "unfused"
     console.print(
@@ -67,6 +76,8 @@ def serve(
     )
     if online.args.cpu_only and any(s.resources.gpus for s in package.graph.nodes):
         console.print("[yellow]note:[/] this cluster has no GPU; GPU stages run on CPUs.")
+    if _lookups(package):
+        console.print(f"feature store: {online.args.features.store}")
     for node, pin in online.args.models.items():
         console.print(f"model {node}: {pin.uri} ({pin.digest[:19]})")
     console.print(f"\nServing [bold]{online.url}[/]")

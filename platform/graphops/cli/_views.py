@@ -152,7 +152,11 @@ def run_tables(run: LocalRun, fields: Sequence[str], limit: int) -> list[Any]:
 
 
 def _cell(value: Any) -> str:
-    if np.asarray(value).dtype.kind == "f":
+    array = np.asarray(value)
+    if array.ndim:  # a list cell (scores per candidate, top-k ids): its first few values
+        shown = ", ".join(_cell(v) for v in array[:5])
+        return f"[{shown}{', ...' if len(array) > 5 else ''}]"
+    if array.dtype.kind == "f":
         return f"{float(value):.4f}"
     return escape(str(value))
 

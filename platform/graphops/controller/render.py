@@ -113,6 +113,7 @@ def application(
         deployments=resource_overrides(version.deployments),
         route=f"/{graph}",
         example=lock.example,
+        features=env.features,
     )
     runtime_env: dict[str, Any] = {}
     if working_dir:

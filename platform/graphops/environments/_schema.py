@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graphops.features import FeaturesConfig
 from graphops.registry import ResolvedModel
 from graphops.runtime._deployments import DeploymentOverride
 
@@ -108,6 +109,13 @@ class EnvironmentConfig(_Strict):
     http_host: Annotated[
         str, Field(description="Address Serve's HTTP proxy listens on (127.0.0.1: loopback only).")
     ] = "0.0.0.0"
+    features: Annotated[
+        FeaturesConfig,
+        Field(
+            description="The feature store lookup nodes read here (default: embedded, from each "
+            "table's Parquet source); see docs/features.md."
+        ),
+    ] = FeaturesConfig()
 
 
 class GraphLock(_Strict):

@@ -10,6 +10,7 @@ from graphops.graph._discovery import (
     graph_names,
     load_graph,
 )
+from graphops.graph._features import Feature, FeatureLookup, FeatureTable, lookup
 from graphops.graph._graph import Graph
 from graphops.graph._hash import content_hash
 from graphops.graph._metrics import BUILTIN_METRICS, MetricResult, evaluate
@@ -23,6 +24,9 @@ __all__ = [
     "Batch",
     "Batching",
     "Catalog",
+    "Feature",
+    "FeatureLookup",
+    "FeatureTable",
     "GiB",
     "Graph",
     "GraphPackage",
@@ -42,6 +46,7 @@ __all__ = [
     "find_repo",
     "graph_names",
     "load_graph",
+    "lookup",
     "model",
     "node",
 ]

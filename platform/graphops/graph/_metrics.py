@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from graphops.errors import InputDataError
 from graphops.graph._settings import Metric, Validation
 
 
@@ -35,16 +36,28 @@ BUILTIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One computed metric and whether it passed its gate."""
+    """One computed metric and whether it passed its gate.
+
+    ``reference`` is the same metric on the ``beats`` column, when the metric declares one.
+    """
 
     metric: Metric
     value: float
+    reference: float | None = None
 
     @property
     def passed(self) -> bool:
-        """Whether the value lies within the metric's min/max gate."""
+        """Whether the value lies within the min/max gate and beats the reference, if any."""
         low, high = self.metric.min, self.metric.max
-        return (low is None or self.value >= low) and (high is None or self.value <= high)
+        within = (low is None or self.value >= low) and (high is None or self.value <= high)
+        if self.reference is None:
+            return within
+        better = (
+            self.value > self.reference
+            if self.metric.higher_is_better
+            else self.value < self.reference
+        )
+        return within and better
 
     @property
     def gate(self) -> str:
@@ -54,6 +67,10 @@ class MetricResult:
             parts.append(f">= {self.metric.min:g}")
         if self.metric.max is not None:
             parts.append(f"<= {self.metric.max:g}")
+        if self.metric.beats is not None:
+            sign = ">" if self.metric.higher_is_better else "<"
+            shown = f" ({self.reference:.4f})" if self.reference is not None else ""
+            parts.append(f"{sign} {self.metric.beats}{shown}")
         return " and ".join(parts)
 
 
@@ -65,7 +82,17 @@ def metric_function(metric: Metric) -> Callable[[Any, Any], float]:
 def evaluate(validation: Validation, columns: Mapping[str, np.ndarray]) -> list[MetricResult]:
     """Compute every metric of ``validation`` from output ``columns`` (which include the label)."""
     labels = columns[validation.label]
-    return [
-        MetricResult(m, float(metric_function(m)(columns[m.column], labels)))
-        for m in validation.metrics
-    ]
+    out = []
+    for m in validation.metrics:
+        fn = metric_function(m)
+        reference = None
+        if m.beats is not None:
+            if m.beats not in columns:
+                raise InputDataError(
+                    f'Metric "{m.name}" must beat the column "{m.beats}", which the validation '
+                    f"data lacks (it has {', '.join(sorted(columns))}).",
+                    fix=f'Add a "{m.beats}" column to the validation dataset, or drop beats=.',
+                )
+            reference = float(fn(columns[m.beats], labels))
+        out.append(MetricResult(m, float(fn(columns[m.column], labels)), reference))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,6 +78,8 @@ class Batching(_Settings):
     ] = 5.0
 
 
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. :/]+$")
+
 MetricFn = Callable[[Any, Any], float]
 """A user metric: ``fn(predictions, labels) -> float`` over numpy arrays."""
 
@@ -104,9 +107,27 @@ class Metric(_Settings):
             "(absolute; direction from the gate: higher is better with min, lower with max).",
         ),
     ] = 0.0
+    beats: Annotated[
+        str | None,
+        Field(
+            description="Column of the validation dataset holding a reference's predictions "
+            "(e.g. a popularity ranking): the gate also requires this metric to be strictly "
+            "better on `column` than on that column."
+        ),
+    ] = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Direction of the metric: lower is better only when the gate is a bare ``max``."""
+        return not (self.max is not None and self.min is None)
 
     @model_validator(mode="after")
     def _known(self) -> Metric:
+        if not _METRIC_NAME.match(self.name):
+            raise ValueError(
+                f'Got "{self.name}" for name. Metric names are recorded in MLflow, which allows '
+                "only letters, digits and _ - . : / and spaces (e.g. ndcg_at_10)"
+            )
         builtins = (
             "accuracy",
             "mae",

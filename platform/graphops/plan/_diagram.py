@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphops.graph import ModelNode, Resources
+from graphops.graph import FeatureLookup, ModelNode, Resources
 from graphops.plan._planner import Plan, Stage
 
 
@@ -32,6 +32,8 @@ def mermaid(plan: Plan) -> str:
         for n in stage.nodes:
             if isinstance(n, ModelNode):
                 lines.append(f'    n_{n.name}[["{n.name}<br/>{n.uri}"]]')
+            elif isinstance(n, FeatureLookup):  # a cylinder: it reads a feature store
+                lines.append(f'    n_{n.name}[("{n.name}<br/>features: {n.table.name}")]')
             else:
                 lines.append(f'    n_{n.name}["{n.name}"]')
         lines.append("  end")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graphops.features import FeaturesConfig
 from graphops.registry import ResolvedModel
 from graphops.runtime._deployments import DeploymentOverride
 from graphops.runtime._http import MAX_BODY_BYTES
@@ -67,6 +68,10 @@ class AppArgs(BaseModel):
     max_body_bytes: Annotated[
         int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
     ] = MAX_BODY_BYTES
+    features: Annotated[
+        FeaturesConfig,
+        Field(description="The feature store lookup nodes read (the environment's `features:`)."),
+    ] = FeaturesConfig()
     example: Annotated[
         dict[str, Any] | None,
         Field(description="One request object, shown in the OpenAPI document."),

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from graphops.errors import RunError
+from graphops.features import FeaturesConfig, open_store, uses_features
 from graphops.graph import GraphPackage, load_graph
 from graphops.plan import Stage
 from graphops.registry import Registry, ResolvedModel
@@ -35,10 +36,15 @@ def stage_runner(
     stage: Stage,
     registry: Registry | None,
     pins: Mapping[str, ResolvedModel],
+    features: FeaturesConfig | None = None,
 ) -> LocalRunner:
-    """A runner for one stage, its models loaded at their pinned versions (digest checked)."""
+    """A runner for one stage, its models loaded at their pinned versions (digest checked).
+
+    A stage with lookup nodes opens the store ``features`` names (default: embedded).
+    """
+    store = open_store(features, package.path) if uses_features(stage.nodes) else None
     if not stage.model_nodes:
-        return LocalRunner(package.graph, {}, nodes=stage.nodes)
+        return LocalRunner(package.graph, {}, nodes=stage.nodes, features=store)
     missing = [n.name for n in stage.model_nodes if n.name not in pins]
     if missing or registry is None:
         raise RunError(
@@ -47,4 +53,4 @@ def stage_runner(
             graph=package.name,
         )
     models = {n.name: registry.load(n, pins[n.name]) for n in stage.model_nodes}
-    return LocalRunner(package.graph, models, nodes=stage.nodes)
+    return LocalRunner(package.graph, models, nodes=stage.nodes, features=store)

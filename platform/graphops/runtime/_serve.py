@@ -48,7 +48,9 @@ class StageDeployment:
         the_plan = plan(package.graph, fuse=self.args.fuse)
         self.stage = next(s for s in the_plan.stages if s.name == stage)
         pins = self.args.models
-        self.runner = stage_runner(package, self.stage, _registry(self.args, self.stage), pins)
+        self.runner = stage_runner(
+            package, self.stage, _registry(self.args, self.stage), pins, self.args.features
+        )
         self.batching = self.stage.batching
         self.batch_sizes: Counter[int] = Counter()  # calls merged per batch -> how often
         if self.batching is not None:
@@ -104,7 +106,8 @@ class GraphIngress:
         self.steps: list[tuple[Stage, LocalRunner | Any]] = []
         for stage in plan(graph, fuse=self.args.fuse).stages:
             if in_ingress(stage):
-                self.steps.append((stage, stage_runner(package, stage, None, {})))
+                runner = stage_runner(package, stage, None, {}, self.args.features)
+                self.steps.append((stage, runner))
             else:
                 self.steps.append((stage, handles[stage.name]))
         self._openapi: bytes | None = None
@@ -113,6 +116,7 @@ class GraphIngress:
             "fused": self.args.fuse,
             "models": {k: {"uri": v.uri, "digest": v.digest} for k, v in self.args.models.items()},
             "deployments": ["ingress", *handles],
+            "features": self.args.features.store,
         }
 
     async def __call__(self, request: Request) -> Response:

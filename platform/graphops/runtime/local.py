@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from graphops.errors import RunError
+from graphops.errors import GraphOpsError, RunError
+from graphops.features import FeaturesConfig, FeatureStore, LookupStats, open_store, uses_features
 from graphops.graph import (
     MODEL_PARAMETER,
     Batch,
+    FeatureLookup,
     Graph,
     GraphPackage,
     MetricResult,
@@ -50,10 +52,15 @@ class LocalRunner:
         models: Loaded model per model-node name (see `graphops.registry.Registry.load_models`).
         nodes: Run only these nodes, in this order (one stage of a plan); default: all, in
             topological order.
+        features: The feature store that lookup nodes read (see `graphops.features.open_store`).
     """
 
     def __init__(
-        self, graph: Graph, models: Mapping[str, Any], nodes: Sequence[Node] | None = None
+        self,
+        graph: Graph,
+        models: Mapping[str, Any],
+        nodes: Sequence[Node] | None = None,
+        features: FeatureStore | None = None,
     ) -> None:
         self.nodes = tuple(nodes) if nodes is not None else graph.order
         missing = [n.name for n in self.nodes if isinstance(n, ModelNode) and n.name not in models]
@@ -63,8 +70,26 @@ class LocalRunner:
                 fix="Load them with Registry.load_models(graph) and pass the result.",
                 graph=graph.name,
             )
+        lookups = [n.name for n in self.nodes if isinstance(n, FeatureLookup)]
+        if lookups and features is None:
+            raise RunError(
+                f"No feature store for lookup node(s) {', '.join(lookups)}.",
+                fix="Open one with graphops.features.open_store(config, package.path) and pass "
+                "it as features=.",
+                graph=graph.name,
+            )
+        for n in self.nodes:  # load tables / check Redis now, not inside a request's timeout
+            if isinstance(n, FeatureLookup) and features is not None:
+                try:
+                    features.prepare(n.table)
+                except GraphOpsError as exc:
+                    at = (exc.file, exc.line) if exc.file else (n.file, n.line)
+                    raise type(exc)(
+                        exc.what, fix=exc.fix, graph=graph.name, node=n.name, file=at[0], line=at[1]
+                    ) from exc
         self.graph = graph
         self.models = dict(models)
+        self.features = features
         self.stats = RunStats()
 
     def run_batch(self, batch: Batch) -> Batch:
@@ -115,9 +140,18 @@ class LocalRunner:
 
     def _call(self, n: Node, columns: Batch, rows: int) -> Batch:
         where = {"graph": self.graph.name, "node": n.name, "file": n.file, "line": n.line}
-        extra = {MODEL_PARAMETER: self.models[n.name]} if isinstance(n, ModelNode) else {}
+        extra: dict[str, Any] = {}
+        if isinstance(n, ModelNode):
+            extra[MODEL_PARAMETER] = self.models[n.name]
+        elif isinstance(n, FeatureLookup):
+            extra["store"] = self.features
         try:
             result = n.run(columns, **extra)
+        except GraphOpsError as exc:  # a store's own error: keep its what and fix, add where
+            if exc.graph is not None:
+                raise
+            at = {"file": exc.file, "line": exc.line} if exc.file else {}
+            raise type(exc)(exc.what, fix=exc.fix, **{**where, **at}) from exc
         except Exception as exc:
             raise RunError(
                 f"The node raised {type(exc).__name__}: {exc}",
@@ -153,6 +187,7 @@ class LocalRun:
     stats: RunStats
     pins: dict[str, ResolvedModel]
     metrics: list[MetricResult]
+    features: LookupStats | None = None
 
 
 def run_local(
@@ -162,6 +197,7 @@ def run_local(
     *,
     batch_size: int = 256,
     source: str = "input",
+    features: FeaturesConfig | None = None,
 ) -> LocalRun:
     """Load the graph's models, run it on ``rows`` and score it when the rows carry labels.
 
@@ -171,16 +207,23 @@ def run_local(
         rows: Input rows: request fields plus any other columns (kept, e.g. the label).
         batch_size: Rows per batch.
         source: Name of the input for error messages (e.g. the file name).
+        features: The environment's feature store (default: the embedded Parquet store).
     """
     graph = package.graph
     columns, passthrough = to_columns(rows, graph.request, source=source)
     models, pins = registry.load_models(graph)
-    runner = LocalRunner(graph, models)
-    out = runner.run(columns, batch_size=batch_size)
+    store = open_store(features, package.path) if uses_features(graph.nodes) else None
+    runner = LocalRunner(graph, models, features=store)
+    try:
+        out = runner.run(columns, batch_size=batch_size)
+    finally:
+        if store is not None:
+            store.close()
     out.update({k: v for k, v in passthrough.items() if k not in out})
     labelled = graph.validation is not None and graph.validation.label in passthrough
     metrics = evaluate(graph.validation, out) if labelled else []  # type: ignore[arg-type]
-    return LocalRun(out, runner.respond(out), runner.stats, pins, metrics)
+    stats = store.stats if store is not None else None
+    return LocalRun(out, runner.respond(out), runner.stats, pins, metrics, stats)
 
 
 def _rows(columns: Batch) -> int:

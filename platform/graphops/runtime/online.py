@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from graphops.errors import ServeError
+from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
 from graphops.plan import Plan, plan
 from graphops.registry import Registry, ResolvedModel
@@ -115,11 +116,13 @@ def app_args(
     route: str | None = None,
     overrides: Mapping[str, DeploymentOverride] | None = None,
     max_body_bytes: int | None = None,
+    features: FeaturesConfig | None = None,
 ) -> AppArgs:
     """Arguments that serve ``package`` from this checkout and ``registry``.
 
     Model aliases are resolved once here (``pins`` from a lock take precedence), so every replica
-    loads exactly the same version, whatever happens to the alias later.
+    loads exactly the same version, whatever happens to the alias later. ``features`` is the
+    environment's feature store (default: embedded).
     """
     pinned = (
         dict(pins) if pins else {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
@@ -138,6 +141,7 @@ def app_args(
         deployments=dict(overrides or {}),
         route=route or f"/{package.name}",
         example=request_example(package),
+        features=features or FeaturesConfig(),
         **extra,
     )
 
