@@ -17,13 +17,17 @@ GRAPHOPS = str(Path(sys.executable).with_name("graphops"))
 
 
 def graphops(
-    repo: Path, *args: str, tracking: Path | None = None
+    repo: Path, *args: str, tracking: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "GRAPHOPS_REPO")}
     if tracking is not None:
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tracking}"
     return subprocess.run(
-        [GRAPHOPS, "--repo", str(repo), *args], capture_output=True, text=True, env=env, timeout=300
+        [GRAPHOPS, "--repo", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -35,7 +39,7 @@ def plain(text: str) -> str:
 def test_demo_trains_plans_runs_and_passes_the_gate(tmp_path: Path, repo_copy: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(repo_copy, repo)
-    first = graphops(repo, "demo")
+    first = graphops(repo, "demo", timeout=900)  # two graphs, each trained, validated, served
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
     assert "registered models:/digits/1 as @champion" in out
@@ -45,6 +49,7 @@ def test_demo_trains_plans_runs_and_passes_the_gate(tmp_path: Path, repo_copy: P
     assert "360 rows equal" in out  # online (Serve) answers equal the offline ones
     assert "a list of 3 -> 200 [{" in out  # a real HTTP request to the served graph
     assert "digits: not promotable from here" in out  # the copy is no git checkout
+    assert "the same 60 rows again went to the same arms: yes" in out  # the A/A experiment
     assert (repo / ".graphops" / "mlflow.db").is_file()
     # Re-running reuses the identical model: test_registry covers it without a second demo.
 
