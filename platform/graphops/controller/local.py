@@ -66,6 +66,9 @@ class Service(BaseModel):
             return False
         except PermissionError:  # someone else's process reuses the pid
             return False
+        status = Path(f"/proc/{self.pid}/status")  # Linux: an unreaped zombie is not running
+        if status.is_file():
+            return "\nState:\tZ" not in status.read_text()
         return True
 
 
