@@ -55,7 +55,7 @@ def demo(
     """
     from graphops.runtime import read_rows, run_local
     from graphops.runtime.online import undeploy
-    from graphops.validation import markdown, validate_graphs, validated_commit
+    from graphops.validation import validate_graphs, validated_commit, write_markdown
 
     settings = ctx.obj
     timings: dict[str, float] = {}
@@ -102,8 +102,10 @@ def demo(
         console.print(validation_table(report))
         path = registry.work_dir / "reports" / "validation.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown(report))
+        *pictures, _ = write_markdown(report, path)
         console.print(f"Markdown report: {path}")
+        for picture in pictures:
+            console.print(f"Plan picture: {picture}")
     validated = {g.graph: g for g in report.graphs}
     first = next((p for p in packages if p.validation_dataset is not None), None)
     for pkg in packages:
