@@ -26,7 +26,7 @@ from graphops import (
 )
 from graphops.plan import Plan, mermaid, plan, svg
 from graphops.plan._diagram import _stage_label
-from graphops.plan._svg import _layout, _Rect
+from graphops.plan._layout import Rect, layout
 from graphops.validation import (
     GraphValidation,
     ValidationReport,
@@ -201,7 +201,7 @@ def test_model_and_feature_lookup_shapes() -> None:
 @pytest.mark.parametrize("name", PLANS)
 def test_layout_has_no_overlaps(name: str) -> None:
     p = PLANS[name]()
-    lay = _layout(p)
+    lay = layout(p)
     nodes = [it.rect for it in lay.items.values()]
     boxes = [box for _, box in lay.boxes]
     labels = [e.label for e in lay.edges]
@@ -210,7 +210,7 @@ def test_layout_has_no_overlaps(name: str) -> None:
         assert not a.overlaps(b), (a, b)
     for a, b in itertools.combinations(boxes, 2):
         assert not a.overlaps(b), (a, b)
-    canvas = _Rect(0, 0, lay.width, lay.height)
+    canvas = Rect(0, 0, lay.width, lay.height)
     for rect in nodes + boxes + labels:
         assert _inside(rect, canvas)
     for stage, box in lay.boxes:
@@ -220,7 +220,7 @@ def test_layout_has_no_overlaps(name: str) -> None:
         assert lay.items[e.source].rect.right <= e.label.x < lay.items[e.target].rect.x
 
 
-def _inside(inner: _Rect, outer: _Rect) -> bool:
+def _inside(inner: Rect, outer: Rect) -> bool:
     return (
         outer.x <= inner.x
         and inner.right <= outer.right
@@ -230,7 +230,7 @@ def _inside(inner: _Rect, outer: _Rect) -> bool:
 
 
 def test_layers_follow_the_longest_path() -> None:
-    lay = _layout(plan(valid.graph, fuse=False))
+    lay = layout(plan(valid.graph, fuse=False))
     xs = [
         lay.items[n].rect.x for n in ("request", *[n.name for n in valid.graph.order], "response")
     ]
