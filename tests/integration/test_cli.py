@@ -36,24 +36,6 @@ def plain(text: str) -> str:
     return " ".join(text.translate(str.maketrans("", "", "│╭╮╰╯─")).split())
 
 
-def test_demo_trains_plans_runs_and_passes_the_gate(tmp_path: Path, repo_copy: Path) -> None:
-    repo = tmp_path / "repo"
-    shutil.copytree(repo_copy, repo)
-    first = graphops(repo, "demo", timeout=900)  # two graphs, each trained, validated, served
-    assert first.returncode == 0, first.stdout + first.stderr
-    out = first.stdout
-    assert "registered models:/digits/1 as @champion" in out
-    assert "flowchart LR" in out and "logits · model" in out
-    assert "360 rows" in out
-    assert "accuracy=0.9" in out and "pass" in out
-    assert "360 rows equal" in out  # online (Serve) answers equal the offline ones
-    assert "a list of 3 -> 200 [{" in out  # a real HTTP request to the served graph
-    assert "digits: not promotable from here" in out  # the copy is no git checkout
-    assert "the same 60 rows again went to the same arms: yes" in out  # the A/A experiment
-    assert (repo / ".graphops" / "mlflow.db").is_file()
-    # Re-running reuses the identical model: test_registry covers it without a second demo.
-
-
 def test_run_writes_outputs_and_reports_bad_rows(
     tmp_path: Path, repo_copy: Path, registry_path: Path, champion: ResolvedModel
 ) -> None:

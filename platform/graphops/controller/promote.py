@@ -146,6 +146,19 @@ def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
     )
 
 
+def same_lock(current: ReleaseEntry | None, lock: GraphLock) -> GraphLock:
+    """The live lock when ``lock`` differs from it only by commit and validation run, else ``lock``.
+
+    A later commit that leaves the graph's code and models as they were (another graph's change,
+    a promotion commit, a re-validation) must not roll the graph out again.
+    """
+    if current is None:
+        return lock
+    unpinned = {"commit", "validation_run"}
+    same = current.lock.model_dump(exclude=unpinned) == lock.model_dump(exclude=unpinned)
+    return current.lock if same else lock
+
+
 def _passed_record(
     registry: Registry, graph: str, version: str, content_hash: str
 ) -> ValidationRecord:
@@ -306,7 +319,10 @@ def promote(
             )
         lock = entry.lock
     else:
-        lock = lock_from_checkout(repo, graph, registry)
+        lock = same_lock(
+            load_release(repo, env_name).graphs.get(graph),
+            lock_from_checkout(repo, graph, registry),
+        )
     if version is not None and version != lock.version:
         raise PromotionError(
             f"Got --version {version}, but the lock to promote is {graph} {lock.version}.",

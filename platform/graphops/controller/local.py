@@ -1,0 +1,275 @@
+"""Local stand-ins for an environment's services, for the main job and for trying graphops out.
+
+Each environment gets its own Ray cluster (`ray start --head --block`, token auth on, every
+port on 127.0.0.1) and the MLflow store gets its UI (`mlflow server`). They run in the
+background, in their own process groups, and are recorded in a state file, so a second run finds
+and reuses them and `stop` ends exactly the processes started here, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphops.errors import ConfigError
+
+RAY_PORTS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "node-manager-port",
+    "object-manager-port",
+)
+
+
+class Service(BaseModel):
+    """One background process started here: what it is, its pid and where it listens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(description="e.g. ray-dev, ray-staging, mlflow-ui.")]
+    pid: Annotated[int, Field(description="Process id (also its process group id).")]
+    url: Annotated[str, Field(description="Its main URL (Ray dashboard, MLflow UI).")]
+    ports: Annotated[dict[str, int], Field(description="Every port it was given.")] = {}
+    log: Annotated[str, Field(description="Its stdout/stderr log file.")]
+    temp_dir: Annotated[str | None, Field(description="Ray's --temp-dir, removed on stop.")] = None
+    token_file: Annotated[str | None, Field(description="File holding the cluster token.")] = None
+
+    @property
+    def token(self) -> str | None:
+        """The cluster's token (None for services without one)."""
+        return Path(self.token_file).read_text().strip() if self.token_file else None
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        _reap(self.pid)
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process reuses the pid
+            return False
+        return True
+
+
+class LocalState(BaseModel):
+    """What the main job started and set up, saved in ``<work dir>/state.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    services: dict[str, Service] = {}
+    source_head: Annotated[
+        str | None, Field(description="Commit of the repository the GitOps sandbox was cloned at.")
+    ] = None
+
+
+def load_state(path: Path) -> LocalState:
+    """The saved state, or an empty one."""
+    if not path.is_file():
+        return LocalState()
+    try:
+        return LocalState.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(
+            f"{path} is not a state file graphops can read: {exc}",
+            fix=f"Stop what it started by hand if anything runs, then delete {path}.",
+            file=path,
+        ) from exc
+
+
+def save_state(path: Path, state: LocalState) -> None:
+    """Write the state (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int | None, taken: set[int]) -> int:
+    """``preferred`` when it is free (and not ``taken``), else any free port."""
+    if preferred and preferred not in taken and port_free(preferred):
+        taken.add(preferred)
+        return preferred
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def console_script(name: str) -> str:
+    """The console script ``name`` of this Python environment."""
+    path = Path(sys.executable).with_name(name)
+    return str(path) if path.exists() else name
+
+
+def start_ray(
+    name: str,
+    work_dir: Path,
+    *,
+    dashboard_port: int | None,
+    serve_port: int | None,
+    tracking_uri: str,
+    num_cpus: float,
+    taken: set[int],
+) -> Service:
+    """Start a Ray head in the background with token auth, every port on loopback.
+
+    ``serve_port`` is only reserved here (Serve's HTTP proxy starts on it when an application is
+    applied); it is recorded as ``ports["serve"]``.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    token_file = work_dir / f"{name}.token"
+    if not token_file.is_file():
+        token_file.write_text(secrets.token_hex(24))
+        token_file.chmod(0o600)
+    ports = {key: pick_port(None, taken) for key in RAY_PORTS}
+    ports["dashboard-port"] = pick_port(dashboard_port, taken)
+    ports["serve"] = pick_port(serve_port, taken)
+    # Unix socket paths are short (107 bytes): the temp dir lives under /tmp, named by the work dir.
+    tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:8]
+    temp_dir = Path("/tmp") / f"graphops-{tag}-{name}"
+    log = work_dir / f"{name}.log"
+    command = [
+        console_script("ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--num-cpus={num_cpus:g}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        *(f"--{key}={ports[key]}" for key in RAY_PORTS),
+    ]
+    env = os.environ | {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token_file.read_text().strip(),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }
+    env.pop("RAY_ADDRESS", None)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Service(
+        name=name,
+        pid=process.pid,
+        url=f"http://127.0.0.1:{ports['dashboard-port']}",
+        ports=ports,
+        log=str(log),
+        temp_dir=str(temp_dir),
+        token_file=str(token_file),
+    )
+
+
+def start_mlflow_ui(
+    work_dir: Path, tracking_uri: str, port: int | None, taken: set[int]
+) -> Service:
+    """Start the MLflow UI over the local store (one worker, loopback only)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    chosen = pick_port(port, taken)
+    log = work_dir / "mlflow-ui.log"
+    command = [
+        console_script("mlflow"),
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(chosen),
+        "--workers",
+        "1",
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=work_dir
+        )
+    return Service(
+        name="mlflow-ui",
+        pid=process.pid,
+        url=f"http://127.0.0.1:{chosen}",
+        ports={"http": chosen},
+        log=str(log),
+    )
+
+
+def ready(service: Service) -> bool:
+    """Whether the service answers: the Serve REST API with the token, or the MLflow UI."""
+    token = service.token
+    path = "/api/serve/applications/" if token else "/health"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        return requests.get(service.url + path, headers=headers, timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def wait_ready(service: Service, timeout_s: float = 180) -> None:
+    """Wait until ``service`` answers; a `ConfigError` with the end of its log if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while not ready(service):
+        if not service.alive() or time.monotonic() > deadline:
+            tail = "".join(Path(service.log).read_text(errors="replace").splitlines(True)[-15:])
+            stop(service)
+            raise ConfigError(
+                f"{service.name} did not come up at {service.url} "
+                f"({'exited' if not service.alive() else f'no answer in {timeout_s:.0f} s'}). "
+                f"The end of {service.log}:\n{tail}",
+                fix="Read the log; a port may be taken, or the machine too busy. "
+                "Stop everything with `graphops demo --down` and try again.",
+            )
+        time.sleep(1)
+
+
+def stop(service: Service, timeout_s: float = 60) -> None:
+    """Stop the service's process group (SIGTERM, then SIGKILL) and remove its temp dir."""
+    if service.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while service.alive() and time.monotonic() < deadline:
+            _reap(service.pid)
+            time.sleep(0.5)
+        if service.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(service.pid, signal.SIGKILL)
+            _reap(service.pid)
+    if service.temp_dir:
+        shutil.rmtree(service.temp_dir, ignore_errors=True)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the process is our child (else it lingers as a zombie)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

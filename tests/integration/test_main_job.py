@@ -1,0 +1,124 @@
+"""The main job (`graphops demo`) as a new user runs it, in a reduced form: one graph, same steps.
+
+A git checkout of the repository's graphs and environments in a temp dir; the demo starts two real
+Ray clusters (`ray start`, token auth) and the MLflow UI, promotes and applies for real, answers on
+the stable routes; `--down` stops exactly what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import git
+import pytest
+import requests
+
+from tests.integration.test_cli import GRAPHOPS, graphops
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, repo_copy: Path) -> Path:
+    """A fresh git checkout holding graphs/ and environments/, as a clone would."""
+    root = tmp_path / "repo"
+    shutil.copytree(repo_copy, root)
+    shutil.copytree(REPO / "environments", root / "environments")
+    with git.Repo.init(root, initial_branch="main") as r:
+        with r.config_writer() as config:
+            config.set_value("user", "name", "test")
+            config.set_value("user", "email", "test@example.invalid")
+        r.git.add(A=True)
+        r.index.commit("graphs and environments")
+    return root
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_main_job_end_to_end_then_down(checkout: Path) -> None:
+    state_file = checkout / ".graphops" / "demo" / "state.json"
+    sandbox = checkout / ".graphops" / "demo" / "gitops"
+    services: dict[str, dict[str, object]] = {}
+    try:
+        first = graphops(checkout, "demo", "--graph", "digits", timeout=900)
+        out = first.stdout
+        assert first.returncode == 0, out[-6000:] + first.stderr[-3000:]
+        assert "registered models:/digits/1 as @champion" in out
+        assert "360 rows equal" in out  # validation: Serve answers equal the offline ones
+        assert re.search(r"360 rows in [\d.]+ s .*digits\.parquet", out)  # the batch job
+        assert "Pushed to origin/main." in out  # promote --auto --to dev --push main
+        assert "merged promote/staging/digits-1.0.0 into main" in out
+        for env in ("dev", "staging"):  # real requests on the stable routes, answered
+            assert re.search(
+                rf"{env} POST http://127\.0\.0\.1:\d+/digits one object -> 200 \{{", out
+            )
+            assert re.search(rf"{env} POST \S+/digits a list of 3 -> 200 \[\{{", out)
+        summary = out[out.index("Summary") :]
+        assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
+        assert re.search(r"│ staging\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
+        assert "Ray dashboard (staging)" in summary and "│ total" in summary
+
+        state = json.loads(state_file.read_text())
+        services = state["services"]
+        assert set(services) == {"ray-dev", "ray-staging", "mlflow-ui"}
+        assert requests.get(services["mlflow-ui"]["url"] + "/health", timeout=10).ok
+        dev = services["ray-dev"]
+        token = Path(dev["token_file"]).read_text().strip()
+        url = dev["url"] + "/api/serve/applications/"
+        assert requests.get(url, timeout=10).status_code in (401, 403)  # token auth is on
+        apps = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+        assert [a["route_prefix"] for a in apps["applications"].values()] == ["/digits"]
+
+        # Re-running the GitOps steps changes nothing: same lock, same applications.
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "GRAPHOPS_REPO")
+        } | {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{checkout / '.graphops' / 'mlflow.db'}",
+            "GRAPHOPS_DEV_TOKEN": token,
+        }
+        again = subprocess.run(
+            [
+                GRAPHOPS,
+                "--repo",
+                str(sandbox),
+                "promote",
+                "--auto",
+                "--to",
+                "dev",
+                "--push",
+                "main",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert "digits 1.0.0 is already pinned in dev: nothing to do." in again.stdout, again
+        applied = subprocess.run(
+            [GRAPHOPS, "--repo", str(sandbox), "apply", "--env", "dev"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert "dev: the cluster already runs what git says; nothing changed." in applied.stdout
+    finally:
+        down = graphops(checkout, "demo", "--down", timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "ray-dev: stopped" in down.stdout and "mlflow-ui: stopped" in down.stdout
+    for service in services.values():
+        assert not alive(service["pid"]), service
+        if service.get("temp_dir"):
+            assert not Path(service["temp_dir"]).exists()
+    assert not state_file.exists() and not sandbox.exists()
