@@ -10,7 +10,7 @@ from rich.panel import Panel
 
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
-from graphops.plan import mermaid, plan
+from graphops.plan import mermaid, plan, svg
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
@@ -73,10 +73,22 @@ def plan_graph(
         ),
     ] = False,
     mermaid_out: Annotated[
-        Path | None, typer.Option("--mermaid", help="Also write the Mermaid diagram to this file.")
+        Path | None,
+        typer.Option(
+            "--mermaid", help="Also write the Mermaid diagram to this file (a Markdown block)."
+        ),
+    ] = None,
+    svg_out: Annotated[
+        Path | None,
+        typer.Option("--svg", help="Also write the diagram as a self-contained SVG picture here."),
     ] = None,
 ) -> None:
-    """Show how a graph is cut into stages (deployments / operators), with a Mermaid diagram."""
+    """Show how a graph is cut into stages (deployments / operators), with a Mermaid diagram.
+
+    --mermaid FILE writes the diagram as a ```mermaid block (GitHub renders it); --svg FILE
+    writes the same picture as a standalone SVG (request, stage boxes, nodes, response, edges
+    named by column).
+    """
     from graphops.runtime._deployments import deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
@@ -93,6 +105,9 @@ def plan_graph(
     if mermaid_out:
         mermaid_out.write_text(f"```mermaid\n{diagram}```\n")
         console.print(f"Diagram written to {mermaid_out}")
+    if svg_out:
+        svg_out.write_text(svg(the_plan), encoding="utf-8")
+        console.print(f"Picture written to {svg_out}")
 
 
 @app.command("train")

@@ -211,7 +211,7 @@ def _author(job: _Job, only: list[str] | None) -> tuple[Any, list[str]]:
 
 def _validate(job: _Job, names: list[str]) -> ValidationReport:
     """`graphops validate`: Ray Data, gates, parity with Serve, MLflow record, Markdown report."""
-    from graphops.validation import markdown, validate_graphs, validated_commit
+    from graphops.validation import validate_graphs, validated_commit, write_markdown
 
     with job.step("Validate every graph offline on Ray Data and record it in MLflow"):
         report = validate_graphs(
@@ -224,8 +224,10 @@ def _validate(job: _Job, names: list[str]) -> ValidationReport:
         console.print(validation_table(report))
         path = job.registry.work_dir / "reports" / "validation.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown(report))
+        *pictures, _ = write_markdown(report, path)
         console.print(f"Markdown report: {path}")
+        for picture in pictures:
+            console.print(f"Plan picture: {picture}")
     return report
 
 

@@ -82,7 +82,11 @@ def validate(
         typer.Option(help="Base ref for --changed (default: origin/main, main or master)."),
     ] = None,
     report_md: Annotated[
-        Path | None, typer.Option("--report-md", help="Write the Markdown report here.")
+        Path | None,
+        typer.Option(
+            "--report-md",
+            help="Write the Markdown report here, and each plan's SVG (<graph>.plan.svg) beside it.",
+        ),
     ] = None,
     report_json: Annotated[
         Path | None, typer.Option("--report-json", help="Write the JSON report here.")
@@ -114,10 +118,10 @@ def validate(
     """
     from graphops.validation import (
         changed_graphs,
-        markdown,
         to_json,
         validate_graphs,
         validated_commit,
+        write_markdown,
     )
 
     settings = ctx.obj
@@ -158,8 +162,10 @@ def validate(
         )
     console.print(validation_table(report))
     if report_md:
-        report_md.write_text(markdown(report))
+        *pictures, _ = write_markdown(report, report_md)
         console.print(f"Markdown report: {report_md}")
+        for picture in pictures:
+            console.print(f"Plan picture: {picture}")
     if report_json:
         report_json.write_text(to_json(report))
         console.print(f"JSON report: {report_json}")

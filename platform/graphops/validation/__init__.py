@@ -7,7 +7,7 @@ from graphops.validation.changes import (
     is_dirty,
     validated_commit,
 )
-from graphops.validation.report import markdown, to_json
+from graphops.validation.report import markdown, to_json, write_markdown
 from graphops.validation.validate import (
     GateResult,
     GraphValidation,
@@ -29,4 +29,5 @@ __all__ = [
     "validate_graph",
     "validate_graphs",
     "validated_commit",
+    "write_markdown",
 ]

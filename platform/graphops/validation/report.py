@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from pathlib import Path
 
 from graphops.validation.validate import GraphValidation, ValidationReport
 
 _ICON = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error"}
 
 
-def graph_markdown(result: GraphValidation) -> str:
-    """One graph's section: status, gates table, models, timings, problems."""
+def graph_markdown(result: GraphValidation, picture: str | None = None) -> str:
+    """One graph's section: status, gates table, models, timings, problems, plan.
+
+    Args:
+        result: The graph's validation.
+        picture: Relative link to the plan's SVG picture, when one is written beside the report.
+    """
     title = f"### `{result.graph}` {result.version or ''} — {_ICON[result.status]}"
     lines = [title, ""]
     facts = [
@@ -56,6 +63,19 @@ def graph_markdown(result: GraphValidation) -> str:
         lines.append(f"> {problem}")
     if result.problems:
         lines.append("")
+    if result.plan:
+        if picture:
+            lines += [f"Plan picture: [{picture}]({picture})", ""]
+        lines += [
+            "<details><summary>Plan: stages, nodes and the columns between them</summary>",
+            "",
+            "```mermaid",
+            result.plan.rstrip("\n"),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -64,8 +84,14 @@ def graph_json(result: GraphValidation) -> str:
     return result.model_dump_json(indent=2) + "\n"
 
 
-def markdown(report: ValidationReport) -> str:
-    """The whole report: a summary table then one section per graph."""
+def markdown(report: ValidationReport, pictures: Mapping[str, str] | None = None) -> str:
+    """The whole report: a summary table then one section per graph.
+
+    Args:
+        report: The validation report.
+        pictures: Graph name -> relative link to its plan's SVG (see `write_markdown`).
+    """
+    pictures = pictures or {}
     lines = ["## graphops validation", ""]
     if report.selection:
         lines += [report.selection, ""]
@@ -75,7 +101,7 @@ def markdown(report: ValidationReport) -> str:
             f"| `{g.graph}` | {g.version or '-'} | {_ICON[g.status]} | `{g.run_id or '-'}` |"
         )
     lines.append("")
-    lines += [graph_markdown(g) for g in report.graphs]
+    lines += [graph_markdown(g, pictures.get(g.graph)) for g in report.graphs]
     lines.append(f"Records in MLflow: `{report.tracking_uri}` (experiments `validation/<graph>`).")
     return "\n".join(lines) + "\n"
 
@@ -85,3 +111,22 @@ def to_json(report: ValidationReport) -> str:
     data = report.model_dump(mode="json")
     data["exit_code"] = report.exit_code
     return json.dumps(data, indent=2) + "\n"
+
+
+def write_markdown(report: ValidationReport, path: Path) -> list[Path]:
+    """Write the Markdown report to ``path`` and each plan's SVG beside it, linked from it.
+
+    Each graph whose plan is known gets ``<graph>.plan.svg`` in the report's folder.
+
+    Returns:
+        The files written: the pictures, then the report.
+    """
+    written, pictures = [], {}
+    for g in report.graphs:
+        if g.plan_svg:
+            picture = path.parent / f"{g.graph}.plan.svg"
+            picture.write_text(g.plan_svg, encoding="utf-8")
+            written.append(picture)
+            pictures[g.graph] = picture.name
+    path.write_text(markdown(report, pictures), encoding="utf-8")
+    return [*written, path]

@@ -19,6 +19,7 @@ import graphops
 from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
+from graphops.plan import mermaid, plan, svg
 from graphops.registry import Registry, ValidationRecord
 from graphops.runtime import read_rows
 from graphops.validation.parity import ParityResult, check_parity
@@ -72,6 +73,17 @@ class GraphValidation(_Model):
     parity: Annotated[
         ParityResult | None,
         Field(description="Online (Serve) answers compared with the offline ones, when checked."),
+    ] = None
+    plan: Annotated[
+        str | None, Field(description="Mermaid flowchart of the plan validated (stages, columns).")
+    ] = None
+    plan_svg: Annotated[
+        str | None,
+        Field(
+            description="The same picture as SVG; kept out of JSON, written beside the reports.",
+            exclude=True,
+            repr=False,
+        ),
     ] = None
 
 
@@ -144,6 +156,12 @@ def validate_graph(
         content_hash=package.content_hash,
         commit=commit,
     )
+    try:
+        validated_plan = plan(package.graph, fuse=fuse)
+    except GraphOpsError:
+        pass  # the offline run below reports the same error with its fix
+    else:
+        result.plan, result.plan_svg = mermaid(validated_plan), svg(validated_plan)
     dataset = package.validation_dataset
     digest = file_digest(dataset) if dataset is not None and dataset.is_file() else None
 
@@ -316,7 +334,11 @@ def _recorded(
 
     def reports(run_id: str) -> dict[str, str]:
         result.run_id = run_id
-        return {"report.md": graph_markdown(result), "report.json": graph_json(result)}
+        picture = "plan.svg" if result.plan_svg else None
+        texts = {"report.md": graph_markdown(result, picture), "report.json": graph_json(result)}
+        if result.plan_svg:
+            texts["plan.svg"] = result.plan_svg
+        return texts
 
     validation = package.graph.validation
     registry.record_validation(
