@@ -113,3 +113,14 @@ def test_scaling_overrides_go_to_serve_resources_to_the_builder(repo: Path) -> N
     ]
     # Resources change the replicas themselves: they stay with the builder.
     assert app["args"]["deployments"] == {"ingress": {"cpus": 0.2}}
+
+
+def test_a_new_commit_or_validation_run_alone_keeps_the_live_lock() -> None:
+    from graphops.controller.promote import same_lock
+
+    live = ReleaseEntry(lock=lock(), promoted_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+    later = lock().model_copy(update={"commit": "e" * 40, "validation_run": "run2"})
+    assert same_lock(live, later) is live.lock  # re-validated or another graph changed
+    changed = lock(digest="b").model_copy(update={"commit": "e" * 40})
+    assert same_lock(live, changed) is changed  # new model digest: a new lock
+    assert same_lock(None, later) is later

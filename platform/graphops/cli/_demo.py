@@ -424,7 +424,9 @@ def _ask(job: _Job, env: str, name: str) -> None:
         answer = requests.post(url, json=body, timeout=60)
         shown = "one object" if isinstance(body, dict) else f"a list of {len(body)}"
         text = answer.text if len(answer.text) < 200 else answer.text[:200] + " …"
-        console.print(f"{env} POST {url} {shown} -> {answer.status_code} {text}", markup=False)
+        console.print(
+            f"{env} POST {url} {shown} -> {answer.status_code} {text}", markup=False, soft_wrap=True
+        )
         if answer.status_code != 200:
             job.problems.append(f"{env}: {name} answered {answer.status_code}")
     job.answers.append((env, name, entry.lock.version, url))
