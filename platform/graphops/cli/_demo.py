@@ -30,8 +30,8 @@ from graphops.errors import GraphOpsError
 from graphops.graph import discover
 from graphops.plan import mermaid, plan
 
-from ._common import console
-from ._views import catalog_table, plan_table, run_tables, validation_table
+from ._common import console, errors
+from ._views import catalog_table, error_panel, plan_table, run_tables, validation_table
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
@@ -123,10 +123,13 @@ def demo(
     catalog, names = _author(job, graph)
     report = _validate(job, names)
     _batch(job, names)
-    sandbox = _gitops(job, envs, names)
-    if sandbox:
-        with job.step("What is live where: graphops status", spinner=False):
-            _graphops(job, "status")
+    try:
+        if _gitops(job, envs, names):
+            with job.step("What is live where: graphops status", spinner=False):
+                _graphops(job, "status")
+    except GraphOpsError as exc:  # still summarize what did happen
+        errors.print(error_panel(exc))
+        job.problems.append(f"GitOps stopped: {str(exc).splitlines()[0]}")
     _summary(job, names, report)
     if job.problems or catalog.failures or report.exit_code != 0:
         raise typer.Exit(1)
@@ -361,16 +364,29 @@ def _graphops(job: _Job, *args: str, quiet: bool = False) -> str:
     command = [local.console_script("graphops"), "--repo", str(job.sandbox), *args]
     if not quiet:
         console.print(f"[dim]$ graphops {' '.join(args)}[/]")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=job.sandbox)
-    if not quiet or done.returncode:
-        console.out(done.stdout.rstrip(), highlight=False)
-        console.out(done.stderr.rstrip(), highlight=False)
-    if done.returncode:
+    lines: list[str] = []
+    with subprocess.Popen(
+        command,
+        env=env,
+        cwd=job.sandbox,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # shown as it comes: apply reports each phase
+            lines.append(line)
+            if not quiet:
+                console.out(line.rstrip("\n"), highlight=False)
+        code = process.wait()
+    if code:
+        if quiet:
+            console.out("".join(lines).rstrip(), highlight=False)
         raise GraphOpsError(
-            f"`graphops {' '.join(args)}` failed (exit {done.returncode}); its output is above.",
+            f"`graphops {' '.join(args)}` failed (exit {code}); its output is above.",
             fix=f"Read the message above; the sandbox is {job.sandbox}.",
         )
-    return done.stdout
+    return "".join(lines)
 
 
 def _pull(job: _Job) -> None:
