@@ -82,7 +82,7 @@ def scaffold(repo: Path, name: str, template: str = DEFAULT_TEMPLATE) -> list[Pa
     for existing in (package, test):
         if existing.exists():
             raise ScaffoldError(
-                f'Graph "{name}" already exists: {existing} is there.',
+                f'Graph "{name}" already exists.',
                 fix="Pick another name, or edit the existing graph (graphops new never overwrites).",
                 file=existing,
             )
