@@ -34,7 +34,7 @@ TEMPLATES: dict[str, str] = {
 """Template name -> what it gives you."""
 
 DEFAULT_TEMPLATE = "classifier"
-MAX_NAME_LENGTH = 40
+MAX_NAME_LENGTH = 30
 TESTS_DIR = Path("tests") / "graphs"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _SUFFIX = ".tmpl"
