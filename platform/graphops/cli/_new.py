@@ -62,7 +62,7 @@ _PURPOSES = {
     "__init__.py": "the graph: request/response schemas, nodes, validation gate",
     "network.py": "the torch architecture (the registry stores only weights)",
     "train.py": "train(registry): trains and registers the model",
-    "data.py": "seeded data generator; python -m graphs.<name>.data rewrites the data files",
+    "data.py": "seeded data generator; python graphs/<name>/data.py rewrites the data files",
     "metrics.py": "the ranking metric (NDCG@k) of the gate",
     "validation.parquet": "validation rows + labels (covered by the content hash)",
     "items.parquet": "the item feature table the lookup node serves",
