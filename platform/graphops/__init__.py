@@ -24,6 +24,7 @@ from graphops.errors import (
     PlanError,
     RegistryError,
     RunError,
+    ScaffoldError,
     ServeError,
     UnknownColumnError,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "RegistryError",
     "Resources",
     "RunError",
+    "ScaffoldError",
     "Scaling",
     "ServeError",
     "Stage",

@@ -165,6 +165,10 @@ class FeatureStoreError(GraphOpsError):
     """A feature store cannot be opened or read (missing source, unreachable Redis, bad layout)."""
 
 
+class ScaffoldError(GraphOpsError):
+    """A new graph package cannot be generated (bad name, existing graph, unknown template)."""
+
+
 class ChangeDetectionError(GraphOpsError):
     """The changed set cannot be computed: not a git repository, unknown base ref, no merge base."""
 

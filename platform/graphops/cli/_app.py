@@ -1,4 +1,4 @@
-"""The `graphops` command line: list, plan, train, run, batch, validate, serve and the demo."""
+"""The `graphops` command line: new, list, plan, train, run, batch, validate, serve and the demo."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ._demo import demo
 from ._experiment import experiment_app
 from ._features import EnvOption, env_features, features_app
 from ._gitops import apply, diff, promote, render, status
+from ._new import new
 from ._offline import batch, validate
 from ._online import serve
 from ._views import catalog_table, deployments_table, plan_table, run_tables
@@ -188,6 +189,7 @@ def run(
         raise typer.Exit(1)
 
 
+app.command("new")(friendly(new))
 app.command("demo")(friendly(demo))
 app.command("batch")(friendly(batch))
 app.command("validate")(friendly(validate))
