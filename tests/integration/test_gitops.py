@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 import requests
 import yaml
 
+from graphops.controller import local
 from graphops.controller.apply import apply
 from graphops.controller.inspect import diff, status
 from graphops.controller.promote import carry_experiment, promote
@@ -30,12 +30,11 @@ from graphops.controller.render import render
 from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime.online import DeploymentOverride, free_port
+from graphops.runtime.online import DeploymentOverride
 from graphops.validation import validate_graph
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 
-RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,49 +59,24 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """`ray start --head --block` with token auth on loopback; stopped by the test (its pid)."""
-    token = secrets.token_hex(16)
-    dash, serve_port, gcs = free_port(), free_port(), free_port()
-    env = os.environ | {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "MLFLOW_TRACKING_URI": registry.tracking_uri,
-    }
-    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                RAY,
-                "start",
-                "--head",
-                "--block",
-                "--node-ip-address=127.0.0.1",
-                f"--port={gcs}",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dash}",
-                "--num-cpus=4",  # logical: two arms, a shadow and a router fit
-                "--disable-usage-stats",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{dash}"
+    """`ray start --head --block` with token auth on loopback (graphops.controller.local, as the
+    main job starts it); stopped by the test (its process group)."""
+    service = local.start_ray(
+        "ray-test",
+        tmp_path_factory.mktemp("ray"),
+        dashboard_port=None,
+        serve_port=None,
+        tracking_uri=registry.tracking_uri,
+        num_cpus=4,  # logical: two arms, a shadow and a router fit
+        taken=set(),
+    )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                headers = {"Authorization": f"Bearer {token}"}
-                if requests.get(f"{url}/api/serve/applications/", headers=headers, timeout=10).ok:
-                    break
-            except requests.RequestException:  # not up yet
-                pass
-            assert time.time() < deadline, log.read_text()[-2000:]
-            time.sleep(1)
-        yield Cluster(url, f"http://127.0.0.1:{serve_port}", token)
+        local.wait_ready(service)
+        token = service.token
+        assert token
+        yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", token)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        local.stop(service)
 
 
 def environments(root: Path, cluster: Cluster) -> None:

@@ -116,7 +116,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
     finally:
         down = graphops(checkout, "demo", "--down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert "ray-dev: stopped" in down.stdout and "mlflow-ui: stopped" in down.stdout
+    assert "ray-dev: stopped (pid" in down.stdout and "mlflow-ui: stopped (pid" in down.stdout
     for service in services.values():
         assert not alive(service["pid"]), service
         if service.get("temp_dir"):

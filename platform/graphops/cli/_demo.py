@@ -145,12 +145,23 @@ def _start_services(job: _Job, envs: list[str], mlflow_ui: bool) -> None:
         else:
             local.stop(service)  # leftovers of a crashed run: its temp dir
             del job.state.services[name]
-    for env in envs:
+    for env in envs:  # one at a time: a raylet must register within 30 s, even on a busy box
         name = f"ray-{env}"
-        if name in job.state.services:
-            continue
-        spec = CLUSTERS[env]
-        job.state.services[name] = local.start_ray(
+        if name not in job.state.services:
+            _start_cluster(job, env, taken)
+    if mlflow_ui and "mlflow-ui" not in job.state.services:
+        job.state.services["mlflow-ui"] = local.start_mlflow_ui(
+            job.work, job.registry.tracking_uri, MLFLOW_UI_PORT, taken
+        )
+        console.print(f"mlflow-ui: starting at {job.state.services['mlflow-ui'].url}")
+    local.save_state(job.state_file, job.state)
+
+
+def _start_cluster(job: _Job, env: str, taken: set[int]) -> None:
+    """Start the environment's cluster and wait for it; once more if it fails to come up."""
+    name, spec = f"ray-{env}", CLUSTERS[env]
+    for attempt in (1, 2):
+        service = local.start_ray(
             name,
             job.work,
             dashboard_port=spec["dashboard"],
@@ -159,14 +170,22 @@ def _start_services(job: _Job, envs: list[str], mlflow_ui: bool) -> None:
             num_cpus=spec["cpus"],
             taken=taken,
         )
-        console.print(f"{name}: starting at {job.state.services[name].url} (token auth, loopback)")
-    if mlflow_ui and "mlflow-ui" not in job.state.services:
-        job.state.services["mlflow-ui"] = local.start_mlflow_ui(
-            job.work, job.registry.tracking_uri, MLFLOW_UI_PORT, taken
+        job.state.services[name] = service
+        local.save_state(job.state_file, job.state)
+        console.print(f"{name}: starting at {service.url} (token auth, loopback) ...")
+        try:
+            local.wait_ready(service)
+        except GraphOpsError:
+            del job.state.services[name]
+            local.save_state(job.state_file, job.state)
+            if attempt == 2:
+                raise
+            console.print(f"[yellow]{name} did not come up; trying once more.[/]")
+            continue
+        console.print(
+            f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']}"
         )
-        console.print(f"mlflow-ui: starting at {job.state.services['mlflow-ui'].url}")
-    local.save_state(job.state_file, job.state)
-    console.print("They start in the background while the graphs are trained and validated.")
+        return
 
 
 def _author(job: _Job, only: list[str] | None) -> tuple[Any, list[str]]:
@@ -259,7 +278,7 @@ def _batch(job: _Job, names: list[str]) -> None:
 
 def _gitops(job: _Job, envs: list[str], names: list[str]) -> Path | None:
     """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout."""
-    with job.step("Wait for the local clusters and the MLflow UI"):
+    with job.step("Check the local services answer"):
         for service in job.state.services.values():
             local.wait_ready(service)
             console.print(f"{service.name}: up at {service.url}")
@@ -502,9 +521,10 @@ def _down(job: _Job) -> None:
         return
     for name, service in job.state.services.items():
         was = "stopped" if service.alive() else "was not running"
+        started = time.perf_counter()
         with console.status(f"Stopping {name} (pid {service.pid}) ..."):
             local.stop(service)
-        console.print(f"{name}: {was} (pid {service.pid})")
+        console.print(f"{name}: {was} (pid {service.pid}, {time.perf_counter() - started:.1f} s)")
     for path in (job.sandbox, job.work / "gitops.git", job.work / "batch"):
         shutil.rmtree(path, ignore_errors=True)
     job.state_file.unlink(missing_ok=True)
