@@ -65,6 +65,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
             )
             assert re.search(rf"{env} POST \S+/digits a list of 3 -> 200 \[\{{", out)
         summary = out[out.index("Summary") :]
+        print(summary[summary.index("Steps") :])  # shown with -rP: where the time goes
         assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
         assert re.search(r"│ staging\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
         assert "Ray dashboard (staging)" in summary and "│ total" in summary
@@ -115,6 +116,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         assert "dev: the cluster already runs what git says; nothing changed." in applied.stdout
     finally:
         down = graphops(checkout, "demo", "--down", timeout=300)
+    print(down.stdout)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "ray-dev: stopped (pid" in down.stdout and "mlflow-ui: stopped (pid" in down.stdout
     for service in services.values():

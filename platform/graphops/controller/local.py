@@ -255,7 +255,7 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
         time.sleep(1)
 
 
-def stop(service: Service, timeout_s: float = 60) -> None:
+def stop(service: Service, timeout_s: float = 10) -> None:
     """Stop the service's process group (SIGTERM, then SIGKILL) and remove its temp dir."""
     if service.alive():
         with contextlib.suppress(ProcessLookupError):
