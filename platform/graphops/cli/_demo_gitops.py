@@ -1,0 +1,214 @@
+"""The main job's GitOps steps, for real on the local clusters, in a sandbox clone.
+
+A bare clone of this repository's HEAD plays the team's remote and a clone of it CI's checkout;
+`graphops promote` and `apply` run there as their own processes, exactly as the workflows run
+them, and every graph is then asked on its stable route.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import git
+import yaml
+
+from graphops.controller import local
+from graphops.errors import GraphOpsError
+
+from ._common import console
+from ._demo_job import STAGING_GRAPH, DemoJob
+
+
+def gitops(job: DemoJob, envs: list[str], names: list[str]) -> Path | None:
+    """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout."""
+    with job.step("Check the local services answer"):
+        for service in job.state.services.values():
+            local.wait_ready(service)
+            console.print(f"{service.name}: up at {service.url}")
+    with job.step("GitOps sandbox: a clone of this repository, its environments on the clusters"):
+        if not _sandbox(job, envs):
+            return None
+    with job.step("Promote every validated graph to dev (what CI runs after a merge)", False):
+        graphops_command(job, "promote", "--auto", "--to", "dev", "--push", "main")
+        _pull(job)
+    _apply_and_ask(job, "dev", names)
+    if "staging" in envs and STAGING_GRAPH in names:
+        with job.step(f"Promote {STAGING_GRAPH} to staging and merge it (a reviewed PR)", False):
+            graphops_command(job, "promote", STAGING_GRAPH, "--to", "staging")
+            _merge(job, f"promote/staging/{STAGING_GRAPH}-")
+        _apply_and_ask(job, "staging", [STAGING_GRAPH])
+    return job.sandbox
+
+
+def _sandbox(job: DemoJob, envs: list[str]) -> bool:
+    """A bare origin and a clone of this repository's HEAD, its environments on the clusters.
+
+    Reused when HEAD did not move; made again from HEAD when it did (the clusters are then
+    reconciled to it by apply).
+    """
+    try:
+        source = git.Repo(job.root)
+        head = source.head.commit.hexsha
+    except (git.InvalidGitRepositoryError, ValueError):
+        job.problems.append("not a git checkout: promotion and apply were skipped")
+        console.print(
+            f"[yellow]{job.root} is not a git checkout with a commit[/]: a lock names the commit "
+            "of the code, so promotion needs a clone of the repository. Skipping GitOps."
+        )
+        return False
+    if source.is_dirty(path="graphs"):
+        console.print(
+            "[yellow]graphs/ has uncommitted changes:[/] the sandbox clones HEAD, so they are "
+            "neither promoted nor served; commit them (and re-run) to see them live."
+        )
+    origin = job.work / "gitops.git"
+    if job.state.source_head == head and (job.sandbox / ".git").is_dir():
+        console.print(f"sandbox at {job.sandbox} is from {head[:12]} (HEAD): reused")
+        return True
+    for path in (origin, job.sandbox):
+        shutil.rmtree(path, ignore_errors=True)
+    git.Repo.clone_from(job.root, origin, bare=True)
+    with git.Repo.clone_from(origin, job.sandbox) as clone:
+        clone.git.checkout("-B", "main", head)
+        with clone.config_writer() as config:
+            config.set_value("user", "name", "graphops demo")
+            config.set_value("user", "email", "demo@graphops.invalid")
+        for env in envs:
+            _point_at_cluster(job, env)
+        graphops_command(job, "render", quiet=True)
+        clone.git.add("environments")
+        clone.index.commit("demo: environments on the local clusters")
+        clone.git.push("origin", "main:main", "--force")
+    job.state.source_head = head
+    local.save_state(job.state_file, job.state)
+    console.print(
+        f"origin {origin} (bare, the team's remote) and clone {job.sandbox} (CI's checkout) "
+        f"from {head[:12]}; dev and staging point at the local clusters"
+    )
+    return True
+
+
+def _point_at_cluster(job: DemoJob, env: str) -> None:
+    """Rewrite the sandbox's ``environments/<env>/environment.yaml`` for the local cluster."""
+    service = job.state.services[f"ray-{env}"]
+    path = job.sandbox / "environments" / env / "environment.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    serve = service.ports["serve"]
+    data["cluster"] = (data.get("cluster") or {}) | {
+        "dashboard": service.url,
+        "serve_url": f"http://127.0.0.1:{serve}",
+        "token_env": _token_env(env),
+        "app_cpu_budget": 0.9,
+    }
+    for key in ("dashboard_env", "serve_url_env"):
+        data["cluster"].pop(key, None)
+    data["http_port"], data["http_host"] = serve, "127.0.0.1"
+    if env != "dev":  # nobody waits 30 minutes in a demo: the soak gate passes at once
+        data["policy"] = (data.get("policy") or {}) | {"soak_minutes": 0}
+    path.write_text(
+        f"# graphops demo: {env} on the local cluster {service.url} (see .graphops/demo).\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+
+
+def _token_env(env: str) -> str:
+    return f"GRAPHOPS_{env.upper()}_TOKEN"
+
+
+def graphops_command(job: DemoJob, *args: str, quiet: bool = False) -> str:
+    """Run `graphops <args>` in the sandbox as CI would (its own process), output shown."""
+    env = os.environ | {"MLFLOW_TRACKING_URI": job.registry.tracking_uri}
+    for name, service in job.state.services.items():
+        if service.token:
+            env[_token_env(name.removeprefix("ray-"))] = service.token
+    env.pop("GRAPHOPS_REPO", None)
+    env.pop("RAY_ADDRESS", None)
+    command = [local.console_script("graphops"), "--repo", str(job.sandbox), *args]
+    if not quiet:
+        console.print(f"[dim]$ graphops {' '.join(args)}[/]")
+    lines: list[str] = []
+    with subprocess.Popen(
+        command,
+        env=env,
+        cwd=job.sandbox,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # shown as it comes: apply reports each phase
+            lines.append(line)
+            if not quiet:
+                console.out(line.rstrip("\n"), highlight=False)
+        code = process.wait()
+    if code:
+        if quiet:
+            console.out("".join(lines).rstrip(), highlight=False)
+        raise GraphOpsError(
+            f"`graphops {' '.join(args)}` failed (exit {code}); its output is above.",
+            fix=f"Read the message above; the sandbox is {job.sandbox}.",
+        )
+    return "".join(lines)
+
+
+def _pull(job: DemoJob) -> None:
+    with git.Repo(job.sandbox) as clone:
+        clone.git.pull("--ff-only", "origin", "main")
+
+
+def _merge(job: DemoJob, prefix: str) -> None:
+    """Merge the promotion branch into main and push (what approving its pull request does)."""
+    with git.Repo(job.sandbox) as clone:
+        branches = [h for h in clone.heads if h.name.startswith(prefix)]
+        if not branches:
+            return
+        branch = max(branches, key=lambda h: h.commit.committed_date)
+        clone.git.checkout("main")
+        if clone.is_ancestor(branch.commit, clone.head.commit):
+            return  # merged by an earlier run
+        clone.git.merge("--no-ff", "-m", f"Merge {branch.name}", branch.name)
+        clone.git.push("origin", "main")
+        console.print(f"merged {branch.name} into main and pushed")
+
+
+def _apply_and_ask(job: DemoJob, env: str, names: list[str]) -> None:
+    """`graphops apply --env`, then one object and a list of three on each stable route."""
+    with job.step(f"Apply {env} (what deploy.yml runs)", False):
+        graphops_command(job, "apply", "--env", env)
+    with job.step(f"{env}: real requests to each graph's stable route"):
+        for name in names:
+            _ask(job, env, name)
+
+
+def _ask(job: DemoJob, env: str, name: str) -> None:
+    import requests
+
+    from graphops.environments import load_release
+    from graphops.graph import load_graph
+    from graphops.runtime import read_rows
+
+    entry = load_release(job.sandbox, env).graphs.get(name)
+    if entry is None:
+        job.problems.append(f"{env}: {name} is not released")
+        console.print(f"[red]{env}: {name} is not released[/]")
+        return
+    serve = job.state.services[f"ray-{env}"].ports["serve"]
+    url = f"http://127.0.0.1:{serve}/{name}"
+    pkg = load_graph(job.root, name)
+    rows = read_rows(pkg.validation_dataset)[:3] if pkg.validation_dataset else []
+    bodies: list[Any] = [entry.lock.example] if entry.lock.example else []
+    bodies.append([{f: r[f] for f in entry.lock.request_fields} for r in rows])
+    for body in bodies:
+        answer = requests.post(url, json=body, timeout=60)
+        shown = "one object" if isinstance(body, dict) else f"a list of {len(body)}"
+        text = answer.text if len(answer.text) < 200 else answer.text[:200] + " …"
+        console.print(
+            f"{env} POST {url} {shown} -> {answer.status_code} {text}", markup=False, soft_wrap=True
+        )
+        if answer.status_code != 200:
+            job.problems.append(f"{env}: {name} answered {answer.status_code}")
+    job.answers.append((env, name, entry.lock.version, url))

@@ -1,0 +1,62 @@
+"""What the main job's steps share: the local clusters it runs, its state, its step timer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.rule import Rule
+
+from graphops.controller import local
+
+from ._common import console
+
+if TYPE_CHECKING:
+    from graphops.registry import Registry
+
+# Each environment's local cluster: preferred ports (any free ones when taken) and logical CPUs
+# (dev runs every graph, and two versions of one side by side during a rollout).
+CLUSTERS = {
+    "dev": {"dashboard": 8265, "serve": 8000, "cpus": 4},
+    "staging": {"dashboard": 8266, "serve": 8001, "cpus": 2},
+}
+STAGING_GRAPH = "digits"
+MLFLOW_UI_PORT = 5000
+
+
+@dataclass
+class DemoJob:
+    """What the steps share: where things are, what happened, how long each step took."""
+
+    root: Path
+    registry: Registry
+    work: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    state: local.LocalState = field(default_factory=local.LocalState)
+    problems: list[str] = field(default_factory=list)
+    answers: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    @property
+    def state_file(self) -> Path:
+        return self.work / "state.json"
+
+    @property
+    def sandbox(self) -> Path:
+        return self.work / "gitops"
+
+    @contextmanager
+    def step(self, title: str, spinner: bool = True) -> Iterator[None]:
+        """A titled step: a rule, a spinner (unless subprocesses print), its time when done."""
+        console.print(Rule(f"[bold]{title}[/]", align="left"))
+        started = time.perf_counter()
+        if spinner:
+            with console.status(f"{title} ..."):
+                yield
+        else:
+            yield
+        self.timings[title] = time.perf_counter() - started
+        console.print(f"[green]✓[/] {title} [dim]({self.timings[title]:.1f} s)[/]")
