@@ -203,7 +203,12 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
     bodies: list[Any] = [entry.lock.example] if entry.lock.example else []
     bodies.append([{f: r[f] for f in entry.lock.request_fields} for r in rows])
     for body in bodies:
-        answer = requests.post(url, json=body, timeout=60)
+        try:
+            answer = requests.post(url, json=body, timeout=60)
+        except requests.RequestException as exc:
+            job.problems.append(f"{env}: {name} did not answer at {url}: {exc}")
+            console.print(f"[red]{env}: {name} did not answer at {url}:[/] {exc}")
+            return
         shown = "one object" if isinstance(body, dict) else f"a list of {len(body)}"
         text = answer.text if len(answer.text) < 200 else answer.text[:200] + " …"
         console.print(
