@@ -26,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphops.errors import ConfigError
 
+# The processes this one started, kept so they are reaped (and never collected while running).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 RAY_PORTS = (
     "port",
     "dashboard-port",
@@ -184,6 +187,7 @@ def start_ray(
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+        _CHILDREN[process.pid] = process
     return Service(
         name=name,
         pid=process.pid,
@@ -218,6 +222,7 @@ def start_mlflow_ui(
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=work_dir
         )
+        _CHILDREN[process.pid] = process
     return Service(
         name="mlflow-ui",
         pid=process.pid,
@@ -267,6 +272,10 @@ def stop(service: Service, timeout_s: float = 10) -> None:
         if service.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(service.pid, signal.SIGKILL)
+            child = _CHILDREN.pop(service.pid, None)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5)
             _reap(service.pid)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
@@ -274,5 +283,10 @@ def stop(service: Service, timeout_s: float = 10) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our child (else it lingers as a zombie)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
