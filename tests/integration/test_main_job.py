@@ -18,6 +18,7 @@ import git
 import pytest
 import requests
 
+from graphops.controller import local
 from tests.integration.test_cli import GRAPHOPS, graphops
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +37,6 @@ def checkout(tmp_path: Path, repo_copy: Path) -> Path:
         r.git.add(A=True)
         r.index.commit("graphs and environments")
     return root
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def test_main_job_end_to_end_then_down(checkout: Path) -> None:
@@ -122,7 +115,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert "ray-dev: stopped (pid" in down.stdout and "mlflow-ui: stopped (pid" in down.stdout
     for service in services.values():
-        assert not alive(service["pid"]), service
+        assert not local.Service.model_validate(service).alive(), service
         if service.get("temp_dir"):
             assert not Path(service["temp_dir"]).exists()
     assert not state_file.exists() and not sandbox.exists()

@@ -209,13 +209,18 @@ def _validate(job: DemoJob, names: list[str]) -> ValidationReport:
     return report
 
 
-def _experiment(job: DemoJob, names: list[str]) -> None:
-    """The A/A experiment on the first graph with validation data (see `_demo_experiment`)."""
+def _first_with_data(job: DemoJob, names: list[str]) -> Any:
+    """The first graph of ``names`` that has validation data (the experiment's and batch's)."""
     from graphops.graph import load_graph
 
+    return next((p for p in (load_graph(job.root, n) for n in names) if p.validation_dataset), None)
+
+
+def _experiment(job: DemoJob, names: list[str]) -> None:
+    """The A/A experiment on the first graph with validation data (see `_demo_experiment`)."""
     from ._demo_experiment import experiment_demo
 
-    pkg = next((p for p in (load_graph(job.root, n) for n in names) if p.validation_dataset), None)
+    pkg = _first_with_data(job, names)
     if pkg is not None:
         with job.step(f"{pkg.name}: an A/A experiment behind the router (90/10, sticky)"):
             experiment_demo(pkg, job.registry)
@@ -225,10 +230,9 @@ def _batch(job: DemoJob, names: list[str]) -> None:
     """`graphops batch`: the first graph over its validation data as a Ray Data job."""
     import ray
 
-    from graphops.graph import load_graph
     from graphops.runtime.offline import run_offline
 
-    pkg = next((p for p in (load_graph(job.root, n) for n in names) if p.validation_dataset), None)
+    pkg = _first_with_data(job, names)
     if pkg is None or pkg.validation_dataset is None:
         return
     output = job.work / "batch" / f"{pkg.name}.parquet"

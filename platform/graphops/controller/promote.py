@@ -308,6 +308,7 @@ def promote(
     """
     env = load_environment(repo, env_name)
     now = now or utcnow()
+    current = load_release(repo, env_name).graphs.get(graph)
     if env.policy.upstream:
         entry = load_release(repo, env.policy.upstream).graphs.get(graph)
         if entry is None:
@@ -319,10 +320,7 @@ def promote(
             )
         lock = entry.lock
     else:
-        lock = same_lock(
-            load_release(repo, env_name).graphs.get(graph),
-            lock_from_checkout(repo, graph, registry),
-        )
+        lock = same_lock(current, lock_from_checkout(repo, graph, registry))
     if version is not None and version != lock.version:
         raise PromotionError(
             f"Got --version {version}, but the lock to promote is {graph} {lock.version}.",
@@ -339,7 +337,6 @@ def promote(
             fix="Nothing was written. Satisfy the gate(s) and promote again.",
             graph=graph,
         )
-    current = load_release(repo, env_name).graphs.get(graph)
     if current is not None and current.traffic is not None and current.lock != lock:
         raise PromotionError(
             f"{graph} runs an experiment in {env_name} (control {current.lock.version}, arms "
