@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import git
 
+from graphops._git import current_commit, head_commit, is_dirty, open_repo
 from graphops.errors import ChangeDetectionError, did_you_mean
 from graphops.graph import GRAPHS_DIR, graph_names
 
@@ -68,8 +68,8 @@ def changed_graphs(
         ChangeDetectionError: ``repo`` is not a git repository, HEAD has no commits, ``base``
             does not exist, or ``base`` and HEAD share no history.
     """
-    with _open(repo) as r:
-        head = _head(r)
+    with open_repo(repo) as r:
+        head = head_commit(r)
         if head is None:
             raise ChangeDetectionError(
                 f"HEAD has no commits in {repo}.", fix="Commit first, then compare with a base."
@@ -85,60 +85,6 @@ def changed_graphs(
             files.update(_paths(r.index.diff(None)))
             files.update(r.untracked_files)
     return _select(repo, base, merge_base.hexsha, head.hexsha, files)
-
-
-def current_commit(repo: Path) -> str | None:
-    """Hex sha of HEAD; ``None`` when ``repo`` is not a git repository or has no commits."""
-    try:
-        with _open(repo) as r:
-            head = _head(r)
-    except ChangeDetectionError:
-        return None
-    return head.hexsha if head is not None else None
-
-
-def is_dirty(repo: Path, paths: Sequence[str] = ()) -> bool:
-    """Whether ``repo`` has staged, unstaged or untracked (not ignored) changes.
-
-    Args:
-        repo: Top level of the git working tree.
-        paths: Repository-relative paths to limit the check to; all of the tree when empty.
-
-    Returns:
-        ``True`` when something is uncommitted; also when ``repo`` is not a git repository
-        (nothing in it is committed).
-    """
-    try:
-        with _open(repo) as r:
-            return any(r.is_dirty(untracked_files=True, path=p) for p in (paths or [None]))
-    except ChangeDetectionError:
-        return True
-
-
-@contextmanager
-def _open(repo: Path) -> Iterator[git.Repo]:
-    """The repository at ``repo``, closed afterwards (gitpython keeps git processes alive)."""
-    try:
-        r = git.Repo(repo)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise ChangeDetectionError(
-            f"{repo} is not a git repository.",
-            fix="Run inside the repository clone (the folder holding .git and graphs/).",
-        ) from None
-    with r:
-        if r.bare:
-            raise ChangeDetectionError(
-                f"{repo} is a bare git repository: it has no working tree.",
-                fix="Run inside the repository clone (the folder holding .git and graphs/).",
-            )
-        yield r
-
-
-def _head(r: git.Repo) -> git.Commit | None:
-    try:
-        return r.head.commit
-    except ValueError:  # unborn branch: HEAD names a branch with no commits yet
-        return None
 
 
 def _is_shallow(r: git.Repo) -> bool:
