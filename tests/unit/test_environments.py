@@ -116,7 +116,7 @@ def test_scaling_overrides_go_to_serve_resources_to_the_builder(repo: Path) -> N
 
 
 def test_a_new_commit_or_validation_run_alone_keeps_the_live_lock() -> None:
-    from graphops.controller.promote import same_lock
+    from graphops.controller.lock import same_lock
 
     live = ReleaseEntry(lock=lock(), promoted_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
     later = lock().model_copy(update={"commit": "e" * 40, "validation_run": "run2"})

@@ -26,8 +26,8 @@ from typing import Any
 
 import requests
 
-from graphops.controller.cluster import Cluster, serve_url, upload_packages
-from graphops.controller.promote import stage_code
+from graphops.controller.cluster import Cluster, serve_url
+from graphops.controller.packaging import stage_code, upload_packages
 from graphops.controller.render import render, serve_config, versions
 from graphops.environments import GraphLock, load_environment, load_release, release_path
 from graphops.errors import ApplyError, ConfigError, did_you_mean

@@ -2,13 +2,13 @@
 
 Requests carry the cluster's token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
 ``~/.ray/auth_token``: Ray's own order). Packages of graph code are uploaded with Ray's own
-job-submission client, content-addressed, so the URI in ``serve.yaml`` is what runs.
+job-submission client, content-addressed, so the URI in ``serve.yaml`` is what runs (which
+packages, and the check that they hash to their lock: `graphops.controller.packaging`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -142,18 +142,3 @@ def _why(app: dict[str, Any]) -> str:
         if lines:
             return lines[-1][:400]
     return app.get("status", "unknown")
-
-
-def upload_packages(cluster: Cluster, repo: Path, needed: dict[str, tuple[str, str]]) -> None:
-    """Upload each package ``uri -> (graph, commit)``, checking the staged code hashes to it."""
-    from graphops.controller.promote import package_uri, stage_code
-
-    for uri, (graph, commit) in sorted(needed.items()):
-        if package_uri(repo, graph, commit) != uri:
-            raise ApplyError(
-                f"The code of {graph} at {commit[:12]} does not hash to its locked package {uri}.",
-                fix="The lock was edited by hand or the commit rewritten: promote again.",
-                graph=graph,
-            )
-        with tempfile.TemporaryDirectory(prefix="graphops-upload-") as tmp:
-            cluster.upload(uri, stage_code(repo, graph, commit, Path(tmp)))

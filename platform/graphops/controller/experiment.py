@@ -18,15 +18,9 @@ from typing import Any
 import requests
 
 from graphops.controller.cluster import serve_url
-from graphops.controller.promote import (
-    Gate,
-    _digest_gate,
-    _minutes,
-    _validation_gate,
-    commit_change,
-    lock_from_checkout,
-    utcnow,
-)
+from graphops.controller.commit import commit_change
+from graphops.controller.gates import Gate, Soak, utcnow, verify_lock
+from graphops.controller.lock import lock_from_checkout
 from graphops.controller.render import render
 from graphops.environments import (
     Arm,
@@ -76,7 +70,7 @@ def _candidate(
     """The lock to add and its gates: from the checkout, or (with an upstream) as run there."""
     env = load_environment(repo, env_name)
     now = utcnow()
-    gates: list[Gate] = []
+    placed: list[Gate] = []
     if env.policy.upstream is None:
         lock = lock_from_checkout(repo, graph, registry)
         if version is not None and version != lock.version:
@@ -102,18 +96,10 @@ def _candidate(
                 graph=graph,
             )
         lock, since = offered[wanted]
-        soaked = now - since
-        gates.append(
-            Gate(
-                "soak",
-                soaked >= datetime.timedelta(minutes=env.policy.soak_minutes),
-                f"in {env.policy.upstream} since {since.isoformat()} ({_minutes(soaked)} of the "
-                f"{env.policy.soak_minutes:g} min required)",
-            )
-        )
-    if env.policy.require_validation:
-        gates.append(_validation_gate(registry, lock))
-    gates.append(_digest_gate(registry, lock))
+        placed.append(Soak(since, now, env.policy.soak_minutes).gate(env.policy.upstream))
+    gates = verify_lock(
+        registry, lock, require_validation=env.policy.require_validation, upstream=placed
+    )
     refused = [g for g in gates if not g.passed]
     if refused:
         raise ExperimentError(

@@ -1,24 +1,25 @@
 """Promotion: pin a graph's lock in an environment after its gates pass, and commit it in git.
 
 The first environment (no upstream) takes the lock from the checkout: the graph's committed files,
-the models of its passed validation record. Every later environment takes the lock that is live
-upstream, byte for byte, so what was validated is exactly what reaches production.
+the models of its passed validation record (`graphops.controller.lock`). Every later environment
+takes the lock that is live upstream, byte for byte, so what was validated is exactly what reaches
+production. This module orchestrates: the gates are decided in `graphops.controller.gates`, the
+commit and push in `graphops.controller.commit`; an upstream experiment is carried along when
+every arm is verified.
 """
 
 from __future__ import annotations
 
 import datetime
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import git
-
-import graphops
+from graphops.controller.commit import branch_name, commit_change
+from graphops.controller.gates import Gate, Soak, utcnow, verify_lock
+from graphops.controller.lock import lock_from_checkout, same_lock
 from graphops.controller.render import render
 from graphops.environments import (
-    ENVIRONMENTS_DIR,
     EnvironmentConfig,
     GraphLock,
     ReleaseEntry,
@@ -28,21 +29,8 @@ from graphops.environments import (
     load_release,
     write_release,
 )
-from graphops.errors import GraphOpsError, PromotionError
-from graphops.graph import GRAPHS_DIR, load_graph
-from graphops.registry import Registry, ValidationRecord
-from graphops.validation.changes import current_commit, is_dirty
-
-PUSH_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One promotion gate and its verdict."""
-
-    name: str
-    passed: bool
-    detail: str
+from graphops.errors import PromotionError
+from graphops.registry import Registry
 
 
 @dataclass
@@ -66,113 +54,6 @@ class Promotion:
         return all(g.passed for g in self.gates)
 
 
-def utcnow() -> datetime.datetime:
-    """Now, in UTC, to the second (what release.yaml records)."""
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-
-
-def package_uri(repo: Path, graph: str, commit: str) -> str:
-    """Ray's content-addressed URI of ``graphs/<graph>/`` (plus ``graphs/__init__.py``) at ``commit``.
-
-    The same files give the same ``gcs://_ray_pkg_<hash>.zip`` (Ray's own hashing), so the lock
-    pins the code exactly and `apply` uploads just that when the environment ships packages.
-    """
-    from ray._private.runtime_env.packaging import get_uri_for_directory
-
-    with tempfile.TemporaryDirectory(prefix="graphops-package-") as tmp:
-        stage_code(repo, graph, commit, Path(tmp))
-        return get_uri_for_directory(tmp, include_gitignore=False)
-
-
-def stage_code(repo: Path, graph: str, commit: str, target: Path) -> Path:
-    """Write ``graphs/__init__.py`` and ``graphs/<graph>/`` as of ``commit`` into ``target``."""
-    with git.Repo(repo) as r:
-        tree = r.commit(commit).tree
-        try:
-            folder = tree / GRAPHS_DIR / graph
-        except KeyError as exc:
-            raise PromotionError(
-                f"graphs/{graph} does not exist at commit {commit[:12]}.",
-                fix="Commit the graph package first.",
-                graph=graph,
-            ) from exc
-        blobs = [b for b in folder.traverse() if b.type == "blob"]
-        init = tree / GRAPHS_DIR / "__init__.py" if "__init__.py" in (tree / GRAPHS_DIR) else None
-        for blob in [*blobs, *([init] if init is not None else [])]:
-            if "__pycache__" in blob.path:
-                continue
-            path = target / blob.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(blob.data_stream.read())
-    return target
-
-
-def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
-    """The lock of ``graph`` as committed at HEAD, with the models its passed validation used."""
-    commit = current_commit(repo)
-    if commit is None:
-        raise PromotionError(
-            f"{repo} is not a git checkout with a commit: a lock names the commit of the code.",
-            fix="Promote from a clone of the repository.",
-            graph=graph,
-        )
-    if is_dirty(repo, [f"{GRAPHS_DIR}/{graph}"]):
-        raise PromotionError(
-            f"graphs/{graph} has uncommitted changes: a lock must name a commit that holds them.",
-            fix="Commit (and validate) the change first.",
-            graph=graph,
-        )
-    from graphops.runtime.online import request_example
-
-    package = load_graph(repo, graph)
-    record = _passed_record(registry, graph, package.graph.version, package.content_hash)
-    models = {
-        node: registry.resolve(uri).model_copy(update={"alias": None})
-        for node, uri in sorted(record.models.items())
-    }
-    for node, pin in models.items():
-        if record.digests.get(node) and record.digests[node] != pin.digest:
-            models[node] = pin.model_copy(update={"digest": record.digests[node]})
-    return GraphLock(
-        version=package.graph.version,
-        content_hash=package.content_hash,
-        commit=commit,
-        models=models,
-        validation_run=record.run_id,
-        package=package_uri(repo, graph, commit),
-        example=request_example(package),
-        platform_version=graphops.__version__,
-        request_fields=tuple(package.graph.request_fields),
-    )
-
-
-def same_lock(current: ReleaseEntry | None, lock: GraphLock) -> GraphLock:
-    """The live lock when ``lock`` differs from it only by commit and validation run, else ``lock``.
-
-    A later commit that leaves the graph's code and models as they were (another graph's change,
-    a promotion commit, a re-validation) must not roll the graph out again.
-    """
-    if current is None:
-        return lock
-    unpinned = {"commit", "validation_run"}
-    same = current.lock.model_dump(exclude=unpinned) == lock.model_dump(exclude=unpinned)
-    return current.lock if same else lock
-
-
-def _passed_record(
-    registry: Registry, graph: str, version: str, content_hash: str
-) -> ValidationRecord:
-    for record in registry.validations(graph, version):
-        if record.status == "passed" and record.content_hash == content_hash:
-            return record
-    raise PromotionError(
-        f"Gate validation: no passed validation of {graph} {version} at content hash "
-        f"{content_hash[:19]} in {registry.tracking_uri}.",
-        fix=f"Run `graphops validate {graph}` on this commit (CI does on every pull request).",
-        graph=graph,
-    )
-
-
 def check_gates(
     repo: Path,
     registry: Registry,
@@ -194,14 +75,12 @@ def check_gates(
         live: ``live(env, graph, lock)`` -> None when the lock runs healthy in ``env``, else why
             not; None skips the live check (no cluster address configured).
     """
-    gates = []
     policy = env.policy
-    if policy.require_validation:
-        gates.append(_validation_gate(registry, lock))
+    placed = []
     if policy.upstream:
         upstream = load_release(repo, policy.upstream).graphs.get(graph)
         if upstream is None or upstream.lock != lock:
-            gates.append(
+            placed.append(
                 Gate(
                     "upstream",
                     False,
@@ -210,71 +89,21 @@ def check_gates(
                 )
             )
         else:
-            soaked = now - upstream.promoted_at
-            needed = datetime.timedelta(minutes=policy.soak_minutes)
-            gates.append(
-                Gate(
-                    "soak",
-                    soaked >= needed,
-                    f"live in {policy.upstream} since {upstream.promoted_at.isoformat()} "
-                    f"({_minutes(soaked)} of the {policy.soak_minutes:g} min required)",
-                )
+            placed.append(
+                Soak(upstream.promoted_at, now, policy.soak_minutes).gate(policy.upstream)
             )
             if live is not None:
                 problem = live(policy.upstream, graph, lock)
-                gates.append(
+                placed.append(
                     Gate(
                         "healthy upstream",
                         problem is None,
                         problem or f"running and healthy in {policy.upstream}",
                     )
                 )
-    gates.append(_digest_gate(registry, lock))
-    return gates
-
-
-def _minutes(delta: datetime.timedelta) -> str:
-    return f"{delta.total_seconds() / 60:.1f} min"
-
-
-def _validation_gate(registry: Registry, lock: GraphLock) -> Gate:
-    if not lock.validation_run:
-        return Gate("validation", False, "the lock names no validation run")
-    try:
-        record = registry.validation(lock.validation_run)
-    except GraphOpsError as exc:
-        return Gate("validation", False, str(exc))
-    if record.status != "passed" or record.content_hash != lock.content_hash:
-        return Gate(
-            "validation",
-            False,
-            f"run {record.run_id} is {record.status} at {record.content_hash[:19]}, not a pass "
-            f"of {lock.content_hash[:19]}",
-        )
-    digests = {node: pin.digest for node, pin in lock.models.items()}
-    if record.digests and record.digests != digests:
-        return Gate("validation", False, f"run {record.run_id} validated other model artifacts")
-    return Gate("validation", True, f"passed in run {record.run_id}")
-
-
-def _digest_gate(registry: Registry, lock: GraphLock) -> Gate:
-    changed = []
-    for node, pin in lock.models.items():
-        try:
-            now = registry.resolve(pin.uri)
-        except GraphOpsError as exc:
-            changed.append(f"{node}: {exc.what}")
-            continue
-        if now.digest != pin.digest:
-            changed.append(f"{node}: {pin.uri} is {now.digest[:19]} now, {pin.digest[:19]} locked")
-    if changed:
-        return Gate("model digests", False, "; ".join(changed))
-    return Gate("model digests", True, "every pinned model still matches the registry")
-
-
-def branch_name(env: str, graph: str, version: str) -> str:
-    """The branch a promotion is committed on."""
-    return f"promote/{env}/{graph}-{version}"
+    return verify_lock(
+        registry, lock, require_validation=policy.require_validation, upstream=placed
+    )
 
 
 def promote(
@@ -394,21 +223,16 @@ def carry_experiment(
     traffic = upstream.traffic
     if traffic is None:
         return None, []
-    needed = datetime.timedelta(minutes=env.policy.soak_minutes)
     pinned = [(f"arm {v}", a.lock, a.promoted_at) for v, a in sorted(traffic.arms.items())]
     if traffic.shadow is not None:
         s = traffic.shadow
         pinned.append((f"shadow {s.lock.version}", s.lock, s.promoted_at))
     problems = []
     for name, lock, since in pinned:
-        if now - since < needed:
-            problems.append(
-                f"{name} has run in {env.policy.upstream} for {_minutes(now - since)} of the "
-                f"{env.policy.soak_minutes:g} min required"
-            )
-        gates = [_digest_gate(registry, lock)]
-        if env.policy.require_validation:
-            gates.append(_validation_gate(registry, lock))
+        soak = Soak(since, now, env.policy.soak_minutes)
+        if not soak.passed:
+            problems.append(f"{name} has run in {env.policy.upstream} for {soak.progress}")
+        gates = verify_lock(registry, lock, require_validation=env.policy.require_validation)
         problems += [f"{name}: gate {g.name}: {g.detail}" for g in gates if not g.passed]
     if problems:
         return None, [
@@ -463,78 +287,3 @@ def _commit(repo: Path, result: Promotion, now: datetime.datetime, push: str | N
         push=push,
     )
     result.commit, result.files, result.pushed = done.commit, done.files, done.pushed
-
-
-@dataclass(frozen=True)
-class Committed:
-    """Where a change to an environment went."""
-
-    commit: str
-    files: list[str]
-    pushed: str | None
-
-
-def commit_change(
-    repo: Path,
-    *,
-    graph: str,
-    branch: str,
-    message: str,
-    write: Callable[[], None],
-    push: str | None,
-) -> Committed:
-    """Commit what ``write`` does to environments/ on ``branch`` (from HEAD or origin's ``push``).
-
-    Work happens on a detached HEAD, so the branch can be re-pointed on a retry: when the push
-    is refused because someone else changed ``push`` meanwhile, ``write`` runs again on their
-    commit (it re-reads release.yaml and re-renders), and the push is retried. The checkout goes
-    back to where it was, keeping any uncommitted work outside environments/.
-    """
-    with git.Repo(repo) as r:
-        original = r.active_branch.name if not r.head.is_detached else r.head.commit.hexsha
-        if is_dirty(repo, [ENVIRONMENTS_DIR]):
-            raise PromotionError(
-                "environments/ has uncommitted changes.",
-                fix="Commit or discard them; graphops commits environments/ itself.",
-                graph=graph,
-            )
-        try:
-            for attempt in range(1, PUSH_ATTEMPTS + 1):
-                if push:
-                    r.remotes.origin.fetch()
-                    start = r.remotes.origin.refs[push].commit
-                else:
-                    start = r.head.commit
-                try:
-                    r.git.checkout(start.hexsha)
-                except git.GitCommandError as exc:
-                    raise PromotionError(
-                        f"Cannot check out {start.hexsha[:12]}: {exc.stderr.strip()}",
-                        fix="Commit or stash your uncommitted changes, then try again.",
-                        graph=graph,
-                    ) from exc
-                write()
-                r.git.add(ENVIRONMENTS_DIR)
-                commit = r.index.commit(message)
-                r.create_head(branch, commit, force=True)
-                files = sorted(
-                    r.git.diff("--name-only", f"{start.hexsha}..{commit.hexsha}").split()
-                )
-                if not push:
-                    return Committed(commit.hexsha, files, None)
-                try:
-                    r.git.push("origin", f"{commit.hexsha}:refs/heads/{push}")
-                except git.GitCommandError as exc:
-                    if attempt == PUSH_ATTEMPTS or (
-                        "rejected" not in str(exc) and "fetch first" not in str(exc)
-                    ):
-                        raise PromotionError(
-                            f"Pushing to origin/{push} failed: {exc.stderr.strip()}",
-                            fix="Pull, then try again.",
-                            graph=graph,
-                        ) from exc
-                    continue  # someone else pushed meanwhile: redo the change on theirs, retry
-                return Committed(commit.hexsha, files, push)
-            raise AssertionError("unreachable")  # pragma: no cover
-        finally:
-            r.git.checkout(original)

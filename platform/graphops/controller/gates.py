@@ -1,0 +1,117 @@
+"""Gates: whether a lock may run in an environment, decided in one place.
+
+A gate is a named verdict with a detail line. `verify_lock` is the one eligibility check of a
+lock: a passed validation of exactly that lock (when the environment's policy requires one) and
+model digests unchanged in the registry, with the gates of where the lock has run upstream
+(upstream pin, `Soak`, health) listed between them. Promotion, carrying an experiment downstream
+and starting an experiment all call it; so should any new way of placing a lock (a canary).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from graphops.environments import GraphLock
+from graphops.errors import GraphOpsError
+from graphops.registry import Registry
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate and its verdict."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Soak:
+    """How long a lock has run upstream (since ``since``, measured to ``now``) against the policy."""
+
+    since: datetime.datetime
+    now: datetime.datetime
+    minutes: float
+
+    @property
+    def passed(self) -> bool:
+        """The lock has run upstream for at least the required minutes."""
+        return self.now - self.since >= datetime.timedelta(minutes=self.minutes)
+
+    @property
+    def progress(self) -> str:
+        """E.g. ``2.7 min of the 30 min required``."""
+        soaked = (self.now - self.since).total_seconds() / 60
+        return f"{soaked:.1f} min of the {self.minutes:g} min required"
+
+    def gate(self, upstream: str) -> Gate:
+        """The ``soak`` gate, for a lock that runs in the environment ``upstream``."""
+        detail = f"live in {upstream} since {self.since.isoformat()} ({self.progress})"
+        return Gate("soak", self.passed, detail)
+
+
+def utcnow() -> datetime.datetime:
+    """Now, in UTC, to the second (what release.yaml records, and what soaks are measured to)."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def verify_lock(
+    registry: Registry,
+    lock: GraphLock,
+    *,
+    require_validation: bool,
+    upstream: Sequence[Gate] = (),
+) -> list[Gate]:
+    """Every gate of ``lock``, in order: validation, the ``upstream`` gates, model digests.
+
+    Args:
+        registry: The MLflow registry (validation records, model digests).
+        lock: The lock to place.
+        require_validation: The environment's policy requires a passed validation of the lock.
+        upstream: Gates already decided about where the lock runs upstream (upstream pin,
+            ``Soak.gate``, health), listed between validation and digests.
+
+    Returns:
+        The gates; the lock is eligible when every one passed.
+    """
+    gates = [_validation(registry, lock)] if require_validation else []
+    return [*gates, *upstream, _digests(registry, lock)]
+
+
+def _validation(registry: Registry, lock: GraphLock) -> Gate:
+    """The lock's validation run passed, at its content hash and model digests."""
+    if not lock.validation_run:
+        return Gate("validation", False, "the lock names no validation run")
+    try:
+        record = registry.validation(lock.validation_run)
+    except GraphOpsError as exc:
+        return Gate("validation", False, str(exc))
+    if record.status != "passed" or record.content_hash != lock.content_hash:
+        return Gate(
+            "validation",
+            False,
+            f"run {record.run_id} is {record.status} at {record.content_hash[:19]}, not a pass "
+            f"of {lock.content_hash[:19]}",
+        )
+    digests = {node: pin.digest for node, pin in lock.models.items()}
+    if record.digests and record.digests != digests:
+        return Gate("validation", False, f"run {record.run_id} validated other model artifacts")
+    return Gate("validation", True, f"passed in run {record.run_id}")
+
+
+def _digests(registry: Registry, lock: GraphLock) -> Gate:
+    """Every pinned model version still resolves to its locked digest."""
+    changed = []
+    for node, pin in lock.models.items():
+        try:
+            now = registry.resolve(pin.uri)
+        except GraphOpsError as exc:
+            changed.append(f"{node}: {exc.what}")
+            continue
+        if now.digest != pin.digest:
+            changed.append(f"{node}: {pin.uri} is {now.digest[:19]} now, {pin.digest[:19]} locked")
+    if changed:
+        return Gate("model digests", False, "; ".join(changed))
+    return Gate("model digests", True, "every pinned model still matches the registry")
