@@ -24,9 +24,9 @@ import yaml
 
 from graphops.controller import local
 from graphops.controller.apply import apply
-from graphops.controller.inspect import diff, status
 from graphops.controller.promote import carry_experiment, promote
 from graphops.controller.render import render
+from graphops.controller.status import diff, status
 from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel

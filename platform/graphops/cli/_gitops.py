@@ -144,7 +144,7 @@ def lock_summary(lock) -> str:  # type: ignore[no-untyped-def]
 
 def _live_check(repo):  # type: ignore[no-untyped-def]
     """live(env, graph, lock) for the gates: None when the lock runs healthy there."""
-    from graphops.controller.inspect import status
+    from graphops.controller.status import status
 
     def live(env: str, graph: str, lock):  # type: ignore[no-untyped-def]
         rows = [s for s in status(repo, env) if s.graph == graph]
@@ -160,7 +160,7 @@ def _live_check(repo):  # type: ignore[no-untyped-def]
 
 def diff(ctx: typer.Context, env: EnvOption) -> None:
     """Show what applying the committed files would change on the environment's cluster."""
-    from graphops.controller.inspect import diff as do_diff
+    from graphops.controller.status import diff as do_diff
 
     changes = do_diff(ctx.obj.root(), env)
     table = Table(title=f"{env}: live -> git", title_justify="left")
@@ -220,7 +220,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """For each environment and graph: version, lock, validation run, live state, drift, since when."""
-    from graphops.controller.inspect import status as do_status
+    from graphops.controller.status import status as do_status
 
     rows = do_status(ctx.obj.root(), env)
     if as_json:

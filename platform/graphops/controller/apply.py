@@ -28,8 +28,8 @@ import requests
 
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.packaging import stage_code, upload_packages
-from graphops.controller.render import render, serve_config, versions
-from graphops.environments import GraphLock, load_environment, load_release, release_path
+from graphops.controller.render import Rendered, render, versions
+from graphops.environments import GraphLock, release_path
 from graphops.errors import ApplyError, ConfigError, did_you_mean
 
 CANDIDATE = "/_graphops/candidate/"
@@ -66,10 +66,19 @@ def graph_of(app: dict[str, Any]) -> str | None:
     return args.get("graph") if app.get("import_path", "").startswith("graphops.") else None
 
 
-def deployment_specs_at(repo: Path, lock: GraphLock | None, app: dict[str, Any]) -> dict[str, Any]:
-    """Deployment name -> DeploymentSpec of an application, from the graph code at its commit.
+def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any]) -> dict[str, Any]:
+    """The deployments an application runs, as its locked code plans them (name -> spec).
 
-    ``lock`` None means the experiment router (one small deployment).
+    The graph's code is staged from ``lock``'s commit and planned with the application's args
+    (fusion, resource overrides), so the names and resources are those Serve will deploy.
+
+    Args:
+        repo: Repository root.
+        lock: The application's lock; None means the experiment router (one small deployment).
+        app: The application's Serve config (its ``args`` name the graph).
+
+    Returns:
+        Deployment name -> DeploymentSpec.
     """
     from graphops.graph import Scaling, load_graph
     from graphops.plan import plan
@@ -95,20 +104,23 @@ def deployment_specs_at(repo: Path, lock: GraphLock | None, app: dict[str, Any])
         return {s.name: s for s in specs_for(plan(package.graph, fuse=args.fuse), args)}
 
 
-def check_overrides(repo: Path, env_name: str) -> None:
+def check_overrides(repo: Path, rendered: Rendered) -> None:
     """Refuse scaling overrides that name no deployment of their graph version (before Serve does).
+
+    Args:
+        repo: Repository root.
+        rendered: The environment, as `render` gives it.
 
     Raises:
         ConfigError: Naming release.yaml, the graph, the override and the deployments there are.
     """
-    release = load_release(repo, env_name)
-    env = load_environment(repo, env_name)
-    apps = {a["name"]: a for a in serve_config(env, release)["applications"]}
+    env_name, release = rendered.env, rendered.release
+    apps = {a["name"]: a for a in rendered.config["applications"]}
     for graph, entry in release.graphs.items():
         for version in versions(graph, entry):
             if not version.deployments:
                 continue
-            known = list(deployment_specs_at(repo, version.lock, apps[version.app]))
+            known = list(planned_deployments(repo, version.lock, apps[version.app]))
             for name in version.deployments:
                 if name not in known:
                     raise ConfigError(
@@ -135,16 +147,15 @@ def apply(
         ApplyError: The cluster is unreachable, refused the token, or a new version failed to
             start or to answer its smoke example (the previous state is then restored).
     """
-    stale = render(repo, env_name).stale()
+    rendered = render(repo, env_name)  # once: the checks and the deploy use the same config
+    stale = rendered.stale()
     if stale:
         raise ConfigError(
             f"The rendered files of {env_name} are stale: {', '.join(p.name for p in stale)}.",
             fix=f"Run `graphops render --env {env_name}` and commit the result.",
         )
-    check_overrides(repo, env_name)
-    env = load_environment(repo, env_name)
-    release = load_release(repo, env_name)
-    desired = serve_config(env, release)
+    check_overrides(repo, rendered)
+    env, release, desired = rendered.environment, rendered.release, rendered.config
     base = {k: v for k, v in desired.items() if k != "applications"}
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)

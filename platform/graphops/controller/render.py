@@ -354,10 +354,21 @@ def rayservice(env: EnvironmentConfig, config: dict[str, Any]) -> dict[str, Any]
 
 @dataclass(frozen=True)
 class Rendered:
-    """The files of one environment, as they must be on disk."""
+    """The files of one environment, as they must be on disk, and what they were rendered from.
+
+    Attributes:
+        env: The environment's name.
+        files: Path -> the text the file must hold.
+        environment: Its ``environment.yaml``.
+        release: Its ``release.yaml``.
+        config: The Serve config ``serve.yaml`` holds (what `apply` deploys).
+    """
 
     env: str
     files: dict[Path, str]
+    environment: EnvironmentConfig
+    release: Release
+    config: dict[str, Any]
 
     def stale(self) -> dict[Path, str]:
         """File -> unified diff of what is committed against what it must be, for stale files."""
@@ -400,6 +411,9 @@ def render(repo: Path, env_name: str) -> Rendered:
             folder / SERVE_FILE: dump_yaml(config, header),
             folder / RAYSERVICE_FILE: dump_yaml(rayservice(env, config), header),
         },
+        environment=env,
+        release=release,
+        config=config,
     )
 
 

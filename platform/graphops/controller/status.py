@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from graphops.controller.apply import comparable, deployment_specs_at, graph_of
+from graphops.controller.apply import comparable, graph_of, planned_deployments
 from graphops.controller.cluster import Cluster
 from graphops.controller.render import router_name, serve_config, versions
 from graphops.environments import (
@@ -88,7 +88,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
     changes: list[DeploymentChange] = []
     for name, app in wanted.items():
         lock = locks.get(name)
-        specs = deployment_specs_at(repo, lock, app)
+        specs = planned_deployments(repo, lock, app)
         if name not in live:
             for spec in specs.values():
                 r = _replicas(_override(app, spec.name), spec.scaling.replicas)
