@@ -261,3 +261,19 @@ def test_is_dirty(repo: Path, tmp_path: Path) -> None:
 def test_ignored_file_is_not_dirty(repo: Path) -> None:
     write(repo, {"graphs/a/run.log": "noise\n"})
     assert not is_dirty(repo)
+
+
+def test_files_at_reads_a_folder_or_a_file_as_of_a_commit(repo: Path) -> None:
+    from graphops._git import files_at
+
+    with git.Repo(repo) as r:
+        first = r.head.commit.hexsha
+        write(repo, {"graphs/a/__init__.py": "A = 2\n", "graphs/a/more.py": ""})
+        commit(r, "change a")
+    assert files_at(repo, first, "graphs/a") == {"graphs/a/__init__.py": b"A = 1\n"}
+    assert files_at(repo, "HEAD", "graphs/a") == {
+        "graphs/a/__init__.py": b"A = 2\n",
+        "graphs/a/more.py": b"",
+    }
+    assert files_at(repo, first, "graphs/__init__.py") == {"graphs/__init__.py": b""}
+    assert files_at(repo, first, "graphs/c") is None

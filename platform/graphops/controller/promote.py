@@ -76,7 +76,7 @@ def check_gates(
             not; None skips the live check (no cluster address configured).
     """
     policy = env.policy
-    placed = []
+    placed: list[Gate] = []
     if policy.upstream:
         upstream = load_release(repo, policy.upstream).graphs.get(graph)
         if upstream is None or upstream.lock != lock:

@@ -1,0 +1,90 @@
+"""Gates: one eligibility check of a lock (validation, upstream gates, digests) and the soak."""
+
+from __future__ import annotations
+
+import datetime
+from typing import cast
+
+from graphops.controller.gates import Gate, Soak, verify_lock
+from graphops.environments import GraphLock
+from graphops.errors import RegistryError
+from graphops.registry import Registry, ResolvedModel, ValidationRecord
+from tests.fixtures.locks import lock
+
+T0 = datetime.datetime(2026, 11, 28, 17, 49, 19, tzinfo=datetime.UTC)
+
+
+class _Registry:
+    """Just what the gates read: validation records by run id and model digests by URI."""
+
+    def __init__(self, locked: GraphLock, *, status: str = "passed", digest: str = "a") -> None:
+        self.record = ValidationRecord(
+            run_id="run1",
+            graph="digits",
+            version=locked.version,
+            content_hash=locked.content_hash,
+            status=status,
+            digests={n: p.digest for n, p in locked.models.items()},
+        )
+        self.digest = f"sha256:{digest * 64}"
+
+    def validation(self, run_id: str) -> ValidationRecord:
+        if run_id != self.record.run_id:
+            raise RegistryError(f"No validation run {run_id}.", fix="Validate first.")
+        return self.record
+
+    def resolve(self, uri: str) -> ResolvedModel:
+        return ResolvedModel(name="digits", version=1, digest=self.digest, source="file:///m")
+
+
+def _registry(locked: GraphLock, *, status: str = "passed", digest: str = "a") -> Registry:
+    """A stand-in registry (the gates need no MLflow to be tested)."""
+    return cast(Registry, _Registry(locked, status=status, digest=digest))
+
+
+def test_verify_lock_orders_validation_upstream_gates_then_digests() -> None:
+    locked = lock()
+    soak = Soak(T0, T0 + datetime.timedelta(minutes=31), 30).gate("dev")
+    gates = verify_lock(_registry(locked), locked, require_validation=True, upstream=[soak])
+    assert [(g.name, g.passed) for g in gates] == [
+        ("validation", True),
+        ("soak", True),
+        ("model digests", True),
+    ]
+    assert gates[0].detail == "passed in run run1"
+
+
+def test_verify_lock_without_required_validation_checks_digests_only() -> None:
+    locked = lock()
+    [gate] = verify_lock(_registry(locked, digest="b"), locked, require_validation=False)
+    assert gate.name == "model digests" and not gate.passed
+    assert "logits: models:/digits/1 is sha256:bbbb" in gate.detail
+
+
+def test_verify_lock_refuses_a_failed_or_missing_validation() -> None:
+    locked = lock()
+    failed = verify_lock(_registry(locked, status="failed"), locked, require_validation=True)
+    assert failed[0] == Gate(
+        "validation",
+        False,
+        f"run run1 is failed at {locked.content_hash[:19]}, not a pass of "
+        f"{locked.content_hash[:19]}",
+    )
+    unknown = locked.model_copy(update={"validation_run": "run2"})
+    [gate, _] = verify_lock(_registry(locked), unknown, require_validation=True)
+    assert not gate.passed and "No validation run run2" in gate.detail
+    none = locked.model_copy(update={"validation_run": None})
+    [gate, _] = verify_lock(_registry(locked), none, require_validation=True)
+    assert gate == Gate("validation", False, "the lock names no validation run")
+
+
+def test_soak_measures_the_time_since_the_upstream_pin() -> None:
+    early = Soak(T0, T0 + datetime.timedelta(minutes=2.7), 30)
+    assert not early.passed and early.progress == "2.7 min of the 30 min required"
+    assert early.gate("dev") == Gate(
+        "soak",
+        False,
+        "live in dev since 2026-11-28T17:49:19+00:00 (2.7 min of the 30 min required)",
+    )
+    assert Soak(T0, T0 + datetime.timedelta(minutes=30), 30).passed
+    assert Soak(T0, T0, 0).passed
