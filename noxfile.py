@@ -1,17 +1,33 @@
-"""Every task, locally and in CI: `nox -s <session>`. CI calls these sessions and nothing else."""
+"""Every task, locally and in CI: `nox -s <session>`. CI calls these sessions and nothing else.
+
+One environment, `.nox/dev`, serves every session but `lint` and `lock`: graphops with all its
+extras, every version pinned by constraints.txt, created once and installed with uv when nox came
+with it (`pip install "nox[uv]"`), else with venv + pip. Those sessions are `python=False` for nox
+(nox gives each session a virtualenv of its own) and run the programs of `.nox/dev/bin`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
+DEV = Path(".nox", "dev")
+DEV_BIN = DEV / "bin"
+DEV_EXTRAS = "test,lint,examples,bench"
+# What the last install of .nox/dev was made from: when these files change, install again.
+DEV_STAMP = DEV / "graphops-install.sha256"
 
 
 def _install(session: nox.Session, *extras: str, deps: bool = True) -> None:
@@ -20,13 +36,91 @@ def _install(session: nox.Session, *extras: str, deps: bool = True) -> None:
     session.install(*CONSTRAINTS, *(() if deps else ("--no-deps",)), "-e", spec)
 
 
-@nox.session(python=PYTHON)
+def _uv() -> str | None:
+    """The uv that came with nox (`nox[uv]`) or one on PATH; None when there is none."""
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return shutil.which("uv")
+    try:
+        return find_uv_bin()
+    except FileNotFoundError:
+        return shutil.which("uv")
+
+
+def _find_links() -> list[str]:
+    """pip's find-links (PIP_FIND_LINKS or pip's config) as uv arguments: uv reads neither.
+
+    This is how uv sees the same local wheels as pip (here the CPU torch 2.13.0 wheel in
+    /opt/wheels); without them it would resolve torch from PyPI with its CUDA packages.
+    """
+    if os.environ.get("UV_FIND_LINKS"):
+        return []
+    links = os.environ.get("PIP_FIND_LINKS", "").split()
+    if not links:
+        listed = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        for line in listed.splitlines():
+            key, _, value = line.partition("=")
+            if key.endswith(".find-links"):
+                links += [v for v in value.strip("'\"").split() if v not in links]
+    return [arg for link in links for arg in ("--find-links", link)]
+
+
+def _dev(session: nox.Session) -> None:
+    """Create `.nox/dev` once, install into it when pyproject.toml or constraints.txt changed.
+
+    Also puts `.nox/dev/bin` first on the session's PATH, so what the commands start
+    (`ray start`, `mlflow`, `graphops`) comes from the same environment.
+    """
+    uv = _uv()
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update(Path(name).read_bytes())
+    stamp = f"{digest.hexdigest()} {DEV_EXTRAS}\n"
+    python = DEV_BIN / "python"
+    if not python.exists():
+        if uv:
+            session.run_install(uv, "venv", "--clear", "--seed", "--python", PYTHON, str(DEV))
+        else:
+            interpreter = shutil.which(f"python{PYTHON}")
+            if interpreter is None:
+                session.error(f"Python {PYTHON} is not on PATH: install it, then run nox again.")
+            session.run_install(interpreter, "-m", "venv", "--clear", str(DEV), external=True)
+        DEV_STAMP.unlink(missing_ok=True)
+    if not DEV_STAMP.exists() or DEV_STAMP.read_text() != stamp:
+        spec = f".[{DEV_EXTRAS}]"
+        if uv:
+            where = ("--python", str(python), *_find_links())
+            done = session.run_install(uv, "pip", "install", *where, *CONSTRAINTS, "-e", spec)
+        else:
+            done = session.run_install(
+                str(python), "-m", "pip", "install", *CONSTRAINTS, "-e", spec, external=True
+            )
+        if done is not None:  # None: skipped by --no-install
+            DEV_STAMP.write_text(stamp)
+    session.env["VIRTUAL_ENV"] = str(DEV.resolve())
+    session.env["PATH"] = os.pathsep.join([str(DEV_BIN.resolve()), os.environ.get("PATH", "")])
+
+
+def _run(session: nox.Session, program: str, *args: str) -> None:
+    """Run a program of `.nox/dev/bin` (after `_dev`)."""
+    session.run(str(DEV_BIN / program), *args)
+
+
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real MLflow, git, Ray; no mocks outside tests/unit)."""
-    _install(session, "test")
-    session.run("pytest", *session.posargs)
+    _dev(session)
+    _run(session, "pytest", *session.posargs)
 
 
+# lint keeps a light virtualenv of its own: it needs the linters and graphops without its
+# dependencies (no torch, Ray or MLflow), so CI's lint job installs it in seconds, not minutes.
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format) and import-linter (the graph model imports neither Ray nor MLflow)."""
@@ -37,76 +131,77 @@ def lint(session: nox.Session) -> None:
     session.run("lint-imports")
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def demo(session: nox.Session) -> None:
     """The main job on embedded defaults: train + register, plan, run on validation data."""
-    _install(session, "examples")
-    session.run("graphops", "demo", *session.posargs)
+    _dev(session)
+    _run(session, "graphops", "demo", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def validate(session: nox.Session) -> None:
     """Validate graphs offline on Ray Data: `nox -s validate -- --changed --base origin/main`."""
-    _install(session, "examples")
-    session.run("graphops", "validate", "--train-missing", *session.posargs)
+    _dev(session)
+    _run(session, "graphops", "validate", "--train-missing", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def train(session: nox.Session) -> None:
     """Train and register a graph's model: `nox -s train -- digits`."""
-    _install(session, "examples")
-    session.run("graphops", "train", *(session.posargs or ["digits"]))
+    _dev(session)
+    _run(session, "graphops", "train", *(session.posargs or ["digits"]))
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def plan(session: nox.Session) -> None:
     """Print a graph's plan: `nox -s plan -- digits`."""
-    _install(session, "examples")
-    session.run("graphops", "plan", *(session.posargs or ["digits"]))
+    _dev(session)
+    _run(session, "graphops", "plan", *(session.posargs or ["digits"]))
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- features`."""
-    _install(session, "bench")
     which, *extra = session.posargs or ["all"]
     names = ("offline", "online", "features")
     if which not in ("all", *names):
         session.error(
             f"Got {which!r}: start with {', '.join(names)}, e.g. `-- online --repeats 1`."
         )
+    _dev(session)
     for name in names if which == "all" else (which,):
-        session.run("python", "-m", f"benchmarks.{name}", *extra)
+        _run(session, "python", "-m", f"benchmarks.{name}", *extra)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def serve(session: nox.Session) -> None:
     """Serve a graph on a local Ray Serve until Ctrl-C: `nox -s serve -- digits`."""
-    _install(session, "examples")
-    session.run("graphops", "serve", *(session.posargs or ["digits"]))
+    _dev(session)
+    _run(session, "graphops", "serve", *(session.posargs or ["digits"]))
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def render(session: nox.Session) -> None:
     """Render environments/*/serve.yaml + rayservice.yaml: `nox -s render -- --check`."""
-    _install(session)
-    session.run("graphops", "render", *session.posargs)
+    _dev(session)
+    _run(session, "graphops", "render", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def promote(session: nox.Session) -> None:
     """Promote a graph: `nox -s promote -- digits --to staging` (CI: `-- --auto --to dev`)."""
-    _install(session, "examples")
-    session.run("graphops", "promote", *session.posargs)
+    _dev(session)
+    _run(session, "graphops", "promote", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def apply(session: nox.Session) -> None:
     """Reconcile an environment's cluster with git: `nox -s apply -- --env dev`."""
-    _install(session, "examples")
-    session.run("graphops", "apply", *session.posargs)
+    _dev(session)
+    _run(session, "graphops", "apply", *session.posargs)
 
 
+# lock resolves from scratch with pip (its `pip freeze` writes constraints.txt): a fresh env.
 @nox.session(python=PYTHON, venv_backend="venv", reuse_venv=False)
 def lock(session: nox.Session) -> None:
     """Re-resolve every dependency from scratch and rewrite constraints.txt."""

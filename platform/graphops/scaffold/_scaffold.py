@@ -91,6 +91,10 @@ def scaffold(repo: Path, name: str, template: str = DEFAULT_TEMPLATE) -> list[Pa
     try:
         # tests/graphs/ must be a subpackage of tests/: were tests/ no package, pytest would put
         # tests/ on sys.path and tests/graphs would shadow the repository's `graphs` package.
+        # Were tests/graphs/ no package, pytest (rootdir-based "prepend" imports) would import
+        # test_<name>.py as a top-level module, which collides with a test file of the same name
+        # elsewhere (tests/unit/test_features.py and a graph named `features`: "import file
+        # mismatch"); as a package its tests are tests.graphs.test_<name>.
         inits = (graphs, repo / TESTS_DIR.parent, repo / TESTS_DIR)
         for extra in (folder / "__init__.py" for folder in inits):
             if not extra.exists():
