@@ -123,12 +123,13 @@ def tests(session: nox.Session) -> None:
 # dependencies (no torch, Ray or MLflow), so CI's lint job installs it in seconds, not minutes.
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format) and import-linter (the graph model imports neither Ray nor MLflow)."""
-    session.install(*CONSTRAINTS, "ruff", "import-linter")
-    _install(session, deps=False)
+    """ruff (lint + format), import-linter (layers), mypy, actionlint (.github/workflows)."""
+    _install(session, "lint")  # with graphops' dependencies: mypy checks the code against them
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")
+    session.run("mypy")
+    session.run("actionlint")
 
 
 @nox.session(python=False)

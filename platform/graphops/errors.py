@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 
 class GraphOpsError(Exception):
@@ -83,6 +84,15 @@ def _rebuild(
     line: int | None,
 ) -> GraphOpsError:
     return cls(what, fix=fix, graph=graph, node=node, file=file, line=line)
+
+
+class Where(TypedDict, total=False):
+    """The location keywords of a `GraphOpsError`, to build once and pass as ``**where``."""
+
+    graph: str | None
+    node: str | None
+    file: str | Path | None
+    line: int | None
 
 
 class GraphDefinitionError(GraphOpsError):

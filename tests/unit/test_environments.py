@@ -47,6 +47,17 @@ def test_unknown_key_names_file_field_and_suggestion(repo: Path) -> None:
     assert caught.value.file == str(path)
 
 
+def test_unknown_key_under_a_graph_of_the_release_lists_the_known_keys(repo: Path) -> None:
+    entry = ReleaseEntry(
+        lock=lock(), promoted_at=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    )
+    write_release(repo, "dev", Release(graphs={"digits": entry}))
+    path = repo / "environments/dev/release.yaml"
+    path.write_text(path.read_text().replace("    lock:\n", "    traffik: {}\n    lock:\n", 1))
+    with pytest.raises(ConfigError, match=r'graphs\.digits\.traffik.*Did you mean "traffic"'):
+        load_release(repo, "dev")
+
+
 def test_duplicate_keys_are_an_error(repo: Path) -> None:
     (repo / "environments/dev/environment.yaml").write_text("http_port: 1\nhttp_port: 2\n")
     with pytest.raises(ConfigError, match=r'Key "http_port" appears twice \(lines 1 and 2\)'):

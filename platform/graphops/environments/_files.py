@@ -7,7 +7,8 @@ sorted keys and a fixed style, so the same data always gives the same bytes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -17,6 +18,8 @@ from graphops.errors import ConfigError, did_you_mean
 
 ENVIRONMENTS_DIR = "environments"
 BASE = "base"
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -98,7 +101,22 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validated(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose keys are expected at ``loc`` (a pydantic error location), if any."""
+    current: object = model
+    for part in loc:
+        if get_origin(current) is dict:
+            current = get_args(current)[1]  # `part` is a key of the mapping: go to its values
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            current = info.annotation if info else current
+        models = [a for a in get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if get_origin(current) in (Union, UnionType) and len(models) == 1:
+            current = models[0]  # `Model | None`: the model
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _validated(model: type[_Model], data: dict[str, Any], path: Path) -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -106,11 +124,8 @@ def _validated(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
         field = ".".join(map(str, err["loc"])) or "(top level)"
         hint = ""
         if err["type"] == "extra_forbidden":
-            parent = model
-            for part in err["loc"][:-1]:
-                annotation = parent.model_fields.get(str(part))
-                parent = annotation.annotation if annotation else parent  # type: ignore[assignment]
-            known = list(getattr(parent, "model_fields", {}))
+            parent = _model_at(model, err["loc"][:-1])
+            known = list(parent.model_fields) if parent else []
             hint = did_you_mean(str(err["loc"][-1]), known) + (
                 f" Known keys: {', '.join(known)}." if known else ""
             )

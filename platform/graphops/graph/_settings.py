@@ -54,7 +54,8 @@ class Scaling(_Settings):
     def _bounds(self) -> Scaling:
         if (self.min_replicas is None) != (self.max_replicas is None):
             raise ValueError("set both min_replicas and max_replicas to autoscale, or neither")
-        if self.autoscaling and not (self.min_replicas <= self.replicas <= self.max_replicas):  # type: ignore[operator]
+        low, high = self.min_replicas, self.max_replicas
+        if low is not None and high is not None and not low <= self.replicas <= high:
             raise ValueError(
                 f"replicas={self.replicas} must lie within min_replicas={self.min_replicas} "
                 f"and max_replicas={self.max_replicas}"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from graphops.errors import RegistryError
+from graphops.errors import RegistryError, Where
 from graphops.graph import ModelNode
 
 FORMAT = "graphops.torch/v1"
@@ -56,7 +56,7 @@ def save_torch(module: torch.nn.Module, config: dict[str, Any], directory: Path)
 
 def load_torch(node: ModelNode, directory: Path, device: torch.device) -> TorchModel:
     """Build ``node.architecture`` from the saved config and load its weights."""
-    where = {"node": node.name, "file": node.file, "line": node.line}
+    where: Where = {"node": node.name, "file": node.file, "line": node.line}
     if node.architecture is None:
         raise RegistryError(
             f"Model node has no architecture to load {node.uri} into.",

@@ -128,9 +128,10 @@ class Registry:
                 )
             version = int(aliases[ref.alias])
         else:
-            version = int(ref.version)  # type: ignore[arg-type]
+            assert ref.version is not None  # ModelURI.parse sets an alias or a version
+            version = ref.version
         try:
-            return version, self.client.get_model_version(ref.name, str(version)).source
+            source = self.client.get_model_version(ref.name, str(version)).source
         except MlflowException as exc:
             versions = sorted(
                 int(v.version) for v in self.client.search_model_versions(f"name='{ref.name}'")
@@ -139,6 +140,12 @@ class Registry:
                 f'Model "{ref.name}" has no version {version}.',
                 fix=f"Versions: {', '.join(map(str, versions)) or 'none'}.",
             ) from exc
+        if not source:
+            raise RegistryError(
+                f'Version {version} of model "{ref.name}" records no artifact source.',
+                fix="Register the model again (e.g. `graphops train <graph>`).",
+            )
+        return version, source
 
     # -- loading -----------------------------------------------------------------------------
 
