@@ -1,6 +1,6 @@
 """Every task, locally and in CI: `nox -s <session>`. CI calls these sessions and nothing else.
 
-One environment, `.nox/dev`, serves every session but `lint` and `lock`: graphops with all its
+One environment, `.nox/dev`, serves every session but `lock`: graphops with all its
 extras, every version pinned by constraints.txt, created once and installed with uv when nox came
 with it (`pip install "nox[uv]"`), else with venv + pip. Those sessions are `python=False` for nox
 (nox gives each session a virtualenv of its own) and run the programs of `.nox/dev/bin`.
@@ -28,12 +28,6 @@ DEV_BIN = DEV / "bin"
 DEV_EXTRAS = "test,lint,examples,bench"
 # What the last install of .nox/dev was made from: when these files change, install again.
 DEV_STAMP = DEV / "graphops-install.sha256"
-
-
-def _install(session: nox.Session, *extras: str, deps: bool = True) -> None:
-    """Install graphops (editable) with extras, every version pinned by constraints.txt."""
-    spec = f".[{','.join(extras)}]" if extras else "."
-    session.install(*CONSTRAINTS, *(() if deps else ("--no-deps",)), "-e", spec)
 
 
 def _uv() -> str | None:
@@ -119,17 +113,15 @@ def tests(session: nox.Session) -> None:
     _run(session, "pytest", *session.posargs)
 
 
-# lint keeps a light virtualenv of its own: it needs the linters and graphops without its
-# dependencies (no torch, Ray or MLflow), so CI's lint job installs it in seconds, not minutes.
-@nox.session(python=PYTHON)
+@nox.session(python=False)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format), import-linter (layers), mypy, actionlint (.github/workflows)."""
-    _install(session, "lint")  # with graphops' dependencies: mypy checks the code against them
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("lint-imports")
-    session.run("mypy")
-    session.run("actionlint")
+    _dev(session)  # mypy checks the code against its real dependencies (Ray, MLflow, pydantic)
+    _run(session, "ruff", "check", ".")
+    _run(session, "ruff", "format", "--check", ".")
+    _run(session, "lint-imports")
+    _run(session, "mypy")
+    _run(session, "actionlint")
 
 
 @nox.session(python=False)
