@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
+from graphops.diagram import mermaid, svg
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
-from graphops.plan import mermaid, plan, svg
+from graphops.plan import plan
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo

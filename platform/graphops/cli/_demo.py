@@ -19,9 +19,10 @@ from rich.rule import Rule
 from rich.table import Table
 
 from graphops.controller import local
+from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
-from graphops.plan import mermaid, plan
+from graphops.plan import plan
 
 from ._common import console, errors
 from ._demo_gitops import gitops, graphops_command

@@ -11,9 +11,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from graphops.diagram import describe_resources
 from graphops.errors import GraphOpsError
 from graphops.graph import Catalog, MetricResult
-from graphops.plan import Plan, describe_resources
+from graphops.plan import Plan
 
 if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
     from graphops.registry import ResolvedModel

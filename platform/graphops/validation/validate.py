@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import graphops
+from graphops.diagram import mermaid, svg
 from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
-from graphops.plan import mermaid, plan, svg
+from graphops.plan import plan
 from graphops.registry import Registry, ValidationRecord
 from graphops.runtime import read_rows
 from graphops.validation.parity import check_parity
