@@ -402,8 +402,8 @@ def model_stage_batches(bench: Bench, path: Path, rows: int, repeats: int = 3) -
     from ray.data.block import BlockAccessor
 
     from graphops.plan import plan
-    from graphops.runtime.local import LocalRunner
     from graphops.runtime.offline import _dense
+    from graphops.runtime.runner import LocalRunner
 
     table = pq.read_table(path)
     pixels = np.stack(table.column("pixels").to_numpy(zero_copy_only=False))
