@@ -19,7 +19,6 @@ Run it with ``nox -s bench -- features`` or::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._report import utc_now, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_BUDGET = 0.6  # per application: three side by side fit a 2-CPU machine
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "benchmark": "feature lookups and feed_ranking online with vs without fetching",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "parameters": {k: v for k, v in vars(args).items() if k != "out"}
         | {"entities": ENTITIES, "features": FEATURES, "batch": BATCH, "cpu_budget": CPU_BUDGET},
@@ -244,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for app in apps.values():
             undeploy(app.name)
         serve.shutdown()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     a, b = result["a_lookups"], result["b_online"]["systems"]
     print(
         json.dumps(

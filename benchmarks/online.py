@@ -23,7 +23,6 @@ Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput a
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks._report import utc_now, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"p50": 1.10, "p99": 1.25, "throughput": 0.9, "fusion_throughput": 1.5}
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "benchmark": "online latency and throughput over HTTP",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "parameters": {k: v for k, v in vars(args).items() if k != "out"}
         | {"cpu_budget_per_app": CPU_BUDGET},
@@ -234,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         rb = result["b_fused_vs_unfused"]["ratios"]
         verdict["b_fusion_throughput"] = rb["throughput"] >= TARGETS["fusion_throughput"]
     result["verdict"] = verdict
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
     print(f"verdict: {result['verdict']}; written to {args.out}")
     return 0

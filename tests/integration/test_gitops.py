@@ -22,11 +22,11 @@ import pytest
 import requests
 import yaml
 
-from graphops.controller import local
 from graphops.controller.apply import apply
 from graphops.controller.promote import carry_experiment, promote
 from graphops.controller.render import render
 from graphops.controller.status import diff, status
+from graphops.demo import services
 from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
@@ -59,9 +59,9 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """`ray start --head --block` with token auth on loopback (graphops.controller.local, as the
+    """`ray start --head --block` with token auth on loopback (graphops.demo.services, as the
     main job starts it); stopped by the test (its process group)."""
-    service = local.start_ray(
+    service = services.start_ray(
         "ray-test",
         tmp_path_factory.mktemp("ray"),
         dashboard_port=None,
@@ -71,12 +71,12 @@ def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
         taken=set(),
     )
     try:
-        local.wait_ready(service)
+        services.wait_ready(service)
         token = service.token
         assert token
         yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", token)
     finally:
-        local.stop(service)
+        services.stop(service)
 
 
 def environments(root: Path, cluster: Cluster) -> None:

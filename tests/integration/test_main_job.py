@@ -18,7 +18,7 @@ import git
 import pytest
 import requests
 
-from graphops.controller import local
+from graphops.demo.services import Service
 from tests.integration.test_cli import GRAPHOPS, graphops
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert "ray-dev: stopped (pid" in down.stdout and "mlflow-ui: stopped (pid" in down.stdout
     for service in services.values():
-        assert not local.Service.model_validate(service).alive(), service
+        assert not Service.model_validate(service).alive(), service
         if service.get("temp_dir"):
             assert not Path(service["temp_dir"]).exists()
     assert not state_file.exists() and not sandbox.exists()

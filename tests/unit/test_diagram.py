@@ -24,9 +24,10 @@ from graphops import (
     model,
     node,
 )
-from graphops.plan import Plan, mermaid, plan, svg
-from graphops.plan._diagram import _stage_label
-from graphops.plan._layout import Rect, layout
+from graphops.diagram import mermaid, svg
+from graphops.diagram._layout import Rect, layout
+from graphops.diagram._mermaid import _stage_label
+from graphops.plan import Plan, plan
 from graphops.validation import (
     GraphValidation,
     ValidationReport,

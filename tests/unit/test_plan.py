@@ -9,8 +9,9 @@ import pytest
 from pydantic import BaseModel
 
 from graphops import Graph, PlanError, Resources, Scaling, node
+from graphops.diagram import mermaid
 from graphops.graph import Node
-from graphops.plan import Boundary, mermaid, plan
+from graphops.plan import Boundary, plan
 from tests.fixtures.graphs import valid
 
 

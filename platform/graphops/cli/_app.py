@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
+from graphops._views import catalog_table, deployments_table, plan_table, run_tables
+from graphops.diagram import mermaid, svg
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
-from graphops.plan import mermaid, plan, svg
+from graphops.plan import plan
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
@@ -20,7 +22,6 @@ from ._gitops import apply, diff, promote, render, status
 from ._new import new
 from ._offline import batch, validate
 from ._online import serve
-from ._views import catalog_table, deployments_table, plan_table, run_tables
 
 app = typer.Typer(
     name="graphops",

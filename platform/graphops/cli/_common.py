@@ -1,29 +1,23 @@
-"""What every CLI command shares: settings, consoles, and turning domain errors into panels."""
+"""What every CLI command shares: settings, consoles (`graphops._views`), errors as panels."""
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from graphops._views import console as console  # re-exported: every command prints to it
+from graphops._views import error_panel, errors
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, find_repo, load_graph
-
-from ._views import error_panel
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
 
-# Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
-_WIDTH = None if sys.stdout.isatty() else 160
-console = Console(width=_WIDTH)
-errors = Console(stderr=True, width=_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

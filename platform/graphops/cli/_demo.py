@@ -1,35 +1,13 @@
-"""The main job, end to end on embedded defaults: the whole lifecycle of every graph in one command.
-
-Train and register, plan, run locally, validate on Ray Data (report, MLflow record), an A/A
-experiment behind the router, a batch job, then GitOps for real on local clusters: promote to dev and apply, answer on the stable
-routes, promote digits to staging (a second cluster) and apply, and print what is live where.
-Services and the GitOps sandbox live under ``.graphops/demo/`` and are reused by a re-run;
-``--down`` stops them.
-"""
+"""`graphops demo`: the main job (see `graphops.demo`), end to end on embedded defaults."""
 
 from __future__ import annotations
 
-import shutil
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.rule import Rule
-from rich.table import Table
 
-from graphops.controller import local
-from graphops.errors import GraphOpsError
-from graphops.graph import discover
-from graphops.plan import mermaid, plan
-
-from ._common import console, errors
-from ._demo_gitops import gitops, graphops_command
-from ._demo_job import CLUSTERS, MLFLOW_UI_PORT, STAGING_GRAPH, DemoJob
-from ._views import catalog_table, error_panel, plan_table, run_tables, validation_table
-
-if TYPE_CHECKING:
-    from graphops.validation import ValidationReport
+from graphops.demo import STAGING_GRAPH, main_job
+from graphops.demo import down as stop_services
 
 
 def demo(
@@ -65,249 +43,16 @@ def demo(
     everything it started.
     """
     settings = ctx.obj
-    registry = settings.registry()
-    job = DemoJob(settings.root(), registry, registry.work_dir / "demo")
-    job.state = local.load_state(job.state_file)
     if down:
-        _down(job)
+        stop_services(settings.root(), settings.registry())
         return
-    envs = ["dev", "staging"] if staging else ["dev"]
-    with job.step("Start the local services (reused when already up)"):
-        _start_services(job, envs, mlflow_ui)
-    catalog, names = _author(job, graph)
-    report = _validate(job, names)
-    if experiment:
-        _experiment(job, names)
-    _batch(job, names)
-    try:
-        if gitops(job, envs, names):
-            with job.step("What is live where: graphops status", spinner=False):
-                graphops_command(job, "status")
-    except GraphOpsError as exc:  # still summarize what did happen
-        errors.print(error_panel(exc))
-        job.problems.append(f"GitOps stopped: {str(exc).splitlines()[0]}")
-    _summary(job, names, report)
-    if job.problems or catalog.failures or report.exit_code != 0:
+    ok = main_job(
+        settings.root(),
+        settings.registry(),
+        graph,
+        staging=staging,
+        mlflow_ui=mlflow_ui,
+        experiment=experiment,
+    )
+    if not ok:
         raise typer.Exit(1)
-
-
-def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
-    """Start what is not running yet: a Ray cluster per environment, the MLflow UI."""
-    taken: set[int] = set()
-    for name, service in list(job.state.services.items()):
-        if service.alive():
-            taken |= set(service.ports.values())
-            console.print(f"{name}: running at {service.url} (pid {service.pid}), reused")
-        else:
-            local.stop(service)  # leftovers of a crashed run: its temp dir
-            del job.state.services[name]
-    for env in envs:  # one at a time: a raylet must register within 30 s, even on a busy box
-        name = f"ray-{env}"
-        if name not in job.state.services:
-            _start_cluster(job, env, taken)
-    if mlflow_ui and "mlflow-ui" not in job.state.services:
-        job.state.services["mlflow-ui"] = local.start_mlflow_ui(
-            job.work, job.registry.tracking_uri, MLFLOW_UI_PORT, taken
-        )
-        console.print(f"mlflow-ui: starting at {job.state.services['mlflow-ui'].url}")
-    local.save_state(job.state_file, job.state)
-
-
-def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
-    """Start the environment's cluster and wait for it; once more if it fails to come up."""
-    name, spec = f"ray-{env}", CLUSTERS[env]
-    for attempt in (1, 2):
-        service = local.start_ray(
-            name,
-            job.work,
-            dashboard_port=spec["dashboard"],
-            serve_port=spec["serve"],
-            tracking_uri=job.registry.tracking_uri,
-            num_cpus=spec["cpus"],
-            taken=taken,
-        )
-        job.state.services[name] = service
-        local.save_state(job.state_file, job.state)
-        console.print(f"{name}: starting at {service.url} (token auth, loopback) ...")
-        try:
-            local.wait_ready(service)
-        except GraphOpsError:
-            del job.state.services[name]
-            local.save_state(job.state_file, job.state)
-            if attempt == 2:
-                raise
-            console.print(f"[yellow]{name} did not come up; trying once more.[/]")
-            continue
-        console.print(
-            f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']}"
-        )
-        return
-
-
-def _author(job: DemoJob, only: list[str] | None) -> tuple[Any, list[str]]:
-    """Discover, train and register, plan, and run each graph locally on its validation data."""
-    from graphops.runtime import read_rows, run_local
-
-    with job.step("Discover graphs"):
-        catalog = discover(job.root)
-        console.print(catalog_table(catalog))
-    packages = [p for p in catalog.packages if not only or p.name in only]
-    unknown = sorted(set(only or ()) - {p.name for p in catalog.packages})
-    if unknown:
-        raise GraphOpsError(
-            f"No graph named {', '.join(unknown)} under graphs/.",
-            fix=f"Pick from: {', '.join(p.name for p in catalog.packages)}.",
-        )
-    console.print(f"MLflow store: [bold]{job.registry.tracking_uri}[/]")
-    for pkg in packages:
-        trainer: Callable[..., Any] | None = pkg.trainer()
-        if trainer is not None:
-            with job.step(f"{pkg.name}: train and register the model"):
-                pinned = trainer(job.registry)
-                console.print(
-                    f"registered [bold]{pinned.uri}[/] as @{pinned.alias} ({pinned.digest[:19]})"
-                )
-        with job.step(f"{pkg.name}: plan"):
-            the_plan = plan(pkg.graph)
-            console.print(plan_table(the_plan))
-            console.print(mermaid(the_plan), markup=False, highlight=False)
-        if pkg.validation_dataset is not None:
-            with job.step(f"{pkg.name}: run locally on its validation data"):
-                run = run_local(
-                    pkg,
-                    job.registry,
-                    read_rows(pkg.validation_dataset),
-                    source=pkg.validation_dataset.name,
-                )
-                label = [pkg.graph.validation.label] if pkg.graph.validation else []
-                for part in run_tables(run, [*pkg.graph.response_fields, *label], limit=3):
-                    console.print(part)
-                if not all(m.passed for m in run.metrics):
-                    job.problems.append(f"{pkg.name}: a gate failed on the local run")
-    return catalog, [p.name for p in packages]
-
-
-def _validate(job: DemoJob, names: list[str]) -> ValidationReport:
-    """`graphops validate`: Ray Data, gates, parity with Serve, MLflow record, Markdown report."""
-    from graphops.validation import validate_graphs, validated_commit, write_markdown
-
-    with job.step("Validate every graph offline on Ray Data and record it in MLflow"):
-        report = validate_graphs(
-            job.root,
-            names,
-            job.registry,
-            commit=validated_commit(job.root),
-            selection="All graphs (demo).",
-        )
-        console.print(validation_table(report))
-        path = job.registry.work_dir / "reports" / "validation.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        *pictures, _ = write_markdown(report, path)
-        console.print(f"Markdown report: {path}")
-        for picture in pictures:
-            console.print(f"Plan picture: {picture}")
-    return report
-
-
-def _first_with_data(job: DemoJob, names: list[str]) -> Any:
-    """The first graph of ``names`` that has validation data (the experiment's and batch's)."""
-    from graphops.graph import load_graph
-
-    return next((p for p in (load_graph(job.root, n) for n in names) if p.validation_dataset), None)
-
-
-def _experiment(job: DemoJob, names: list[str]) -> None:
-    """The A/A experiment on the first graph with validation data (see `_demo_experiment`)."""
-    from ._demo_experiment import experiment_demo
-
-    pkg = _first_with_data(job, names)
-    if pkg is not None:
-        with job.step(f"{pkg.name}: an A/A experiment behind the router (90/10, sticky)"):
-            experiment_demo(pkg, job.registry)
-
-
-def _batch(job: DemoJob, names: list[str]) -> None:
-    """`graphops batch`: the first graph over its validation data as a Ray Data job."""
-    import ray
-
-    from graphops.runtime.offline import run_offline
-
-    pkg = _first_with_data(job, names)
-    if pkg is None or pkg.validation_dataset is None:
-        return
-    output = job.work / "batch" / f"{pkg.name}.parquet"
-    shutil.rmtree(output, ignore_errors=True)
-    with job.step(f"{pkg.name}: a batch job on Ray Data (graphops batch)"):
-        run = run_offline(pkg, job.registry, pkg.validation_dataset, output=output)
-        console.print(
-            f"{run.rows} rows in {run.seconds:.1f} s ({run.rows_per_second:,.0f} rows/s) -> "
-            f"{output}"
-        )
-    ray.shutdown()  # the clusters of the environments take over from here
-
-
-def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
-    """What is live where, the validation runs, the URLs and how long each step took."""
-    from graphops.controller.render import app_name
-    from graphops.environments import load_release
-
-    console.print(Rule("[bold]Summary[/]", align="left"))
-    live = Table(title="Live", title_justify="left")
-    for column in ("env", "graph", "version", "application", "stable route", "validation run"):
-        live.add_column(column)
-    for env, name, version, url in job.answers:
-        lock = load_release(job.sandbox, env).graphs[name].lock
-        live.add_row(env, name, version, app_name(name, lock), url, lock.validation_run or "-")
-    console.print(live)
-    validated = Table(title="Validation (Ray Data)", title_justify="left")
-    for column in ("graph", "status", "MLflow run"):
-        validated.add_column(column)
-    for g in report.graphs:
-        colour = "green" if g.status == "passed" else "red"
-        validated.add_row(g.graph, f"[{colour}]{g.status}[/]", g.run_id or "-")
-    console.print(validated)
-    urls = Table(title="Where to look", title_justify="left")
-    urls.add_column("what")
-    urls.add_column("URL or path")
-    for name, service in job.state.services.items():
-        what = (
-            "MLflow UI" if name == "mlflow-ui" else f"Ray dashboard ({name.removeprefix('ray-')})"
-        )
-        urls.add_row(what, service.url)
-    urls.add_row("MLflow store", job.registry.tracking_uri)
-    urls.add_row("validation report", str(job.registry.work_dir / "reports" / "validation.md"))
-    urls.add_row("GitOps sandbox", f"{job.sandbox} (git log shows every promotion)")
-    console.print(urls)
-    steps = Table(title="Steps", title_justify="left")
-    steps.add_column("step")
-    steps.add_column("seconds", justify="right")
-    for title, seconds in job.timings.items():
-        steps.add_row(title, f"{seconds:.1f}")
-    steps.add_row("[bold]total[/]", f"[bold]{sum(job.timings.values()):.1f}[/]")
-    console.print(steps)
-    for problem in job.problems:
-        console.print(f"[red]problem:[/] {problem}")
-    console.print(
-        "The clusters and the MLflow UI keep running. Stop them: [bold]graphops demo --down[/] "
-        "(or `nox -s demo -- --down`)."
-    )
-
-
-def _down(job: DemoJob) -> None:
-    """Stop every service the main job started (by pid) and delete the sandbox."""
-    if not job.state.services and not job.work.exists():
-        console.print("Nothing to stop: no demo services are recorded.")
-        return
-    for name, service in job.state.services.items():
-        was = "stopped" if service.alive() else "was not running"
-        started = time.perf_counter()
-        with console.status(f"Stopping {name} (pid {service.pid}) ..."):
-            local.stop(service)
-        console.print(f"{name}: {was} (pid {service.pid}, {time.perf_counter() - started:.1f} s)")
-    for path in (job.sandbox, job.work / "gitops.git", job.work / "batch"):
-        shutil.rmtree(path, ignore_errors=True)
-    job.state_file.unlink(missing_ok=True)
-    console.print(
-        f"Removed the GitOps sandbox under {job.work}. The MLflow store "
-        f"({job.registry.tracking_uri}) is kept: delete {job.registry.work_dir} to start afresh."
-    )

@@ -6,7 +6,8 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+
+from graphops._views import report_table
 
 from ._common import GraphArg, console, friendly
 from ._gitops import EnvOption, lock_summary
@@ -102,46 +103,6 @@ def report(
     console.print(report_table(figures))
     if figures.get("mlflow_run"):
         console.print(f"Logged to MLflow run {figures['mlflow_run']}")
-
-
-def report_table(figures: dict[str, Any]) -> Table:
-    """The report as a Rich table: one row per arm, then the shadow."""
-    sticky = figures.get("sticky_key") or "none (random)"
-    table = Table(
-        title=f"Experiment {figures['experiment']} · sticky key: {sticky}", title_justify="left"
-    )
-    for column in ("arm", "weight", "requests", "rows", "errors", "p50 ms", "p99 ms", "output"):
-        table.add_column(column, justify="right" if column != "output" else "left")
-    table.add_column("agreement", justify="right")
-    rows = [(a, f"{a['weight']:g}%") for a in figures["arms"]]
-    if "shadow" in figures:
-        rows.append((figures["shadow"], f"shadow {figures['shadow']['percent']:g}%"))
-    for arm, share in rows:
-        table.add_row(
-            arm["version"],
-            share,
-            str(arm["requests"]),
-            str(arm["rows"]),
-            str(arm["errors"]),
-            _ms(arm.get("p50_ms")),
-            _ms(arm.get("p99_ms")),
-            _output(arm),
-            f"{arm['agreement']:.1%}" if "agreement" in arm else "",
-        )
-    return table
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"≤{value:.1f}"
-
-
-def _output(arm: dict[str, Any]) -> str:
-    if "output" in arm:
-        return " ".join(f"{k}:{v:.0%}" for k, v in list(arm["output"].items())[:5])
-    if "output_numeric" in arm:
-        n = arm["output_numeric"]
-        return f"mean {n['mean']:.3g} ± {n['std']:.2g}"
-    return "-"
 
 
 @experiment_app.command("conclude")

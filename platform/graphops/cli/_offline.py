@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from graphops._views import validation_table
 from graphops.errors import GraphOpsError
 from graphops.graph import graph_names, load_graph
 
 from ._common import GraphArg, console
-from ._views import validation_table
 
 if TYPE_CHECKING:
     from graphops.registry import Registry

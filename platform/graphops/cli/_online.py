@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
+from graphops._views import deployments_table
+
 from ._common import GraphArg, console
 from ._features import EnvOption, env_features
-from ._views import deployments_table
 
 
 def _lookups(package: object) -> list[str]:

@@ -1,7 +1,8 @@
-"""The plan: a graph cut into stages (fused nodes), and its diagrams. Imports neither Ray nor MLflow."""
+"""The plan: a graph cut into stages (fused nodes). Imports neither Ray nor MLflow.
 
-from graphops.plan._diagram import describe_resources, mermaid
+Its drawings (Mermaid, SVG) live in `graphops.diagram`.
+"""
+
 from graphops.plan._planner import Boundary, Plan, Stage, plan
-from graphops.plan._svg import svg
 
-__all__ = ["Boundary", "Plan", "Stage", "describe_resources", "mermaid", "plan", "svg"]
+__all__ = ["Boundary", "Plan", "Stage", "plan"]

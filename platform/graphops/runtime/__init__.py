@@ -1,7 +1,7 @@
 """Runtimes: the local reference runner and the offline Ray Data runtime (`runtime.offline`)."""
 
 from graphops.runtime._table import read_rows, to_columns, to_rows, write_rows
-from graphops.runtime.local import LocalRun, LocalRunner, RunStats, run_local
+from graphops.runtime.runner import LocalRun, LocalRunner, RunStats, run_local
 
 __all__ = [
     "LocalRun",

@@ -10,7 +10,7 @@ from graphops.features import FeaturesConfig, open_store, uses_features
 from graphops.graph import GraphPackage, load_graph
 from graphops.plan import Stage
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime.local import LocalRunner
+from graphops.runtime.runner import LocalRunner
 
 
 def open_graph(repo: str, graph: str, content_hash: str | None) -> GraphPackage:

@@ -25,7 +25,7 @@ from graphops.runtime._args import AppArgs
 from graphops.runtime._deployments import in_ingress
 from graphops.runtime._http import GraphHttp, HttpError
 from graphops.runtime._remote import open_graph, stage_runner
-from graphops.runtime.local import LocalRunner
+from graphops.runtime.runner import LocalRunner
 
 logger = logging.getLogger("ray.serve")
 _JSON = "application/json"

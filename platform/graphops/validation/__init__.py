@@ -8,18 +8,13 @@ from graphops.validation.changes import (
     validated_commit,
 )
 from graphops.validation.report import markdown, to_json, write_markdown
-from graphops.validation.validate import (
-    GateResult,
-    GraphValidation,
-    ValidationReport,
-    validate_graph,
-    validate_graphs,
-)
+from graphops.validation.results import GraphValidation, MetricGate, ValidationReport
+from graphops.validation.validate import validate_graph, validate_graphs
 
 __all__ = [
     "ChangeSet",
-    "GateResult",
     "GraphValidation",
+    "MetricGate",
     "ValidationReport",
     "changed_graphs",
     "current_commit",

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from graphops.validation.validate import GraphValidation, ValidationReport
+from graphops.validation.results import GraphValidation, ValidationReport
 
 _ICON = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error"}
 

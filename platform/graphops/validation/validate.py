@@ -11,94 +11,18 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 import graphops
+from graphops.diagram import mermaid, svg
 from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
-from graphops.plan import mermaid, plan, svg
+from graphops.plan import plan
 from graphops.registry import Registry, ValidationRecord
 from graphops.runtime import read_rows
-from graphops.validation.parity import ParityResult, check_parity
-
-Status = Literal["passed", "failed", "error"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GateResult(_Model):
-    """One metric, its gate and (when pinned somewhere) its comparison with the baseline."""
-
-    metric: Annotated[str, Field(description="Metric name.")]
-    column: Annotated[str, Field(description="Predicted column.")]
-    value: Annotated[float, Field(description="Computed value.")]
-    gate: Annotated[str, Field(description='The gate, e.g. ">= 0.95"; empty when informative.')]
-    passed: Annotated[bool, Field(description="Gate held and no regression against the baseline.")]
-    gate_passed: Annotated[bool, Field(description="The gate itself held.")]
-    regressed: Annotated[
-        bool, Field(description="Worse than the baseline beyond the tolerance.")
-    ] = False
-    baseline: Annotated[float | None, Field(description="Value of the pinned version.")] = None
-    tolerance: Annotated[float, Field(description="Allowed regression against the baseline.")] = 0.0
-
-
-class GraphValidation(_Model):
-    """The outcome of validating one graph."""
-
-    graph: Annotated[str, Field(description="Graph name.")]
-    status: Annotated[Status, Field(description="passed, failed (a gate) or error (load/run).")]
-    version: Annotated[str | None, Field(description="Graph version.")] = None
-    content_hash: Annotated[str | None, Field(description="Content hash of the package.")] = None
-    commit: Annotated[str | None, Field(description="Git commit validated.")] = None
-    models: Annotated[
-        dict[str, str], Field(description="Model node -> pinned models:/name/version.")
-    ] = {}
-    digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
-    gates: Annotated[list[GateResult], Field(description="Metric gates.")] = []
-    problems: Annotated[
-        list[str], Field(description="Why it failed or errored, with the fix.")
-    ] = []
-    rows: Annotated[int, Field(description="Validation rows processed.")] = 0
-    seconds: Annotated[float, Field(description="Wall time of the offline run.")] = 0.0
-    stage_seconds: Annotated[dict[str, float], Field(description="Compute seconds per stage.")] = {}
-    baseline_run: Annotated[
-        str | None, Field(description="Validation run of the pinned version.")
-    ] = None
-    run_id: Annotated[str | None, Field(description="MLflow run recording this validation.")] = None
-    parity: Annotated[
-        ParityResult | None,
-        Field(description="Online (Serve) answers compared with the offline ones, when checked."),
-    ] = None
-    plan: Annotated[
-        str | None, Field(description="Mermaid flowchart of the plan validated (stages, columns).")
-    ] = None
-    plan_svg: Annotated[
-        str | None,
-        Field(
-            description="The same picture as SVG; kept out of JSON, written beside the reports.",
-            exclude=True,
-            repr=False,
-        ),
-    ] = None
-
-
-class ValidationReport(_Model):
-    """Validation of several graphs; see `exit_code`."""
-
-    graphs: Annotated[list[GraphValidation], Field(description="One entry per graph.")]
-    selection: Annotated[str, Field(description="How the graphs were chosen.")] = ""
-    tracking_uri: Annotated[str, Field(description="MLflow store holding the records.")] = ""
-
-    @property
-    def exit_code(self) -> int:
-        """0 all passed, 1 a gate failed, 2 a graph could not be loaded or run."""
-        statuses = {g.status for g in self.graphs}
-        return 2 if "error" in statuses else 1 if "failed" in statuses else 0
+from graphops.validation.parity import check_parity
+from graphops.validation.report import graph_json, graph_markdown
+from graphops.validation.results import GraphValidation, MetricGate, Status, ValidationReport
 
 
 def file_digest(path: Path) -> str:
@@ -271,7 +195,7 @@ def _baseline(
     return record if record.dataset_digest == dataset_digest else None
 
 
-def _gate(result: MetricResult, baseline: ValidationRecord | None) -> GateResult:
+def _gate(result: MetricResult, baseline: ValidationRecord | None) -> MetricGate:
     m = result.metric
     before = baseline.metrics.get(m.name) if baseline else None
     regressed = False
@@ -279,7 +203,7 @@ def _gate(result: MetricResult, baseline: ValidationRecord | None) -> GateResult
         regressed = result.value < before - m.tolerance
     elif before is not None and m.max is not None:
         regressed = result.value > before + m.tolerance
-    return GateResult(
+    return MetricGate(
         metric=m.name,
         column=m.column,
         value=result.value,
@@ -292,7 +216,7 @@ def _gate(result: MetricResult, baseline: ValidationRecord | None) -> GateResult
     )
 
 
-def _why(gate: GateResult) -> str:
+def _why(gate: MetricGate) -> str:
     if not gate.gate_passed:
         return f"{gate.metric} = {gate.value:.4f} fails its gate {gate.gate}."
     return (
@@ -311,8 +235,6 @@ def _recorded(
     """Write the MLflow run for ``result`` (when ``record``) and return it with its run id."""
     if not record:
         return result
-    from graphops.validation.report import graph_json, graph_markdown
-
     tags = {
         "graphops.graph": result.graph,
         "graphops.version": result.version or "",

@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from graphops._views import console
 from graphops.errors import GraphOpsError
-
-from ._common import console
 
 
 def experiment_demo(pkg: Any, registry: Any) -> None:
@@ -20,12 +19,11 @@ def experiment_demo(pkg: Any, registry: Any) -> None:
     import requests
     from ray import serve
 
+    from graphops._views import report_table
     from graphops.runtime import read_rows
     from graphops.runtime._traffic import RouteArm, RouterConfig
     from graphops.runtime.online import deploy, free_port, undeploy
     from graphops.runtime.router import RouterArgs, router_app
-
-    from ._experiment import report_table
 
     key = pkg.graph.request_fields[0]
     names = [f"{pkg.name}-a", f"{pkg.name}-b"]

@@ -1,19 +1,21 @@
-"""Rich renderings shared by the CLI commands."""
+"""Rich renderings shared by the CLI commands and the demo, and the consoles they print to."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.console import Group
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from graphops.diagram import describe_resources
 from graphops.errors import GraphOpsError
 from graphops.graph import Catalog, MetricResult
-from graphops.plan import Plan, describe_resources
+from graphops.plan import Plan
 
 if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
     from graphops.registry import ResolvedModel
@@ -21,6 +23,10 @@ if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that nee
     from graphops.runtime.online import DeploymentSpec
     from graphops.validation import ValidationReport
 
+# Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_WIDTH)
+errors = Console(stderr=True, width=_WIDTH)
 _STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
 
 
@@ -232,3 +238,43 @@ def deployments_table(specs: Sequence[DeploymentSpec], title: str) -> Table:
             batching,
         )
     return table
+
+
+def report_table(figures: dict[str, Any]) -> Table:
+    """The report as a Rich table: one row per arm, then the shadow."""
+    sticky = figures.get("sticky_key") or "none (random)"
+    table = Table(
+        title=f"Experiment {figures['experiment']} · sticky key: {sticky}", title_justify="left"
+    )
+    for column in ("arm", "weight", "requests", "rows", "errors", "p50 ms", "p99 ms", "output"):
+        table.add_column(column, justify="right" if column != "output" else "left")
+    table.add_column("agreement", justify="right")
+    rows = [(a, f"{a['weight']:g}%") for a in figures["arms"]]
+    if "shadow" in figures:
+        rows.append((figures["shadow"], f"shadow {figures['shadow']['percent']:g}%"))
+    for arm, share in rows:
+        table.add_row(
+            arm["version"],
+            share,
+            str(arm["requests"]),
+            str(arm["rows"]),
+            str(arm["errors"]),
+            _ms(arm.get("p50_ms")),
+            _ms(arm.get("p99_ms")),
+            _output(arm),
+            f"{arm['agreement']:.1%}" if "agreement" in arm else "",
+        )
+    return table
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"≤{value:.1f}"
+
+
+def _output(arm: dict[str, Any]) -> str:
+    if "output" in arm:
+        return " ".join(f"{k}:{v:.0%}" for k, v in list(arm["output"].items())[:5])
+    if "output_numeric" in arm:
+        n = arm["output_numeric"]
+        return f"mean {n['mean']:.3g} ± {n['std']:.2g}"
+    return "-"

@@ -16,18 +16,17 @@ from typing import Any
 import git
 import yaml
 
-from graphops.controller import local
+from graphops._views import console
+from graphops.demo import services
+from graphops.demo.job import STAGING_GRAPH, DemoJob
 from graphops.errors import GraphOpsError
-
-from ._common import console
-from ._demo_job import STAGING_GRAPH, DemoJob
 
 
 def gitops(job: DemoJob, envs: list[str], names: list[str]) -> Path | None:
     """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout."""
     with job.step("Check the local services answer"):
         for service in job.state.services.values():
-            local.wait_ready(service)
+            services.wait_ready(service)
             console.print(f"{service.name}: up at {service.url}")
     with job.step("GitOps sandbox: a clone of this repository, its environments on the clusters"):
         if not _sandbox(job, envs):
@@ -84,7 +83,7 @@ def _sandbox(job: DemoJob, envs: list[str]) -> bool:
         clone.index.commit("demo: environments on the local clusters")
         clone.git.push("origin", "main:main", "--force")
     job.state.source_head = head
-    local.save_state(job.state_file, job.state)
+    services.save_state(job.state_file, job.state)
     console.print(
         f"origin {origin} (bare, the team's remote) and clone {job.sandbox} (CI's checkout) "
         f"from {head[:12]}; dev and staging point at the local clusters"
@@ -127,7 +126,7 @@ def graphops_command(job: DemoJob, *args: str, quiet: bool = False) -> str:
             env[_token_env(name.removeprefix("ray-"))] = service.token
     env.pop("GRAPHOPS_REPO", None)
     env.pop("RAY_ADDRESS", None)
-    command = [local.console_script("graphops"), "--repo", str(job.sandbox), *args]
+    command = [services.console_script("graphops"), "--repo", str(job.sandbox), *args]
     if not quiet:
         console.print(f"[dim]$ graphops {' '.join(args)}[/]")
     lines: list[str] = []

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 from rich.rule import Rule
 
-from graphops.controller import local
-
-from ._common import console
+from graphops._views import console
+from graphops.demo import services
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
@@ -36,16 +35,18 @@ class DemoJob:
     registry: Registry
     work: Path
     timings: dict[str, float] = field(default_factory=dict)
-    state: local.LocalState = field(default_factory=local.LocalState)
+    state: services.LocalState = field(default_factory=services.LocalState)
     problems: list[str] = field(default_factory=list)
     answers: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @property
     def state_file(self) -> Path:
+        """The JSON file recording the services started, so a re-run reuses them."""
         return self.work / "state.json"
 
     @property
     def sandbox(self) -> Path:
+        """The GitOps sandbox: a clone of the repository whose environments point here."""
         return self.work / "gitops"
 
     @contextmanager

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from graphops.plan._diagram import _stage_label
-from graphops.plan._layout import (
+from graphops.diagram._layout import (
     CAP,
     DETAIL,
     HEAD,
@@ -19,7 +18,8 @@ from graphops.plan._layout import (
     layout,
     num,
 )
-from graphops.plan._planner import Boundary, Plan
+from graphops.diagram._mermaid import _stage_label
+from graphops.plan import Boundary, Plan
 
 # Text widths in `_layout` assume a monospace font.
 _FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace"

@@ -1,0 +1,281 @@
+"""The systems the offline benchmark times: graphops, the hand-written Ray Data pipeline, torch.
+
+- ``graphops``: `graphops.runtime.offline.run_offline` on the digits graph's plan.
+- ``handwritten``: the Ray Data pipeline one would write by hand, with the operators, resources
+  and batch sizes graphops declares (read -> 3 x ``map_batches`` -> write); with ``timer`` /
+  ``carry``, that pipeline plus one graphops behaviour at a time (diagnostics).
+- ``read_write``: Ray Data's floor, read + write only (datasource V2 or V1).
+- ``torch_b<N>``: the same work in a plain in-process loop (pyarrow, numpy, torch on one thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+GRAPH = "digits"
+MODEL_NODE = "logits"
+CARRIED = ("row", "digit")
+
+Batch = dict[str, np.ndarray]
+
+
+# -- the hand-written pipeline (also used, in-process, by the torch loop) -----------------------
+
+
+def load_net(repo: str, source: str, tracking_uri: str) -> Any:
+    """DigitsNet from a registered version's artifacts (safetensors + config), no graphops."""
+    from mlflow.artifacts import download_artifacts
+    from safetensors.torch import load_file
+
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from graphs.digits.network import DigitsNet
+
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        local = Path(
+            download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
+        )
+        config = json.loads((local / "graphops-model.json").read_text())["config"]
+        net = DigitsNet(**config)
+        net.load_state_dict(load_file(str(local / "weights.safetensors")))
+    return net.eval()
+
+
+def normalize(batch: Batch) -> Batch:
+    """Pixels 0..16 -> features 0..1; Ray hands the list column as an object array: stack it."""
+    pixels = np.stack(batch.pop("pixels"))
+    return {**batch, "features": pixels.astype(np.float32) / 16.0}
+
+
+class ModelActor:
+    """Loads the model once per actor; logits for a batch of features."""
+
+    def __init__(self, repo: str, source: str, tracking_uri: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.net = load_net(repo, source, tracking_uri)
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Logits for the batch's features (other columns pass through)."""
+        features = batch.pop("features")
+        features = features if features.flags.writeable else features.copy()
+        with self.torch.inference_mode():
+            logits = self.net(self.torch.from_numpy(features)).numpy()
+        return {**batch, "logits": logits}
+
+
+def postprocess(batch: Batch) -> Batch:
+    """Most likely digit and its softmax probability."""
+    logits = batch.pop("logits")
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    return {**batch, "label": probs.argmax(axis=1), "confidence": probs.max(axis=1)}
+
+
+# -- diagnostics: the hand-written pipeline plus one graphops behaviour at a time -------------
+
+
+class Step:
+    """A hand-written step, optionally reporting per batch as graphops does, or carrying columns."""
+
+    def __init__(
+        self, fn: Callable[[Batch], Batch], stage: str, *, timer: Any, carry: bool
+    ) -> None:
+        self.fn, self.stage, self.timer, self.carry = fn, stage, timer, carry
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Run the step on one batch."""
+        started = time.perf_counter()
+        if self.carry:  # as graphops: densify list columns, return every column received
+            from graphops.runtime.offline import _dense
+
+            batch = _dense(batch)
+            out = {**batch, **self.fn(dict(batch))}
+        else:
+            out = self.fn(batch)
+        if self.timer is not None:
+            rows = len(next(iter(out.values())))
+            ray.get(self.timer.add.remote(self.stage, time.perf_counter() - started, rows))
+        return out
+
+
+class InstrumentedModel(ModelActor):
+    """`ModelActor` as a `Step`: timed per batch and/or carrying its input columns."""
+
+    def __init__(self, repo: str, source: str, tracking_uri: str, timer: Any, carry: bool) -> None:
+        super().__init__(repo, source, tracking_uri)
+        self.step = Step(super().__call__, MODEL_NODE, timer=timer, carry=carry)
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Run the model step on one batch."""
+        return self.step(batch)
+
+
+# -- the systems ----------------------------------------------------------------------------
+
+
+class Bench:
+    """Shared state: the graph, the registry, the model's artifact source, the plan's settings."""
+
+    def __init__(self, work: Path, repo: Path) -> None:
+        from graphops.graph import load_graph
+        from graphops.plan import plan
+        from graphops.registry import Registry
+
+        self.work, self.repo = work, repo
+        self.package = load_graph(repo, GRAPH)
+        self.registry = Registry(work / ".graphops")
+        self.node = self.package.graph.node(MODEL_NODE)
+        stages = {s.name: s for s in plan(self.package.graph).stages}
+        self.cpus = {name: s.resources.cpus for name, s in stages.items()}
+        self.batch_size = stages[MODEL_NODE].batching.max_batch_size  # type: ignore[union-attr]
+        self.runs = 0
+
+    def output(self, system: str, rows: int) -> Path:
+        """A fresh output folder for one run."""
+        self.runs += 1
+        return self.work / "out" / f"{self.runs:03d}-{system}-{rows}.parquet"
+
+    def source(self) -> str:
+        """The artifact URI of digits@champion (an MLflow lookup, as a hand-written job does)."""
+        uri = self.node.uri  # type: ignore[attr-defined]
+        return self.registry.client.get_model_version_by_alias(uri.name, uri.alias).source
+
+    def graphops(self, path: Path, rows: int) -> dict[str, Any]:
+        """`run_offline` on the graph, writing Parquet; wall time around the whole call."""
+        from graphops.runtime.offline import run_offline
+
+        out = self.output("graphops", rows)
+        started = time.perf_counter()
+        run = run_offline(self.package, self.registry, path, output=out)
+        wall = time.perf_counter() - started
+        return {
+            "wall_s": wall,
+            "pipeline_s": run.seconds,
+            "stage_seconds": run.stage_seconds,
+            "reported_rows": run.rows,
+            "output": str(out),
+        }
+
+    def handwritten(
+        self, path: Path, rows: int, *, timer: bool = False, carry: bool = False
+    ) -> dict[str, Any]:
+        """The hand-written pipeline; ``timer`` / ``carry`` add one graphops behaviour each."""
+        name = "handwritten" + "_timer" * timer + "_carry" * carry
+        out = self.output(name, rows)
+        started = time.perf_counter()
+        kwargs = {
+            "repo": str(self.repo),
+            "source": self.source(),
+            "tracking_uri": self.registry.tracking_uri,
+        }
+        steps: list[Any] = [normalize, ModelActor, postprocess]
+        if timer or carry:
+            extra = {"timer": stage_monitor() if timer else None, "carry": carry}
+            steps = [
+                Step(normalize, "features", **extra),
+                InstrumentedModel,
+                Step(postprocess, "prediction", **extra),
+            ]
+            kwargs |= extra
+        ds = ray.data.read_parquet(str(path))
+        ds = ds.map_batches(
+            steps[0], batch_format="numpy", num_cpus=self.cpus["features"], batch_size=1024
+        )
+        ds = ds.map_batches(
+            steps[1],
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=self.cpus[MODEL_NODE],
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            fn_constructor_kwargs=kwargs,
+        )
+        ds = ds.map_batches(
+            steps[2], batch_format="numpy", num_cpus=self.cpus["prediction"], batch_size=1024
+        )
+        if carry:
+            ds = ds.select_columns([*CARRIED, "label", "confidence"])
+        ds.write_parquet(str(out))
+        return {"wall_s": time.perf_counter() - started, "output": str(out)}
+
+    def handwritten_timer(self, path: Path, rows: int) -> dict[str, Any]:
+        """Diagnostic: plus graphops' per-batch ``ray.get(timer.add.remote(...))``."""
+        return self.handwritten(path, rows, timer=True)
+
+    def handwritten_carry(self, path: Path, rows: int) -> dict[str, Any]:
+        """Diagnostic: plus graphops' data flow (every stage returns all columns it got)."""
+        return self.handwritten(path, rows, carry=True)
+
+    def read_write(self, path: Path, rows: int, *, v2: bool = True) -> dict[str, Any]:
+        """Diagnostic: Ray Data's floor, read + write and nothing else (datasource V2 or V1)."""
+        out = self.output(f"read_write_v{2 if v2 else 1}", rows)
+        context = ray.data.DataContext.get_current()
+        default = context.use_datasource_v2
+        context.use_datasource_v2 = v2
+        try:
+            started = time.perf_counter()
+            ray.data.read_parquet(str(path)).write_parquet(str(out))
+            return {"wall_s": time.perf_counter() - started}
+        finally:
+            context.use_datasource_v2 = default
+
+    def torch_loop(self, path: Path, rows: int, batch_size: int) -> dict[str, Any]:
+        """The same work in-process: load, read, loop over batches, write."""
+        import torch
+
+        out = self.output(f"torch_b{batch_size}", rows)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the one CPU the model stage gets in Ray (OMP_NUM_THREADS=1)
+        try:
+            started = time.perf_counter()
+            net = load_net(str(self.repo), self.source(), self.registry.tracking_uri)
+            loaded = time.perf_counter()
+            table = pq.read_table(path)
+            pixels = np.stack(table.column("pixels").to_numpy(zero_copy_only=False))
+            read = time.perf_counter()
+            parts = []
+            with torch.inference_mode():
+                for i in range(0, len(pixels), batch_size):
+                    batch = normalize({"pixels": pixels[i : i + batch_size]})
+                    batch = {"logits": net(torch.from_numpy(batch["features"])).numpy()}
+                    parts.append(postprocess(batch))
+            computed = time.perf_counter()
+            columns = {c: table.column(c) for c in CARRIED}
+            for key in ("label", "confidence"):
+                columns[key] = pa.array(np.concatenate([p[key] for p in parts]))
+            out.mkdir(parents=True)
+            pq.write_table(pa.table(columns), out / "part-0.parquet")
+            done = time.perf_counter()
+        finally:
+            torch.set_num_threads(threads)
+        return {
+            "wall_s": done - started,
+            "phases_s": {
+                "model_load": loaded - started,
+                "read_and_stack": read - loaded,
+                "compute": computed - read,
+                "write": done - computed,
+            },
+            "output": str(out),
+        }
+
+
+def stage_monitor() -> Any:
+    """A new instance of the actor graphops' stage workers report to once per batch (private)."""
+    import graphops.runtime.offline as offline
+
+    cls = getattr(offline, "_Monitor", None) or offline._Timer  # type: ignore[attr-defined]
+    return cls.remote()

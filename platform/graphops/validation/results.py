@@ -1,0 +1,89 @@
+"""What a validation produces: one metric's gate, one graph's validation, the whole report.
+
+Kept apart from `validate` (which produces them) and `report` (which renders them), so that
+neither imports the other.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphops.validation.parity import ParityResult
+
+Status = Literal["passed", "failed", "error"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricGate(_Model):
+    """One metric, its gate and (when pinned somewhere) its comparison with the baseline."""
+
+    metric: Annotated[str, Field(description="Metric name.")]
+    column: Annotated[str, Field(description="Predicted column.")]
+    value: Annotated[float, Field(description="Computed value.")]
+    gate: Annotated[str, Field(description='The gate, e.g. ">= 0.95"; empty when informative.')]
+    passed: Annotated[bool, Field(description="Gate held and no regression against the baseline.")]
+    gate_passed: Annotated[bool, Field(description="The gate itself held.")]
+    regressed: Annotated[
+        bool, Field(description="Worse than the baseline beyond the tolerance.")
+    ] = False
+    baseline: Annotated[float | None, Field(description="Value of the pinned version.")] = None
+    tolerance: Annotated[float, Field(description="Allowed regression against the baseline.")] = 0.0
+
+
+class GraphValidation(_Model):
+    """The outcome of validating one graph."""
+
+    graph: Annotated[str, Field(description="Graph name.")]
+    status: Annotated[Status, Field(description="passed, failed (a gate) or error (load/run).")]
+    version: Annotated[str | None, Field(description="Graph version.")] = None
+    content_hash: Annotated[str | None, Field(description="Content hash of the package.")] = None
+    commit: Annotated[str | None, Field(description="Git commit validated.")] = None
+    models: Annotated[
+        dict[str, str], Field(description="Model node -> pinned models:/name/version.")
+    ] = {}
+    digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
+    gates: Annotated[list[MetricGate], Field(description="Metric gates.")] = []
+    problems: Annotated[
+        list[str], Field(description="Why it failed or errored, with the fix.")
+    ] = []
+    rows: Annotated[int, Field(description="Validation rows processed.")] = 0
+    seconds: Annotated[float, Field(description="Wall time of the offline run.")] = 0.0
+    stage_seconds: Annotated[dict[str, float], Field(description="Compute seconds per stage.")] = {}
+    baseline_run: Annotated[
+        str | None, Field(description="Validation run of the pinned version.")
+    ] = None
+    run_id: Annotated[str | None, Field(description="MLflow run recording this validation.")] = None
+    parity: Annotated[
+        ParityResult | None,
+        Field(description="Online (Serve) answers compared with the offline ones, when checked."),
+    ] = None
+    plan: Annotated[
+        str | None, Field(description="Mermaid flowchart of the plan validated (stages, columns).")
+    ] = None
+    plan_svg: Annotated[
+        str | None,
+        Field(
+            description="The same picture as SVG; kept out of JSON, written beside the reports.",
+            exclude=True,
+            repr=False,
+        ),
+    ] = None
+
+
+class ValidationReport(_Model):
+    """Validation of several graphs; see `exit_code`."""
+
+    graphs: Annotated[list[GraphValidation], Field(description="One entry per graph.")]
+    selection: Annotated[str, Field(description="How the graphs were chosen.")] = ""
+    tracking_uri: Annotated[str, Field(description="MLflow store holding the records.")] = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed, 1 a gate failed, 2 a graph could not be loaded or run."""
+        statuses = {g.status for g in self.graphs}
+        return 2 if "error" in statuses else 1 if "failed" in statuses else 0
