@@ -124,7 +124,7 @@ def ranking(scores: np.ndarray, candidate_ids: np.ndarray) -> Ranking:
 
 graph = Graph(
     name="feed_ranking",
-    version="1.0.0",
+    version="1.0.1",
     description="Personalized feed ranking: member + item features, crosses, torch ranker, top-k.",
     request=RankingRequest,
     response=RankingResponse,
