@@ -89,26 +89,8 @@ item_features = lookup(
 )
 
 
-@node(resources=Resources(cpus=0.25))
-def pairs(
-    member_topics: np.ndarray,
-    member_activity: np.ndarray,
-    member_tenure_days: np.ndarray,
-    item_topics: np.ndarray,
-    item_quality: np.ndarray,
-    item_popularity: np.ndarray,
-    item_age_days: np.ndarray,
-) -> np.ndarray:
-    """Crossed and normalized (member, candidate) inputs: ``(rows, candidates, features)``."""
-    return pair_features(
-        member_topics,
-        member_activity,
-        member_tenure_days,
-        item_topics,
-        item_quality,
-        item_popularity,
-        item_age_days,
-    )
+# The ranker's inputs, built by the very function training uses (no forwarding wrapper needed).
+pairs = node(pair_features, name="pairs", resources=Resources(cpus=0.25))
 
 
 @model(
@@ -142,7 +124,7 @@ def ranking(scores: np.ndarray, candidate_ids: np.ndarray) -> Ranking:
 
 graph = Graph(
     name="feed_ranking",
-    version="1.0.0",
+    version="1.0.1",
     description="Personalized feed ranking: member + item features, crosses, torch ranker, top-k.",
     request=RankingRequest,
     response=RankingResponse,

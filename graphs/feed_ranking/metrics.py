@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def _matrix(values: np.ndarray) -> np.ndarray:
-    """Rows of equal-length lists (an object column from Ray) as a 2-D float array."""
-    values = np.asarray(values)
-    if values.dtype == object:
-        values = np.stack([np.asarray(v, dtype=float) for v in values])
-    return values.astype(float)
-
-
 def ndcg_at_10(scores: np.ndarray, relevance: np.ndarray) -> float:
-    """Mean NDCG@10 (gain ``2**rel - 1``); rows without any relevant candidate count as 1."""
-    s, rel = _matrix(scores), _matrix(relevance)
+    """Mean NDCG@10 (gain ``2**rel - 1``); rows without any relevant candidate count as 1.
+
+    Both arguments are ``(rows, candidates)`` arrays: graphops hands metrics list columns dense.
+    """
+    s, rel = np.asarray(scores, dtype=float), np.asarray(relevance, dtype=float)
     k = min(10, s.shape[1])
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]

@@ -9,6 +9,7 @@ Example:
 
 from graphops.errors import (
     ChangeDetectionError,
+    ColumnTypeError,
     CycleError,
     DuplicateColumnError,
     FeatureStoreError,
@@ -45,6 +46,7 @@ from graphops.graph import (
     Resources,
     Scaling,
     Validation,
+    dense_columns,
     discover,
     load_graph,
     lookup,
@@ -59,6 +61,7 @@ __all__ = [
     "Batch",
     "Batching",
     "ChangeDetectionError",
+    "ColumnTypeError",
     "CycleError",
     "DuplicateColumnError",
     "Feature",
@@ -95,6 +98,7 @@ __all__ = [
     "UnknownColumnError",
     "Validation",
     "__version__",
+    "dense_columns",
     "discover",
     "load_graph",
     "lookup",

@@ -111,6 +111,10 @@ class InvalidModelURIError(GraphDefinitionError):
     """A model node references something that is not ``models:/name@alias`` or ``models:/name/N``."""
 
 
+class ColumnTypeError(GraphDefinitionError):
+    """A node parameter's type hint does not accept the type its column's producer declares."""
+
+
 class GraphStructureError(GraphOpsError):
     """The columns of a graph do not connect into a valid DAG."""
 

@@ -60,6 +60,32 @@ CASES = [
         "graph = Graph(",
     ),
     Case(
+        "badly_typed",
+        graphops.ColumnTypeError,
+        "counts",
+        True,
+        (
+            'Parameter "scaled" of node "counts" is annotated NDArray[np.int64]',
+            'node "scaled" (',
+            'returns "scaled" as NDArray[np.float32]',
+            'Annotate "scaled: NDArray[np.float32]"',
+            'or change what node "scaled" returns',
+        ),
+        "graph = Graph(",
+    ),
+    Case(
+        "badly_typed_request",
+        graphops.ColumnTypeError,
+        "scaled",
+        True,
+        (
+            'Parameter "pixels" of node "scaled" is annotated float',
+            '"pixels" is a request field declared list[float] in Request',
+            'Annotate "pixels: np.ndarray" (what the node receives)',
+        ),
+        "graph = Graph(",
+    ),
+    Case(
         "missing_hints",
         graphops.MissingTypeHintError,
         "scaled",

@@ -1,5 +1,6 @@
 """The graph model: nodes, settings, graphs, discovery and hashing. Imports neither Ray nor MLflow."""
 
+from graphops.graph._columns import dense_columns
 from graphops.graph._discovery import (
     GRAPHS_DIR,
     Catalog,
@@ -41,6 +42,7 @@ __all__ = [
     "Scaling",
     "Validation",
     "content_hash",
+    "dense_columns",
     "discover",
     "evaluate",
     "find_repo",

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from graphops.errors import GraphDefinitionError, did_you_mean
-from graphops.graph._node import Node
+from graphops.graph._node import Node, NodeSignature, build_node
 from graphops.graph._settings import Resources, Scaling
 
 DTYPES = ("float32", "float64", "int32", "int64", "bool")
@@ -203,12 +204,6 @@ def lookup(
     caller = inspect.currentframe().f_back  # type: ignore[union-attr]  # where it is declared
     file, line = caller.f_code.co_filename, caller.f_lineno  # type: ignore[union-attr]
     where = {"node": name, "file": file, "line": line}
-    if not _NAME.match(name):
-        raise GraphDefinitionError(
-            f'Got "{name}" as a node name. Names are lowercase snake_case.',
-            fix="Rename it.",
-            **where,
-        )
     chosen = tuple(features) if features is not None else tuple(table.features)
     for feature in chosen:
         if feature not in table.features:
@@ -230,17 +225,18 @@ def lookup(
             fix="Use e.g. timeout_ms=20.",
             **where,
         )
-    return FeatureLookup(
-        fn=_no_store,
+    outputs = {f"{prefix}{f}": npt.NDArray[np.dtype(table.features[f].dtype).type] for f in chosen}
+    return build_node(
+        FeatureLookup,
+        _no_store,
         name=name,
-        inputs=(key,),
-        outputs=tuple(f"{prefix}{f}" for f in chosen),
-        resources=resources or Resources(),
-        scaling=scaling or Scaling(),
-        stage=stage,
         file=file,
         line=line,
-        _single_output=False,
+        resources=resources,
+        scaling=scaling,
+        stage=stage,
+        # Keys may arrive as any array (one id or a list of ids per row): no type to check.
+        signature=NodeSignature((key,), tuple(outputs), False, {}, outputs),
         table=table,
         key=key,
         features=chosen,

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from graphops.errors import (
+    ColumnTypeError,
     CycleError,
     DuplicateColumnError,
     GraphDefinitionError,
@@ -22,6 +23,7 @@ from graphops.errors import (
 )
 from graphops.graph._node import ModelNode, Node
 from graphops.graph._settings import Validation
+from graphops.graph._types import accepts, request_accepts, type_name
 
 # semver.org's recommended regular expression.
 _SEMVER = re.compile(
@@ -63,6 +65,7 @@ class Graph:
         self._check_identity()
         object.__setattr__(self, "_producers", self._check_columns())
         self._check_cycles()
+        self._check_types()
         self._check_outputs()
 
     # -- derived structure -------------------------------------------------------------------
@@ -211,6 +214,35 @@ class Graph:
         for n in self.nodes:
             if n not in state:
                 visit(n)
+
+    def _check_types(self) -> None:
+        for n in self.nodes:
+            for column, wanted in n.input_types.items():
+                producer = self._producers.get(column)
+                if producer is None:
+                    declared = self.request.model_fields[column].annotation
+                    if request_accepts(wanted, declared):
+                        continue
+                    raise ColumnTypeError(
+                        f'Parameter "{column}" of node "{n.name}" is annotated '
+                        f'{type_name(wanted)}, but "{column}" is a request field declared '
+                        f"{type_name(declared)} in {self.request.__name__}, which reaches nodes as "
+                        "an array column.",
+                        fix=f'Annotate "{column}: np.ndarray" (what the node receives) or '
+                        f'"{column}: {type_name(declared)}" (the field\'s type).',
+                        **_at(self.name, n),
+                    )
+                given = producer.output_types.get(column, Any)
+                if accepts(wanted, given):
+                    continue
+                raise ColumnTypeError(
+                    f'Parameter "{column}" of node "{n.name}" is annotated {type_name(wanted)}, '
+                    f'but node "{producer.name}" ({producer.file}:{producer.line}) returns '
+                    f'"{column}" as {type_name(given)}.',
+                    fix=f'Annotate "{column}: {type_name(given)}" (or a type accepting it), '
+                    f'or change what node "{producer.name}" returns.',
+                    **_at(self.name, n),
+                )
 
     def _check_outputs(self) -> None:
         known = [*self.request_fields, *self._producers]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from graphops.errors import InputDataError
+from graphops.graph._columns import dense_columns
 from graphops.graph._settings import Metric, Validation
 
 
@@ -80,7 +81,12 @@ def metric_function(metric: Metric) -> Callable[[Any, Any], float]:
 
 
 def evaluate(validation: Validation, columns: Mapping[str, np.ndarray]) -> list[MetricResult]:
-    """Compute every metric of ``validation`` from output ``columns`` (which include the label)."""
+    """Compute every metric of ``validation`` from output ``columns`` (which include the label).
+
+    List columns reach metrics dense (see `dense_columns`): a metric over fixed-length lists gets
+    a ``(rows, length)`` array, whichever runner produced the columns.
+    """
+    columns = dense_columns(columns)
     labels = columns[validation.label]
     out = []
     for m in validation.metrics:

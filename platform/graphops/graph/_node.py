@@ -55,7 +55,7 @@ class ModelURI:
 class Node:
     """One step of a graph: reads the columns named by its parameters, returns new columns.
 
-    Create nodes with the `node` decorator rather than directly.
+    Create nodes with the `node`, `model` or `lookup` declarations rather than directly.
     """
 
     fn: Callable[..., Any]
@@ -68,6 +68,10 @@ class Node:
     file: str | None = None
     line: int | None = None
     _single_output: bool = True
+    input_types: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Declared type of each input column (parameter hints; absent: not declared)."""
+    output_types: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Declared type of each output column (return hint, or the TypedDict's field hints)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function unchanged (nodes stay plain functions for unit tests)."""
@@ -91,12 +95,21 @@ class ModelNode(Node):
     batching: Batching = field(default_factory=Batching)
 
 
+@dataclass(frozen=True)
+class NodeSignature:
+    """What a node reads and writes: column names and the types declared for them."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    single: bool
+    input_types: dict[str, Any]
+    output_types: dict[str, Any]
+
+
 def _signature(
-    fn: Callable[..., Any], *, model: bool
-) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
-    """Derive (inputs, outputs, single_output) from a function's parameters and return hint."""
-    name, file, line = fn.__name__, inspect.getsourcefile(fn), fn.__code__.co_firstlineno
-    where = {"node": name, "file": file, "line": line}
+    fn: Callable[..., Any], *, name: str, model: bool, where: dict[str, Any]
+) -> NodeSignature:
+    """Derive a node's columns and their types from a function's parameters and return hint."""
     params = inspect.signature(fn).parameters
     for param in params.values():
         if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
@@ -126,38 +139,87 @@ def _signature(
         )
     try:
         hints = typing.get_type_hints(fn)
+        returned = hints["return"]
+        fields = typing.get_type_hints(returned) if is_typeddict(returned) else None
     except Exception as exc:  # NameError and friends from unresolvable string hints
         raise MissingTypeHintError(
             f"A type hint cannot be resolved ({exc}).",
             fix="Import every name used in the hints at module level.",
             **where,
         ) from exc
-    inputs = tuple(p for p in params if not (model and p == MODEL_PARAMETER))
     if model and MODEL_PARAMETER not in params:
         raise GraphDefinitionError(
             f'A model node needs a parameter named "{MODEL_PARAMETER}" to receive the loaded model.',
             fix=f'Add "{MODEL_PARAMETER}: TorchModel" and call it on the input columns.',
             **where,
         )
-    returned = hints["return"]
-    if is_typeddict(returned):
-        return inputs, tuple(typing.get_type_hints(returned)), False
-    return inputs, (name,), True
+    inputs = tuple(p for p in params if not (model and p == MODEL_PARAMETER))
+    outputs = {name: returned} if fields is None else fields
+    return NodeSignature(
+        inputs=inputs,
+        outputs=tuple(outputs),
+        single=fields is None,
+        input_types={p: hints[p] for p in inputs},
+        output_types=outputs,
+    )
 
 
-def _check_name(name: str, fn: Callable[..., Any]) -> None:
-    if not _NAME.match(name):
+def _location(fn: Callable[..., Any]) -> tuple[str | None, int]:
+    """Where ``fn`` is defined (its first decorator line, as its code object reports)."""
+    return inspect.getsourcefile(fn), fn.__code__.co_firstlineno
+
+
+_N = typing.TypeVar("_N", bound=Node)
+
+
+def build_node(
+    kind: type[_N],
+    fn: Callable[..., Any],
+    *,
+    name: str,
+    file: str | None,
+    line: int | None,
+    resources: Resources | None,
+    scaling: Scaling | None,
+    stage: str | None,
+    signature: NodeSignature | None = None,
+    **specific: Any,
+) -> _N:
+    """The one construction path of every node kind: name check, signature, settings, location.
+
+    ``signature`` is read from ``fn``'s hints unless given (lookups declare theirs); ``specific``
+    holds the fields of ``kind`` beyond those of `Node`.
+    """
+    where = {"node": name, "file": file, "line": line}
+    if not isinstance(name, str) or not _NAME.match(name):
         raise GraphDefinitionError(
             f'Got "{name}" as a node name. Names are lowercase snake_case.',
-            fix="Rename the function.",
-            file=inspect.getsourcefile(fn),
-            line=fn.__code__.co_firstlineno,
+            fix="Rename it (the function, or the name= given to the decorator).",
+            **where,
         )
+    if signature is None:
+        signature = _signature(fn, name=name, model=issubclass(kind, ModelNode), where=where)
+    return kind(
+        fn=fn,
+        name=name,
+        inputs=signature.inputs,
+        outputs=signature.outputs,
+        resources=resources or Resources(),
+        scaling=scaling or Scaling(),
+        stage=stage,
+        file=file,
+        line=line,
+        _single_output=signature.single,
+        input_types=signature.input_types,
+        output_types=signature.output_types,
+        **specific,
+    )
 
 
 def node(
     fn: Callable[..., Any] | None = None,
     *,
+    name: str | None = None,
     resources: Resources | None = None,
     scaling: Scaling | None = None,
     stage: str | None = None,
@@ -165,10 +227,13 @@ def node(
     """Turn a typed function over columns into a graph node.
 
     Parameter names are the input columns it reads. A ``-> np.ndarray`` return makes one output
-    column named after the function; a ``TypedDict`` return names several (return a dict).
+    column named after the node; a ``TypedDict`` return names several (return a dict).
 
     Args:
-        fn: The function (when used as ``@node`` without arguments).
+        fn: The function (when used as ``@node`` without arguments, or called as
+            ``node(fn, name=...)``).
+        name: Node name (and single output column); defaults to the function's name. Lets one
+            function serve as several nodes, e.g. ``node(normalize, name="member_norm")``.
         resources: What a replica reserves; defaults to one CPU.
         scaling: Replicas and autoscaling bounds of the node's stage.
         stage: Explicit stage name; nodes sharing it are fused together, overriding the planner.
@@ -183,19 +248,16 @@ def node(
     """
 
     def wrap(f: Callable[..., Any]) -> Node:
-        _check_name(f.__name__, f)
-        inputs, outputs, single = _signature(f, model=False)
-        return Node(
-            fn=f,
-            name=f.__name__,
-            inputs=inputs,
-            outputs=outputs,
-            resources=resources or Resources(),
-            scaling=scaling or Scaling(),
+        file, line = _location(f)
+        return build_node(
+            Node,
+            f,
+            name=f.__name__ if name is None else name,
+            file=file,
+            line=line,
+            resources=resources,
+            scaling=scaling,
             stage=stage,
-            file=inspect.getsourcefile(f),
-            line=f.__code__.co_firstlineno,
-            _single_output=single,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -204,6 +266,7 @@ def node(
 def model(
     uri: str,
     *,
+    name: str | None = None,
     architecture: type | None = None,
     batching: Batching | None = None,
     resources: Resources | None = None,
@@ -214,6 +277,8 @@ def model(
 
     Args:
         uri: ``models:/name@alias`` or ``models:/name/<version>`` in the MLflow registry.
+        name: Node name (and single output column); defaults to the function's name, so one
+            function can back two model nodes: ``model("models:/a@champion", name="a")(score)``.
         architecture: The ``torch.nn.Module`` class whose weights the registered model holds;
             weights load as a safetensors state dict, never by unpickling code.
         batching: Dynamic batching (max batch size, max wait).
@@ -226,26 +291,22 @@ def model(
     """
 
     def wrap(f: Callable[..., Any]) -> ModelNode:
-        _check_name(f.__name__, f)
+        file, line = _location(f)
+        called = f.__name__ if name is None else name
         try:
             parsed = ModelURI.parse(uri)
         except InvalidModelURIError as exc:
-            exc.node = f.__name__
-            raise exc.locate(
-                file=inspect.getsourcefile(f) or "?", line=f.__code__.co_firstlineno
-            ) from None
-        inputs, outputs, single = _signature(f, model=True)
-        return ModelNode(
-            fn=f,
-            name=f.__name__,
-            inputs=inputs,
-            outputs=outputs,
-            resources=resources or Resources(),
-            scaling=scaling or Scaling(),
+            exc.node = called
+            raise exc.locate(file=file or "?", line=line) from None
+        return build_node(
+            ModelNode,
+            f,
+            name=called,
+            file=file,
+            line=line,
+            resources=resources,
+            scaling=scaling,
             stage=stage,
-            file=inspect.getsourcefile(f),
-            line=f.__code__.co_firstlineno,
-            _single_output=single,
             uri=parsed,
             architecture=architecture,
             batching=batching or Batching(),
