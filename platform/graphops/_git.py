@@ -71,7 +71,9 @@ def is_dirty(repo: Path, paths: Sequence[str] = ()) -> bool:
     """
     try:
         with open_repo(repo) as r:
-            return any(r.is_dirty(untracked_files=True, path=p) for p in (paths or [None]))
+            if not paths:
+                return r.is_dirty(untracked_files=True)
+            return any(r.is_dirty(untracked_files=True, path=p) for p in paths)
     except ChangeDetectionError:
         return True
 
@@ -96,5 +98,7 @@ def files_at(repo: Path, commit: str, path: str) -> dict[str, bytes] | None:
             item = r.commit(commit).tree / path
         except KeyError:
             return None
-        blobs = [item] if item.type == "blob" else [b for b in item.traverse() if b.type == "blob"]
-        return {b.path: b.data_stream.read() for b in blobs}
+        if isinstance(item, git.Blob):
+            return {str(item.path): item.data_stream.read()}
+        blobs = [b for b in item.traverse() if isinstance(b, git.Blob)]
+        return {str(b.path): b.data_stream.read() for b in blobs}

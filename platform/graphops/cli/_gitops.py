@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +13,9 @@ from rich.table import Table
 from graphops.errors import GraphOpsError
 
 from ._common import console
+
+if TYPE_CHECKING:
+    from graphops.environments import GraphLock
 
 EnvOption = Annotated[
     str, typer.Option("--env", "-e", help="Environment (a folder under environments/).")
@@ -87,7 +92,7 @@ def promote(
             fix="e.g. graphops promote digits --to dev",
         )
     registry = settings.registry()
-    names = graph_names(repo) if auto else [graph]
+    names = graph_names(repo) if graph is None else [graph]  # --auto, checked above
     refused = False
     for name in names:
         try:
@@ -133,7 +138,7 @@ def promote(
         raise typer.Exit(1)
 
 
-def lock_summary(lock) -> str:  # type: ignore[no-untyped-def]
+def lock_summary(lock: GraphLock) -> str:
     """One line per part of a lock."""
     models = ", ".join(f"{n}={p.uri} ({p.digest[:19]})" for n, p in lock.models.items()) or "-"
     return (
@@ -142,11 +147,11 @@ def lock_summary(lock) -> str:  # type: ignore[no-untyped-def]
     )
 
 
-def _live_check(repo):  # type: ignore[no-untyped-def]
+def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
     """live(env, graph, lock) for the gates: None when the lock runs healthy there."""
     from graphops.controller.status import status
 
-    def live(env: str, graph: str, lock):  # type: ignore[no-untyped-def]
+    def live(env: str, graph: str, lock: GraphLock) -> str | None:
         rows = [s for s in status(repo, env) if s.graph == graph]
         if not rows:
             return f"{graph} is not released in {env}"

@@ -30,7 +30,7 @@ def new(
             help="classifier (torch model, accuracy gate), ranking (feature lookup, scorer, "
             "NDCG gate) or minimal (plain nodes, no model).",
         ),
-    ] = Template[DEFAULT_TEMPLATE],  # type: ignore[misc]
+    ] = Template[DEFAULT_TEMPLATE],
 ) -> None:
     """Scaffold graphs/<name>/ from a template: it validates as generated (never overwrites)."""
     repo = ctx.obj.root()

@@ -109,8 +109,10 @@ class Cluster:
             for name in names:
                 app = live.get(name)
                 status = app["status"] if app else "NOT_STARTED"
-                if status != "RUNNING":
-                    problems[name] = _why(app) if app else "not started"
+                if app is None:
+                    problems[name] = "not started"
+                elif status != "RUNNING":
+                    problems[name] = _why(app)
                     if status == "DEPLOY_FAILED":
                         problems[name] = f"DEPLOY_FAILED: {_why(app)}"
             failed = {k: v for k, v in problems.items() if v.startswith("DEPLOY_FAILED")}

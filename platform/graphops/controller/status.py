@@ -231,7 +231,7 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     "unreachable" if live is None else details["status"] if details else "absent"
                 )
                 drift = drift or (
-                    bool(details)
+                    details is not None
                     and comparable(details.get("deployed_app_config") or {})
                     != comparable(apps[app_name])
                 )

@@ -159,7 +159,9 @@ def _items(plan: Plan) -> tuple[dict[str, Item], list[int], list[int | None]]:
     for i, stage in enumerate(plan.stages):
         deepest = 1 + max(inner[n.name] for n in stage.nodes)
         depth[layer[i]] = max(depth[layer[i]], deepest)
-    start, column, group_of = {}, 1, [None]
+    start: dict[int, int] = {}
+    column = 1
+    group_of: list[int | None] = [None]
     for k in sorted(depth):
         start[k], column = column, column + depth[k]
         group_of += [k] * depth[k]
@@ -254,13 +256,13 @@ def layout(plan: Plan) -> Layout:
     col_x, gap_x = {}, {}
     x = MARGIN
     for c in range(last + 1):
-        k = group_of[c]
-        if k is not None and group_of[c - 1] != k:
-            x += pad[k]
+        group = group_of[c]
+        if group is not None and group_of[c - 1] != group:
+            x += pad[group]
         col_x[c] = x
         x += col_w[c]
-        if k is not None and group_of[c + 1] != k:
-            x += pad[k]
+        if group is not None and group_of[c + 1] != group:
+            x += pad[group]
         if c < last:
             gap_x[c] = x
             x += gap_w[c]
@@ -314,7 +316,9 @@ def layout(plan: Plan) -> Layout:
         for e in leaving[c]:
             e.label.x = gap_x[c] + _EDGE_ROOM
         if inner(c):  # labels stay inside their own stage box
-            for i in layers[group_of[c]]:
+            group = group_of[c]
+            assert group is not None  # an inner gap lies inside a stage layer
+            for i in layers[group]:
                 content = boxes[i].y + HEAD + _PAD
                 own = [e for e in leaving[c] if items[e.source].stage == i]
                 _pack([(_wanted(e), e.label) for e in own], content, content + content_h[i])
@@ -340,9 +344,9 @@ def layout(plan: Plan) -> Layout:
     if detours:
         bottom += 2 * _LANE * (len(detours) + 1)
     g = plan.graph
-    stages = len(plan.stages)
+    count = len(plan.stages)
     title = (
-        f"{g.name} {g.version} · {stages} stage{'' if stages == 1 else 's'}"
+        f"{g.name} {g.version} · {count} stage{'' if count == 1 else 's'}"
         f" · {'fused' if plan.fused else 'unfused'}"
     )
     return Layout(

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from graphops.errors import GraphLoadError, GraphOpsError, did_you_mean
 from graphops.graph._graph import Graph
@@ -46,7 +46,7 @@ class GraphPackage:
             return None
         _use_repo(self.path.parent.parent)
         module = importlib.import_module(f"{GRAPHS_DIR}.{self.name}.train")
-        fn = getattr(module, "train", None)
+        fn: object = getattr(module, "train", None)
         if not callable(fn):
             raise GraphLoadError(
                 "train.py defines no function `train(registry)`.",
@@ -205,7 +205,14 @@ def _load(repo: Path, name: str) -> GraphPackage:
     return GraphPackage(graph, path, digest)
 
 
-def _where(exc: BaseException, package: Path) -> dict[str, object]:
+class _Frame(TypedDict):
+    """A source location, as keyword arguments of `GraphOpsError` and its ``locate``."""
+
+    file: str | Path
+    line: int | None
+
+
+def _where(exc: BaseException, package: Path) -> _Frame:
     """The deepest traceback frame inside the graph package, as file/line keyword arguments."""
     frames = [
         f
@@ -213,5 +220,5 @@ def _where(exc: BaseException, package: Path) -> dict[str, object]:
         if Path(f.filename).resolve().is_relative_to(package.resolve())
     ]
     if not frames:
-        return {"file": package / "__init__.py"}
+        return {"file": package / "__init__.py", "line": None}
     return {"file": frames[-1].filename, "line": frames[-1].lineno}

@@ -8,18 +8,18 @@ store client.
 
 from __future__ import annotations
 
-import inspect
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from graphops.errors import GraphDefinitionError, did_you_mean
+from graphops.errors import GraphDefinitionError, Where, did_you_mean
 from graphops.graph._node import Node, NodeSignature, build_node
 from graphops.graph._settings import Resources, Scaling
 
@@ -201,9 +201,9 @@ def lookup(
     Example:
         >>> items = lookup("item_features", table=ITEMS, key="candidate_ids", prefix="item_")
     """
-    caller = inspect.currentframe().f_back  # type: ignore[union-attr]  # where it is declared
-    file, line = caller.f_code.co_filename, caller.f_lineno  # type: ignore[union-attr]
-    where = {"node": name, "file": file, "line": line}
+    caller = sys._getframe(1)  # where the lookup is declared, for errors
+    file, line = caller.f_code.co_filename, caller.f_lineno
+    where: Where = {"node": name, "file": file, "line": line}
     chosen = tuple(features) if features is not None else tuple(table.features)
     for feature in chosen:
         if feature not in table.features:
@@ -225,7 +225,8 @@ def lookup(
             fix="Use e.g. timeout_ms=20.",
             **where,
         )
-    outputs = {f"{prefix}{f}": npt.NDArray[np.dtype(table.features[f].dtype).type] for f in chosen}
+    array = cast(Any, npt.NDArray)  # subscripted at run time with each feature's dtype
+    outputs = {f"{prefix}{f}": array[np.dtype(table.features[f].dtype).type] for f in chosen}
     return build_node(
         FeatureLookup,
         _no_store,

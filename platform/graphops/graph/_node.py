@@ -9,7 +9,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, is_typeddict
 
-from graphops.errors import GraphDefinitionError, InvalidModelURIError, MissingTypeHintError
+from graphops.errors import (
+    GraphDefinitionError,
+    InvalidModelURIError,
+    MissingTypeHintError,
+    Where,
+)
 from graphops.graph._settings import Batching, Resources, Scaling
 
 MODEL_PARAMETER = "model"
@@ -106,9 +111,7 @@ class NodeSignature:
     output_types: dict[str, Any]
 
 
-def _signature(
-    fn: Callable[..., Any], *, name: str, model: bool, where: dict[str, Any]
-) -> NodeSignature:
+def _signature(fn: Callable[..., Any], *, name: str, model: bool, where: Where) -> NodeSignature:
     """Derive a node's columns and their types from a function's parameters and return hint."""
     params = inspect.signature(fn).parameters
     for param in params.values():
@@ -190,7 +193,7 @@ def build_node(
     ``signature`` is read from ``fn``'s hints unless given (lookups declare theirs); ``specific``
     holds the fields of ``kind`` beyond those of `Node`.
     """
-    where = {"node": name, "file": file, "line": line}
+    where: Where = {"node": name, "file": file, "line": line}
     if not isinstance(name, str) or not _NAME.match(name):
         raise GraphDefinitionError(
             f'Got "{name}" as a node name. Names are lowercase snake_case.',

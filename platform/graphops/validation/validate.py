@@ -37,7 +37,7 @@ def pinned_baseline(repo: Path, graph: str) -> str | None:
     over staging over dev, then any other environment.
     """
     names = environment_names(repo)
-    ordered = [n for n in ("prod", "staging", "dev") if n in names]
+    ordered: list[str] = [n for n in ("prod", "staging", "dev") if n in names]
     ordered += [n for n in names if n not in ordered]
     for env in ordered:
         entry = load_release(repo, env).graphs.get(graph)
