@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Annotated
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from graphops._models import StrictModel
 from graphops.errors import ConfigError
 
 # The processes this one started, kept so they are reaped (and never collected while running).
@@ -42,10 +43,8 @@ RAY_PORTS = (
 )
 
 
-class Service(BaseModel):
+class Service(StrictModel):
     """One background process started here: what it is, its pid and where it listens."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(description="e.g. ray-dev, ray-staging, mlflow-ui.")]
     pid: Annotated[int, Field(description="Process id (also its process group id).")]
@@ -75,10 +74,8 @@ class Service(BaseModel):
         return True
 
 
-class LocalState(BaseModel):
+class LocalState(StrictModel):
     """What the main job started and set up, saved in ``<work dir>/state.json``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     services: dict[str, Service] = {}
     source_head: Annotated[

@@ -5,18 +5,15 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from graphops._models import FrozenModel
 from graphops.features import FeaturesConfig
 from graphops.registry import ResolvedModel
 from graphops.runtime._deployments import DeploymentOverride
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClusterConfig(_Strict):
+class ClusterConfig(FrozenModel):
     """Where the environment's Ray cluster is and how to reach it."""
 
     dashboard: Annotated[
@@ -58,7 +55,7 @@ class ClusterConfig(_Strict):
     ] = None
 
 
-class CodeConfig(_Strict):
+class CodeConfig(FrozenModel):
     """How graph code reaches the cluster."""
 
     working_dir: Annotated[
@@ -82,7 +79,7 @@ class CodeConfig(_Strict):
     ] = ()
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(FrozenModel):
     """What a graph version must have passed before it may be promoted here."""
 
     upstream: Annotated[
@@ -98,7 +95,7 @@ class PolicyConfig(_Strict):
     ] = True
 
 
-class EnvironmentConfig(_Strict):
+class EnvironmentConfig(FrozenModel):
     """`environments/<env>/environment.yaml` merged over `environments/base/environment.yaml`."""
 
     name: Annotated[str, Field(description="Environment name (its folder).")]
@@ -118,7 +115,7 @@ class EnvironmentConfig(_Strict):
     ] = FeaturesConfig()
 
 
-class GraphLock(_Strict):
+class GraphLock(FrozenModel):
     """Exactly what was validated and is promoted: the same lock is what is served."""
 
     version: Annotated[str, Field(description="Graph version.")]
@@ -150,7 +147,7 @@ class GraphLock(_Strict):
     ] = ()
 
 
-class Arm(_Strict):
+class Arm(FrozenModel):
     """Another pinned version of the graph that takes a share of the stable route's traffic."""
 
     lock: GraphLock
@@ -164,7 +161,7 @@ class Arm(_Strict):
     ] = {}
 
 
-class Shadow(_Strict):
+class Shadow(FrozenModel):
     """A pinned version that gets a copy of some requests; its answers are recorded, never returned."""
 
     lock: GraphLock
@@ -178,7 +175,7 @@ class Shadow(_Strict):
     ] = {}
 
 
-class Traffic(_Strict):
+class Traffic(FrozenModel):
     """An experiment on the graph's stable route: weighted arms, stickiness, shadow traffic.
 
     The entry's own lock is the control arm with ``weight``; ``arms`` are the other versions, by
@@ -208,7 +205,7 @@ class Traffic(_Strict):
     ] = None
 
 
-class ReleaseEntry(_Strict):
+class ReleaseEntry(FrozenModel):
     """One graph in an environment: its lock, when it was promoted, per-environment overrides."""
 
     lock: GraphLock
@@ -230,7 +227,7 @@ class ReleaseEntry(_Strict):
         return self.lock.validation_run
 
 
-class Release(_Strict):
+class Release(FrozenModel):
     """`environments/<env>/release.yaml`: the pinned graphs (written by `graphops promote`)."""
 
     graphs: Annotated[

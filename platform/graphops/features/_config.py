@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from graphops._models import FrozenModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RedisConfig(_Strict):
+class RedisConfig(FrozenModel):
     """How to reach the Redis server holding the features."""
 
     url: Annotated[
@@ -35,7 +33,7 @@ class RedisConfig(_Strict):
         return (os.environ.get(self.url_env) if self.url_env else None) or self.url
 
 
-class FeaturesConfig(_Strict):
+class FeaturesConfig(FrozenModel):
     """The feature store of an environment; graph code never names one."""
 
     store: Annotated[

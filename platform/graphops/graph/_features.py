@@ -17,8 +17,9 @@ from typing import Annotated, Any, Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from graphops._models import FrozenModel
 from graphops.errors import GraphDefinitionError, Where, did_you_mean
 from graphops.graph._node import Node, NodeSignature, build_node
 from graphops.graph._settings import Resources, Scaling
@@ -29,10 +30,8 @@ DTYPES = ("float32", "float64", "int32", "int64", "bool")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-class Feature(BaseModel):
+class Feature(FrozenModel):
     """One named feature of a table: its dtype, shape and the default for a missing entity."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dtype: Annotated[
         Literal["float32", "float64", "int32", "int64", "bool"],
@@ -55,7 +54,7 @@ class Feature(BaseModel):
         return shape
 
 
-class FeatureTable(BaseModel):
+class FeatureTable(FrozenModel):
     """Features of one entity type (members, items...), keyed by one id column.
 
     Args:
@@ -65,8 +64,6 @@ class FeatureTable(BaseModel):
             package (what the embedded store serves, offline runs read, and Redis is loaded from).
         features: Feature name -> `Feature` (dtype, shape, default).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, Field(description="Table name, lowercase snake_case.")]
     key: Annotated[str, Field(description="Entity id column of the source.")]

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from graphops._models import FrozenModel
 
 MiB = 1024**2
 """One mebibyte in bytes, for ``Resources(memory=512 * MiB)``."""
@@ -15,11 +17,7 @@ GiB = 1024**3
 """One gibibyte in bytes, for ``Resources(memory=2 * GiB)``."""
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Resources(_Settings):
+class Resources(FrozenModel):
     """What one replica of a node (or of the stage it is fused into) reserves.
 
     These are what production gets; an environment without GPUs overrides them in its own config.
@@ -38,7 +36,7 @@ class Resources(_Settings):
         return self.gpus > 0
 
 
-class Scaling(_Settings):
+class Scaling(FrozenModel):
     """How many replicas run a node's stage; bounds enable autoscaling."""
 
     replicas: Annotated[
@@ -68,7 +66,7 @@ class Scaling(_Settings):
         return self.max_replicas is not None
 
 
-class Batching(_Settings):
+class Batching(FrozenModel):
     """Dynamic batching of a model node: requests are grouped up to a size or a wait."""
 
     max_batch_size: Annotated[
@@ -85,7 +83,7 @@ MetricFn = Callable[[Any, Any], float]
 """A user metric: ``fn(predictions, labels) -> float`` over numpy arrays."""
 
 
-class Metric(_Settings):
+class Metric(FrozenModel):
     """A validation metric over one predicted column, with the gate it must pass."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -142,7 +140,7 @@ class Metric(_Settings):
         return self
 
 
-class Validation(_Settings):
+class Validation(FrozenModel):
     """How a graph is validated offline: data, labels, metrics and gates."""
 
     dataset: Annotated[

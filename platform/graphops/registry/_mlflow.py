@@ -13,8 +13,9 @@ from typing import Annotated, Any
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from graphops._models import FrozenModel
 from graphops.errors import RegistryError, did_you_mean
 from graphops.graph import Graph, ModelNode, ModelURI, content_hash
 from graphops.models import TorchModel, device_for, load_torch, save_torch
@@ -28,10 +29,8 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
-class ResolvedModel(BaseModel):
+class ResolvedModel(FrozenModel):
     """A model reference pinned to an exact registry version and the digest of its artifacts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, Field(description="Registered model name.")]
     version: Annotated[int, Field(description="Exact registry version.")]
@@ -49,10 +48,8 @@ VALIDATION_EXPERIMENT = "validation/{graph}"
 """Experiment holding a graph's validation runs (one run per validation)."""
 
 
-class ValidationRecord(BaseModel):
+class ValidationRecord(FrozenModel):
     """A validation run as stored in MLflow: the evidence promotion checks."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_id: Annotated[str, Field(description="MLflow run id.")]
     graph: Annotated[str, Field(description="Graph name.")]

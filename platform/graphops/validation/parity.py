@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from graphops._models import StrictModel
 from graphops.errors import ServeError
 from graphops.graph import Batch, GraphPackage
 from graphops.registry import Registry, ResolvedModel
@@ -27,10 +28,8 @@ SINGLES = 16
 _SHOWN = 5
 
 
-class ParityResult(BaseModel):
+class ParityResult(StrictModel):
     """How the online answers compare with the offline ones."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rows: Annotated[int, Field(description="Rows compared.")]
     requests: Annotated[int, Field(description="HTTP requests sent.")]

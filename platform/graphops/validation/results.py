@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from graphops._models import StrictModel
 from graphops.validation.parity import ParityResult
 
 Status = Literal["passed", "failed", "error"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MetricGate(_Model):
+class MetricGate(StrictModel):
     """One metric, its gate and (when pinned somewhere) its comparison with the baseline."""
 
     metric: Annotated[str, Field(description="Metric name.")]
@@ -35,7 +32,7 @@ class MetricGate(_Model):
     tolerance: Annotated[float, Field(description="Allowed regression against the baseline.")] = 0.0
 
 
-class GraphValidation(_Model):
+class GraphValidation(StrictModel):
     """The outcome of validating one graph."""
 
     graph: Annotated[str, Field(description="Graph name.")]
@@ -75,7 +72,7 @@ class GraphValidation(_Model):
     ] = None
 
 
-class ValidationReport(_Model):
+class ValidationReport(StrictModel):
     """Validation of several graphs; see `exit_code`."""
 
     graphs: Annotated[list[GraphValidation], Field(description="One entry per graph.")]
