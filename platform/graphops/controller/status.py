@@ -132,37 +132,17 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
             r = _replicas(new_o, spec.scaling.replicas)
             delta = {"cpus": spec.cpus * r - cpus, "gpus": spec.gpus * r - gpus}
             if other_before != other_after:
-                changes.append(
-                    DeploymentChange(
-                        app=name,
-                        deployment=spec.name,
-                        change="replica restart",
-                        why="code, models or code source",
-                        **delta,
-                    )
-                )
+                change, why = "replica restart", "code, models or code source"
             elif keys - _IN_PLACE:
-                changes.append(
-                    DeploymentChange(
-                        app=name,
-                        deployment=spec.name,
-                        change="replica restart",
-                        why=", ".join(sorted(keys)),
-                        **delta,
-                    )
-                )
+                change, why = "replica restart", ", ".join(sorted(keys))
             elif keys:
-                changes.append(
-                    DeploymentChange(
-                        app=name,
-                        deployment=spec.name,
-                        change="in place",
-                        why=", ".join(sorted(keys)),
-                        **delta,
-                    )
-                )
+                change, why = "in place", ", ".join(sorted(keys))
             else:
                 changes.append(DeploymentChange(app=name, deployment=spec.name, change="unchanged"))
+                continue
+            changes.append(
+                DeploymentChange(app=name, deployment=spec.name, change=change, why=why, **delta)
+            )
     for name, details in live.items():
         if name in wanted:
             continue
