@@ -18,7 +18,7 @@ from graphops.plan import Plan, describe_resources
 if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
-    from graphops.runtime.online import DeploymentSpec
+    from graphops.runtime.schema import DeploymentSpec
     from graphops.validation import ValidationReport
 
 _STATUS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphops.features import FeaturesConfig
 from graphops.registry import ResolvedModel
-from graphops.runtime._deployments import DeploymentOverride
+from graphops.runtime.schema import DeploymentOverride
 
 
 class _Strict(BaseModel):
