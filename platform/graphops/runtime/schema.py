@@ -34,6 +34,8 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 class _Data(BaseModel):
+    """Plain, frozen data that rejects unknown keys."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
