@@ -5,6 +5,7 @@ its ``_private`` package: the arguments of the graph and router applications, th
 split, a graph's Serve deployments and an environment's overrides of them, and `GraphSpec`, the one
 carrier of what a worker needs to rebuild a graph (online: `AppArgs`; offline: one per stage).
 The ``graphops.runtime._*`` modules are private (an import-linter contract keeps them so).
+A little over 350 lines on purpose: the contract is one file to read, as in Ray Serve.
 """
 
 from __future__ import annotations
