@@ -100,7 +100,7 @@ class Step:
         """Run the step on one batch."""
         started = time.perf_counter()
         if self.carry:  # as graphops: densify list columns, return every column received
-            from graphops.runtime.offline import _dense
+            from graphops.graph import dense_columns as _dense
 
             batch = _dense(batch)
             out = {**batch, **self.fn(dict(batch))}

@@ -117,8 +117,8 @@ def model_stage_batches(bench: Bench, path: Path, rows: int, repeats: int = 3) -
     import torch
     from ray.data.block import BlockAccessor
 
+    from graphops.graph import dense_columns as _dense
     from graphops.plan import plan
-    from graphops.runtime.offline import _dense
     from graphops.runtime.runner import LocalRunner
 
     table = pq.read_table(path)

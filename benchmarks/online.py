@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from graphops.graph import load_graph
     from graphops.registry import Registry
-    from graphops.runtime._ray import ensure_ray
-    from graphops.runtime.online import free_port, request_example, start_http
+    from graphops.runtime.online import ensure_ray, free_port, start_http
+    from graphops.runtime.schema import request_example
 
     result: dict[str, Any] = {
         "benchmark": "online latency and throughput over HTTP",
@@ -367,9 +367,9 @@ class Bench:
         from ray import serve
 
         from graphops.graph import load_graph
-        from graphops.runtime._traffic import RouteArm, RouterConfig
         from graphops.runtime.online import deploy, undeploy
-        from graphops.runtime.router import RouterArgs, router_app
+        from graphops.runtime.router import router_app
+        from graphops.runtime.schema import RouteArm, RouterArgs, RouterConfig
 
         print("(d) a 2-arm experiment (router) vs a single version", flush=True)
         digits = load_graph(self.repo, "digits")

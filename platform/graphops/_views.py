@@ -20,7 +20,7 @@ from graphops.plan import Plan
 if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
-    from graphops.runtime.online import DeploymentSpec
+    from graphops.runtime.schema import DeploymentSpec
     from graphops.validation import ValidationReport
 
 # Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.

@@ -30,7 +30,7 @@ from graphops.demo import services
 from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime.online import DeploymentOverride
+from graphops.runtime.schema import DeploymentOverride
 from graphops.validation import validate_graph
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")

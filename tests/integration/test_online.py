@@ -17,13 +17,8 @@ from graphops import ServeError
 from graphops.graph import GraphPackage, load_graph
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime import read_rows, run_local
-from graphops.runtime.online import (
-    DeploymentOverride,
-    OnlineApp,
-    batch_stats,
-    deploy,
-    undeploy,
-)
+from graphops.runtime.online import OnlineApp, batch_stats, deploy, undeploy
+from graphops.runtime.schema import DeploymentOverride
 
 pytestmark = pytest.mark.usefixtures("serve_port", "champion")
 

@@ -102,7 +102,7 @@ def test_lock_id_changes_with_models_not_with_scaling() -> None:
 def test_scaling_overrides_go_to_serve_resources_to_the_builder(repo: Path) -> None:
     import yaml
 
-    from graphops.runtime.online import DeploymentOverride
+    from graphops.runtime.schema import DeploymentOverride
 
     overrides = {
         "logits": DeploymentOverride(replicas=2, max_ongoing_requests=16),

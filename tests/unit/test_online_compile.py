@@ -10,9 +10,9 @@ import pytest
 from graphops import PlanError, ServeError
 from graphops.graph import Scaling
 from graphops.plan import plan
-from graphops.runtime._deployments import DeploymentOverride, deployment_specs
 from graphops.runtime._http import GraphHttp, HttpError
 from graphops.runtime.online import app
+from graphops.runtime.schema import AppArgs, DeploymentOverride, deployment_specs
 from graphops.validation.parity import _compare
 from tests.fixtures.graphs import valid
 
@@ -43,11 +43,14 @@ def test_unfused_plan_gives_every_node_a_deployment_behind_an_http_only_ingress(
 
 def test_gpu_drop_cpu_budget_and_overrides() -> None:
     the_plan = plan(valid.graph, fuse=False)
-    squeezed = deployment_specs(the_plan, cpu_budget=2.0)
+    squeezed = deployment_specs(the_plan, AppArgs(graph="valid", cpu_budget=2.0))
     assert sum(s.cpus for s in squeezed) == pytest.approx(2.0, abs=1e-3)
     scaled = deployment_specs(
         the_plan,
-        overrides={"logits": DeploymentOverride(min_replicas=1, max_replicas=4, gpus=1)},
+        AppArgs(
+            graph="valid",
+            deployments={"logits": DeploymentOverride(min_replicas=1, max_replicas=4, gpus=1)},
+        ),
     )
     logits = next(s for s in scaled if s.name == "logits")
     assert logits.gpus == 1 and logits.scaling == Scaling(min_replicas=1, max_replicas=4)
@@ -55,14 +58,18 @@ def test_gpu_drop_cpu_budget_and_overrides() -> None:
     assert options["autoscaling_config"]["max_replicas"] == 4 and "num_replicas" not in options
     assert options["ray_actor_options"]["num_gpus"] == 1
     cpu_only = deployment_specs(
-        the_plan, overrides={"logits": DeploymentOverride(gpus=1)}, cpu_only=True
+        the_plan,
+        AppArgs(graph="valid", deployments={"logits": DeploymentOverride(gpus=1)}, cpu_only=True),
     )
     assert all(s.gpus == 0 for s in cpu_only)
 
 
 def test_override_of_an_unknown_deployment_suggests_the_name() -> None:
     with pytest.raises(PlanError, match='Did you mean "logits"'):
-        deployment_specs(plan(valid.graph), overrides={"logit": DeploymentOverride(replicas=2)})
+        deployment_specs(
+            plan(valid.graph),
+            AppArgs(graph="valid", deployments={"logit": DeploymentOverride(replicas=2)}),
+        )
 
 
 def test_bad_builder_args_name_the_field() -> None:

@@ -13,17 +13,9 @@ import yaml
 from graphops.controller.render import ARM_ROUTE, app_name, render, router_name
 from graphops.environments import Arm, Release, ReleaseEntry, Shadow, Traffic, write_release
 from graphops.errors import ConfigError
-from graphops.runtime._traffic import (
-    ArmStats,
-    Picker,
-    RouteArm,
-    RouterConfig,
-    agree,
-    merge,
-    outputs,
-    summary,
-)
+from graphops.runtime._traffic import ArmStats, Picker, agree, merge, outputs, summary
 from graphops.runtime.router import _renumber
+from graphops.runtime.schema import RouteArm, RouterConfig
 from tests.fixtures.locks import lock
 
 REPO = Path(__file__).resolve().parents[2]

@@ -91,7 +91,7 @@ def plan_graph(
     writes the same picture as a standalone SVG (request, stage boxes, nodes, response, edges
     named by column).
     """
-    from graphops.runtime._deployments import deployment_specs
+    from graphops.runtime.schema import deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
     console.print(plan_table(the_plan))

@@ -82,10 +82,14 @@ def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any])
     """
     from graphops.graph import Scaling, load_graph
     from graphops.plan import plan
-    from graphops.runtime._args import AppArgs
-    from graphops.runtime._deployments import DeploymentSpec
-    from graphops.runtime.online import specs_for
-    from graphops.runtime.router import DEPLOYMENT, ROUTER_CPUS, ROUTER_MAX_ONGOING
+    from graphops.runtime.schema import (
+        ROUTER_CPUS,
+        ROUTER_MAX_ONGOING,
+        AppArgs,
+        DeploymentSpec,
+        deployment_specs,
+    )
+    from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
 
     if lock is None:
         router = DeploymentSpec(
@@ -101,7 +105,7 @@ def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any])
         code = stage_code(repo, app["args"]["graph"], lock.commit, Path(tmp))
         package = load_graph(code, app["args"]["graph"])
         args = AppArgs.model_validate(app["args"])
-        return {s.name: s for s in specs_for(plan(package.graph, fuse=args.fuse), args)}
+        return {s.name: s for s in deployment_specs(plan(package.graph, fuse=args.fuse), args)}
 
 
 def check_overrides(repo: Path, rendered: Rendered) -> None:

@@ -27,12 +27,17 @@ from graphops.environments import (
     release_path,
 )
 from graphops.errors import ConfigError, did_you_mean
-from graphops.runtime._args import AppArgs
-from graphops.runtime._deployments import DeploymentOverride
-from graphops.runtime._traffic import RouteArm, RouterConfig, RouteShadow
-from graphops.runtime.online import IMPORT_PATH
-from graphops.runtime.router import DEPLOYMENT, RouterArgs
-from graphops.runtime.router import IMPORT_PATH as ROUTER_PATH
+from graphops.runtime.schema import APP_IMPORT_PATH as IMPORT_PATH
+from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
+from graphops.runtime.schema import ROUTER_IMPORT_PATH as ROUTER_PATH
+from graphops.runtime.schema import (
+    AppArgs,
+    DeploymentOverride,
+    RouteArm,
+    RouterArgs,
+    RouterConfig,
+    RouteShadow,
+)
 
 SERVE_FILE = "serve.yaml"
 RAYSERVICE_FILE = "rayservice.yaml"

@@ -21,9 +21,9 @@ def experiment_demo(pkg: Any, registry: Any) -> None:
 
     from graphops._views import report_table
     from graphops.runtime import read_rows
-    from graphops.runtime._traffic import RouteArm, RouterConfig
     from graphops.runtime.online import deploy, free_port, undeploy
-    from graphops.runtime.router import RouterArgs, router_app
+    from graphops.runtime.router import router_app
+    from graphops.runtime.schema import RouteArm, RouterArgs, RouterConfig
 
     key = pkg.graph.request_fields[0]
     names = [f"{pkg.name}-a", f"{pkg.name}-b"]

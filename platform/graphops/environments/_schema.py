@@ -10,7 +10,7 @@ from pydantic import Field
 from graphops._models import FrozenModel
 from graphops.features import FeaturesConfig
 from graphops.registry import ResolvedModel
-from graphops.runtime._deployments import DeploymentOverride
+from graphops.runtime.schema import DeploymentOverride
 
 
 class ClusterConfig(FrozenModel):

@@ -35,6 +35,11 @@ class GraphPackage:
         return self.graph.name
 
     @property
+    def repo(self) -> Path:
+        """The repository root holding the package (``<repo>/graphs/<name>``)."""
+        return self.path.parent.parent
+
+    @property
     def validation_dataset(self) -> Path | None:
         """Absolute path of the graph's validation data, if it declares any."""
         v = self.graph.validation
@@ -44,7 +49,7 @@ class GraphPackage:
         """The package's training entry point, ``train(registry)`` in ``train.py``, if it has one."""
         if not (self.path / "train.py").is_file():
             return None
-        _use_repo(self.path.parent.parent)
+        _use_repo(self.repo)
         module = importlib.import_module(f"{GRAPHS_DIR}.{self.name}.train")
         fn: object = getattr(module, "train", None)
         if not callable(fn):

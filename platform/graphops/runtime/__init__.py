@@ -1,4 +1,8 @@
-"""Runtimes: the local reference runner and the offline Ray Data runtime (`runtime.offline`)."""
+"""Runtimes: the local reference runner, the offline (`runtime.offline`) and online runtimes.
+
+Their contract with the rest of graphops (app and router arguments, deployments, the carrier of a
+pinned graph) is public in `graphops.runtime.schema`; the ``_``-modules are private.
+"""
 
 from graphops.runtime._table import read_rows, to_columns, to_rows, write_rows
 from graphops.runtime.runner import LocalRun, LocalRunner, RunStats, run_local

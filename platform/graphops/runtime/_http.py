@@ -15,9 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from graphops.graph import Batch, Graph
 from graphops.runtime._table import to_array, to_rows
-
-MAX_BODY_BYTES = 1024 * 1024
-"""Default payload limit of a graph's route (1 MiB); larger bodies get a 413."""
+from graphops.runtime.schema import MAX_BODY_BYTES
 
 
 class HttpError(Exception):

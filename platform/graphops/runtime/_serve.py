@@ -21,11 +21,10 @@ from graphops.errors import GraphOpsError
 from graphops.graph import Batch
 from graphops.plan import Stage, plan
 from graphops.registry import Registry
-from graphops.runtime._args import AppArgs
-from graphops.runtime._deployments import in_ingress
 from graphops.runtime._http import GraphHttp, HttpError
 from graphops.runtime._remote import open_graph, stage_runner
 from graphops.runtime.runner import LocalRunner
+from graphops.runtime.schema import AppArgs, in_ingress
 
 logger = logging.getLogger("ray.serve")
 _JSON = "application/json"

@@ -1,6 +1,8 @@
 """Traffic between graph versions, as pure functions: arm choice, stickiness, per-arm statistics.
 
 The router deployment (`graphops.runtime.router`) calls these; unit tests call them directly.
+The router's configuration itself (`RouterConfig`, its arms and shadow) is public, in
+`graphops.runtime.schema`.
 An arm is chosen by hashing the sticky key's value into one of 10,000 buckets laid out by the
 arms' cumulative weights, so the same value always lands on the same arm, and a weight change
 moves only the keys of the buckets that change hands.
@@ -14,9 +16,9 @@ import hashlib
 import json
 import math
 import random
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from graphops.runtime.schema import RouterConfig
 
 BUCKETS = 10_000
 """Resolution of the weights: 0.01 percentage points."""
@@ -26,38 +28,6 @@ LATENCY_BOUNDS_MS = tuple(round(0.25 * 1.15**i, 3) for i in range(80))
 
 MAX_CATEGORIES = 20
 """Distinct values of a categorical output counted per arm; the rest count as "other"."""
-
-
-class RouteArm(BaseModel):
-    """One arm as the router sees it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: Annotated[str, Field(description="Graph version of the arm.")]
-    app: Annotated[str, Field(description="Serve application answering for the arm.")]
-    weight: Annotated[float, Field(ge=0, le=100, description="Percent of requests.")]
-
-
-class RouteShadow(BaseModel):
-    """The shadow as the router sees it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: Annotated[str, Field(description="Graph version of the shadow.")]
-    app: Annotated[str, Field(description="Serve application answering for the shadow.")]
-    percent: Annotated[float, Field(gt=0, le=100, description="Percent of requests copied.")]
-
-
-class RouterConfig(BaseModel):
-    """The router's ``user_config``: everything that may change without restarting a replica."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    experiment: Annotated[str, Field(description="Experiment id (salts the hash, names stats).")]
-    arms: Annotated[tuple[RouteArm, ...], Field(min_length=1, description="Arms, in order.")]
-    sticky_key: Annotated[str | None, Field(description="Request field that picks the arm.")] = None
-    shadow: Annotated[RouteShadow | None, Field(description="Shadow traffic.")] = None
-    output: Annotated[str | None, Field(description="Response field measured per arm.")] = None
 
 
 class Picker:

@@ -9,40 +9,33 @@ runner's, so outputs are equal.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import ray
 import ray.data
+from pydantic import Field
 
 from graphops.errors import GraphOpsError, InputDataError, RunError
-from graphops.graph import Batch, GraphPackage
+from graphops.graph import Batch, GraphPackage, dense_columns
 from graphops.plan import Plan, Stage, plan
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._remote import open_graph, stage_runner
 from graphops.runtime._table import FORMATS
+from graphops.runtime.schema import GraphSpec, resolve_pins
 
 CPU_BATCH_SIZE = 1024
 """Rows per batch for stages without a model (model stages use their node's max_batch_size)."""
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """Everything a Ray worker needs to rebuild one stage (picklable, hashable)."""
+class StageSpec(GraphSpec):
+    """Everything a Ray worker needs to rebuild one stage (picklable, hashable: a cache key)."""
 
-    repo: str
-    graph: str
-    content_hash: str
-    index: int
-    fuse: bool
-    tracking_uri: str
-    work_dir: str
-    pins: str  # JSON: node name -> ResolvedModel fields
+    index: Annotated[int, Field(ge=0, description="Position of the stage in the plan.")]
 
 
 @ray.remote(num_cpus=0)
@@ -74,18 +67,17 @@ class _StageWorker:
     def __init__(self, spec: StageSpec, monitor: Any) -> None:
         package = open_graph(spec.repo, spec.graph, spec.content_hash)
         self.stage = plan(package.graph, fuse=spec.fuse).stages[spec.index]
-        pins = {k: ResolvedModel(**v) for k, v in json.loads(spec.pins).items()}
         # MLflow is slow to set up: only stages holding a model open the registry.
         registry = (
             Registry(Path(spec.work_dir), spec.tracking_uri) if self.stage.model_nodes else None
         )
-        self.runner = stage_runner(package, self.stage, registry, pins)
+        self.runner = stage_runner(package, self.stage, registry, spec.models)
         self.monitor = monitor
 
     def __call__(self, batch: Batch) -> Batch:
         started = time.perf_counter()
         try:
-            out = self.runner.run_batch(_dense(batch))
+            out = self.runner.run_batch(dense_columns(batch))
         except GraphOpsError as exc:  # Ray wraps it beyond recognition: hand it over intact
             ray.get(self.monitor.fail.remote(exc))
             raise
@@ -98,7 +90,7 @@ class _StageWorker:
 class _StageTask:
     """A picklable function for CPU stages; each worker process builds its stage once."""
 
-    _cache: dict[StageSpec, _StageWorker] = {}  # noqa: RUF012  (per worker process, by design)
+    _cache: ClassVar[dict[StageSpec, _StageWorker]] = {}  # per worker process, by design
 
     def __init__(self, spec: StageSpec, monitor: Any) -> None:
         self.spec, self.monitor = spec, monitor
@@ -109,22 +101,6 @@ class _StageTask:
             worker = self._cache[self.spec] = _StageWorker(self.spec, self.monitor)
         worker.monitor = self.monitor  # a reused worker process may have served an earlier run
         return worker(batch)
-
-
-def _dense(batch: Batch) -> Batch:
-    """Ray hands list columns over as object arrays (of arrays or lists); stack equal rows into 2-D."""
-    out = {}
-    for name, column in batch.items():
-        if (
-            column.dtype == object
-            and len(column)
-            and isinstance(column[0], np.ndarray | list | tuple)
-        ):
-            rows = [np.asarray(v) for v in column]
-            out[name] = np.stack(rows) if len({r.shape for r in rows}) == 1 else column
-        else:
-            out[name] = column
-    return out
 
 
 @dataclass
@@ -190,7 +166,6 @@ def compile_offline(
     """
     the_plan = plan(package.graph, fuse=fuse)
     monitor = monitor or _Monitor.remote()
-    spec_pins = json.dumps({k: v.model_dump() for k, v in pins.items()}, sort_keys=True)
     missing = [f for f in package.graph.request_fields if f not in dataset.columns()]
     if missing:
         raise InputDataError(
@@ -201,16 +176,7 @@ def compile_offline(
             graph=package.name,
         )
     for index, stage in enumerate(the_plan.stages):
-        spec = StageSpec(
-            repo=str(package.path.parent.parent),
-            graph=package.name,
-            content_hash=package.content_hash,
-            index=index,
-            fuse=fuse,
-            tracking_uri=registry.tracking_uri,
-            work_dir=str(registry.work_dir),
-            pins=spec_pins,
-        )
+        spec = StageSpec.of(package, registry, pins, fuse=fuse, index=index)
         dataset = dataset.map_batches(**_operator(stage, spec, monitor, gpus))
     return dataset, the_plan
 
@@ -268,10 +234,8 @@ def run_offline(
 
     if output is not None:
         check_output(output)
-    ensure_ray(package.path.parent.parent, address=address)
-    pinned = (
-        dict(pins) if pins else {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
-    )
+    ensure_ray(package.repo, address=address)
+    pinned = resolve_pins(package, registry, pins)
     dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
     passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
     keep = [

@@ -3,7 +3,8 @@
 ``graphops.runtime.online:app`` is the ``import_path`` of every graph application: its ``args``
 (`AppArgs`) say which graph, at which lock, how scaled. The builder plans the graph and binds one
 deployment per remote stage plus an ingress that speaks HTTP and runs the CPU stages in-process
-(see `graphops.runtime._deployments`). A Serve config file therefore never needs per-graph code.
+(see `graphops.runtime.schema.deployment_specs`). A Serve config file therefore never needs
+per-graph code.
 """
 
 from __future__ import annotations
@@ -20,21 +21,23 @@ from ray import serve
 from graphops.errors import ServeError
 from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
-from graphops.plan import Plan, plan
+from graphops.plan import plan
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime._args import AppArgs
-from graphops.runtime._deployments import (
+from graphops.runtime._ray import ensure_ray, has_gpus
+from graphops.runtime._remote import open_graph
+from graphops.runtime._serve import GraphIngress, StageDeployment
+from graphops.runtime.schema import (
+    APP_IMPORT_PATH,
     INGRESS,
+    AppArgs,
     DeploymentOverride,
     DeploymentSpec,
     deployment_specs,
+    request_example,
+    resolve_pins,
 )
-from graphops.runtime._remote import open_graph
-from graphops.runtime._serve import GraphIngress, StageDeployment
-from graphops.runtime._table import read_rows
 
-IMPORT_PATH = "graphops.runtime.online:app"
-"""What a Serve config's ``import_path`` names for every graph application."""
+IMPORT_PATH = APP_IMPORT_PATH
 
 DEFAULT_PORT = 8000
 DEPLOY_TIMEOUT_S = 300.0
@@ -54,7 +57,7 @@ def app(args: dict[str, Any] | AppArgs) -> serve.Application:
     parsed = _parse(args)
     package = open_graph(parsed.repo, parsed.graph, parsed.content_hash)
     the_plan = plan(package.graph, fuse=parsed.fuse)
-    specs = specs_for(the_plan, parsed)
+    specs = deployment_specs(the_plan, parsed)
     payload = parsed.model_dump(mode="json")
     handles = {
         s.name: serve.deployment(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
@@ -63,13 +66,6 @@ def app(args: dict[str, Any] | AppArgs) -> serve.Application:
     }
     ingress = next(s for s in specs if s.name == INGRESS)
     return serve.deployment(GraphIngress).options(**ingress.options()).bind(payload, handles)
-
-
-def specs_for(the_plan: Plan, args: AppArgs) -> list[DeploymentSpec]:
-    """The deployments ``args`` compile ``the_plan`` to (overrides, GPU drop and CPU budget applied)."""
-    return deployment_specs(
-        the_plan, overrides=args.deployments, cpu_only=args.cpu_only, cpu_budget=args.cpu_budget
-    )
 
 
 def _parse(args: dict[str, Any] | AppArgs) -> AppArgs:
@@ -85,24 +81,6 @@ def _parse(args: dict[str, Any] | AppArgs) -> AppArgs:
             fix="Fix the application's args in the Serve config (see AppArgs in "
             "docs/online.md); unknown keys are rejected.",
         ) from exc
-
-
-def request_example(package: GraphPackage) -> dict[str, Any] | None:
-    """One request object for docs and smoke tests: the first validation row's request fields."""
-    dataset = package.validation_dataset
-    if dataset is None or not dataset.is_file():
-        return None
-    rows = read_rows(dataset)
-    if not rows:
-        return None
-    return {f: _compact(rows[0][f]) for f in package.graph.request_fields if f in rows[0]}
-
-
-def _compact(value: Any) -> Any:
-    """Whole floats as ints (``2`` not ``2.0``): shorter examples, same meaning to the schema."""
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def app_args(
@@ -124,17 +102,11 @@ def app_args(
     loads exactly the same version, whatever happens to the alias later. ``features`` is the
     environment's feature store (default: embedded).
     """
-    pinned = (
-        dict(pins) if pins else {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
-    )
     extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
-    return AppArgs(
-        graph=package.name,
-        repo=str(package.path.parent.parent),
-        content_hash=package.content_hash,
-        models=pinned,
-        tracking_uri=registry.tracking_uri,
-        work_dir=str(registry.work_dir),
+    return AppArgs.of(
+        package,
+        registry,
+        resolve_pins(package, registry, pins),
         fuse=fuse,
         cpu_only=cpu_only,
         cpu_budget=cpu_budget,
@@ -222,9 +194,7 @@ def deploy(
             replica's own error, or Serve's scheduling message, is in the message); it is then
             deleted.
     """
-    from graphops.runtime._ray import ensure_ray, has_gpus
-
-    resources = ensure_ray(package.path.parent.parent, address=address)
+    resources = ensure_ray(package.repo, address=address)
     local = not (address or _ray_address())
     options.setdefault("cpu_only", not has_gpus())
     if local:
@@ -240,7 +210,7 @@ def deploy(
     except ServeError:
         serve.delete(app_name)  # nothing half-started lingers on the cluster
         raise
-    specs = specs_for(plan(package.graph, fuse=args.fuse), args)
+    specs = deployment_specs(plan(package.graph, fuse=args.fuse), args)
     return OnlineApp(
         name=app_name,
         url=f"http://127.0.0.1:{port}{args.route}",
@@ -309,17 +279,13 @@ def _reason(messages: list[str]) -> str:
 
 __all__ = [
     "IMPORT_PATH",
-    "AppArgs",
-    "DeploymentOverride",
-    "DeploymentSpec",
     "OnlineApp",
     "app",
     "app_args",
     "batch_stats",
     "deploy",
+    "ensure_ray",
     "free_port",
-    "request_example",
-    "specs_for",
     "start_http",
     "undeploy",
 ]

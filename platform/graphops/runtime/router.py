@@ -20,35 +20,35 @@ import logging
 import random
 import re
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
 from graphops.errors import ServeError
-from graphops.runtime._http import MAX_BODY_BYTES, HttpError
+from graphops.runtime._http import HttpError
 from graphops.runtime._traffic import (
     LATENCY_BOUNDS_MS,
     ArmStats,
     Picker,
-    RouterConfig,
     agree,
     merge,
     outputs,
     summary,
 )
+from graphops.runtime.schema import (
+    ROUTER_CPUS,
+    ROUTER_MAX_ONGOING,
+    RouterArgs,
+    RouterConfig,
+)
+from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
+from graphops.runtime.schema import ROUTER_IMPORT_PATH as IMPORT_PATH
 
-IMPORT_PATH = "graphops.runtime.router:app"
-"""What a Serve config's ``import_path`` names for the router of a graph under an experiment."""
-
-DEPLOYMENT = "Router"
-ROUTER_CPUS = 0.05
-"""The router parses JSON and awaits handles: it needs little CPU and holds many requests."""
-ROUTER_MAX_ONGOING = 512
 ARM_HEADER = "x-graphops-arm"
 STATS_NAMESPACE = "graphops"
 FLUSH_S = 1.0
@@ -56,18 +56,6 @@ FLUSH_S = 1.0
 logger = logging.getLogger("ray.serve")
 _JSON = "application/json"
 _ROW = re.compile(r"first: row (\d+),")
-
-
-class RouterArgs(BaseModel):
-    """Arguments of ``graphops.runtime.router:app`` (the arms live in the ``user_config``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    graph: Annotated[str, Field(description="Graph name.")]
-    route: Annotated[str | None, Field(description="The stable route (default /<graph>).")] = None
-    max_body_bytes: Annotated[
-        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
-    ] = MAX_BODY_BYTES
 
 
 @ray.remote(num_cpus=0)

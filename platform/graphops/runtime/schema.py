@@ -1,0 +1,375 @@
+"""The runtime's public contract: what render, apply, environments and the CLI exchange with it.
+
+Plain data and pure functions (no Ray), the way Ray Serve keeps ``serve/schema.py`` public over
+its ``_private`` package: the arguments of the graph and router applications, the router's traffic
+split, a graph's Serve deployments and an environment's overrides of them, and `GraphSpec`, the one
+carrier of what a worker needs to rebuild a graph (online: `AppArgs`; offline: one per stage).
+The ``graphops.runtime._*`` modules are private (an import-linter contract keeps them so).
+A little over 350 lines on purpose: the contract is one file to read, as in Ray Serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Self
+
+from pydantic import Field
+
+from graphops._models import FrozenModel
+from graphops.errors import PlanError, did_you_mean
+from graphops.features import FeaturesConfig
+from graphops.graph import GraphPackage, Scaling
+from graphops.plan import Boundary, Plan, Stage
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime._table import read_rows
+
+APP_IMPORT_PATH = "graphops.runtime.online:app"
+"""What a Serve config's ``import_path`` names for every graph application."""
+ROUTER_IMPORT_PATH = "graphops.runtime.router:app"
+"""What a Serve config's ``import_path`` names for the router of a graph under an experiment."""
+ROUTER_DEPLOYMENT = "Router"
+"""Name of the router's one deployment."""
+ROUTER_CPUS = 0.05
+"""The router parses JSON and awaits handles: it needs little CPU and holds many requests."""
+ROUTER_MAX_ONGOING = 512
+INGRESS = "ingress"
+"""Name of the HTTP ingress deployment of every graph application."""
+INGRESS_CPUS = 0.1
+"""CPUs the ingress reserves when it runs no stage itself (it parses JSON and awaits handles)."""
+INGRESS_MAX_ONGOING = 256
+"""The ingress mostly awaits handles, so it holds many requests at once."""
+STAGE_MAX_ONGOING = 64
+"""A remote CPU stage without batching; enough in flight to keep its replica busy."""
+MAX_BODY_BYTES = 1024 * 1024
+"""Default payload limit of a graph's route (1 MiB); larger bodies get a 413."""
+
+
+class GraphSpec(FrozenModel):
+    """Which graph, at which lock, with which models: what a worker needs to rebuild it.
+
+    Plain data (JSON-able, picklable, hashable): `AppArgs` extend it online, and the offline
+    runtime's per-stage spec extends it as the cache key of each Ray worker process.
+    """
+
+    graph: Annotated[str, Field(description="Graph name: a package under graphs/.")]
+    repo: Annotated[
+        str,
+        Field(
+            description="Repository root holding graphs/ on the cluster; '.' means the "
+            "application's working_dir."
+        ),
+    ] = "."
+    content_hash: Annotated[
+        str | None,
+        Field(description="Refuse to start unless the graph's files hash to this (the lock)."),
+    ] = None
+    models: Annotated[
+        dict[str, ResolvedModel],
+        Field(description="Exact model version and artifact digest per model node (the lock)."),
+    ] = {}
+    tracking_uri: Annotated[
+        str | None, Field(description="MLflow tracking URI the models are loaded from.")
+    ] = None
+    work_dir: Annotated[
+        str, Field(description="Local folder for MLflow's default sqlite store and downloads.")
+    ] = ".graphops"
+    fuse: Annotated[
+        bool, Field(description="Fuse compatible nodes (False: one deployment per node).")
+    ] = True
+
+    def __hash__(self) -> int:
+        # A frozen model hashes field by field, and `models` is a dict: hash the JSON instead.
+        return hash((type(self), self.model_dump_json()))
+
+    @classmethod
+    def of(
+        cls,
+        package: GraphPackage,
+        registry: Registry,
+        models: Mapping[str, ResolvedModel],
+        **fields: Any,
+    ) -> Self:
+        """The spec of ``package`` in this checkout; workers load ``models`` from ``registry``.
+
+        ``models`` come from `resolve_pins`; ``fields`` are the subclass's own (and ``fuse``).
+        """
+        return cls(
+            graph=package.name,
+            repo=str(package.repo),
+            content_hash=package.content_hash,
+            models=dict(models),
+            tracking_uri=registry.tracking_uri,
+            work_dir=str(registry.work_dir),
+            **fields,
+        )
+
+
+def resolve_pins(
+    package: GraphPackage, registry: Registry, pins: Mapping[str, ResolvedModel] | None = None
+) -> dict[str, ResolvedModel]:
+    """The exact model version per model node: ``pins`` (from a lock) or the aliases resolved now.
+
+    Resolving once, before any worker starts, means every replica loads the same version whatever
+    happens to the alias later.
+    """
+    if pins:
+        return dict(pins)
+    return {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
+
+
+class DeploymentOverride(FrozenModel):
+    """An environment's change to one deployment (scaling and resources), by deployment name."""
+
+    replicas: Annotated[int | None, Field(ge=1, description="Fixed replica count.")] = None
+    min_replicas: Annotated[int | None, Field(ge=0, description="Autoscaling lower bound.")] = None
+    max_replicas: Annotated[int | None, Field(ge=1, description="Autoscaling upper bound.")] = None
+    cpus: Annotated[float | None, Field(ge=0, description="CPUs per replica.")] = None
+    gpus: Annotated[float | None, Field(ge=0, description="GPUs per replica.")] = None
+    max_ongoing_requests: Annotated[
+        int | None, Field(ge=1, description="Requests one replica holds at once.")
+    ] = None
+
+
+class AppArgs(GraphSpec):
+    """Arguments of ``graphops.runtime.online:app`` (validated; unknown keys are rejected).
+
+    A rendered Serve config carries them under ``args`` of that ``import_path``, so no graph ever
+    needs Serve code of its own.
+    """
+
+    cpu_only: Annotated[
+        bool, Field(description="The cluster has no GPUs: GPU requests become 0.")
+    ] = False
+    cpu_budget: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Scale CPU requests down proportionally when they exceed this "
+            "(a machine smaller than production).",
+        ),
+    ] = None
+    deployments: Annotated[
+        dict[str, DeploymentOverride],
+        Field(description="Per-deployment scaling/resource overrides, by deployment name."),
+    ] = {}
+    route: Annotated[
+        str | None,
+        Field(description="Route prefix the app is served under (default /<graph>); for links."),
+    ] = None
+    max_body_bytes: Annotated[
+        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
+    ] = MAX_BODY_BYTES
+    features: Annotated[
+        FeaturesConfig,
+        Field(description="The feature store lookup nodes read (the environment's `features:`)."),
+    ] = FeaturesConfig()
+    example: Annotated[
+        dict[str, Any] | None,
+        Field(description="One request object, shown in the OpenAPI document."),
+    ] = None
+
+
+class RouterArgs(FrozenModel):
+    """Arguments of ``graphops.runtime.router:app`` (the arms live in the ``user_config``)."""
+
+    graph: Annotated[str, Field(description="Graph name.")]
+    route: Annotated[str | None, Field(description="The stable route (default /<graph>).")] = None
+    max_body_bytes: Annotated[
+        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
+    ] = MAX_BODY_BYTES
+
+
+class RouteArm(FrozenModel):
+    """One arm as the router sees it."""
+
+    version: Annotated[str, Field(description="Graph version of the arm.")]
+    app: Annotated[str, Field(description="Serve application answering for the arm.")]
+    weight: Annotated[float, Field(ge=0, le=100, description="Percent of requests.")]
+
+
+class RouteShadow(FrozenModel):
+    """The shadow as the router sees it."""
+
+    version: Annotated[str, Field(description="Graph version of the shadow.")]
+    app: Annotated[str, Field(description="Serve application answering for the shadow.")]
+    percent: Annotated[float, Field(gt=0, le=100, description="Percent of requests copied.")]
+
+
+class RouterConfig(FrozenModel):
+    """The router's ``user_config``: everything that may change without restarting a replica."""
+
+    experiment: Annotated[str, Field(description="Experiment id (salts the hash, names stats).")]
+    arms: Annotated[tuple[RouteArm, ...], Field(min_length=1, description="Arms, in order.")]
+    sticky_key: Annotated[str | None, Field(description="Request field that picks the arm.")] = None
+    shadow: Annotated[RouteShadow | None, Field(description="Shadow traffic.")] = None
+    output: Annotated[str | None, Field(description="Response field measured per arm.")] = None
+
+
+class DeploymentSpec(FrozenModel):
+    """One Serve deployment of a graph application, as the compiler decided it."""
+
+    name: Annotated[str, Field(description="Deployment name (unique in the application).")]
+    stages: Annotated[tuple[str, ...], Field(description="Plan stages it runs, in order.")]
+    nodes: Annotated[tuple[str, ...], Field(description="Nodes it runs, in order.")]
+    cpus: Annotated[float, Field(description="CPUs per replica.")]
+    gpus: Annotated[float, Field(description="GPUs per replica.")] = 0.0
+    memory: Annotated[int | None, Field(description="Memory per replica in bytes.")] = None
+    scaling: Annotated[Scaling, Field(description="Replicas or autoscaling bounds.")]
+    max_ongoing_requests: Annotated[int, Field(description="Requests one replica holds at once.")]
+    max_batch_size: Annotated[int | None, Field(description="Dynamic batching: largest batch.")] = (
+        None
+    )
+    batch_wait_timeout_s: Annotated[
+        float | None, Field(description="Dynamic batching: longest wait for a batch.")
+    ] = None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options`` (Ray Serve's own names)."""
+        actor: dict[str, Any] = {"num_cpus": self.cpus}
+        if self.gpus:
+            actor["num_gpus"] = self.gpus
+        if self.memory:
+            actor["memory"] = self.memory
+        out: dict[str, Any] = {
+            "name": self.name,
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            # Serve's per-request access log costs time on every call; errors are still logged.
+            "logging_config": {"enable_access_log": False},
+        }
+        s = self.scaling
+        if s.autoscaling:
+            out["autoscaling_config"] = {
+                "min_replicas": s.min_replicas,
+                "max_replicas": s.max_replicas,
+                "initial_replicas": s.replicas,
+                "target_ongoing_requests": s.target_ongoing_requests,
+            }
+        else:
+            out["num_replicas"] = s.replicas
+        return out
+
+
+def in_ingress(stage: Stage) -> bool:
+    """Whether ``stage`` runs inside the ingress process (fused plan, CPU, default scaling)."""
+    return stage.kind is Boundary.CPU and stage.scaling == Scaling()
+
+
+def deployment_specs(the_plan: Plan, args: AppArgs | None = None) -> list[DeploymentSpec]:
+    """The deployments of a graph application: the ingress first, then one per remote stage.
+
+    The ingress answers HTTP and runs, in its own process, every CPU stage that keeps the default
+    scaling (each stage kept out costs a DeploymentHandle hop, +4-6 ms here, and a serialization).
+    Model and GPU stages, explicit ``stage=`` groups and CPU stages with their own scaling get a
+    deployment of their own; without fusion every node does, and the ingress only speaks HTTP.
+
+    Args:
+        the_plan: The graph's plan (fused or not; ``args.fuse`` is not consulted).
+        args: The application's arguments: its ``deployments`` overrides are applied, GPU
+            requests dropped when ``cpu_only``, and every CPU request scaled down proportionally
+            when their sum exceeds ``cpu_budget``. None: the deployments as the graph declares them.
+
+    Raises:
+        PlanError: An override names no deployment of this graph, or makes its scaling invalid.
+    """
+    local = [s for s in the_plan.stages if in_ingress(s)]
+    specs = [
+        DeploymentSpec(
+            name=INGRESS,
+            stages=tuple(s.name for s in local),
+            nodes=tuple(n.name for s in local for n in s.nodes),
+            cpus=max((s.resources.cpus for s in local), default=INGRESS_CPUS) or INGRESS_CPUS,
+            memory=max((s.resources.memory or 0 for s in local), default=0) or None,
+            scaling=Scaling(),
+            max_ongoing_requests=INGRESS_MAX_ONGOING,
+        )
+    ]
+    for stage in the_plan.stages:
+        if in_ingress(stage):
+            continue
+        batching = stage.batching
+        specs.append(
+            DeploymentSpec(
+                name=stage.name,
+                stages=(stage.name,),
+                nodes=tuple(n.name for n in stage.nodes),
+                cpus=stage.resources.cpus,
+                gpus=stage.resources.gpus,
+                memory=stage.resources.memory,
+                scaling=stage.scaling,
+                # Twice the batch size: one batch runs while the next one fills.
+                max_ongoing_requests=2 * batching.max_batch_size if batching else STAGE_MAX_ONGOING,
+                max_batch_size=batching.max_batch_size if batching else None,
+                batch_wait_timeout_s=batching.max_wait_ms / 1000 if batching else None,
+            )
+        )
+    if args is None:
+        return specs
+    specs = _overridden(the_plan, specs, args.deployments)
+    if args.cpu_only:
+        specs = [s.model_copy(update={"gpus": 0.0}) for s in specs]
+    total = sum(s.cpus * s.scaling.replicas for s in specs)
+    if args.cpu_budget is not None and total > args.cpu_budget:
+        factor = args.cpu_budget / total
+        specs = [s.model_copy(update={"cpus": round(s.cpus * factor, 4)}) for s in specs]
+    return specs
+
+
+def _overridden(
+    the_plan: Plan, specs: list[DeploymentSpec], overrides: dict[str, DeploymentOverride]
+) -> list[DeploymentSpec]:
+    """``specs`` with their overrides applied; raise `PlanError` for an override of no deployment."""
+    names = [s.name for s in specs]
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise PlanError(
+            f'Got "{unknown[0]}" as a deployment to override; graph "{the_plan.graph.name}" has '
+            f"the deployments {', '.join(names)}.{did_you_mean(unknown[0], names)}",
+            fix="Name one of those deployments (see `graphops plan`).",
+            graph=the_plan.graph.name,
+        )
+    out = []
+    for spec in specs:
+        o = overrides.get(spec.name)
+        if o is None:
+            out.append(spec)
+            continue
+        scaling = spec.scaling.model_dump()
+        if o.replicas is not None:
+            scaling["replicas"] = o.replicas
+        if o.max_replicas is not None or o.min_replicas is not None:
+            scaling["min_replicas"] = o.min_replicas
+            scaling["max_replicas"] = o.max_replicas
+        try:
+            new_scaling = Scaling(**scaling)
+        except ValueError as exc:
+            raise PlanError(
+                f'The override of deployment "{spec.name}" is invalid: {exc}',
+                fix="Give replicas, or both min_replicas and max_replicas around replicas.",
+                graph=the_plan.graph.name,
+            ) from exc
+        update: dict[str, Any] = {"scaling": new_scaling}
+        for field in ("cpus", "gpus", "max_ongoing_requests"):
+            value = getattr(o, field)
+            if value is not None:
+                update[field] = value
+        out.append(spec.model_copy(update=update))
+    return out
+
+
+def request_example(package: GraphPackage) -> dict[str, Any] | None:
+    """One request object for docs and smoke tests: the first validation row's request fields."""
+    dataset = package.validation_dataset
+    if dataset is None or not dataset.is_file():
+        return None
+    rows = read_rows(dataset)
+    if not rows:
+        return None
+    return {f: _compact(rows[0][f]) for f in package.graph.request_fields if f in rows[0]}
+
+
+def _compact(value: Any) -> Any:
+    """Whole floats as ints (``2`` not ``2.0``): shorter examples, same meaning to the schema."""
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
