@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -54,7 +54,7 @@ def friendly(fn: F) -> F:
             errors.print(error_panel(exc))
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps fn's signature (Typer reads it)
 
 
 GraphArg = Annotated[str, typer.Argument(help="Graph name (a package under graphs/).")]

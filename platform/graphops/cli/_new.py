@@ -13,6 +13,8 @@ from graphops.scaffold import DEFAULT_TEMPLATE, TEMPLATES, scaffold
 
 from ._common import console
 
+# Typer needs an Enum for choices; this one is built from the templates that ship (functional
+# API, which mypy cannot follow).
 Template = Enum("Template", {name: name for name in TEMPLATES}, type=str)  # type: ignore[misc]
 """The shipped templates, as a Typer choice."""
 

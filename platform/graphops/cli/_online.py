@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,11 +14,14 @@ from graphops._views import deployments_table
 from ._common import GraphArg, console
 from ._features import EnvOption, env_features
 
+if TYPE_CHECKING:
+    from graphops.graph import GraphPackage
 
-def _lookups(package: object) -> list[str]:
+
+def _lookups(package: GraphPackage) -> list[str]:
     from graphops.graph import FeatureLookup
 
-    return [n.name for n in package.graph.nodes if isinstance(n, FeatureLookup)]  # type: ignore[attr-defined]
+    return [n.name for n in package.graph.nodes if isinstance(n, FeatureLookup)]
 
 
 def serve(

@@ -185,12 +185,13 @@ def apply(
     if new:
         locks = {v.app: v.lock for g, e in release.graphs.items() for v in versions(g, e)}
         needed = {
-            locks[n].package: (graph_of(wanted[n]), locks[n].commit)
+            locks[n].package: (graph, locks[n].commit)
             for n in new
             if n in locks
+            and (graph := graph_of(wanted[n])) is not None
             and (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
         }
-        upload_packages(cluster, repo, needed)  # type: ignore[arg-type]
+        upload_packages(cluster, repo, needed)
         candidates = [wanted[n] | {"route_prefix": CANDIDATE + n} for n in new]
         log(f"starting {', '.join(new)} beside the running applications")
         cluster.put(current + candidates, base)

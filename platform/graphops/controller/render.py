@@ -187,11 +187,9 @@ def router(graph: str, entry: ReleaseEntry) -> dict[str, Any]:
         arms=tuple(RouteArm(version=v.lock.version, app=v.app, weight=v.weight) for v in arms),
         sticky_key=traffic.sticky_key,
         shadow=RouteShadow(
-            version=shadow.lock.version,
-            app=shadow.app,
-            percent=traffic.shadow.percent,  # type: ignore[union-attr]
+            version=shadow.lock.version, app=shadow.app, percent=traffic.shadow.percent
         )
-        if shadow is not None
+        if shadow is not None and traffic.shadow is not None
         else None,
         output=traffic.output,
     )

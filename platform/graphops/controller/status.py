@@ -131,6 +131,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
             cpus, gpus = live_res.get(spec.name, (0.0, 0.0))
             r = _replicas(new_o, spec.scaling.replicas)
             delta = {"cpus": spec.cpus * r - cpus, "gpus": spec.gpus * r - gpus}
+            change: Change
             if other_before != other_after:
                 change, why = "replica restart", "code, models or code source"
             elif keys - _IN_PLACE:

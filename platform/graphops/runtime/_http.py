@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -54,6 +54,7 @@ class GraphHttp:
         self.max_body_bytes = max_body_bytes
         self.example = dict(example) if example else None
         self._one = TypeAdapter(graph.request)
+        # The graph's own request/response classes, known only at run time (here and below).
         self._many = TypeAdapter(list[graph.request])  # type: ignore[name-defined]
         self._out = TypeAdapter(list[graph.response])  # type: ignore[name-defined]
         self._fields = list(graph.request.model_fields)
@@ -83,7 +84,7 @@ class GraphHttp:
             parsed = self._one.validate_json(body) if single else self._many.validate_json(body)
         except ValidationError as exc:
             raise self._invalid(exc, single) from None
-        rows: list[BaseModel] = [parsed] if single else parsed
+        rows = cast(list[BaseModel], [parsed] if single else parsed)
         if not rows:
             raise HttpError(
                 422,
@@ -112,7 +113,11 @@ class GraphHttp:
         ]
         first = exc.errors(include_url=False)[0]
         loc = list(first["loc"])
-        row = "" if single or not loc or not isinstance(loc[0], int) else f"row {loc.pop(0) + 1}, "
+        row = (
+            ""
+            if single or not loc or not isinstance(loc[0], int)
+            else f"row {int(loc.pop(0)) + 1}, "
+        )
         where = ".".join(map(str, loc)) or "(body)"
         schema = self.graph.request.__name__
         return HttpError(

@@ -13,7 +13,7 @@ _EXCLUDES = [".git", ".nox", ".graphops", "**/__pycache__", "*.parquet.d"]
 
 
 def ensure_ray(
-    repo: Path, *, address: str | None = None, num_cpus: float | None = None
+    repo: Path, *, address: str | None = None, num_cpus: int | None = None
 ) -> dict[str, Any]:
     """Connect to Ray once per process and return the cluster's resources.
 

@@ -10,10 +10,11 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from ray import serve
+from ray.serve import Deployment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -27,6 +28,13 @@ from graphops.runtime.runner import LocalRunner
 from graphops.runtime.schema import AppArgs, in_ingress
 
 logger = logging.getLogger("ray.serve")
+
+
+def deployment_of(cls: type) -> Deployment:
+    """``serve.deployment(cls)``, typed: Ray's overloads type a class argument as the factory form."""
+    return cast(Deployment, serve.deployment(cls))
+
+
 _JSON = "application/json"
 
 
@@ -53,8 +61,10 @@ class StageDeployment:
         self.batching = self.stage.batching
         self.batch_sizes: Counter[int] = Counter()  # calls merged per batch -> how often
         if self.batching is not None:
-            self._batched.set_max_batch_size(self.batching.max_batch_size)
-            self._batched.set_batch_wait_timeout_s(self.batching.max_wait_ms / 1000)
+            # @serve.batch's wrapper has these setters; its type hints keep the bare signature.
+            batched: Any = self._batched
+            batched.set_max_batch_size(self.batching.max_batch_size)
+            batched.set_batch_wait_timeout_s(self.batching.max_wait_ms / 1000)
 
     async def __call__(self, columns: Batch) -> Batch:
         """Run the stage on one request's columns; returns only the columns later stages need."""

@@ -94,7 +94,8 @@ def to_columns(
     """Validate rows against ``schema``; return (schema columns, other columns passed through)."""
     fields = list(schema.model_fields)
     try:
-        models = TypeAdapter(list[schema]).validate_python(
+        # ``schema`` is the graph's request class, known only at run time.
+        models: list[BaseModel] = TypeAdapter(list[schema]).validate_python(  # type: ignore[valid-type]
             [{f: r[f] for f in fields if f in r} for r in rows]
         )
     except ValidationError as exc:

@@ -60,6 +60,10 @@ class ArmStats:
     """Counters of one arm (or the shadow) in one router replica; merged across replicas."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter (at start, and after a flush)."""
         self.requests = 0
         self.rows = 0
         self.errors = 0
@@ -104,10 +108,6 @@ class ArmStats:
             "compared": self.compared,
             "agreed": self.agreed,
         }
-
-    def reset(self) -> None:
-        """Forget everything (after a flush)."""
-        self.__init__()  # type: ignore[misc]
 
 
 def merge(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:

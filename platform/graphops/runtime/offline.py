@@ -38,8 +38,7 @@ class StageSpec(GraphSpec):
     index: Annotated[int, Field(ge=0, description="Position of the stage in the plan.")]
 
 
-@ray.remote(num_cpus=0)
-class _Monitor:
+class _MonitorState:
     """Collects seconds and rows per stage from the workers, and the first node failure."""
 
     def __init__(self) -> None:
@@ -59,6 +58,9 @@ class _Monitor:
 
     def totals(self) -> tuple[dict[str, float], dict[str, int]]:
         return self.seconds, self.rows
+
+
+_Monitor = ray.remote(num_cpus=0)(_MonitorState)  # an actor class (typed, unlike a class decorator)
 
 
 class _StageWorker:
@@ -243,7 +245,7 @@ def run_offline(
         *[c for c in passthrough if c not in package.graph.response_fields],
     ]
     gpus = has_gpus()
-    monitor = _Monitor.remote()
+    monitor: Any = _Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
     context.execution_options.preserve_order = output is None  # collected results keep input order

@@ -25,7 +25,7 @@ from graphops.plan import plan
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._ray import ensure_ray, has_gpus
 from graphops.runtime._remote import open_graph
-from graphops.runtime._serve import GraphIngress, StageDeployment
+from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
 from graphops.runtime.schema import (
     APP_IMPORT_PATH,
     INGRESS,
@@ -60,12 +60,12 @@ def app(args: dict[str, Any] | AppArgs) -> serve.Application:
     specs = deployment_specs(the_plan, parsed)
     payload = parsed.model_dump(mode="json")
     handles = {
-        s.name: serve.deployment(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
+        s.name: deployment_of(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
         for s in specs
         if s.name != INGRESS
     }
     ingress = next(s for s in specs if s.name == INGRESS)
-    return serve.deployment(GraphIngress).options(**ingress.options()).bind(payload, handles)
+    return deployment_of(GraphIngress).options(**ingress.options()).bind(payload, handles)
 
 
 def _parse(args: dict[str, Any] | AppArgs) -> AppArgs:
@@ -162,7 +162,9 @@ def start_http(port: int = DEFAULT_PORT) -> int:
     from ray.serve.context import _get_global_client  # no public getter for the proxy's port
 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    return _get_global_client().http_config.port
+    client = _get_global_client()
+    assert client is not None  # serve.start connected it
+    return int(client.http_config.port)
 
 
 def deploy(

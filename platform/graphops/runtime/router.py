@@ -31,6 +31,7 @@ from starlette.responses import Response
 
 from graphops.errors import ServeError
 from graphops.runtime._http import HttpError
+from graphops.runtime._serve import deployment_of
 from graphops.runtime._traffic import (
     LATENCY_BOUNDS_MS,
     ArmStats,
@@ -58,8 +59,7 @@ _JSON = "application/json"
 _ROW = re.compile(r"first: row (\d+),")
 
 
-@ray.remote(num_cpus=0)
-class ExperimentStats:
+class _ExperimentStatsState:
     """Totals of one experiment, merged from every router replica's periodic deltas."""
 
     def __init__(self) -> None:
@@ -74,6 +74,9 @@ class ExperimentStats:
     def read(self) -> dict[str, Any]:
         """Raw totals and when counting started."""
         return {"since": self.started, "totals": self.totals}
+
+
+ExperimentStats = ray.remote(num_cpus=0)(_ExperimentStatsState)  # the actor class
 
 
 def stats_actor(graph: str, experiment: str) -> Any:
@@ -96,7 +99,8 @@ class Router:
         self.stats: dict[str, ArmStats] = {}
         self.pending: set[asyncio.Task[Any]] = set()
         self.flusher: asyncio.Task[Any] | None = None
-        tags = ("graph", "arm", "role")
+        # Ray types tag_keys as a 1-tuple (tuple[str]); any tuple of names is what it takes.
+        tags: Any = ("graph", "arm", "role")
         self.m_requests = Counter(
             "graphops_arm_requests", description="Requests answered per arm.", tag_keys=tags
         )
@@ -386,4 +390,4 @@ def router_app(
     }
     if config is not None:
         options["user_config"] = config.model_dump(mode="json")
-    return serve.deployment(Router).options(**options).bind(parsed.model_dump(mode="json"))
+    return deployment_of(Router).options(**options).bind(parsed.model_dump(mode="json"))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from graphops.errors import GraphOpsError, RunError
+from graphops.errors import GraphOpsError, RunError, Where
 from graphops.features import FeaturesConfig, FeatureStore, LookupStats, open_store, uses_features
 from graphops.graph import (
     MODEL_PARAMETER,
@@ -122,7 +122,8 @@ class LocalRunner:
         """Response rows from output columns, checked against the graph's response schema."""
         rows = to_rows(columns, self.graph.response_fields)
         try:
-            TypeAdapter(list[self.graph.response]).validate_python(rows)
+            # The response class is the graph's own, known only at run time.
+            TypeAdapter(list[self.graph.response]).validate_python(rows)  # type: ignore[name-defined]
         except ValidationError as exc:
             err = exc.errors()[0]
             index, column, *_ = (*err["loc"], None)
@@ -139,19 +140,19 @@ class LocalRunner:
         return rows
 
     def _call(self, n: Node, columns: Batch, rows: int) -> Batch:
-        where = {"graph": self.graph.name, "node": n.name, "file": n.file, "line": n.line}
+        where: Where = {"graph": self.graph.name, "node": n.name, "file": n.file, "line": n.line}
         extra: dict[str, Any] = {}
         if isinstance(n, ModelNode):
             extra[MODEL_PARAMETER] = self.models[n.name]
         elif isinstance(n, FeatureLookup):
             extra["store"] = self.features
         try:
-            result = n.run(columns, **extra)
+            result: object = n.run(columns, **extra)  # graph code: its hints are not a promise
         except GraphOpsError as exc:  # a store's own error: keep its what and fix, add where
             if exc.graph is not None:
                 raise
-            at = {"file": exc.file, "line": exc.line} if exc.file else {}
-            raise type(exc)(exc.what, fix=exc.fix, **{**where, **at}) from exc
+            at: Where = {"file": exc.file, "line": exc.line} if exc.file else {}
+            raise type(exc)(exc.what, fix=exc.fix, **(where | at)) from exc
         except Exception as exc:
             raise RunError(
                 f"The node raised {type(exc).__name__}: {exc}",
@@ -220,8 +221,9 @@ def run_local(
         if store is not None:
             store.close()
     out.update({k: v for k, v in passthrough.items() if k not in out})
-    labelled = graph.validation is not None and graph.validation.label in passthrough
-    metrics = evaluate(graph.validation, out) if labelled else []  # type: ignore[arg-type]
+    validation = graph.validation
+    labelled = validation is not None and validation.label in passthrough
+    metrics = evaluate(validation, out) if validation is not None and labelled else []
     stats = store.stats if store is not None else None
     return LocalRun(out, runner.respond(out), runner.stats, pins, metrics, stats)
 
