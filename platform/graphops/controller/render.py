@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from graphops.controller.checks import check_serve_schema, check_traffic
 from graphops.environments import (
     ENVIRONMENTS_DIR,
     EnvironmentConfig,
@@ -26,7 +27,6 @@ from graphops.environments import (
     load_release,
     release_path,
 )
-from graphops.errors import ConfigError, did_you_mean
 from graphops.runtime.schema import APP_IMPORT_PATH as IMPORT_PATH
 from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
 from graphops.runtime.schema import ROUTER_IMPORT_PATH as ROUTER_PATH
@@ -224,102 +224,6 @@ def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
         "http_options": {"host": env.http_host, "port": env.http_port},
         "applications": apps,
     }
-
-
-def check_traffic(env: EnvironmentConfig, release: Release, where: Path) -> None:
-    """Refuse an invalid experiment: weights, versions, validation and the sticky key.
-
-    Raises:
-        ConfigError: Naming the graph, the field and the fix.
-    """
-    for graph, entry in sorted(release.graphs.items()):
-        traffic = entry.traffic
-        if traffic is None:
-            continue
-        field = f"graphs.{graph}.traffic"
-
-        def refuse(what: str, fix: str, field: str = field) -> None:
-            raise ConfigError(f"{field}: {what}", fix=fix, file=where)
-
-        control = entry.lock.version
-        if not traffic.arms and traffic.shadow is None:
-            refuse("declares neither arms nor a shadow.", "Remove traffic: or add an arm.")
-        weights = {control: traffic.weight} | {v: a.weight for v, a in traffic.arms.items()}
-        total = sum(weights.values())
-        if abs(total - 100) > 1e-6:
-            shares = ", ".join(f"{v} {w:g}" for v, w in weights.items())
-            refuse(
-                f"the weights add up to {total:g} ({shares}; {control} is the lock's "
-                "traffic.weight); they must add up to 100.",
-                "Change the weights so they add up to 100.",
-            )
-        for version, arm in traffic.arms.items():
-            if version == control:
-                refuse(
-                    f"arm {version} is the version of the lock itself.",
-                    "Name each arm once: the lock is the control arm (traffic.weight).",
-                    f"{field}.arms.{version}",
-                )
-            if arm.lock.version != version:
-                refuse(
-                    f"arm {version} holds a lock of version {arm.lock.version}.",
-                    "Key each arm by the version of its lock (`graphops experiment start`).",
-                    f"{field}.arms.{version}",
-                )
-        pinned = [("lock", entry.lock), *((f"arms.{v}", a.lock) for v, a in traffic.arms.items())]
-        if traffic.shadow is not None:
-            shadow_version = traffic.shadow.lock.version
-            if shadow_version in weights:
-                refuse(
-                    f"the shadow {shadow_version} is also an arm.",
-                    "A version either answers (an arm) or is shadowed, not both.",
-                    f"{field}.shadow",
-                )
-            pinned.append(("shadow", traffic.shadow.lock))
-        if env.policy.require_validation:
-            for name, lock in pinned:
-                if not lock.validation_run:
-                    refuse(
-                        f"{name} ({lock.version}) names no validation run, and {env.name} "
-                        "requires validation.",
-                        "Add versions with `graphops experiment start`, which locks a "
-                        "validated version.",
-                        f"{field}.{name}" if name != "lock" else f"graphs.{graph}.lock",
-                    )
-        key = traffic.sticky_key
-        if key is not None:
-            for name, lock in pinned:
-                if not lock.request_fields:
-                    refuse(
-                        f"the lock of {name} ({lock.version}) does not record its request "
-                        "fields, so the sticky key cannot be checked.",
-                        "Re-lock that version with `graphops experiment start` or promote.",
-                        f"{field}.sticky_key",
-                    )
-                if key not in lock.request_fields:
-                    refuse(
-                        f'sticky_key "{key}" is no field of the request of {graph} '
-                        f"{lock.version}.{did_you_mean(key, lock.request_fields)}",
-                        f"Use one of: {', '.join(lock.request_fields)} (or none: random).",
-                        f"{field}.sticky_key",
-                    )
-
-
-def check_serve_schema(config: dict[str, Any], where: Path) -> None:
-    """Validate ``config`` with Ray's own ``ServeDeploySchema``; raise `ConfigError` naming why."""
-    from pydantic import ValidationError
-    from ray.serve.schema import ServeDeploySchema
-
-    try:
-        ServeDeploySchema.model_validate(config)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(map(str, err["loc"]))
-        raise ConfigError(
-            f"The rendered Serve config is invalid for Ray at {field}: {err['msg']}.",
-            fix="Fix environment.yaml (code.working_dir must be a remote URI) and re-render.",
-            file=where,
-        ) from exc
 
 
 def rayservice(env: EnvironmentConfig, config: dict[str, Any]) -> dict[str, Any]:

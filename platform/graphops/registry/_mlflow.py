@@ -1,4 +1,8 @@
-"""The one module that talks to MLflow: tracking store location, model resolution and loading."""
+"""The one module that talks to MLflow: tracking store location, model resolution and loading.
+
+About 390 lines on purpose: it is the only module that imports MLflow, so everything the
+platform asks of MLflow (store, registry, artifacts, validation records) stays in one place.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ requests to the shadow in the background, and counts per arm (Prometheus metrics
 Serve, plus totals merged across router replicas by a small actor, read at
 ``GET /<graph>/experiment``). Without ``traffic`` there is no router: the version's own
 application owns the route and no hop is added.
+
+About 390 lines on purpose: the router deployment, its statistics actor and their wiring are one
+request path, read together.
 """
 
 from __future__ import annotations
