@@ -262,11 +262,16 @@ def run_offline(
         else:
             _write(dataset, output)
     except ray.exceptions.RayError as exc:
-        raise (ray.get(monitor.first_failure.remote()) or _unwrap(exc, package.name)) from exc
+        failure = ray.get(monitor.first_failure.remote())
+        ray.kill(monitor)
+        raise (failure or _unwrap(exc, package.name)) from exc
     finally:
         context.execution_options.preserve_order = preserve
     seconds = time.perf_counter() - started
     stage_seconds, stage_rows = ray.get(monitor.totals.remote())
+    # Worker processes keep the handle cached with their stage: without this the actor (and its
+    # process) would outlive the run.
+    ray.kill(monitor)
     last = the_plan.stages[-1].name
     return OfflineRun(
         plan=the_plan,
