@@ -185,7 +185,16 @@ def _load(repo: Path, name: str) -> GraphPackage:
         raise GraphLoadError(
             f"Syntax error: {exc.msg}.", fix="Fix the syntax.", file=exc.filename, line=exc.lineno
         ) from exc
-    except Exception as exc:
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except SystemExit as exc:  # a graph must not end (or green-light) the whole run by exiting
+        raise GraphLoadError(
+            f"Importing {module_name} called sys.exit({exc.code!r}); "
+            "a graph package must not exit the process.",
+            fix="Remove the sys.exit()/exit() call at that line (raise an exception to fail).",
+            **_where(exc, path),
+        ) from exc
+    except BaseException as exc:  # noqa: BLE001 -- any other failure is this graph's alone
         raise GraphLoadError(
             f"Importing {module_name} failed: {type(exc).__name__}: {exc}",
             fix="Fix the error at that line; `python -c 'import "
