@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,3 +198,29 @@ def test_keyboard_interrupt_is_not_swallowed(tmp_path: Path, write_graph: WriteG
 
     with pytest.raises(KeyboardInterrupt):
         discover(tmp_path)
+
+
+def test_exiting_train_module_is_a_load_error(tmp_path: Path, write_graph: WriteGraph) -> None:
+    package = write_graph(tmp_path, "trained", graph_source("trained"))
+    (package / "train.py").write_text(_fixture("exits_zero"))
+
+    with pytest.raises(GraphLoadError, match=r"graphs\.trained\.train called sys\.exit\(0\)"):
+        load_graph(tmp_path, "trained").trainer()
+
+
+def test_validation_of_an_exiting_graph_fails_and_names_it(
+    tmp_path: Path, write_graph: WriteGraph
+) -> None:
+    from types import SimpleNamespace
+
+    from graphops.validation import validate_graphs
+
+    write_graph(tmp_path, "exits_zero", _fixture("exits_zero"))
+    registry: Any = SimpleNamespace(tracking_uri="file:///nowhere")  # never reached: load fails
+
+    report = validate_graphs(tmp_path, ["exits_zero"], registry, record=False, parity=False)
+
+    assert report.exit_code != 0
+    [result] = report.graphs
+    assert (result.graph, result.status) == ("exits_zero", "error")
+    assert "Importing graphs.exits_zero called sys.exit(0)" in result.problems[0]

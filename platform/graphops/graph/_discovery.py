@@ -50,7 +50,7 @@ class GraphPackage:
         if not (self.path / "train.py").is_file():
             return None
         _use_repo(self.repo)
-        module = importlib.import_module(f"{GRAPHS_DIR}.{self.name}.train")
+        module = _import(f"{GRAPHS_DIR}.{self.name}.train", self.path)
         fn: object = getattr(module, "train", None)
         if not callable(fn):
             raise GraphLoadError(
@@ -177,8 +177,28 @@ def _load(repo: Path, name: str) -> GraphPackage:
         for mod in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
             del sys.modules[mod]
     _imported_at[module_name] = digest
+    module = _import(module_name, path)
+    graph = getattr(module, "graph", None)
+    if not isinstance(graph, Graph):
+        raise GraphLoadError(
+            f"{module_name} does not expose a Graph named `graph` (found {type(graph).__name__}).",
+            fix="Add `graph = Graph(name=..., ...)` at module level in __init__.py.",
+            file=path / "__init__.py",
+        )
+    if graph.name != name:
+        raise GraphLoadError(
+            f'The graph is named "{graph.name}" but lives in folder "{name}".',
+            fix=f'Rename one so they match (name="{name}").',
+            graph=graph.name,
+            file=path / "__init__.py",
+        )
+    return GraphPackage(graph, path, digest)
+
+
+def _import(module_name: str, path: Path) -> Any:
+    """Import a module of the graph package at ``path``; any failure but Ctrl-C is located."""
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except GraphOpsError as exc:
         raise exc.locate(**_where(exc, path)) from None
     except SyntaxError as exc:
@@ -202,21 +222,6 @@ def _load(repo: Path, name: str) -> GraphPackage:
             + "'` reproduces it.",
             **_where(exc, path),
         ) from exc
-    graph = getattr(module, "graph", None)
-    if not isinstance(graph, Graph):
-        raise GraphLoadError(
-            f"{module_name} does not expose a Graph named `graph` (found {type(graph).__name__}).",
-            fix="Add `graph = Graph(name=..., ...)` at module level in __init__.py.",
-            file=path / "__init__.py",
-        )
-    if graph.name != name:
-        raise GraphLoadError(
-            f'The graph is named "{graph.name}" but lives in folder "{name}".',
-            fix=f'Rename one so they match (name="{name}").',
-            graph=graph.name,
-            file=path / "__init__.py",
-        )
-    return GraphPackage(graph, path, digest)
 
 
 class _Frame(TypedDict):
