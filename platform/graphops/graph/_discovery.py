@@ -214,7 +214,7 @@ def _import(module_name: str, path: Path) -> Any:
             fix="Remove the sys.exit()/exit() call at that line (raise an exception to fail).",
             **_where(exc, path),
         ) from exc
-    except BaseException as exc:  # noqa: BLE001 -- any other failure is this graph's alone
+    except BaseException as exc:  # any other failure is this graph's alone
         raise GraphLoadError(
             f"Importing {module_name} failed: {type(exc).__name__}: {exc}",
             fix="Fix the error at that line; `python -c 'import "
