@@ -1,7 +1,10 @@
 """Reading and writing environment files strictly, and deterministically.
 
 Duplicate keys, unknown keys and bad values are errors naming the file and the field; output has
-sorted keys and a fixed style, so the same data always gives the same bytes.
+sorted keys and a fixed style, so the same data always gives the same bytes. Files are read as
+plain YAML only: anchors, aliases, merge keys and tags other than the standard scalar, mapping
+and sequence ones are refused while composing (so a "billion laughs" is never expanded), and a
+file larger than `MAX_YAML_BYTES` or nested deeper than `MAX_YAML_DEPTH` is refused outright.
 """
 
 from __future__ import annotations
@@ -22,13 +25,74 @@ BASE = "base"
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+MAX_YAML_BYTES = 1024 * 1024
+"""Largest environment.yaml or release.yaml read (1 MiB); checked before parsing."""
+
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and sequences accepted in an environment file."""
+
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")
+)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """Plain YAML only: no duplicate keys, anchors, aliases, merge keys or non-standard tags.
+
+    PyYAML silently keeps the last of duplicate keys and expands aliases when constructing; both
+    are refused here, aliases at compose time so nothing is ever expanded.
+    """
+
+    _depth = 0
+
+    def _refuse(self, what: str, mark: Any, fix: str) -> ConfigError:
+        """A ConfigError at ``mark`` in the file being read."""
+        return ConfigError(
+            f"{what} at line {mark.line + 1}: environment files are plain YAML.",
+            fix=fix,
+            file=self.name,
+            line=mark.line + 1,
+        )
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose a node, refusing aliases, anchors, explicit non-standard tags, deep nesting."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise self._refuse(
+                f"An alias (*{event.anchor})", event.start_mark, "Write the value out in full."
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise self._refuse(
+                f"An anchor (&{event.anchor})",
+                event.start_mark,
+                "Remove the anchor and write each value out in full.",
+            )
+        tag = getattr(event, "tag", None)
+        if tag not in (None, "!") and tag not in _PLAIN_TAGS:
+            raise self._refuse(
+                f'The tag "{tag}"', event.start_mark, "Remove the tag: write a plain value."
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise self._refuse(
+                    f"Nesting deeper than {MAX_YAML_DEPTH} levels",
+                    event.start_mark,
+                    "Flatten the structure.",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            raise loader._refuse(
+                "A merge key (<<)", key_node.start_mark, "Write the merged keys out in full."
+            )
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(
@@ -48,7 +112,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (``{}`` when the file is missing or empty)."""
     if not path.is_file():
         return {}
-    text = path.read_text()
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"The file is {size:,} bytes; environment files may hold at most "
+            f"{MAX_YAML_BYTES:,} bytes (1 MiB).",
+            fix="Shrink the file: it should hold configuration, not data.",
+            file=path,
+        )
+    with path.open("rb") as f:  # the size may have grown since stat: read at most the cap
+        raw = f.read(MAX_YAML_BYTES + 1)
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"The file is over {MAX_YAML_BYTES:,} bytes (1 MiB), the most an environment file "
+            "may hold.",
+            fix="Shrink the file: it should hold configuration, not data.",
+            file=path,
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"The file is not UTF-8 text (byte {exc.start}).", fix="Save it as UTF-8.", file=path
+        ) from exc
     loader = _StrictLoader(text)
     loader.name = str(path)
     try:
