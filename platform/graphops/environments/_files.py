@@ -5,6 +5,8 @@ sorted keys and a fixed style, so the same data always gives the same bytes. Fil
 plain YAML only: anchors, aliases, merge keys and tags other than the standard scalar, mapping
 and sequence ones are refused while composing (so a "billion laughs" is never expanded), and a
 file larger than `MAX_YAML_BYTES` or nested deeper than `MAX_YAML_DEPTH` is refused outright.
+A little over 350 lines: the loader and the error locator (file, line, key path) read the same
+node tree and are kept together.
 """
 
 from __future__ import annotations
@@ -202,24 +204,90 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _validated(model: type[_Model], data: dict[str, Any], path: Path) -> _Model:
+def _validated(model: type[_Model], data: dict[str, Any], *paths: Path) -> _Model:
+    """``data`` as ``model``; the first error (a typo first) as a ConfigError with file and line.
+
+    ``paths`` are the files ``data`` came from, the one edited first: the error names the first
+    that holds the whole key path (else the first), at the line of the deepest key it holds.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(map(str, err["loc"])) or "(top level)"
+        errors = exc.errors(include_url=False)
+        # An unknown key explains the "required" error of the key it misspells: report it first.
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        loc = tuple(err["loc"])
+        field = _key_path(loc)
         hint = ""
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(model, err["loc"][:-1])
+        if err["type"] in ("extra_forbidden", "missing"):
+            parent = _model_at(model, loc[:-1])
             known = list(parent.model_fields) if parent else []
-            hint = did_you_mean(str(err["loc"][-1]), known) + (
-                f" Known keys: {', '.join(known)}." if known else ""
-            )
+            typo = did_you_mean(str(loc[-1]), known) if err["type"] == "extra_forbidden" else ""
+            hint = typo + (f" Known keys: {', '.join(known)}." if known else "")
+        path, line = _locate(loc, paths)
+        what = (
+            f"Unknown key {field} (value {err.get('input')!r:.60})."
+            if err["type"] == "extra_forbidden"
+            else f"Got {err.get('input')!r:.80} for {field}: {err['msg']}."
+        )
         raise ConfigError(
-            f"Got {err.get('input')!r:.80} for {field}: {err['msg']}.{hint}",
+            what + hint,
             fix=f"Fix {field} in {path.name} (see docs/environments.md).",
             file=path,
+            line=line,
         ) from exc
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as a dotted key path; keys holding dots or spaces are quoted."""
+    parts = [
+        f"[{p}]" if isinstance(p, int) else (f'"{p}"' if set(str(p)) & set(". ") else str(p))
+        for p in loc
+    ]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _locate(loc: tuple[int | str, ...], paths: tuple[Path, ...]) -> tuple[Path, int | None]:
+    """The file holding the key path ``loc`` and the line of the deepest of its keys there."""
+    found = [(p, *_line_of(p, loc)) for p in paths]
+    for path, line, whole in found:
+        if whole:
+            return path, line
+    return found[0][0], found[0][1]
+
+
+def _line_of(path: Path, loc: tuple[int | str, ...]) -> tuple[int | None, bool]:
+    """Line of the deepest key of ``loc`` in ``path``, and whether all of ``loc`` is there."""
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            return None, False
+        loader = _StrictLoader(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return None, False
+    loader.name = str(path)
+    try:
+        node = loader.get_single_node()
+    except (yaml.YAMLError, ConfigError):
+        return None, False
+    finally:
+        loader.dispose()
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(
+                (kv for kv in node.value if getattr(kv[0], "value", None) == str(part)), None
+            )
+            if pair is None:
+                return line, False
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line, False
+    return line, True
 
 
 def environment_names(repo: Path) -> list[str]:
@@ -251,7 +319,12 @@ def load_environment(repo: Path, name: str) -> EnvironmentConfig:
             fix="Remove name:.",
             file=own_path,
         )
-    merged = _validated(EnvironmentConfig, _merge(base, own) | {"name": name}, own_path)
+    merged = _validated(
+        EnvironmentConfig,
+        _merge(base, own) | {"name": name},
+        own_path,
+        root / BASE / "environment.yaml",
+    )
     if merged.policy.upstream is not None and merged.policy.upstream not in names:
         raise ConfigError(
             f'policy.upstream is "{merged.policy.upstream}", which is no environment.'
