@@ -57,7 +57,7 @@ def test_bomb_under_a_release_deployments_is_refused_at_its_first_anchor(repo: P
     path.write_text(text)
     line = text.splitlines().index('      lol0: &l0 "lol"') + 1
 
-    with pytest.raises(ConfigError, match=r"An anchor \(&l0\) at line \d+") as caught:
+    with pytest.raises(ConfigError, match=r"An anchor \(&l0\) is not allowed") as caught:
         load_release(repo, "dev")
     assert (caught.value.file, caught.value.line) == (str(path), line)
 
@@ -74,7 +74,7 @@ def test_bomb_under_an_unknown_key_of_environment_yaml_is_refused(repo: Path) ->
 def test_bomb_at_the_top_level_is_refused(repo: Path) -> None:
     _release(repo).write_text(LAUGHS)
 
-    with pytest.raises(ConfigError, match=r"An anchor \(&l0\) at line 1"):
+    with pytest.raises(ConfigError, match=r"release.yaml:1: An anchor \(&l0\)"):
         load_release(repo, "dev")
 
 
@@ -83,7 +83,7 @@ def test_alias_is_refused_with_its_line(repo: Path) -> None:
     # The anchor is on a key, the alias on a value: both are refused; the alias names its line.
     path.write_text("http_port: 8000\ncluster:\n  serve_url: *nowhere\n")
 
-    with pytest.raises(ConfigError, match=r"An alias \(\*nowhere\) at line 3") as caught:
+    with pytest.raises(ConfigError, match=r"An alias \(\*nowhere\) is not allowed") as caught:
         load_environment(repo, "dev")
     assert (caught.value.file, caught.value.line) == (str(path), 3)
 
@@ -91,7 +91,7 @@ def test_alias_is_refused_with_its_line(repo: Path) -> None:
 def test_merge_keys_and_custom_tags_are_refused(repo: Path) -> None:
     path = _environment(repo)
     path.write_text("policy:\n  <<: {soak_minutes: 3}\n")
-    with pytest.raises(ConfigError, match=r"A merge key \(<<\) at line 2"):
+    with pytest.raises(ConfigError, match=r"environment.yaml:2: A merge key \(<<\)"):
         load_environment(repo, "dev")
 
     path.write_text("policy:\n  soak_minutes: !!python/object:os.system 3\n")
@@ -99,7 +99,7 @@ def test_merge_keys_and_custom_tags_are_refused(repo: Path) -> None:
         load_environment(repo, "dev")
 
     path.write_text("policy:\n  upstream: !secret staging\n")
-    with pytest.raises(ConfigError, match=r'The tag "!secret" at line 2'):
+    with pytest.raises(ConfigError, match=r'environment.yaml:2: The tag "!secret"'):
         load_environment(repo, "dev")
 
 

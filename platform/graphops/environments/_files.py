@@ -51,7 +51,8 @@ class _StrictLoader(yaml.SafeLoader):
     def _refuse(self, what: str, mark: Any, fix: str) -> ConfigError:
         """A ConfigError at ``mark`` in the file being read."""
         return ConfigError(
-            f"{what} at line {mark.line + 1}: environment files are plain YAML.",
+            f"{what} is not allowed: environment files are plain YAML (no anchors, aliases, "
+            "merge keys or custom tags).",
             fix=fix,
             file=self.name,
             line=mark.line + 1,
