@@ -60,7 +60,7 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         """Compose a node, refusing aliases, anchors, explicit non-standard tags, deep nesting."""
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
         if isinstance(event, yaml.AliasEvent):
             raise self._refuse(
                 f"An alias (*{event.anchor})", event.start_mark, "Write the value out in full."
