@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,13 @@ graph = Graph(name="{name}", version="1.0.0", request=Request, response=Response
 '''
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "graphs"
+
+
+def _fixture(name: str) -> str:
+    return (FIXTURES / f"{name}.py").read_text()
+
+
 BROKEN = {
     # name: (source, error line, fragment of the message)
     "divides": (
@@ -54,6 +62,14 @@ BROKEN = {
         'named "other_name" but lives in folder "renamed"',
     ),
     "empty": ('"""No graph here."""\n', None, "does not expose a Graph named `graph`"),
+    # Fixture graphs that leave through the back door: each is its own load failure.
+    "exits_zero": (_fixture("exits_zero"), 5, "called sys.exit(0)"),
+    "exits_three": (_fixture("exits_three"), 5, "called sys.exit(3)"),
+    "raises_base_exception": (
+        _fixture("raises_base_exception"),
+        8,
+        "Escape: left through the back door",
+    ),
 }
 
 
@@ -167,3 +183,44 @@ def test_edited_package_is_imported_afresh(tmp_path: Path, write_graph: WriteGra
     second = load_graph(tmp_path, "live")
     assert second.graph.version == "1.1.0"
     assert second.content_hash != first.content_hash
+
+
+def test_exiting_graph_names_the_call_and_the_fix(repo: Path) -> None:
+    error = next(f for f in discover(repo).failures if f.name == "exits_zero").error
+
+    assert "Importing graphs.exits_zero called sys.exit(0)" in str(error)
+    assert "Remove the sys.exit()" in str(error)
+
+
+def test_keyboard_interrupt_is_not_swallowed(tmp_path: Path, write_graph: WriteGraph) -> None:
+    write_graph(tmp_path, "good", graph_source("good"))
+    write_graph(tmp_path, "interrupts", _fixture("interrupts"))
+
+    with pytest.raises(KeyboardInterrupt):
+        discover(tmp_path)
+
+
+def test_exiting_train_module_is_a_load_error(tmp_path: Path, write_graph: WriteGraph) -> None:
+    package = write_graph(tmp_path, "trained", graph_source("trained"))
+    (package / "train.py").write_text(_fixture("exits_zero"))
+
+    with pytest.raises(GraphLoadError, match=r"graphs\.trained\.train called sys\.exit\(0\)"):
+        load_graph(tmp_path, "trained").trainer()
+
+
+def test_validation_of_an_exiting_graph_fails_and_names_it(
+    tmp_path: Path, write_graph: WriteGraph
+) -> None:
+    from types import SimpleNamespace
+
+    from graphops.validation import validate_graphs
+
+    write_graph(tmp_path, "exits_zero", _fixture("exits_zero"))
+    registry: Any = SimpleNamespace(tracking_uri="file:///nowhere")  # never reached: load fails
+
+    report = validate_graphs(tmp_path, ["exits_zero"], registry, record=False, parity=False)
+
+    assert report.exit_code != 0
+    [result] = report.graphs
+    assert (result.graph, result.status) == ("exits_zero", "error")
+    assert "Importing graphs.exits_zero called sys.exit(0)" in result.problems[0]

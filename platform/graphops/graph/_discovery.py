@@ -50,7 +50,7 @@ class GraphPackage:
         if not (self.path / "train.py").is_file():
             return None
         _use_repo(self.repo)
-        module = importlib.import_module(f"{GRAPHS_DIR}.{self.name}.train")
+        module = _import(f"{GRAPHS_DIR}.{self.name}.train", self.path)
         fn: object = getattr(module, "train", None)
         if not callable(fn):
             raise GraphLoadError(
@@ -177,22 +177,7 @@ def _load(repo: Path, name: str) -> GraphPackage:
         for mod in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
             del sys.modules[mod]
     _imported_at[module_name] = digest
-    try:
-        module = importlib.import_module(module_name)
-    except GraphOpsError as exc:
-        raise exc.locate(**_where(exc, path)) from None
-    except SyntaxError as exc:
-        raise GraphLoadError(
-            f"Syntax error: {exc.msg}.", fix="Fix the syntax.", file=exc.filename, line=exc.lineno
-        ) from exc
-    except Exception as exc:
-        raise GraphLoadError(
-            f"Importing {module_name} failed: {type(exc).__name__}: {exc}",
-            fix="Fix the error at that line; `python -c 'import "
-            + module_name
-            + "'` reproduces it.",
-            **_where(exc, path),
-        ) from exc
+    module = _import(module_name, path)
     graph = getattr(module, "graph", None)
     if not isinstance(graph, Graph):
         raise GraphLoadError(
@@ -208,6 +193,35 @@ def _load(repo: Path, name: str) -> GraphPackage:
             file=path / "__init__.py",
         )
     return GraphPackage(graph, path, digest)
+
+
+def _import(module_name: str, path: Path) -> Any:
+    """Import a module of the graph package at ``path``; any failure but Ctrl-C is located."""
+    try:
+        return importlib.import_module(module_name)
+    except GraphOpsError as exc:
+        raise exc.locate(**_where(exc, path)) from None
+    except SyntaxError as exc:
+        raise GraphLoadError(
+            f"Syntax error: {exc.msg}.", fix="Fix the syntax.", file=exc.filename, line=exc.lineno
+        ) from exc
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except SystemExit as exc:  # a graph must not end (or green-light) the whole run by exiting
+        raise GraphLoadError(
+            f"Importing {module_name} called sys.exit({exc.code!r}); "
+            "a graph package must not exit the process.",
+            fix="Remove the sys.exit()/exit() call at that line (raise an exception to fail).",
+            **_where(exc, path),
+        ) from exc
+    except BaseException as exc:  # any other failure is this graph's alone
+        raise GraphLoadError(
+            f"Importing {module_name} failed: {type(exc).__name__}: {exc}",
+            fix="Fix the error at that line; `python -c 'import "
+            + module_name
+            + "'` reproduces it.",
+            **_where(exc, path),
+        ) from exc
 
 
 class _Frame(TypedDict):

@@ -79,7 +79,7 @@ class FeatureTable(FrozenModel):
             ("key", self.key),
             *[("feature", f) for f in self.features],
         ]:
-            if not _NAME.match(value):
+            if not _NAME.fullmatch(value):
                 raise ValueError(f'{label} "{value}" must be lowercase snake_case')
         if not self.features:
             raise ValueError(f'table "{self.name}" declares no features')

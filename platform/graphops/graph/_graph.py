@@ -122,12 +122,12 @@ class Graph:
 
     def _check_identity(self) -> None:
         g = self.name
-        if not isinstance(g, str) or not _GRAPH_NAME.match(g):
+        if not isinstance(g, str) or not _GRAPH_NAME.fullmatch(g):
             raise GraphDefinitionError(
                 f'Got "{g}" for the graph name. Names are lowercase snake_case starting with a letter.',
                 fix='Rename the graph (and its package folder) e.g. to "my_graph".',
             )
-        if not isinstance(self.version, str) or not _SEMVER.match(self.version):
+        if not isinstance(self.version, str) or not _SEMVER.fullmatch(self.version):
             raise InvalidVersionError(
                 f'Got "{self.version}" for version. It must be semantic versioning MAJOR.MINOR.PATCH.',
                 fix='Use e.g. version="1.0.0".',

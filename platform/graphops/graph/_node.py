@@ -41,7 +41,7 @@ class ModelURI:
     @classmethod
     def parse(cls, uri: str) -> ModelURI:
         """Parse ``uri``; raise `InvalidModelURIError` naming the accepted forms."""
-        match = _MODEL_URI.match(uri) if isinstance(uri, str) else None
+        match = _MODEL_URI.fullmatch(uri) if isinstance(uri, str) else None
         if match is None:
             raise InvalidModelURIError(
                 f'Got "{uri}" for the model URI.',
@@ -194,7 +194,7 @@ def build_node(
     holds the fields of ``kind`` beyond those of `Node`.
     """
     where: Where = {"node": name, "file": file, "line": line}
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise GraphDefinitionError(
             f'Got "{name}" as a node name. Names are lowercase snake_case.',
             fix="Rename it (the function, or the name= given to the decorator).",

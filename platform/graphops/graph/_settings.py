@@ -122,7 +122,7 @@ class Metric(FrozenModel):
 
     @model_validator(mode="after")
     def _known(self) -> Metric:
-        if not _METRIC_NAME.match(self.name):
+        if not _METRIC_NAME.fullmatch(self.name):
             raise ValueError(
                 f'Got "{self.name}" for name. Metric names are recorded in MLflow, which allows '
                 "only letters, digits and _ - . : / and spaces (e.g. ndcg_at_10)"
