@@ -189,6 +189,9 @@ def test_moving_the_alias_after_validation_keeps_the_pinned_digest(
     assert own.resolve(pinned.uri).digest == pinned.digest
     assert verify_lock(own, locked, require_validation=False)[0].passed
     own.load(node, pinned)
+    edited = pinned.model_copy(update={"digest": moved.digest})  # a lock edited by hand
+    with pytest.raises(RegistryError, match="changed since they were pinned"):
+        own.load(node, edited)
 
 
 def test_architecture_mismatch_is_named(registry: Registry, champion: ResolvedModel) -> None:

@@ -210,9 +210,9 @@ class Registry:
             digest = verified(found, content_hash(path), where)
             if pinned is not None and digest != pinned.digest:
                 raise RegistryError(
-                    f"{pinned.uri} is registered with digest {digest}, not the pinned "
-                    f"{pinned.digest}.",
-                    fix="Pin the version again (validate and promote) instead of editing a lock.",
+                    f"The artifacts of {pinned.uri} changed since they were pinned "
+                    f"(digest {digest[:19]}, expected {pinned.digest[:19]}).",
+                    fix="Artifacts must never be overwritten: register a new version and re-validate.",
                     **where,
                 )
             loaded = load_torch(node, path, device_for(node))
