@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NamedTuple
+
 import pytest
 import torch
 
 from graphops import RegistryError, model
-from graphops.graph import GraphPackage, ModelURI
-from graphops.registry import Registry, ResolvedModel
+from graphops.controller.gates import verify_lock
+from graphops.environments import GraphLock
+from graphops.graph import GraphPackage, ModelNode, ModelURI, content_hash
+from graphops.registry import Registry, ResolvedModel, where_of
+from graphops.registry._integrity import DIGEST_TAG
+from tests.fixtures.locks import lock
 
 
 def test_alias_resolves_to_exact_version_and_stable_digest(
@@ -66,18 +73,125 @@ def test_new_weights_make_a_new_version_and_move_the_alias(tmp_path, digits: Gra
     assert own.resolve("models:/tiny@champion").version == 2
 
 
-def test_overwritten_artifacts_are_refused_at_load(tmp_path, digits: GraphPackage) -> None:
+@pytest.fixture
+def tampered(tmp_path: Path, digits: GraphPackage) -> Tampered:
+    """digits@champion registered in a registry of its own, then one bit of its weights flipped."""
     own = Registry(tmp_path / ".graphops")
     node = digits.graph.node("logits")
-    net_cls = node.architecture
+    assert isinstance(node, ModelNode) and node.architecture is not None
+    torch.manual_seed(0)
     pinned = own.register_torch(
-        name="digits", module=net_cls(), config={"hidden": 128}, alias="champion"
+        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
     )
+    locked = lock().model_copy(update={"models": {"logits": pinned}})
     own.load(node, pinned)  # intact: loads
+    assert verify_lock(own, locked, require_validation=False)[0].passed
     weights = next((tmp_path / ".graphops" / "mlartifacts").rglob("weights.safetensors"))
-    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight
+    weights.write_bytes(bytes(data))
+    actual = content_hash(weights.parent)
+    assert actual != pinned.digest
+    return Tampered(own, node, pinned, locked, actual)
+
+
+class Tampered(NamedTuple):
+    registry: Registry
+    node: ModelNode
+    pinned: ResolvedModel
+    locked: GraphLock
+    actual: str
+
+
+def refusal(tampered: Tampered) -> str:
+    """What every use of the tampered version must say: model, version and both digests."""
+    return (
+        f"The artifacts of {tampered.pinned.uri} were changed in the store after registration: "
+        f"they hash to {tampered.actual}, but {tampered.pinned.digest} was registered."
+    )
+
+
+def test_resolve_refuses_artifacts_changed_after_registration(tampered: Tampered) -> None:
+    for uri in ("models:/digits@champion", tampered.pinned.uri):
+        with pytest.raises(RegistryError) as info:
+            tampered.registry.resolve(uri)
+        assert info.value.what == refusal(tampered)
+        assert "graphops train" in info.value.fix
+    with pytest.raises(RegistryError) as info:
+        tampered.registry.resolve(tampered.node.uri, where=where_of(tampered.node))
+    assert (info.value.node, info.value.file, info.value.line) == (
+        "logits",
+        tampered.node.file,
+        tampered.node.line,
+    )
+    assert str(info.value).startswith(f"node 'logits' ({tampered.node.file}:{tampered.node.line}):")
+
+
+def test_a_lock_pinned_before_the_tamper_fails_the_digest_gate(tampered: Tampered) -> None:
+    [gate] = verify_lock(tampered.registry, tampered.locked, require_validation=False)
+    assert gate.name == "model digests" and not gate.passed
+    assert gate.detail.startswith(f"logits: {refusal(tampered)} Do not use this version.")
+
+
+def test_a_replica_load_refuses_the_tampered_weights(tampered: Tampered) -> None:
+    for pin in (tampered.pinned, None):  # a worker with the lock's pin, or resolving itself
+        with pytest.raises(RegistryError) as info:
+            tampered.registry.load(tampered.node, pin)
+        assert info.value.what == refusal(tampered)
+        assert (info.value.node, info.value.file) == ("logits", tampered.node.file)
+
+
+def test_re_registering_makes_a_clean_version(tampered: Tampered) -> None:
+    torch.manual_seed(0)  # the very same weights: the tampered version is not reused
+    assert tampered.node.architecture is not None
+    again = tampered.registry.register_torch(
+        name="digits",
+        module=tampered.node.architecture(hidden=4),
+        config={"hidden": 4},
+        alias="champion",
+    )
+    assert again.version == tampered.pinned.version + 1
+    assert again.digest == tampered.pinned.digest
+    tampered.registry.load(tampered.node, again)
+
+
+def test_a_version_registered_without_a_digest_is_refused(
+    tmp_path: Path, digits: GraphPackage
+) -> None:
+    own = Registry(tmp_path / ".graphops")
+    node = digits.graph.node("logits")
+    assert isinstance(node, ModelNode) and node.architecture is not None
+    pinned = own.register_torch(
+        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
+    )
+    own.client.delete_model_version_tag("digits", str(pinned.version), DIGEST_TAG)
+    with pytest.raises(RegistryError, match="records no digest") as info:
+        own.resolve("models:/digits@champion")
+    assert pinned.digest in info.value.what and "graphops train" in info.value.fix
+
+
+def test_moving_the_alias_after_validation_keeps_the_pinned_digest(
+    tmp_path: Path, digits: GraphPackage
+) -> None:
+    own = Registry(tmp_path / ".graphops")
+    node = digits.graph.node("logits")
+    assert isinstance(node, ModelNode) and node.architecture is not None
+    torch.manual_seed(0)
+    pinned = own.register_torch(
+        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
+    )
+    locked = lock().model_copy(update={"models": {"logits": pinned}})
+    torch.manual_seed(1)
+    moved = own.register_torch(
+        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
+    )
+    assert moved.version != pinned.version and moved.digest != pinned.digest
+    assert own.resolve(pinned.uri).digest == pinned.digest
+    assert verify_lock(own, locked, require_validation=False)[0].passed
+    own.load(node, pinned)
+    edited = pinned.model_copy(update={"digest": moved.digest})  # a lock edited by hand
     with pytest.raises(RegistryError, match="changed since they were pinned"):
-        own.load(node, pinned)
+        own.load(node, edited)
 
 
 def test_architecture_mismatch_is_named(registry: Registry, champion: ResolvedModel) -> None:

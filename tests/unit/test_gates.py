@@ -7,7 +7,7 @@ from typing import cast
 
 from graphops.controller.gates import Gate, Soak, verify_lock
 from graphops.environments import GraphLock
-from graphops.errors import RegistryError
+from graphops.errors import RegistryError, Where
 from graphops.registry import Registry, ResolvedModel, ValidationRecord
 from tests.fixtures.locks import lock
 
@@ -27,13 +27,16 @@ class _Registry:
             digests={n: p.digest for n, p in locked.models.items()},
         )
         self.digest = f"sha256:{digest * 64}"
+        self.refusal: str | None = None
 
     def validation(self, run_id: str) -> ValidationRecord:
         if run_id != self.record.run_id:
             raise RegistryError(f"No validation run {run_id}.", fix="Validate first.")
         return self.record
 
-    def resolve(self, uri: str) -> ResolvedModel:
+    def resolve(self, uri: str, *, where: Where | None = None) -> ResolvedModel:
+        if self.refusal is not None:
+            raise RegistryError(self.refusal, fix="Re-register the model.", **(where or {}))
         return ResolvedModel(name="digits", version=1, digest=self.digest, source="file:///m")
 
 
@@ -59,6 +62,18 @@ def test_verify_lock_without_required_validation_checks_digests_only() -> None:
     [gate] = verify_lock(_registry(locked, digest="b"), locked, require_validation=False)
     assert gate.name == "model digests" and not gate.passed
     assert "logits: models:/digits/1 is sha256:bbbb" in gate.detail
+
+
+def test_a_model_the_registry_refuses_fails_the_digest_gate_with_its_fix() -> None:
+    locked = lock()
+    registry = _Registry(locked)
+    registry.refusal = "The artifacts of models:/digits/1 were changed in the store."
+    [gate] = verify_lock(cast(Registry, registry), locked, require_validation=False)
+    assert not gate.passed
+    assert gate.detail == (
+        "logits: The artifacts of models:/digits/1 were changed in the store. "
+        "Re-register the model."
+    )
 
 
 def test_verify_lock_refuses_a_failed_or_missing_validation() -> None:

@@ -106,9 +106,9 @@ def _digests(registry: Registry, lock: GraphLock) -> Gate:
     changed = []
     for node, pin in lock.models.items():
         try:
-            now = registry.resolve(pin.uri)
-        except GraphOpsError as exc:
-            changed.append(f"{node}: {exc.what}")
+            now = registry.resolve(pin.uri, where={"node": node})
+        except GraphOpsError as exc:  # missing, or artifacts that no longer match the registration
+            changed.append(f"{node}: {exc.what} {exc.fix}".rstrip())
             continue
         if now.digest != pin.digest:
             changed.append(f"{node}: {pin.uri} is {now.digest[:19]} now, {pin.digest[:19]} locked")

@@ -44,7 +44,9 @@ def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
     package = load_graph(repo, graph)
     record = passed_record(registry, graph, package.graph.version, package.content_hash)
     models = {
-        node: registry.resolve(uri).model_copy(update={"alias": None})
+        node: registry.resolve(uri, where={"node": node, "graph": graph}).model_copy(
+            update={"alias": None}
+        )
         for node, uri in sorted(record.models.items())
     }
     for node, pin in models.items():

@@ -1,6 +1,6 @@
 """The one module that talks to MLflow: tracking store location, model resolution and loading.
 
-About 390 lines on purpose: it is the only module that imports MLflow, so everything the
+About 430 lines on purpose: it is the only module that imports MLflow, so everything the
 platform asks of MLflow (store, registry, artifacts, validation records) stays in one place.
 """
 
@@ -20,14 +20,13 @@ from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from graphops._models import FrozenModel
-from graphops.errors import RegistryError, did_you_mean
+from graphops.errors import RegistryError, Where, did_you_mean
 from graphops.graph import Graph, ModelNode, ModelURI, content_hash
 from graphops.models import TorchModel, device_for, load_torch, save_torch
+from graphops.registry._integrity import DIGEST_TAG, Version, verified, where_of
 
 WORK_DIR = ".graphops"
 """Per-repository work folder (git-ignored): the default MLflow store and its artifacts."""
-DIGEST_TAG = "graphops.digest"
-
 # MLflow's sqlite store logs every schema migration at INFO on first use; keep our output readable.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -96,28 +95,42 @@ class Registry:
 
     # -- resolution --------------------------------------------------------------------------
 
-    def resolve(self, uri: ModelURI | str) -> ResolvedModel:
-        """Pin ``uri`` to an exact version and compute the digest of its artifacts.
+    def resolve(self, uri: ModelURI | str, *, where: Where | None = None) -> ResolvedModel:
+        """Pin ``uri`` to an exact version and verify its artifacts against the registered digest.
+
+        The digest recorded when the version was registered (model version tag
+        ``graphops.digest``) is the reference: artifacts that hash differently were changed in
+        the store and are refused, as is a version that records no digest.
+
+        Args:
+            uri: ``models:/name@alias`` or ``models:/name/N``.
+            where: The model node being resolved (node, file, line), named in errors.
 
         Raises:
-            RegistryError: The model, version or alias does not exist (lists what does).
+            RegistryError: The model, version or alias does not exist (lists what does), or its
+                artifacts do not match the registered digest (names both).
         """
         ref = ModelURI.parse(uri) if isinstance(uri, str) else uri
-        version, source = self._lookup(ref)
-        with self._fetch(source, ref.name, version) as path:
-            digest = content_hash(path)
+        found = self._lookup(ref, where or {})
+        with self._fetch(found, where or {}) as path:
+            digest = verified(found, content_hash(path), where or {})
         return ResolvedModel(
-            name=ref.name, version=version, alias=ref.alias, digest=digest, source=source
+            name=ref.name,
+            version=found.version,
+            alias=ref.alias,
+            digest=digest,
+            source=found.source,
         )
 
-    def _lookup(self, ref: ModelURI) -> tuple[int, str]:
-        """(version, artifact source) of a reference, or a `RegistryError` listing what exists."""
+    def _lookup(self, ref: ModelURI, where: Where) -> Version:
+        """The version a reference names, or a `RegistryError` listing what exists."""
         names = [m.name for m in self.client.search_registered_models()]
         if ref.name not in names:
             raise RegistryError(
                 f'No registered model "{ref.name}" in {self.tracking_uri}.{did_you_mean(ref.name, names)}',
                 fix=f"Registered models: {', '.join(sorted(names)) or 'none'}. "
                 "Train and register it first (e.g. `graphops train <graph>`).",
+                **where,
             )
         if ref.alias is not None:
             aliases = self.client.get_registered_model(ref.name).aliases
@@ -126,39 +139,50 @@ class Registry:
                     f'Model "{ref.name}" has no alias "{ref.alias}".{did_you_mean(ref.alias, aliases)}',
                     fix=f"Aliases: {_listing(aliases) or 'none'}. "
                     f"Set one with MlflowClient().set_registered_model_alias('{ref.name}', ...).",
+                    **where,
                 )
             version = int(aliases[ref.alias])
         else:
             assert ref.version is not None  # ModelURI.parse sets an alias or a version
             version = ref.version
+        return self._version(ref.name, version, where)
+
+    def _version(self, name: str, version: int, where: Where) -> Version:
+        """One registered version: its artifact source and the digest recorded at registration."""
         try:
-            source = self.client.get_model_version(ref.name, str(version)).source
+            mv = self.client.get_model_version(name, str(version))
         except MlflowException as exc:
             versions = sorted(
-                int(v.version) for v in self.client.search_model_versions(f"name='{ref.name}'")
+                int(v.version) for v in self.client.search_model_versions(f"name='{name}'")
             )
             raise RegistryError(
-                f'Model "{ref.name}" has no version {version}.',
+                f'Model "{name}" has no version {version}.',
                 fix=f"Versions: {', '.join(map(str, versions)) or 'none'}.",
+                **where,
             ) from exc
-        if not source:
+        if not mv.source:
             raise RegistryError(
-                f'Version {version} of model "{ref.name}" records no artifact source.',
+                f'Version {version} of model "{name}" records no artifact source.',
                 fix="Register the model again (e.g. `graphops train <graph>`).",
+                **where,
             )
-        return version, source
+        return Version(name, version, mv.source, (mv.tags or {}).get(DIGEST_TAG))
 
     # -- loading -----------------------------------------------------------------------------
 
     def load(self, node: ModelNode, pinned: ResolvedModel | None = None) -> TorchModel:
         """Load the model of ``node`` on its device, verifying the artifact digest.
 
+        The artifacts are hashed once, from the very copy the model is built from, and compared
+        with the digest registered for the version and with the pin (when given).
+
         Args:
             node: The model node (its architecture and resources decide how and where).
             pinned: A pinned version (e.g. from a lock); resolved from ``node.uri`` when omitted.
 
         Raises:
-            RegistryError: Missing model, or artifacts whose digest differs from the pinned one.
+            RegistryError: Missing model, or artifacts whose digest differs from the registered or
+                the pinned one (names node, file, line, version and both digests).
         """
         return self._load(node, pinned)[0]
 
@@ -176,47 +200,49 @@ class Registry:
     def _load(
         self, node: ModelNode, pinned: ResolvedModel | None
     ) -> tuple[TorchModel, ResolvedModel]:
-        """Download once, hash, compare with the pin (if any) and build the model from that copy."""
+        """Download once, hash, compare with the registered digest and the pin, build the model."""
+        where = where_of(node)
         if pinned is None:
-            version, source = self._lookup(node.uri)
+            found = self._lookup(node.uri, where)
         else:
-            version, source = pinned.version, pinned.source
-        with self._fetch(source, node.uri.name, version) as path:
-            digest = content_hash(path)
+            found = self._version(pinned.name, pinned.version, where)
+        with self._fetch(found, where) as path:
+            digest = verified(found, content_hash(path), where)
             if pinned is not None and digest != pinned.digest:
                 raise RegistryError(
                     f"The artifacts of {pinned.uri} changed since they were pinned "
                     f"(digest {digest[:19]}, expected {pinned.digest[:19]}).",
                     fix="Artifacts must never be overwritten: register a new version and re-validate.",
-                    node=node.name,
+                    **where,
                 )
             loaded = load_torch(node, path, device_for(node))
         if pinned is None:
             pinned = ResolvedModel(
                 name=node.uri.name,
-                version=version,
+                version=found.version,
                 alias=node.uri.alias,
                 digest=digest,
-                source=source,
+                source=found.source,
             )
         return loaded, pinned
 
     @contextmanager
-    def _fetch(self, source: str, name: str, version: int) -> Iterator[Path]:
+    def _fetch(self, found: Version, where: Where) -> Iterator[Path]:
         """A private copy of a version's artifacts, deleted afterwards.
 
         Every load downloads afresh into its own folder, so the digest check is real and parallel
         workers (Ray actors) never race on a shared cache.
         """
-        with tempfile.TemporaryDirectory(prefix=f"graphops-{name}-{version}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
             try:
                 got = download_artifacts(
-                    artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
+                    artifact_uri=found.source, dst_path=tmp, tracking_uri=self.tracking_uri
                 )
             except (MlflowException, OSError) as exc:
                 raise RegistryError(
-                    f"Could not download the artifacts of models:/{name}/{version} from {source}: {exc}",
+                    f"Could not download the artifacts of {found.uri} from {found.source}: {exc}",
                     fix="Check that the artifact store is reachable and the version was not deleted.",
+                    **where,
                 ) from exc
             yield Path(got)
 
@@ -261,13 +287,18 @@ class Registry:
         return self.resolve(ModelURI(name, alias=alias))
 
     def _ensure_registered_model(self, name: str) -> None:
+        """Create registered model ``name`` unless it exists."""
         if not self.client.search_registered_models(filter_string=f"name='{name}'"):
             self.client.create_registered_model(name)
 
     def _version_with_digest(self, name: str, digest: str) -> int | None:
+        """A version registered with ``digest`` whose stored files still hash to it, if any."""
         for mv in self.client.search_model_versions(f"name='{name}'"):
-            if mv.tags.get(DIGEST_TAG) == digest:
-                return int(mv.version)
+            if mv.tags.get(DIGEST_TAG) == digest and mv.source:
+                found = Version(name, int(mv.version), mv.source, digest)
+                with self._fetch(found, {}) as path:
+                    if content_hash(path) == digest:
+                        return found.version
         return None
 
     def _create_version(

@@ -18,7 +18,7 @@ from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
 from graphops.plan import plan
-from graphops.registry import Registry, ValidationRecord
+from graphops.registry import Registry, ValidationRecord, where_of
 from graphops.runtime import read_rows
 from graphops.validation.parity import check_parity
 from graphops.validation.report import graph_json, graph_markdown
@@ -106,7 +106,11 @@ def validate_graph(
         return finish("failed", [bump])
     started = time.perf_counter()
     try:
-        run = run_offline(package, registry, dataset, fuse=fuse)
+        # Resolved here, each with its node's file and line, so a refused model names them.
+        pins = {
+            n.name: registry.resolve(n.uri, where=where_of(n)) for n in package.graph.model_nodes
+        }
+        run = run_offline(package, registry, dataset, pins=pins, fuse=fuse)
     except GraphOpsError as exc:
         return finish("error", [str(exc)])
     except Exception as exc:  # Ray failing in a way no node reported
