@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import time
 from typing import Annotated
 
@@ -98,14 +99,22 @@ def serve(
         undeploy(online.name)
         return
     console.print("\nPress Ctrl-C to stop.")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # nox, systemd, kill: same as Ctrl-C
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         console.print("\nStopping ...")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         undeploy(online.name)
         if not address:
             ray_serve.shutdown()
             ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
         console.print(f"Stopped {graph}.")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so the cleanup of Ctrl-C runs."""
+    raise KeyboardInterrupt
