@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from graphops.cli import app
 from graphops.errors import PortInUseError, ServeError
 from graphops.runtime._ray import port_free, require_free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_held_port_is_refused_with_what_to_do() -> None:
@@ -44,3 +49,20 @@ def test_a_port_in_time_wait_is_free() -> None:
         accepted.close()  # the server side closes first: its end waits in TIME_WAIT
         client.close()
     assert port_free(port)
+
+
+def test_graphops_serve_refuses_a_held_port_before_starting_ray(tmp_path: Path) -> None:
+    """`graphops serve` next to the demo's proxy: refused at once, no cluster started."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = CliRunner().invoke(
+            app,
+            ["--repo", str(REPO), "serve", "digits", "--port", str(port)],
+            env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "RAY_ADDRESS": ""},
+        )
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())  # the panel wraps lines
+    assert f"Port {port} on 127.0.0.1 is already in use" in text
+    assert "--port N" in text and "nox -s demo -- --down" in text
