@@ -27,7 +27,7 @@ from graphops._views import (
     run_tables,
 )
 from graphops.demo import services
-from graphops.demo.gitops import gitops, graphops_command
+from graphops.demo.gitops import gitops, graphops_command, token_exports
 from graphops.demo.job import CLUSTERS, MLFLOW_UI_PORT, DemoJob
 from graphops.demo.validation import validate_step
 from graphops.diagram import mermaid
@@ -161,6 +161,16 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
         console.print(
             f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']}"
         )
+        moved = [
+            f"{what} {spec[key]} was taken: {service.ports[port]} instead"
+            for what, key, port in (
+                ("dashboard", "dashboard", "dashboard-port"),
+                ("Serve", "serve", "serve"),
+            )
+            if service.ports[port] != spec[key]
+        ]
+        if moved:
+            console.print(f"[yellow]note:[/] {name}: {'; '.join(moved)}.")
         return
 
 
@@ -283,6 +293,7 @@ def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
         steps.add_row(title, f"{seconds:.1f}")
     steps.add_row("[bold]total[/]", f"[bold]{sum(job.timings.values()):.1f}[/]")
     console.print(steps)
+    token_exports(job)
     for problem in job.problems:
         console.print(f"[red]problem:[/] {problem}")
     console.print(
