@@ -25,7 +25,14 @@ def _lookups(package: object) -> list[str]:
 def serve(
     ctx: typer.Context,
     graph: GraphArg,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port on 127.0.0.1.")] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="HTTP port on 127.0.0.1 (refused when another process holds it).",
+        ),
+    ] = 8000,
     no_fuse: Annotated[
         bool,
         typer.Option("--no-fuse", help="One deployment per node (to measure what fusion buys)."),
@@ -48,7 +55,8 @@ def serve(
     """Serve a graph on Ray Serve: print its URL, an example `curl` and its OpenAPI address.
 
     The models are resolved once at start (alias -> exact version + digest) and every replica
-    loads exactly that. Ctrl-C deletes the application and stops the local cluster cleanly.
+    loads exactly that. Ctrl-C (or SIGTERM) deletes the application and stops the local
+    cluster cleanly. A port another process holds on 127.0.0.1 is refused before anything starts.
     """
     import ray
     import requests
