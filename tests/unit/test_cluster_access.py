@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import datetime
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from graphops.cli import app
 from graphops.controller.cluster import Cluster, token_variable
 from graphops.controller.status import _unreadable
-from graphops.environments import EnvironmentConfig
+from graphops.environments import EnvironmentConfig, Release, ReleaseEntry, write_release
 from graphops.errors import (
     ApplyError,
     ClusterUnreachableError,
     MissingTokenError,
     TokenRefusedError,
 )
+from tests.fixtures.locks import lock
 
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "right-token"
 
 
@@ -95,3 +102,25 @@ def test_an_unreachable_cluster_says_so() -> None:
     with pytest.raises(ClusterUnreachableError, match="is unreachable") as caught:
         Cluster(_env(f"http://127.0.0.1:{port}"), timeout_s=2).applications()
     assert _unreadable(caught.value) == "unreachable"
+
+
+def test_status_shows_no_token_names_the_variable_and_exits_1(
+    dashboard: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    path = tmp_path / "environments/dev/environment.yaml"
+    path.write_text(path.read_text().replace("http://127.0.0.1:8265", dashboard))
+    at = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    write_release(
+        tmp_path, "dev", Release(graphs={"digits": ReleaseEntry(lock=lock(), promoted_at=at)})
+    )
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "absent"))
+    result = CliRunner().invoke(app, ["--repo", str(tmp_path), "status", "--env", "dev"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "no token" in text and "$RAY_AUTH_TOKEN is not set" in text
+    assert "export RAY_AUTH_TOKEN=$(cat .graphops/demo/ray-dev.token)" in text
+    monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)  # read: absent (nothing deployed), exit 0
+    result = CliRunner().invoke(app, ["--repo", str(tmp_path), "status", "--env", "dev"])
+    assert result.exit_code == 0 and "absent" in result.output, result.output
