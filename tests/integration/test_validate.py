@@ -15,7 +15,7 @@ from graphops.cli import app
 from graphops.environments import GraphLock, Release, ReleaseEntry, write_release
 from graphops.graph import load_graph
 from graphops.registry import Registry, ResolvedModel
-from graphops.validation import markdown, validate_graph, validate_graphs
+from graphops.validation import ValidationReport, markdown, validate_graph, validate_graphs
 from graphops.validation.validate import file_digest, passed_validation, reused_validation
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
@@ -123,6 +123,7 @@ def test_a_passed_validation_of_the_same_lock_is_found_for_reuse(
         (g.metric, g.gate, g.passed) for g in first.gates
     ]
     assert reused.gates[0].value == pytest.approx(first.gates[0].value)
+    assert first.run_id in markdown(ValidationReport(graphs=[reused]))  # the demo's report
     other = repo_with(tmp_path / "other", repo_copy, "1.0.0-reuse2")  # another lock: not reused
     assert passed_validation(registry, load_graph(other, "digits")) is None
 
