@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -28,6 +29,8 @@ DEV_BIN = DEV / "bin"
 DEV_EXTRAS = "test,lint,examples,bench"
 # What the last install of .nox/dev was made from: when these files change, install again.
 DEV_STAMP = DEV / "graphops-install.sha256"
+# Seconds `graphops serve` gets to stop cleanly on Ctrl-C before nox sends SIGTERM, then SIGKILL.
+SERVE_STOP_S = 30.0
 
 
 def _uv() -> str | None:
@@ -101,9 +104,9 @@ def _dev(session: nox.Session) -> None:
     session.env["PATH"] = os.pathsep.join([str(DEV_BIN.resolve()), os.environ.get("PATH", "")])
 
 
-def _run(session: nox.Session, program: str, *args: str) -> None:
-    """Run a program of `.nox/dev/bin` (after `_dev`)."""
-    session.run(str(DEV_BIN / program), *args)
+def _run(session: nox.Session, program: str, *args: str, **kwargs: Any) -> None:
+    """Run a program of `.nox/dev/bin` (after `_dev`); ``kwargs`` go to `Session.run`."""
+    session.run(str(DEV_BIN / program), *args, **kwargs)
 
 
 @nox.session(python=False)
@@ -170,7 +173,17 @@ def bench(session: nox.Session) -> None:
 def serve(session: nox.Session) -> None:
     """Serve a graph on a local Ray Serve until Ctrl-C: `nox -s serve -- digits`."""
     _dev(session)
-    _run(session, "graphops", "serve", *(session.posargs or ["digits"]))
+    # On Ctrl-C nox sends SIGTERM after interrupt_timeout and SIGKILL after terminate_timeout
+    # (0.3 s and 0.2 s by default): graphops needs longer to delete the application and stop
+    # its local Ray cluster, or Ray's agents are left behind with parent 1.
+    _run(
+        session,
+        "graphops",
+        "serve",
+        *(session.posargs or ["digits"]),
+        interrupt_timeout=SERVE_STOP_S,
+        terminate_timeout=SERVE_STOP_S,
+    )
 
 
 @nox.session(python=False)

@@ -163,8 +163,28 @@ class ApplyError(GraphOpsError):
     """An environment's cluster could not be reconciled with git (the previous state is kept)."""
 
 
+class ClusterAccessError(ApplyError):
+    """An environment's cluster could not be read or changed: unreachable, no token, refused token."""
+
+
+class ClusterUnreachableError(ClusterAccessError):
+    """Nothing answers at the environment's Ray dashboard address."""
+
+
+class MissingTokenError(ClusterAccessError):
+    """The cluster asks for a token and no token is set in this process's environment."""
+
+
+class TokenRefusedError(ClusterAccessError):
+    """The cluster refused the token that was sent (401/403): a wrong or stale token."""
+
+
 class ServeError(GraphOpsError):
     """A graph application could not be deployed or answered on Ray Serve."""
+
+
+class PortInUseError(ServeError):
+    """A port on 127.0.0.1 that a Serve proxy or a cluster needs is held by another process."""
 
 
 class InputDataError(GraphOpsError):

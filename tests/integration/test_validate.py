@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from graphops.cli import app
 from graphops.environments import GraphLock, Release, ReleaseEntry, write_release
+from graphops.graph import load_graph
 from graphops.registry import Registry, ResolvedModel
-from graphops.validation import markdown, validate_graph, validate_graphs
-from graphops.validation.validate import file_digest
+from graphops.validation import ValidationReport, markdown, validate_graph, validate_graphs
+from graphops.validation.validate import file_digest, passed_validation, reused_validation
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 
@@ -104,6 +105,27 @@ def test_changed_files_without_a_version_bump_fail(
     assert "bump the version" in again.problems[0] and "1.0.0-bump" in again.problems[0]
     init.write_text(init.read_text().replace('version="1.0.0-bump"', 'version="1.0.1-bump"'))
     assert validate_graph(repo, "digits", registry, parity=False).status == "passed"
+
+
+def test_a_passed_validation_of_the_same_lock_is_found_for_reuse(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-reuse")
+    package = load_graph(repo, "digits")
+    assert passed_validation(registry, package) is None
+    first = validate_graph(repo, "digits", registry, parity=False)
+    assert first.status == "passed", first.problems
+    record = passed_validation(registry, package)
+    assert record is not None and record.run_id == first.run_id
+    reused = reused_validation(package, record)
+    assert (reused.status, reused.run_id, reused.digests) == ("passed", first.run_id, first.digests)
+    assert [(g.metric, g.gate, g.passed) for g in reused.gates] == [
+        (g.metric, g.gate, g.passed) for g in first.gates
+    ]
+    assert reused.gates[0].value == pytest.approx(first.gates[0].value)
+    assert first.run_id in markdown(ValidationReport(graphs=[reused]))  # the demo's report
+    other = repo_with(tmp_path / "other", repo_copy, "1.0.0-reuse2")  # another lock: not reused
+    assert passed_validation(registry, load_graph(other, "digits")) is None
 
 
 def test_regression_against_the_pinned_baseline(

@@ -49,7 +49,20 @@ def _root(
             help="MLflow tracking URI (default: sqlite in <repo>/.graphops).",
         ),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Ray's own log lines and Ray Data's progress bars (default: in the log "
+            "files only). Sets GRAPHOPS_VERBOSE=1, which the demo's subprocesses inherit.",
+        ),
+    ] = False,
 ) -> None:
+    if verbose:
+        import os
+
+        os.environ["GRAPHOPS_VERBOSE"] = "1"  # read by ensure_ray, here and in subprocesses
     ctx.obj = Settings(repo, tracking_uri)
 
 

@@ -32,6 +32,14 @@ def demo(
     experiment: Annotated[
         bool, typer.Option(help="Run an A/A experiment behind the router (90/10, sticky).")
     ] = True,
+    revalidate: Annotated[
+        bool,
+        typer.Option(
+            "--revalidate",
+            help="Validate every graph again even when a passed validation of the same code, "
+            "models and data exists (default: reuse it).",
+        ),
+    ] = False,
 ) -> None:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
 
@@ -53,6 +61,7 @@ def demo(
         staging=staging,
         mlflow_ui=mlflow_ui,
         experiment=experiment,
+        revalidate=revalidate,
     )
     if not ok:
         raise typer.Exit(1)

@@ -149,14 +149,14 @@ def lock_summary(lock: GraphLock) -> str:
 
 def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
     """live(env, graph, lock) for the gates: None when the lock runs healthy there."""
-    from graphops.controller.status import status
+    from graphops.controller.status import UNREADABLE, status
 
     def live(env: str, graph: str, lock: GraphLock) -> str | None:
         rows = [s for s in status(repo, env) if s.graph == graph]
         if not rows:
             return f"{graph} is not released in {env}"
         row = rows[0]
-        if row.live == "unreachable":
+        if row.live in UNREADABLE:
             return None  # no cluster to ask (e.g. CI without access): the soak decides
         return None if row.live == "RUNNING" else f"{graph} is {row.live} in {env}"
 
@@ -224,26 +224,39 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """For each environment and graph: version, lock, validation run, live state, drift, since when."""
+    """For each environment and graph: version, lock, validation run, live state, drift, since when.
+
+    The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's
+    cluster could not be read; the reason (and the variable to export) is printed under the
+    table and the exit status is then 1.
+    """
+    from graphops.controller.status import UNREADABLE
     from graphops.controller.status import status as do_status
 
     rows = do_status(ctx.obj.root(), env)
+    unread = {r.env: r.problem for r in rows if r.live in UNREADABLE}
     if as_json:
         print(json.dumps([r.model_dump() for r in rows], indent=2))
+        if unread:
+            raise typer.Exit(1)
         return
     table = Table(title="Environments", title_justify="left")
     for column in ("env", "graph", "version", "lock", "validation run", "live", "drift", "since"):
         table.add_column(column)
     for r in rows:
-        live = f"[green]{r.live}[/]" if r.live == "RUNNING" else f"[yellow]{r.live}[/]"
+        colour = "green" if r.live == "RUNNING" else "red" if r.live in UNREADABLE else "yellow"
         table.add_row(
             r.env,
             r.graph,
             r.traffic or r.version,
             r.lock,
             r.validation_run or "-",
-            live,
+            f"[{colour}]{r.live}[/]",
             "[red]yes[/]" if r.drift else "no",
             r.since,
         )
     console.print(table)
+    for name, problem in unread.items():
+        console.print(f"[red]{name}:[/] {problem}", highlight=False)
+    if unread:
+        raise typer.Exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +28,14 @@ def _lookups(package: GraphPackage) -> list[str]:
 def serve(
     ctx: typer.Context,
     graph: GraphArg,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port on 127.0.0.1.")] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="HTTP port on 127.0.0.1 (refused when another process holds it).",
+        ),
+    ] = 8000,
     no_fuse: Annotated[
         bool,
         typer.Option("--no-fuse", help="One deployment per node (to measure what fusion buys)."),
@@ -50,7 +58,8 @@ def serve(
     """Serve a graph on Ray Serve: print its URL, an example `curl` and its OpenAPI address.
 
     The models are resolved once at start (alias -> exact version + digest) and every replica
-    loads exactly that. Ctrl-C deletes the application and stops the local cluster cleanly.
+    loads exactly that. Ctrl-C (or SIGTERM) deletes the application and stops the local
+    cluster cleanly. A port another process holds on 127.0.0.1 is refused before anything starts.
     """
     import ray
     import requests
@@ -101,14 +110,22 @@ def serve(
         undeploy(online.name)
         return
     console.print("\nPress Ctrl-C to stop.")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # nox, systemd, kill: same as Ctrl-C
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         console.print("\nStopping ...")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         undeploy(online.name)
         if not address:
             ray_serve.shutdown()
             ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
         console.print(f"Stopped {graph}.")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so the cleanup of Ctrl-C runs."""
+    raise KeyboardInterrupt

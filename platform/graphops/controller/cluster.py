@@ -16,7 +16,13 @@ from typing import Any
 import requests
 
 from graphops.environments import EnvironmentConfig
-from graphops.errors import ApplyError, ConfigError
+from graphops.errors import (
+    ApplyError,
+    ClusterUnreachableError,
+    ConfigError,
+    MissingTokenError,
+    TokenRefusedError,
+)
 
 APPLICATIONS = "/api/serve/applications/"
 
@@ -29,6 +35,11 @@ def auth_token(env_var: str | None = None) -> str | None:
         return os.environ["RAY_AUTH_TOKEN"].strip()
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     return path.read_text().strip() if path.is_file() else None
+
+
+def token_variable(env: EnvironmentConfig) -> str:
+    """The variable to export with the cluster's token: ``cluster.token_env``, else RAY_AUTH_TOKEN."""
+    return env.cluster.token_env or "RAY_AUTH_TOKEN"
 
 
 def _resolve(value: str | None, env_var: str | None, what: str, env: EnvironmentConfig) -> str:
@@ -74,15 +85,14 @@ class Cluster:
                 method, self.url + path, headers=self.headers, timeout=self.timeout_s, **kwargs
             )
         except requests.RequestException as exc:
-            raise ApplyError(
+            raise ClusterUnreachableError(
                 f"The Ray dashboard of {self.env.name} at {self.url} is unreachable: {exc}",
-                fix="Start the cluster (ray start --head) or fix cluster.dashboard.",
+                fix="Start the cluster (the demo's: `nox -s demo`; yours: `ray start --head`) "
+                "or fix cluster.dashboard in "
+                f"environments/{self.env.name}/environment.yaml.",
             ) from exc
         if answer.status_code in (401, 403):
-            raise ApplyError(
-                f"The Ray dashboard of {self.env.name} refused the token ({answer.status_code}).",
-                fix="Export RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) with the cluster's token.",
-            )
+            raise self._token_error(answer.status_code)
         if answer.status_code >= 400:
             raise ApplyError(
                 f"{method} {path} on {self.env.name} answered {answer.status_code}: "
@@ -90,6 +100,29 @@ class Cluster:
                 fix="Read the message; `graphops render --check` validates the config first.",
             )
         return answer
+
+    def _token_error(self, code: int) -> ApplyError:
+        """`MissingTokenError` when no token was sent, else `TokenRefusedError`."""
+        variable = token_variable(self.env)
+        where = f"The Ray dashboard of {self.env.name} at {self.url}"
+        also = "" if self.env.cluster.token_env else " (or RAY_AUTH_TOKEN_PATH, a file)"
+        local = "//127.0.0.1:" in self.url or "//localhost:" in self.url
+        demo = (
+            f" The demo's local cluster (in the repository root): export {variable}="
+            f"$(cat .graphops/demo/ray-{self.env.name}.token)"
+            if local
+            else ""
+        )
+        if "Authorization" not in self.headers:
+            return MissingTokenError(
+                f"{where} asks for a token ({code}) and ${variable} is not set",
+                fix=f"Export {variable}{also} with the cluster's token.{demo}",
+            )
+        return TokenRefusedError(
+            f"{where} refused the token in ${variable} ({code})",
+            fix=f"Export {variable}{also} with this cluster's current token (a restarted "
+            f"cluster has a new one).{demo}",
+        )
 
     def applications(self) -> dict[str, dict[str, Any]]:
         """Live applications by name (Serve's details: status, route, deployed config, ...)."""

@@ -16,9 +16,11 @@ from graphops.environments import (
     load_environment,
     load_release,
 )
-from graphops.errors import GraphOpsError
+from graphops.errors import GraphOpsError, MissingTokenError, TokenRefusedError
 
 Change = Literal["in place", "replica restart", "new", "removed", "unchanged"]
+UNREADABLE = ("unreachable", "no token", "token refused")
+"""Live states of an environment whose cluster could not be read (`graphops status` exits 1)."""
 _IN_PLACE = {"num_replicas", "autoscaling_config", "max_ongoing_requests", "user_config", "route"}
 
 
@@ -172,11 +174,30 @@ class GraphStatus(BaseModel):
     validation_run: str | None
     since: str
     app: str
-    live: Annotated[str, Field(description="RUNNING, DEPLOY_FAILED, ..., absent or unreachable.")]
+    live: Annotated[
+        str,
+        Field(
+            description="RUNNING, DEPLOY_FAILED, ..., absent; or, when the cluster could not be "
+            "read: unreachable, no token or token refused (see `problem`)."
+        ),
+    ]
     drift: Annotated[bool, Field(description="The live config differs from git.")] = False
     traffic: Annotated[
         str, Field(description="The split under an experiment, e.g. '1.0.0 90% · 1.1.0 10%'.")
     ] = ""
+    problem: Annotated[
+        str,
+        Field(description="Why the cluster could not be read, and what to do (empty when read)."),
+    ] = ""
+
+
+def _unreadable(exc: GraphOpsError) -> str:
+    """The live state shown for a cluster that raised ``exc`` when asked."""
+    if isinstance(exc, MissingTokenError):
+        return "no token"
+    if isinstance(exc, TokenRefusedError):
+        return "token refused"
+    return "unreachable"
 
 
 def _traffic(entry: ReleaseEntry) -> str:
@@ -197,10 +218,11 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
         config = load_environment(repo, name)
         release = load_release(repo, name)
         apps = {a["name"]: a for a in serve_config(config, release)["applications"]}
+        problem, unread = "", ""
         try:
             live: dict[str, Any] | None = Cluster(config, timeout_s=5).applications()
-        except GraphOpsError:
-            live = None
+        except GraphOpsError as exc:
+            live, unread, problem = None, _unreadable(exc), str(exc)
         for graph, entry in sorted(release.graphs.items()):
             names = [v.app for v in versions(graph, entry)]
             if entry.traffic is not None:
@@ -209,7 +231,7 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
             for app_name in names:
                 details = (live or {}).get(app_name)
                 states.append(
-                    "unreachable" if live is None else details["status"] if details else "absent"
+                    unread if live is None else details["status"] if details else "absent"
                 )
                 drift = drift or (
                     details is not None
@@ -229,6 +251,7 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     live=worst,
                     drift=drift,
                     traffic=_traffic(entry),
+                    problem=problem,
                 )
             )
     return out

@@ -100,7 +100,7 @@ def _point_at_cluster(job: DemoJob, env: str) -> None:
     data["cluster"] = (data.get("cluster") or {}) | {
         "dashboard": service.url,
         "serve_url": f"http://127.0.0.1:{serve}",
-        "token_env": _token_env(env),
+        "token_env": token_env(env),
         "app_cpu_budget": 0.9,
     }
     for key in ("dashboard_env", "serve_url_env"):
@@ -114,7 +114,8 @@ def _point_at_cluster(job: DemoJob, env: str) -> None:
     )
 
 
-def _token_env(env: str) -> str:
+def token_env(env: str) -> str:
+    """The variable holding the token of the demo's cluster of ``env`` (its ``cluster.token_env``)."""
     return f"GRAPHOPS_{env.upper()}_TOKEN"
 
 
@@ -123,7 +124,7 @@ def graphops_command(job: DemoJob, *args: str, quiet: bool = False) -> str:
     env = os.environ | {"MLFLOW_TRACKING_URI": job.registry.tracking_uri}
     for name, service in job.state.services.items():
         if service.token:
-            env[_token_env(name.removeprefix("ray-"))] = service.token
+            env[token_env(name.removeprefix("ray-"))] = service.token
     env.pop("GRAPHOPS_REPO", None)
     env.pop("RAY_ADDRESS", None)
     command = [services.console_script("graphops"), "--repo", str(job.sandbox), *args]
@@ -216,3 +217,37 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
         if answer.status_code != 200:
             job.problems.append(f"{env}: {name} answered {answer.status_code}")
     job.answers.append((env, name, entry.lock.version, url))
+
+
+def token_exports(job: DemoJob) -> None:
+    """The export lines that let `graphops status/apply` read the clusters (the file, not the token).
+
+    The sandbox's environments name GRAPHOPS_<ENV>_TOKEN; an environment of this checkout that
+    points at a demo cluster without a ``cluster.token_env`` reads RAY_AUTH_TOKEN.
+    """
+    from graphops.controller.cluster import token_variable
+    from graphops.environments import environment_names, load_environment
+
+    def shown(path: Path) -> Path:
+        return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+    files = {
+        name.removeprefix("ray-"): (service.url, shown(Path(service.token_file)))
+        for name, service in job.state.services.items()
+        if service.token_file
+    }
+    if not files:
+        return
+    console.print(
+        f"The clusters ask for a token: to run `graphops --repo {shown(job.sandbox)} status` "
+        "(or apply) yourself,"
+    )
+    for env, (_, path) in files.items():
+        console.print(f"  export {token_env(env)}=$(cat {path})", markup=False, highlight=False)
+    for env in environment_names(job.root):  # this checkout's own environments
+        config = load_environment(job.root, env)
+        for url, path in files.values():
+            if config.cluster.dashboard == url and not config.cluster.token_env:
+                variable = token_variable(config)
+                console.print(f"and for `graphops status --env {env}` in this checkout:")
+                console.print(f"  export {variable}=$(cat {path})", markup=False, highlight=False)

@@ -25,11 +25,11 @@ from graphops._views import (
     errors,
     plan_table,
     run_tables,
-    validation_table,
 )
 from graphops.demo import services
-from graphops.demo.gitops import gitops, graphops_command
+from graphops.demo.gitops import gitops, graphops_command, token_exports
 from graphops.demo.job import CLUSTERS, MLFLOW_UI_PORT, DemoJob
+from graphops.demo.validation import validate_step
 from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
@@ -48,6 +48,7 @@ def main_job(
     staging: bool = True,
     mlflow_ui: bool = True,
     experiment: bool = True,
+    revalidate: bool = False,
 ) -> bool:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
 
@@ -65,6 +66,8 @@ def main_job(
         staging: Also promote `STAGING_GRAPH` to staging on a second local cluster.
         mlflow_ui: Start the MLflow UI over the store.
         experiment: Run an A/A experiment behind the router (90/10, sticky).
+        revalidate: Validate every graph again, even when a passed validation of the same lock
+            (code, models, data) is recorded (default: that one is reused, and said so).
 
     Returns:
         True when every step passed (the command's exit code is 0), False otherwise.
@@ -74,7 +77,7 @@ def main_job(
     with job.step("Start the local services (reused when already up)"):
         _start_services(job, envs, mlflow_ui)
     catalog, names = _author(job, graphs)
-    report = _validate(job, names)
+    report = validate_step(job, names, revalidate)
     if experiment:
         _experiment(job, names)
     _batch(job, names)
@@ -158,6 +161,16 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
         console.print(
             f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']}"
         )
+        moved = [
+            f"{what} {spec[key]} was taken: {service.ports[port]} instead"
+            for what, key, port in (
+                ("dashboard", "dashboard", "dashboard-port"),
+                ("Serve", "serve", "serve"),
+            )
+            if service.ports[port] != spec[key]
+        ]
+        if moved:
+            console.print(f"[yellow]note:[/] {name}: {'; '.join(moved)}.")
         return
 
 
@@ -202,28 +215,6 @@ def _author(job: DemoJob, only: list[str] | None) -> tuple[Any, list[str]]:
                 if not all(m.passed for m in run.metrics):
                     job.problems.append(f"{pkg.name}: a gate failed on the local run")
     return catalog, [p.name for p in packages]
-
-
-def _validate(job: DemoJob, names: list[str]) -> ValidationReport:
-    """`graphops validate`: Ray Data, gates, parity with Serve, MLflow record, Markdown report."""
-    from graphops.validation import validate_graphs, validated_commit, write_markdown
-
-    with job.step("Validate every graph offline on Ray Data and record it in MLflow"):
-        report = validate_graphs(
-            job.root,
-            names,
-            job.registry,
-            commit=validated_commit(job.root),
-            selection="All graphs (demo).",
-        )
-        console.print(validation_table(report))
-        path = job.registry.work_dir / "reports" / "validation.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        *pictures, _ = write_markdown(report, path)
-        console.print(f"Markdown report: {path}")
-        for picture in pictures:
-            console.print(f"Plan picture: {picture}")
-    return report
 
 
 def _first_with_data(job: DemoJob, names: list[str]) -> Any:
@@ -302,6 +293,7 @@ def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
         steps.add_row(title, f"{seconds:.1f}")
     steps.add_row("[bold]total[/]", f"[bold]{sum(job.timings.values()):.1f}[/]")
     console.print(steps)
+    token_exports(job)
     for problem in job.problems:
         console.print(f"[red]problem:[/] {problem}")
     console.print(

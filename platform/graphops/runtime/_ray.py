@@ -1,15 +1,29 @@
-"""Connecting to Ray: an existing cluster (``RAY_ADDRESS``) or a local one started on demand."""
+"""Connecting to Ray: an existing cluster (``RAY_ADDRESS``) or a local one started on demand.
+
+Quiet by default: Ray's own logs stay in its log files and Ray Data shows no progress bars;
+``GRAPHOPS_VERBOSE=1`` (`graphops --verbose`, inherited by subprocesses) shows them again.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from graphops.errors import PortInUseError
+
 _EXCLUDES = [".git", ".nox", ".graphops", "**/__pycache__", "*.parquet.d"]
+VERBOSE_ENV = "GRAPHOPS_VERBOSE"
+"""Set to 1 to see Ray's own log lines and Ray Data's progress bars (`graphops --verbose`)."""
+
+
+def verbose() -> bool:
+    """Whether Ray's own output is wanted (``$GRAPHOPS_VERBOSE`` is set to 1, true or yes)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def ensure_ray(
@@ -19,11 +33,16 @@ def ensure_ray(
 
     With ``address`` (or ``$RAY_ADDRESS``) the driver joins that cluster and ships ``repo`` as the
     job's ``working_dir``; otherwise a local cluster is started, sized to this machine, listening on
-    loopback only.
+    loopback only. Unless `verbose`, Ray logs at WARNING, its workers' output stays in the log
+    files (not on this console) and Ray Data's progress bars are off.
     """
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS")
-        common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        loud = verbose()
+        common: dict[str, Any] = {
+            "logging_level": logging.INFO if loud else logging.WARNING,
+            "log_to_driver": loud,
+        }
         if target:
             ray.init(
                 address=target,
@@ -38,9 +57,64 @@ def ensure_ray(
                 _node_ip_address="127.0.0.1",
                 **common,
             )
+        _progress_bars(loud)
     return ray.cluster_resources()
+
+
+def _progress_bars(on: bool) -> None:
+    """Ray Data's progress bars on or off for this driver (Ray Data is imported only if present)."""
+    try:
+        from ray.data import DataContext
+    except ImportError:  # ray without the data extra: nothing to silence
+        return
+    DataContext.get_current().enable_progress_bars = on
 
 
 def has_gpus() -> bool:
     """Whether the connected cluster has any GPU."""
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def port_free(port: int) -> bool:
+    """Whether no process listens on (or holds) 127.0.0.1:``port``.
+
+    ``SO_REUSEADDR`` lets the probe bind over connections in TIME_WAIT (a port just freed), but
+    never over a listening socket.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def require_free_port(port: int, what: str = "Serve's HTTP proxy") -> None:
+    """Refuse to start ``what`` on ``port`` when another process holds it on 127.0.0.1.
+
+    Two Ray proxies on one port both bind it and the kernel splits the connections between
+    them (about half the requests then answer 404), so the clash must be caught before.
+
+    Raises:
+        PortInUseError: The port is taken (which one, and what to do instead).
+    """
+    if not port_free(port):
+        raise PortInUseError(
+            f"Port {port} on 127.0.0.1 is already in use by another process, so {what} "
+            f"cannot listen there (two proxies on one port each get about half the requests)",
+            fix="Choose a free port with `--port N` (e.g. `--port 8080`), or stop what holds "
+            f"it: the demo's clusters with `nox -s demo -- --down`, another `graphops serve` "
+            f"with Ctrl-C (`ss -ltnp 'sport = :{port}'` shows who listens there).",
+        )
+
+
+def cluster_is_local() -> bool:
+    """Whether the connected cluster's head runs on this machine (so its proxy binds here)."""
+    host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return True
+    try:
+        return host in socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        return False

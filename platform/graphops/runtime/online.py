@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from pydantic import ValidationError
 from ray import serve
 
@@ -23,7 +24,7 @@ from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
 from graphops.plan import plan
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime._ray import ensure_ray, has_gpus
+from graphops.runtime._ray import cluster_is_local, ensure_ray, has_gpus, require_free_port
 from graphops.runtime._remote import open_graph
 from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
 from graphops.runtime.schema import (
@@ -157,10 +158,20 @@ def start_http(port: int = DEFAULT_PORT) -> int:
     """Start Serve's HTTP proxy on loopback at ``port``; returns the port it really listens on.
 
     When Serve already runs on the cluster its proxy keeps its own port (Serve applies HTTP
-    options only at start), so the answer may differ from ``port``.
+    options only at start), so the answer may differ from ``port``: that is no clash.
+
+    Raises:
+        PortInUseError: Serve does not run yet, the cluster is on this machine and another
+            process holds ``port`` on 127.0.0.1 (a second proxy there would get half the
+            requests).
     """
     from ray.serve.context import _get_global_client  # no public getter for the proxy's port
 
+    running = _get_global_client(raise_if_no_controller_running=False)
+    if running is not None:  # also spares Serve's "new HTTP config ... ignored" warning
+        return int(running.http_config.port)
+    if cluster_is_local():
+        require_free_port(port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     client = _get_global_client()
     assert client is not None  # serve.start connected it
@@ -192,12 +203,16 @@ def deploy(
         **options: Passed to `app_args` (pins, fuse, route, overrides, max_body_bytes...).
 
     Raises:
+        PortInUseError: ``port`` is held by another process on 127.0.0.1 (Serve not yet
+            running on a cluster of this machine); nothing was deployed.
         ServeError: The application failed to start, or did not within ``timeout_s`` (the
             replica's own error, or Serve's scheduling message, is in the message); it is then
             deleted.
     """
-    resources = ensure_ray(package.repo, address=address)
     local = not (address or _ray_address())
+    if local and not ray.is_initialized():
+        require_free_port(port)  # before a local cluster starts in vain (it has no Serve yet)
+    resources = ensure_ray(package.repo, address=address)
     options.setdefault("cpu_only", not has_gpus())
     if local:
         options.setdefault("cpu_budget", resources.get("CPU"))

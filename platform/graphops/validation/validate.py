@@ -169,6 +169,68 @@ def validate_graphs(
     )
 
 
+def passed_validation(registry: Registry, package: GraphPackage) -> ValidationRecord | None:
+    """The newest passed validation of exactly this lock, if the registry holds one.
+
+    The same lock means the same graph version and content hash (code and validation data),
+    the same model artifacts (each model node's URI resolved now, compared by digest) and the
+    same validation data digest.
+
+    Raises:
+        RegistryError: A model node's URI cannot be resolved (nothing to compare with).
+    """
+    g = package.graph
+    digests = {n.name: registry.resolve(n.uri).digest for n in g.model_nodes}
+    dataset = package.validation_dataset
+    data = file_digest(dataset) if dataset is not None and dataset.is_file() else None
+    for past in registry.validations(g.name, g.version):
+        if (
+            past.status == "passed"
+            and past.content_hash == package.content_hash
+            and past.digests == digests
+            and past.dataset_digest == data
+        ):
+            return past
+    return None
+
+
+def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphValidation:
+    """A passed validation record shown as a `GraphValidation` (gates from its metrics)."""
+    gates = []
+    for metric in package.graph.validation.metrics if package.graph.validation else []:
+        value = record.metrics.get(metric.name)
+        if value is None:
+            continue
+        held = record.metrics.get(f"gate.{metric.name}.passed", 1.0) == 1.0
+        gates.append(
+            MetricGate(
+                metric=metric.name,
+                column=metric.column,
+                value=value,
+                gate=MetricResult(metric=metric, value=value).gate,
+                passed=held,
+                gate_passed=held,
+                tolerance=metric.tolerance,
+            )
+        )
+    the_plan = plan(package.graph)
+    return GraphValidation(
+        graph=package.name,
+        status="passed",
+        version=record.version,
+        content_hash=record.content_hash,
+        commit=record.commit,
+        models=dict(record.models),
+        digests=dict(record.digests),
+        gates=gates,
+        rows=int(record.metrics.get("rows", 0)),
+        seconds=record.metrics.get("seconds", 0.0),
+        run_id=record.run_id,
+        plan=mermaid(the_plan),
+        plan_svg=svg(the_plan),
+    )
+
+
 def _needs_version_bump(registry: Registry, package: GraphPackage) -> str | None:
     """The "bump the version" failure, when this version already passed at another content hash."""
     g = package.graph
