@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
+from graphops._verbosity import VERBOSE_ENV
 from graphops._views import catalog_table, deployments_table, plan_table, run_tables
 from graphops.diagram import mermaid, svg
 from graphops.errors import GraphOpsError
@@ -62,7 +63,7 @@ def _root(
     if verbose:
         import os
 
-        os.environ["GRAPHOPS_VERBOSE"] = "1"  # read by ensure_ray, here and in subprocesses
+        os.environ[VERBOSE_ENV] = "1"  # read by graphops._verbosity, here and in subprocesses
     ctx.obj = Settings(repo, tracking_uri)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from graphops._verbosity import quiet
 from graphops.environments import EnvironmentConfig
 from graphops.errors import (
     ApplyError,
@@ -156,6 +157,9 @@ class Cluster:
     def upload(self, uri: str, folder: Path) -> None:
         """Upload ``folder`` as the package ``uri`` unless the cluster has it already."""
         from ray.dashboard.modules.dashboard_sdk import SubmissionClient
+
+        # Their INFO lines ("Uploading package ...") are Ray's, not ours: quiet unless --verbose.
+        quiet("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging")
 
         client = SubmissionClient(self.url, headers=dict(self.headers))
         if not client._package_exists(uri):  # Ray's own upload protocol (job submission SDK)

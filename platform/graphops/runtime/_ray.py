@@ -14,16 +14,10 @@ from typing import Any
 
 import ray
 
+from graphops._verbosity import quiet, verbose
 from graphops.errors import PortInUseError
 
 _EXCLUDES = [".git", ".nox", ".graphops", "**/__pycache__", "*.parquet.d"]
-VERBOSE_ENV = "GRAPHOPS_VERBOSE"
-"""Set to 1 to see Ray's own log lines and Ray Data's progress bars (`graphops --verbose`)."""
-
-
-def verbose() -> bool:
-    """Whether Ray's own output is wanted (``$GRAPHOPS_VERBOSE`` is set to 1, true or yes)."""
-    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def ensure_ray(
@@ -57,17 +51,32 @@ def ensure_ray(
                 _node_ip_address="127.0.0.1",
                 **common,
             )
-        _progress_bars(loud)
+    _console(verbose())
     return ray.cluster_resources()
 
 
-def _progress_bars(on: bool) -> None:
-    """Ray Data's progress bars on or off for this driver (Ray Data is imported only if present)."""
+def _console(loud: bool) -> None:
+    """What Ray prints on this driver's console: everything, or warnings and errors only.
+
+    Ray Data's progress bars and its INFO lines ("Starting execution of Dataset ...") and Ray
+    Serve's driver-side INFO lines ("Connecting to existing Serve app ...", "Application ... is
+    ready") are hidden unless ``loud``; Ray Data's own log file (``logs/ray-data`` in the Ray
+    session directory) still gets every line.
+    """
+    level = logging.INFO if loud else logging.WARNING
+    quiet("ray.serve")
     try:
         from ray.data import DataContext
     except ImportError:  # ray without the data extra: nothing to silence
         return
-    DataContext.get_current().enable_progress_bars = on
+    DataContext.get_current().enable_progress_bars = loud
+    if not loud:  # turned off on purpose: spare Ray Data's "Progress bars disabled" warning
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ == "PlainRayHandler":  # the console; the file handler stays
+            handler.setLevel(level)
 
 
 def has_gpus() -> bool:
