@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from graphops.cli import app
 from graphops.errors import PortInUseError, ServeError
 from graphops.runtime._ray import port_free, require_free_port
 
 REPO = Path(__file__).resolve().parents[2]
+CLI = (sys.executable, "-c", "from graphops.cli import main; main()")
 
 
 def test_a_held_port_is_refused_with_what_to_do() -> None:
@@ -52,17 +54,30 @@ def test_a_port_in_time_wait_is_free() -> None:
 
 
 def test_graphops_serve_refuses_a_held_port_before_starting_ray(tmp_path: Path) -> None:
-    """`graphops serve` next to the demo's proxy: refused at once, no cluster started."""
+    """`graphops serve` next to the demo's proxy: refused at once, no cluster started.
+
+    Run as its own process, as a user runs it: in this pytest process a session Ray cluster
+    (with Serve) may already run, and Serve's existing proxy is never a clash.
+    """
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        result = CliRunner().invoke(
-            app,
-            ["--repo", str(REPO), "serve", "digits", "--port", str(port)],
-            env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "RAY_ADDRESS": ""},
+        env = os.environ | {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "RAY_ADDRESS": "",
+            "COLUMNS": "200",
+        }
+        result = subprocess.run(
+            [*CLI, "--repo", str(REPO), "serve", "digits", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
-    assert result.exit_code == 1, result.output
-    text = " ".join(result.output.split())  # the panel wraps lines
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    text = " ".join(output.split())  # the panel wraps lines
     assert f"Port {port} on 127.0.0.1 is already in use" in text
     assert "--port N" in text and "nox -s demo -- --down" in text
