@@ -73,16 +73,23 @@ def test_new_weights_make_a_new_version_and_move_the_alias(tmp_path, digits: Gra
     assert own.resolve("models:/tiny@champion").version == 2
 
 
+def register_tiny(registry: Registry, node: ModelNode, seed: int | None = None) -> ResolvedModel:
+    """A small digits network (hidden=4) registered as digits@champion; seeded when asked."""
+    assert node.architecture is not None
+    if seed is not None:
+        torch.manual_seed(seed)
+    return registry.register_torch(
+        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
+    )
+
+
 @pytest.fixture
 def tampered(tmp_path: Path, digits: GraphPackage) -> Tampered:
     """digits@champion registered in a registry of its own, then one bit of its weights flipped."""
     own = Registry(tmp_path / ".graphops")
     node = digits.graph.node("logits")
     assert isinstance(node, ModelNode) and node.architecture is not None
-    torch.manual_seed(0)
-    pinned = own.register_torch(
-        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
-    )
+    pinned = register_tiny(own, node, seed=0)
     locked = lock().model_copy(update={"models": {"logits": pinned}})
     own.load(node, pinned)  # intact: loads
     assert verify_lock(own, locked, require_validation=False)[0].passed
@@ -142,14 +149,8 @@ def test_a_replica_load_refuses_the_tampered_weights(tampered: Tampered) -> None
 
 
 def test_re_registering_makes_a_clean_version(tampered: Tampered) -> None:
-    torch.manual_seed(0)  # the very same weights: the tampered version is not reused
-    assert tampered.node.architecture is not None
-    again = tampered.registry.register_torch(
-        name="digits",
-        module=tampered.node.architecture(hidden=4),
-        config={"hidden": 4},
-        alias="champion",
-    )
+    # The very same weights: the tampered version is not reused.
+    again = register_tiny(tampered.registry, tampered.node, seed=0)
     assert again.version == tampered.pinned.version + 1
     assert again.digest == tampered.pinned.digest
     tampered.registry.load(tampered.node, again)
@@ -160,10 +161,8 @@ def test_a_version_registered_without_a_digest_is_refused(
 ) -> None:
     own = Registry(tmp_path / ".graphops")
     node = digits.graph.node("logits")
-    assert isinstance(node, ModelNode) and node.architecture is not None
-    pinned = own.register_torch(
-        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
-    )
+    assert isinstance(node, ModelNode)
+    pinned = register_tiny(own, node)
     own.client.delete_model_version_tag("digits", str(pinned.version), DIGEST_TAG)
     with pytest.raises(RegistryError, match="records no digest") as info:
         own.resolve("models:/digits@champion")
@@ -175,16 +174,10 @@ def test_moving_the_alias_after_validation_keeps_the_pinned_digest(
 ) -> None:
     own = Registry(tmp_path / ".graphops")
     node = digits.graph.node("logits")
-    assert isinstance(node, ModelNode) and node.architecture is not None
-    torch.manual_seed(0)
-    pinned = own.register_torch(
-        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
-    )
+    assert isinstance(node, ModelNode)
+    pinned = register_tiny(own, node, seed=0)
     locked = lock().model_copy(update={"models": {"logits": pinned}})
-    torch.manual_seed(1)
-    moved = own.register_torch(
-        name="digits", module=node.architecture(hidden=4), config={"hidden": 4}, alias="champion"
-    )
+    moved = register_tiny(own, node, seed=1)
     assert moved.version != pinned.version and moved.digest != pinned.digest
     assert own.resolve(pinned.uri).digest == pinned.digest
     assert verify_lock(own, locked, require_validation=False)[0].passed

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from graphops import (
     Batching,
@@ -29,19 +29,7 @@ from graphops import (
 )
 from graphops.graph import BUILTIN_METRICS, evaluate
 from tests.fixtures.graphs import valid
-
-
-class XRequest(BaseModel):
-    x: list[float]
-
-
-class TotalResponse(BaseModel):
-    total: float
-
-
-@node
-def total(x: np.ndarray) -> np.ndarray:
-    return x.sum(axis=1)
+from tests.fixtures.parts import TotalResponse, XRequest, total
 
 
 def make_graph(**overrides: Any) -> Graph:

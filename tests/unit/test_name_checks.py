@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from graphops import (
     Feature,
@@ -22,19 +22,7 @@ from graphops import (
 from graphops.graph._node import ModelURI
 from graphops.scaffold import scaffold
 from graphops.scaffold._scaffold import check_name
-
-
-class XRequest(BaseModel):
-    x: list[float]
-
-
-class TotalResponse(BaseModel):
-    total: float
-
-
-@node
-def total(x: np.ndarray) -> np.ndarray:
-    return x.sum(axis=1)
+from tests.fixtures.parts import TotalResponse, XRequest, total
 
 
 def test_scaffold_refuses_a_name_with_a_trailing_newline(tmp_path: Path) -> None:
