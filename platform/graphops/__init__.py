@@ -7,6 +7,11 @@ Example:
     >>> from graphops import Graph, node, model, lookup, Resources
 """
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
 from graphops.errors import (
     ChangeDetectionError,
     ColumnTypeError,
@@ -29,31 +34,34 @@ from graphops.errors import (
     ServeError,
     UnknownColumnError,
 )
-from graphops.graph import (
-    Batch,
-    Batching,
-    Feature,
-    FeatureLookup,
-    FeatureTable,
-    GiB,
-    Graph,
-    GraphPackage,
-    Metric,
-    MiB,
-    ModelNode,
-    ModelURI,
-    Node,
-    Resources,
-    Scaling,
-    Validation,
-    dense_columns,
-    discover,
-    load_graph,
-    lookup,
-    model,
-    node,
-)
-from graphops.plan import Plan, Stage, plan
+
+if TYPE_CHECKING:  # the real imports, for type checkers; at run time they load on first use
+    from graphops.graph import (
+        Batch,
+        Batching,
+        Feature,
+        FeatureLookup,
+        FeatureTable,
+        GiB,
+        Graph,
+        GraphPackage,
+        Metric,
+        MiB,
+        ModelNode,
+        ModelURI,
+        Node,
+        Resources,
+        Scaling,
+        Validation,
+        dense_columns,
+        discover,
+        load_graph,
+        lookup,
+        model,
+        node,
+    )
+    from graphops.models import TorchModel
+    from graphops.plan import Plan, Stage, plan
 
 __version__ = "0.1.0"
 
@@ -108,10 +116,53 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # TorchModel needs torch; import it only when a graph asks for it.
-    if name == "TorchModel":
-        from graphops.models import TorchModel
+_LAZY = {
+    "Batch": "graphops.graph",
+    "Batching": "graphops.graph",
+    "Feature": "graphops.graph",
+    "FeatureLookup": "graphops.graph",
+    "FeatureTable": "graphops.graph",
+    "GiB": "graphops.graph",
+    "Graph": "graphops.graph",
+    "GraphPackage": "graphops.graph",
+    "Metric": "graphops.graph",
+    "MiB": "graphops.graph",
+    "ModelNode": "graphops.graph",
+    "ModelURI": "graphops.graph",
+    "Node": "graphops.graph",
+    "Resources": "graphops.graph",
+    "Scaling": "graphops.graph",
+    "Validation": "graphops.graph",
+    "dense_columns": "graphops.graph",
+    "discover": "graphops.graph",
+    "load_graph": "graphops.graph",
+    "lookup": "graphops.graph",
+    "model": "graphops.graph",
+    "node": "graphops.graph",
+    "Plan": "graphops.plan",
+    "Stage": "graphops.plan",
+    "plan": "graphops.plan",
+    "TorchModel": "graphops.models",  # needs torch: only when a graph asks for it
+}
+"""Public name -> the module it comes from, imported on first use (the CLI starts faster)."""
 
-        return TorchModel
-    raise AttributeError(f"module 'graphops' has no attribute {name!r}")
+
+class _Package(types.ModuleType):
+    """The ``graphops`` module: public names load on first use; ``graphops.plan`` is the function."""
+
+    def __getattr__(self, name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'graphops' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        super().__setattr__(name, value)
+        return value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Importing the subpackage graphops.plan sets this attribute to it: keep the function.
+        if name == "plan" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

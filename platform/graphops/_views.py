@@ -6,18 +6,16 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from graphops.diagram import describe_resources
 from graphops.errors import GraphOpsError
-from graphops.graph import Catalog, MetricResult
-from graphops.plan import Plan
 
-if TYPE_CHECKING:  # the CLI imports MLflow and torch only for commands that need them
+if TYPE_CHECKING:  # the CLI imports numpy, MLflow and torch only for commands that need them
+    from graphops.graph import Catalog, MetricResult
+    from graphops.plan import Plan
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
     from graphops.runtime.schema import DeploymentSpec
@@ -73,6 +71,8 @@ def catalog_table(catalog: Catalog) -> Group:
 
 def plan_table(plan: Plan) -> Table:
     """Stages of a plan with nodes, resources, scaling, batching and columns."""
+    from graphops.diagram import describe_resources
+
     g = plan.graph
     fused = "fused" if plan.fused else "unfused (one stage per node, explicit stage= groups kept)"
     table = Table(
@@ -158,6 +158,8 @@ def run_tables(run: LocalRun, fields: Sequence[str], limit: int) -> list[Any]:
 
 
 def _cell(value: Any) -> str:
+    import numpy as np
+
     array = np.asarray(value)
     if array.ndim:  # a list cell (scores per candidate, top-k ids): its first few values
         shown = ", ".join(_cell(v) for v in array[:5])

@@ -10,10 +10,7 @@ from rich.panel import Panel
 
 from graphops._verbosity import VERBOSE_ENV
 from graphops._views import catalog_table, deployments_table, plan_table, run_tables
-from graphops.diagram import mermaid, svg
 from graphops.errors import GraphOpsError
-from graphops.graph import discover
-from graphops.plan import plan
 
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
@@ -71,6 +68,8 @@ def _root(
 @friendly
 def list_graphs(ctx: typer.Context) -> None:
     """List the graphs under graphs/ with version, models and content hash; report broken ones."""
+    from graphops.graph import discover
+
     catalog = discover(ctx.obj.root())
     console.print(catalog_table(catalog))
     if catalog.failures:
@@ -105,6 +104,8 @@ def plan_graph(
     writes the same picture as a standalone SVG (request, stage boxes, nodes, response, edges
     named by column).
     """
+    from graphops.diagram import mermaid, svg
+    from graphops.plan import plan
     from graphops.runtime.schema import deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)

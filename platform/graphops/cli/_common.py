@@ -13,9 +13,9 @@ import typer
 from graphops._views import console as console  # re-exported: every command prints to it
 from graphops._views import error_panel, errors
 from graphops.errors import GraphOpsError
-from graphops.graph import GraphPackage, find_repo, load_graph
 
 if TYPE_CHECKING:
+    from graphops.graph import GraphPackage
     from graphops.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +30,8 @@ class Settings:
 
     def root(self) -> Path:
         """The repository root (``--repo``, ``$GRAPHOPS_REPO`` or the nearest parent with graphs/)."""
+        from graphops.graph import find_repo
+
         return self.repo.resolve() if self.repo else find_repo()
 
     def registry(self) -> Registry:
@@ -40,6 +42,8 @@ class Settings:
 
     def package(self, name: str) -> GraphPackage:
         """Load one graph package by name."""
+        from graphops.graph import load_graph
+
         return load_graph(self.root(), name)
 
 

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from graphops.demo import STAGING_GRAPH, main_job
-from graphops.demo import down as stop_services
+from graphops.demo import STAGING_GRAPH
 
 
 def demo(
@@ -50,6 +49,9 @@ def demo(
     Safe to re-run: what is already up, registered, pinned or applied is reused. `--down` stops
     everything it started.
     """
+    from graphops.demo import down as stop_services
+    from graphops.demo import main_job
+
     settings = ctx.obj
     if down:
         stop_services(settings.root(), settings.registry())

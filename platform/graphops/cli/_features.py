@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from graphops.errors import GraphOpsError
-from graphops.graph import discover
 
 from ._common import console, friendly
 
@@ -67,6 +66,8 @@ def load(
     )
     for column in ("graph", "table", "entities", "source"):
         table.add_column(column)
+    from graphops.graph import discover
+
     catalog = discover(ctx.obj.root())
     for pkg in catalog.packages:
         if graphs and pkg.name not in graphs:

@@ -36,7 +36,7 @@ def render(
     from graphops.controller.render import render_all
 
     stale_any = False
-    for rendered in render_all(ctx.obj.root(), env):
+    for rendered in render_all(ctx.obj.root(), env, ray_schema=not check):
         if check:
             stale = rendered.stale()
             for path, patch in stale.items():

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from graphops._views import validation_table
 from graphops.errors import GraphOpsError
-from graphops.graph import graph_names, load_graph
 
 from ._common import GraphArg, console
 
@@ -116,6 +115,7 @@ def validate(
 
     Exit code 0: all passed; 1: a gate failed; 2: a graph could not be loaded or run.
     """
+    from graphops.graph import graph_names
     from graphops.validation import (
         changed_graphs,
         to_json,
@@ -175,6 +175,7 @@ def validate(
 def _train_missing(repo: Path, names: list[str], registry: Registry) -> None:
     """Run the training entry point of each graph with a model reference that does not resolve."""
     from graphops.errors import RegistryError
+    from graphops.graph import load_graph
 
     for name in names:
         try:

@@ -303,14 +303,20 @@ class Rendered:
         return written
 
 
-def render(repo: Path, env_name: str) -> Rendered:
-    """Render ``environments/<env_name>/`` (nothing is written; see `Rendered.write`)."""
+def render(repo: Path, env_name: str, *, ray_schema: bool = True) -> Rendered:
+    """Render ``environments/<env_name>/`` (nothing is written; see `Rendered.write`).
+
+    ``ray_schema=False`` skips the check of the Serve config with Ray's own schema, which
+    imports Ray Serve (seconds): `render --check` uses it, since a committed file equal to the
+    render was written by `render` or `promote`, which checked it, and `apply` checks again.
+    """
     env = load_environment(repo, env_name)
     release = load_release(repo, env_name)
     folder = repo / ENVIRONMENTS_DIR / env_name
     check_traffic(env, release, release_path(repo, env_name))
     config = serve_config(env, release)
-    check_serve_schema(config, folder / SERVE_FILE)
+    if ray_schema:
+        check_serve_schema(config, folder / SERVE_FILE)
     header = HEADER.format(env=env_name)
     return Rendered(
         env=env_name,
@@ -324,6 +330,7 @@ def render(repo: Path, env_name: str) -> Rendered:
     )
 
 
-def render_all(repo: Path, env: str | None = None) -> list[Rendered]:
-    """Render one environment or all of them."""
-    return [render(repo, name) for name in ([env] if env else environment_names(repo))]
+def render_all(repo: Path, env: str | None = None, *, ray_schema: bool = True) -> list[Rendered]:
+    """Render one environment or all of them (``ray_schema``: see `render`)."""
+    names = [env] if env else environment_names(repo)
+    return [render(repo, name, ray_schema=ray_schema) for name in names]

@@ -4,7 +4,23 @@
 `experiment` are the steps `run` strings together. Sits between the CLI and the scaffold.
 """
 
-from graphops.demo.job import STAGING_GRAPH
-from graphops.demo.run import down, main_job
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graphops.demo.run import down, main_job
+
+STAGING_GRAPH = "digits"
+"""The graph the main job also promotes to staging."""
 
 __all__ = ["STAGING_GRAPH", "down", "main_job"]
+
+
+def __getattr__(name: str) -> Any:
+    # The steps import Ray, MLflow and git: only when the job runs, not for `graphops --help`.
+    if name in ("down", "main_job"):
+        from graphops.demo import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'graphops.demo' has no attribute {name!r}")

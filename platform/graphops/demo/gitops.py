@@ -17,8 +17,8 @@ import git
 import yaml
 
 from graphops._views import console
-from graphops.demo import services
-from graphops.demo.job import STAGING_GRAPH, DemoJob
+from graphops.demo import STAGING_GRAPH, services
+from graphops.demo.job import DemoJob
 from graphops.errors import GraphOpsError
 
 

@@ -23,7 +23,6 @@ CLUSTERS = {
     "dev": {"dashboard": 8265, "serve": 8000, "cpus": 4},
     "staging": {"dashboard": 8266, "serve": 8001, "cpus": 2},
 }
-STAGING_GRAPH = "digits"
 MLFLOW_UI_PORT = 5000
 
 

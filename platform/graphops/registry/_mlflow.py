@@ -11,19 +11,21 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from mlflow import MlflowClient
-from mlflow.artifacts import download_artifacts
-from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from graphops._models import FrozenModel
 from graphops.errors import RegistryError, Where, did_you_mean
 from graphops.graph import Graph, ModelNode, ModelURI, content_hash
-from graphops.models import TorchModel, device_for, load_torch, save_torch
 from graphops.registry._integrity import DIGEST_TAG, Version, verified, where_of
+
+if TYPE_CHECKING:  # MLflow and torch are imported when first used: `graphops render` needs neither
+    from mlflow import MlflowClient
+
+    from graphops.models import TorchModel
 
 WORK_DIR = ".graphops"
 """Per-repository work folder (git-ignored): the default MLflow store and its artifacts."""
@@ -86,7 +88,13 @@ class Registry:
             or os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{self.work_dir / 'mlflow.db'}"
         )
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """MLflow's client for the tracking store and the registry (created on first use)."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     @classmethod
     def for_repo(cls, repo: Path, tracking_uri: str | None = None) -> Registry:
@@ -149,6 +157,8 @@ class Registry:
 
     def _version(self, name: str, version: int, where: Where) -> Version:
         """One registered version: its artifact source and the digest recorded at registration."""
+        from mlflow.exceptions import MlflowException
+
         try:
             mv = self.client.get_model_version(name, str(version))
         except MlflowException as exc:
@@ -201,6 +211,8 @@ class Registry:
         self, node: ModelNode, pinned: ResolvedModel | None
     ) -> tuple[TorchModel, ResolvedModel]:
         """Download once, hash, compare with the registered digest and the pin, build the model."""
+        from graphops.models import device_for, load_torch
+
         where = where_of(node)
         if pinned is None:
             found = self._lookup(node.uri, where)
@@ -233,6 +245,9 @@ class Registry:
         Every load downloads afresh into its own folder, so the digest check is real and parallel
         workers (Ray actors) never race on a shared cache.
         """
+        from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
+
         with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
             try:
                 got = download_artifacts(
@@ -276,6 +291,8 @@ class Registry:
         Returns:
             The registered version, pinned.
         """
+        from graphops.models import save_torch
+
         with tempfile.TemporaryDirectory() as tmp:
             local = save_torch(module, dict(config), Path(tmp) / "model")
             digest = content_hash(local)
@@ -391,6 +408,8 @@ class Registry:
 
     def validation(self, run_id: str) -> ValidationRecord:
         """One validation record by run id."""
+        from mlflow.exceptions import MlflowException
+
         try:
             r = self.client.get_run(run_id)
         except MlflowException as exc:

@@ -22,7 +22,6 @@ from pathlib import Path
 from string import Template
 
 from graphops.errors import ScaffoldError
-from graphops.graph import GRAPHS_DIR
 
 TEMPLATES: dict[str, str] = {
     "classifier": "A torch classifier on seeded synthetic tabular data: scale -> model -> "
@@ -64,6 +63,8 @@ def scaffold(repo: Path, name: str, template: str = DEFAULT_TEMPLATE) -> list[Pa
         ScaffoldError: Unknown template, bad name, no ``graphs/`` in ``repo``, or the graph (or
             its test file) already exists.
     """
+    from graphops.graph import GRAPHS_DIR  # graphops.graph imports numpy: not for `--help`
+
     if template not in TEMPLATES:
         raise ScaffoldError(
             f'Got "{template}" for template, which graphops does not ship.',
