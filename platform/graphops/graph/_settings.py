@@ -66,6 +66,10 @@ class Scaling(FrozenModel):
         return self.max_replicas is not None
 
 
+OFFLINE_BATCH_ROWS = 1024
+"""Default rows per offline batch of a model node: large batches, since no request waits."""
+
+
 class Batching(FrozenModel):
     """Dynamic batching of a model node: requests are grouped up to a size or a wait."""
 
@@ -75,6 +79,19 @@ class Batching(FrozenModel):
     max_wait_ms: Annotated[
         float, Field(ge=0, description="Longest wait for a batch to fill, in milliseconds.")
     ] = 5.0
+    offline_batch_size: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="Rows per batch in offline runs (Ray Data), where no request waits for "
+            "a batch to fill; None: the larger of max_batch_size and OFFLINE_BATCH_ROWS (1024).",
+        ),
+    ] = None
+
+    @property
+    def offline_rows(self) -> int:
+        """Rows per batch the offline runtime hands this model."""
+        return self.offline_batch_size or max(self.max_batch_size, OFFLINE_BATCH_ROWS)
 
 
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. :/]+$")

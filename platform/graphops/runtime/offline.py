@@ -1,16 +1,19 @@
 """The offline runtime: a plan compiled to a Ray Data pipeline, one ``map_batches`` per stage.
 
 CPU stages run as tasks (Ray Data fuses them with their neighbours when it can); model stages run
-in actor pools, so each actor loads its model once. Every operator declares its CPUs (fractions
-allowed) so a small machine never deadlocks; GPU requests are dropped with a notice on a cluster
-without GPUs, so a graph never fails to schedule for lack of one. The node code is the local
-runner's, so outputs are equal.
+in actor pools, so each actor loads its model once, on large batches (`Batching.offline_rows`).
+Each operator outputs only the columns a later stage or the result reads, so nothing else crosses
+the object store. Every operator declares its CPUs (fractions allowed) so a small machine never
+deadlocks; GPU requests are dropped with a notice on a cluster without GPUs, so a graph never
+fails to schedule for lack of one. Stage timings reach the driver without a round trip per batch.
+The node code is the local runner's, so outputs are equal.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -29,13 +32,23 @@ from graphops.runtime._table import FORMATS
 from graphops.runtime.schema import GraphSpec, resolve_pins
 
 CPU_BATCH_SIZE = 1024
-"""Rows per batch for stages without a model (model stages use their node's max_batch_size)."""
+"""Rows per batch for stages without a model (model stages use `Batching.offline_rows`)."""
+
+SETTLE_S = 10.0
+"""Longest wait, after the data is through, for the workers' last timing reports to arrive."""
 
 
 class StageSpec(GraphSpec):
     """Everything a Ray worker needs to rebuild one stage (picklable, hashable: a cache key)."""
 
     index: Annotated[int, Field(ge=0, description="Position of the stage in the plan.")]
+    keep: Annotated[
+        tuple[str, ...] | None,
+        Field(
+            description="Columns the stage's operator outputs (those later stages or the "
+            "result read); None: every column."
+        ),
+    ] = None
 
 
 class _MonitorState:
@@ -74,6 +87,7 @@ class _StageWorker:
             Registry(Path(spec.work_dir), spec.tracking_uri) if self.stage.model_nodes else None
         )
         self.runner = stage_runner(package, self.stage, registry, spec.models)
+        self.keep = frozenset(spec.keep) if spec.keep is not None else None
         self.monitor = monitor
 
     def __call__(self, batch: Batch) -> Batch:
@@ -83,9 +97,11 @@ class _StageWorker:
         except GraphOpsError as exc:  # Ray wraps it beyond recognition: hand it over intact
             ray.get(self.monitor.fail.remote(exc))
             raise
+        if self.keep is not None:
+            out = {k: v for k, v in out.items() if k in self.keep}
         rows = len(next(iter(out.values()))) if out else 0
-        # Wait for the monitor: an unawaited report could land after the driver reads the totals.
-        ray.get(self.monitor.add.remote(self.stage.name, time.perf_counter() - started, rows))
+        # Not awaited: the driver waits for the totals once, at the end (see `_totals`).
+        self.monitor.add.remote(self.stage.name, time.perf_counter() - started, rows)
         return out
 
 
@@ -132,7 +148,7 @@ def read_dataset(path: Path) -> ray.data.Dataset:
         return ray.data.read_csv(str(path))
     kind = FORMATS.get(suffix)
     if kind == "parquet":
-        return ray.data.read_parquet(str(path))
+        return _read_parquet(path)
     if kind == "jsonl":
         return ray.data.read_json(str(path), lines=True)
     raise InputDataError(
@@ -140,6 +156,32 @@ def read_dataset(path: Path) -> ray.data.Dataset:
         fix="Use Parquet (.parquet), JSON lines (.jsonl) or CSV (.csv).",
         file=path,
     )
+
+
+def _read_parquet(path: Path) -> ray.data.Dataset:
+    """Parquet through Ray Data's V1 datasource unless ``RAY_DATA_USE_DATASOURCE_V2`` is set.
+
+    On Ray 2.60 the V2 path starts a pool of footer-reading actors: 6.6-9 s for 1,000 rows against
+    0.5-1.4 s with V1 (docs/performance.md), for the same blocks.
+    """
+    context = ray.data.DataContext.get_current()
+    before = context.use_datasource_v2
+    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
+        context.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(str(path))
+    finally:
+        context.use_datasource_v2 = before
+
+
+def kept_columns(the_plan: Plan, keep: Sequence[str]) -> list[tuple[str, ...]]:
+    """Per stage, the columns its operator outputs: what later stages read, plus ``keep``."""
+    needed = set(keep)
+    kept: list[tuple[str, ...]] = []
+    for stage in reversed(the_plan.stages):
+        kept.append(tuple(sorted(needed)))
+        needed = (needed - set(stage.outputs)) | set(stage.inputs)
+    return kept[::-1]
 
 
 def compile_offline(
@@ -151,6 +193,7 @@ def compile_offline(
     fuse: bool = True,
     gpus: bool = False,
     monitor: Any = None,
+    keep: Sequence[str] | None = None,
 ) -> tuple[ray.data.Dataset, Plan]:
     """Append one ``map_batches`` per stage of the graph's plan to ``dataset``.
 
@@ -162,6 +205,8 @@ def compile_offline(
         fuse: Compile the fused plan (default) or one operator per node.
         gpus: Whether the cluster has GPUs; without, GPU requests become CPU-only.
         monitor: A `_Monitor` actor collecting per-stage seconds (created when omitted).
+        keep: The columns the result needs; each operator then outputs only those and what
+            later stages read (column pruning). None: every column flows to the end.
 
     Returns:
         (the dataset with every stage appended, the plan).
@@ -177,8 +222,9 @@ def compile_offline(
             f"as {package.graph.request.__name__} describes.",
             graph=package.name,
         )
+    kept = kept_columns(the_plan, keep) if keep is not None else [None] * len(the_plan.stages)
     for index, stage in enumerate(the_plan.stages):
-        spec = StageSpec.of(package, registry, pins, fuse=fuse, index=index)
+        spec = StageSpec.of(package, registry, pins, fuse=fuse, index=index, keep=kept[index])
         dataset = dataset.map_batches(**_operator(stage, spec, monitor, gpus))
     return dataset, the_plan
 
@@ -199,7 +245,7 @@ def _operator(stage: Stage, spec: StageSpec, monitor: Any, gpus: bool) -> dict[s
     return {
         "fn": _StageWorker,
         "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
-        "batch_size": stage.batching.max_batch_size if stage.batching else CPU_BATCH_SIZE,
+        "batch_size": stage.batching.offline_rows if stage.batching else CPU_BATCH_SIZE,
         "compute": ray.data.ActorPoolStrategy(min_size=s.min_replicas or 1, max_size=s.max_replicas)
         if s.autoscaling
         else ray.data.ActorPoolStrategy(size=s.replicas),
@@ -252,7 +298,7 @@ def run_offline(
     started = time.perf_counter()
     try:
         dataset, the_plan = compile_offline(
-            package, registry, dataset, pinned, fuse=fuse, gpus=gpus, monitor=monitor
+            package, registry, dataset, pinned, fuse=fuse, gpus=gpus, monitor=monitor, keep=keep
         )
         dataset = dataset.select_columns(keep)
         columns: Batch = {}
@@ -268,11 +314,12 @@ def run_offline(
     finally:
         context.execution_options.preserve_order = preserve
     seconds = time.perf_counter() - started
-    stage_seconds, stage_rows = ray.get(monitor.totals.remote())
+    last = the_plan.stages[-1].name
+    expected = len(next(iter(columns.values()))) if columns else None
+    stage_seconds, stage_rows = _totals(monitor, last, expected)
     # Worker processes keep the handle cached with their stage: without this the actor (and its
     # process) would outlive the run.
     ray.kill(monitor)
-    last = the_plan.stages[-1].name
     return OfflineRun(
         plan=the_plan,
         rows=stage_rows.get(last, 0),
@@ -282,6 +329,25 @@ def run_offline(
         gpu_dropped=not gpus and any(s.resources.gpus for s in the_plan.stages),
         columns=columns,
     )
+
+
+def _totals(
+    monitor: Any, last: str, expected: int | None
+) -> tuple[dict[str, float], dict[str, int]]:
+    """The monitor's totals once every report has arrived (reports are sent without waiting).
+
+    Done when the last stage has reported ``expected`` rows, or (rows unknown: written output)
+    when two reads agree; at most `SETTLE_S` seconds.
+    """
+    deadline = time.monotonic() + SETTLE_S
+    previous: Any = None
+    while True:
+        seconds, rows = ray.get(monitor.totals.remote())
+        done = rows.get(last, 0) >= expected if expected is not None else rows == previous
+        if done or time.monotonic() > deadline:
+            return seconds, rows
+        previous = dict(rows)
+        time.sleep(0.05)
 
 
 def _unwrap(exc: BaseException, graph: str) -> GraphOpsError:
