@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,6 +114,55 @@ def test_bad_requests_get_422_and_413_with_readable_errors(served: OnlineApp) ->
     assert big.status_code == 413 and "at most 1048576 bytes" in big.json()["error"]
     chunked = requests.post(served.url, data=(b"0," * 100_000 for _ in range(8)), timeout=30)
     assert chunked.status_code == 413  # no Content-Length: counted while streaming
+
+
+def test_strict_json_and_content_type(served: OnlineApp) -> None:
+    coerced = post(served.url, {"pixels": [True] * 64})
+    assert coerced.status_code == 422 and "valid number" in coerced.json()["error"]
+    twice = requests.post(served.url, data=b'{"pixels": [], "pixels": [1]}', timeout=30)
+    assert twice.status_code == 422 and '"pixels" appears twice' in twice.json()["error"]
+    nan = requests.post(served.url, data=b'{"pixels": [NaN]}', timeout=30)
+    assert nan.status_code == 422 and "NaN is not a JSON number" in nan.json()["error"]
+    form = requests.post(served.url, data=b"{}", headers={"Content-Type": "text/plain"}, timeout=30)
+    assert form.status_code == 415 and "Content-Type: application/json" in form.json()["fix"]
+
+
+def stalled(port: int, path: str) -> socket.socket:
+    """A client that announces 1,000 bytes of body, sends 10 and then waits."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n".encode()
+        + b'{"x": 1.0 '
+    )
+    return sock
+
+
+def test_slow_clients_get_408_or_503_and_never_starve_others(
+    chain_repo: Path, registry: Registry, serve_port: int
+) -> None:
+    chain = load_graph(chain_repo, "chain")
+    online = deploy(
+        chain,
+        registry,
+        name="chain-slow",
+        port=serve_port,
+        route="/chain-slow",
+        body_timeout_s=3,
+        max_slow_bodies=4,
+    )
+    clients: list[socket.socket] = []
+    try:
+        clients = [stalled(serve_port, "/chain-slow") for _ in range(10)]
+        answer = requests.post(online.url, data=b'{"x": 1.0}', timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"c": 1.0}
+        statuses = sorted(int(sock.recv(4096).split()[1]) for sock in clients)
+        assert set(statuses) <= {408, 503} and 503 in statuses and 408 in statuses
+        assert statuses.count(408) <= 4  # at most max_slow_bodies were waited on
+    finally:
+        for sock in clients:
+            sock.close()
+        undeploy(online.name)
 
 
 def test_health_openapi_docs_and_unknown_routes(served: OnlineApp, champion: ResolvedModel) -> None:

@@ -28,9 +28,8 @@ from graphops.environments import (
     release_path,
 )
 from graphops.runtime.schema import APP_IMPORT_PATH as IMPORT_PATH
-from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
-from graphops.runtime.schema import ROUTER_IMPORT_PATH as ROUTER_PATH
 from graphops.runtime.schema import (
+    REQUEST_TIMEOUT_S,
     AppArgs,
     DeploymentOverride,
     RouteArm,
@@ -38,6 +37,8 @@ from graphops.runtime.schema import (
     RouterConfig,
     RouteShadow,
 )
+from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
+from graphops.runtime.schema import ROUTER_IMPORT_PATH as ROUTER_PATH
 
 SERVE_FILE = "serve.yaml"
 RAYSERVICE_FILE = "rayservice.yaml"
@@ -221,7 +222,11 @@ def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
             apps.append(router(graph, entry))
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": env.http_host, "port": env.http_port},
+        "http_options": {
+            "host": env.http_host,
+            "port": env.http_port,
+            "request_timeout_s": REQUEST_TIMEOUT_S,  # no request hangs past it (408)
+        },
         "applications": apps,
     }
 

@@ -49,6 +49,8 @@ class Graph:
         nodes: The nodes, in any order.
         validation: Offline validation data, label column and metric gates.
         description: One line shown by ``graphops list``.
+        lax_requests: Let online requests coerce values pydantic's lax way (``"3"`` or ``true``
+            into a number). Default: strict, so a wrong type is a 422, never a silent number.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Graph:
     nodes: Sequence[Node]
     validation: Validation | None = None
     description: str = ""
+    lax_requests: bool = False
     _producers: dict[str, Node] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ pinned models), so one pair of classes serves every graph and no graph needs Ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import Deployment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -22,7 +24,7 @@ from graphops.errors import GraphOpsError
 from graphops.graph import Batch
 from graphops.plan import Stage, plan
 from graphops.registry import Registry
-from graphops.runtime._http import GraphHttp, HttpError
+from graphops.runtime._http import BodyReader, GraphHttp, HttpError
 from graphops.runtime._remote import open_graph, stage_runner
 from graphops.runtime.runner import LocalRunner
 from graphops.runtime.schema import AppArgs, in_ingress
@@ -36,6 +38,53 @@ def deployment_of(cls: type) -> Deployment:
 
 
 _JSON = "application/json"
+
+
+async def call_with_retry(
+    call: Any, *, timeout_s: float | None, graph: str, what: str, retry_fix: str
+) -> Any:
+    """Await ``call()`` (a Serve handle call), within ``timeout_s``; once more if its replica died.
+
+    A replica that died (or is unreachable) mid-call is retried once: the handle routes the
+    second call to another replica. An error raised by the code the replica runs is never
+    retried. Inference calls are idempotent, so a retry cannot do a request's work twice
+    in any way a client sees.
+
+    Raises:
+        HttpError: 504 when ``timeout_s`` passes, 503 when the second replica died too.
+    """
+    for attempt in (1, 2):
+        response = call()
+        try:
+            return await asyncio.wait_for(_awaited(response), timeout_s)
+        except TimeoutError:
+            response.cancel()
+            raise HttpError(
+                504,
+                {
+                    "error": f"{what} of graph '{graph}' did not answer within {timeout_s:g} s.",
+                    "fix": "See its replica logs (/tmp/ray/session_latest/logs/serve); a stage "
+                    "that needs longer can be given it with stage_timeout_s in the application's "
+                    "args, or more replicas.",
+                },
+            ) from None
+        except RayActorError as exc:
+            if attempt == 2:
+                raise HttpError(
+                    503,
+                    {
+                        "error": f"{what} of graph '{graph}' lost two replicas in a row while "
+                        f"answering ({type(exc).__name__}).",
+                        "fix": retry_fix,
+                    },
+                    headers={"Retry-After": "1"},
+                ) from None
+            logger.warning("%s of graph %s: a replica died (%s); retrying once", what, graph, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _awaited(response: Any) -> Any:
+    return await response
 
 
 def _registry(args: AppArgs, stage: Stage) -> Registry | None:
@@ -112,6 +161,12 @@ class GraphIngress:
             max_body_bytes=self.args.max_body_bytes,
             example=self.args.example,
         )
+        self.reader = BodyReader(
+            graph.name,
+            max_body_bytes=self.args.max_body_bytes,
+            timeout_s=self.args.body_timeout_s,
+            max_slow=self.args.max_slow_bodies,
+        )
         self.steps: list[tuple[Stage, LocalRunner | Any]] = []
         for stage in plan(graph, fuse=self.args.fuse).stages:
             if in_ingress(stage):
@@ -141,7 +196,7 @@ class GraphIngress:
             if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs"):
                 return self._get(sub)
         except HttpError as exc:
-            return Response(exc.json(), status_code=exc.status, media_type=_JSON)
+            return error_response(exc)
         allowed = "POST" if sub == "" else "GET"
         known = sub in ("", "/health", "/openapi.json", "/docs")
         error = HttpError(
@@ -172,7 +227,7 @@ class GraphIngress:
         return HTMLResponse(bytes(html.body))
 
     async def _predict(self, request: Request) -> Response:
-        status, body = await self.answer(await self._body(request))
+        status, body = await self.answer(await self.reader.read(request))
         return Response(body, status_code=status, media_type=_JSON)
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
@@ -186,8 +241,10 @@ class GraphIngress:
                 if isinstance(step, LocalRunner):
                     columns.update(step.run_batch(columns))
                 else:
-                    columns.update(await step.remote({c: columns[c] for c in stage.inputs}))
+                    columns.update(await self._remote(stage, step, columns))
             return 200, self.http.respond(columns, single)
+        except HttpError as exc:  # a stage timed out, or lost its replicas
+            return exc.status, exc.json()
         except GraphOpsError as exc:  # a node failed: say which, where, and what to do
             logger.warning("graph %s failed a request: %s", self.args.graph, exc)
             error = {"error": exc.what, "fix": exc.fix, "graph": exc.graph, "node": exc.node}
@@ -203,16 +260,19 @@ class GraphIngress:
             }
             return 500, json.dumps(error).encode()
 
-    async def _body(self, request: Request) -> bytes:
-        """The body, refused with 413 as soon as it exceeds the limit (even without a length)."""
-        limit = self.http.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise self.http.too_large(int(declared))
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise self.http.too_large(size)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _remote(self, stage: Stage, handle: Any, columns: Batch) -> Batch:
+        payload = {c: columns[c] for c in stage.inputs}
+        result: Batch = await call_with_retry(
+            lambda: handle.remote(payload),
+            timeout_s=self.args.stage_timeout_s,
+            graph=self.args.graph,
+            what=f"Stage {stage.name}",
+            retry_fix="Run `graphops status`: the deployment is restarting replicas; give it "
+            "two replicas or more (policy.min_replicas) so one loss is not an outage.",
+        )
+        return result
+
+
+def error_response(exc: HttpError) -> Response:
+    """The HTTP response of an `HttpError` (JSON body, its headers)."""
+    return Response(exc.json(), status_code=exc.status, media_type=_JSON, headers=exc.headers)

@@ -30,6 +30,7 @@ from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
 from graphops.runtime.schema import (
     APP_IMPORT_PATH,
     INGRESS,
+    REQUEST_TIMEOUT_S,
     AppArgs,
     DeploymentOverride,
     DeploymentSpec,
@@ -95,15 +96,25 @@ def app_args(
     route: str | None = None,
     overrides: Mapping[str, DeploymentOverride] | None = None,
     max_body_bytes: int | None = None,
+    body_timeout_s: float | None = None,
+    max_slow_bodies: int | None = None,
+    stage_timeout_s: float | None = None,
     features: FeaturesConfig | None = None,
 ) -> AppArgs:
     """Arguments that serve ``package`` from this checkout and ``registry``.
 
     Model aliases are resolved once here (``pins`` from a lock take precedence), so every replica
     loads exactly the same version, whatever happens to the alias later. ``features`` is the
-    environment's feature store (default: embedded).
+    environment's feature store (default: embedded). The request limits (body size, body
+    deadline, slow bodies, stage deadline) keep `AppArgs`' defaults unless given.
     """
-    extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
+    limits = {
+        "max_body_bytes": max_body_bytes,
+        "body_timeout_s": body_timeout_s,
+        "max_slow_bodies": max_slow_bodies,
+        "stage_timeout_s": stage_timeout_s,
+    }
+    extra = {k: v for k, v in limits.items() if v is not None}
     return AppArgs.of(
         package,
         registry,
@@ -172,7 +183,9 @@ def start_http(port: int = DEFAULT_PORT) -> int:
         return int(running.http_config.port)
     if cluster_is_local():
         require_free_port(port)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": REQUEST_TIMEOUT_S}
+    )
     client = _get_global_client()
     assert client is not None  # serve.start connected it
     return int(client.http_config.port)

@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from graphops.errors import ServeError
-from graphops.runtime._http import HttpError
-from graphops.runtime._serve import deployment_of
+from graphops.runtime._http import BodyReader, HttpError
+from graphops.runtime._serve import call_with_retry, deployment_of, error_response
 from graphops.runtime._traffic import (
     LATENCY_BOUNDS_MS,
     ArmStats,
@@ -98,6 +98,12 @@ class Router:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = RouterArgs.model_validate(args)
         self.route = self.args.route or f"/{self.args.graph}"
+        self.reader = BodyReader(
+            self.args.graph,
+            max_body_bytes=self.args.max_body_bytes,
+            timeout_s=self.args.body_timeout_s,
+            max_slow=self.args.max_slow_bodies,
+        )
         self.config: RouterConfig | None = None
         self.stats: dict[str, ArmStats] = {}
         self.pending: set[asyncio.Task[Any]] = set()
@@ -137,13 +143,13 @@ class Router:
         sub = (path[len(root) :] if path.startswith(root) else path).rstrip("/")
         try:
             if sub == "" and request.method == "POST":
-                return await self._route(await self._body(request))
+                return await self._route(await self.reader.read(request))
             if request.method == "GET" and sub == "/experiment":
                 return Response(json.dumps(await self.report()), media_type=_JSON)
             if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs"):
                 return await self._forward_get(sub)
         except HttpError as exc:
-            return Response(exc.json(), status_code=exc.status, media_type=_JSON)
+            return error_response(exc)
         error = HttpError(
             404,
             {
@@ -185,7 +191,15 @@ class Router:
         arm = self._configured().arms[index]
         start = time.perf_counter()
         try:
-            status, answer = await self.handles[arm.app].answer.remote(body)
+            status, answer = await call_with_retry(
+                lambda: self.handles[arm.app].answer.remote(body),
+                timeout_s=None,  # the arm's ingress bounds its own stages; Serve bounds the rest
+                graph=self.args.graph,
+                what=f"Arm {arm.version}",
+                retry_fix="Run `graphops status` and `graphops apply`; see the Serve logs.",
+            )
+        except HttpError as exc:
+            status, answer = exc.status, exc.json()
         except Exception as exc:  # the arm's application is down or being replaced
             logger.warning("arm %s of %s failed: %s", arm.version, self.args.graph, exc)
             status, answer = (
@@ -302,23 +316,6 @@ class Router:
             health["experiment"] = self._configured().model_dump(mode="json")
             body = json.dumps(health).encode()
         return Response(body, status_code=status, media_type=media)
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self.args.max_body_bytes
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(
-                    413,
-                    {
-                        "error": f"The request body has {size} bytes or more; graph "
-                        f"'{self.args.graph}' accepts at most {limit} bytes per request.",
-                        "fix": "Send fewer rows per request (split the list).",
-                    },
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _configured(self) -> RouterConfig:
         if self.config is None:

@@ -41,6 +41,16 @@ INGRESS_MAX_ONGOING = 256
 STAGE_MAX_ONGOING = 64
 """A remote CPU stage without batching; enough in flight to keep its replica busy."""
 MAX_BODY_BYTES = 1024 * 1024
+BODY_TIMEOUT_S = 10.0
+"""Longest a replica waits for a request's body to arrive (then 408): slow clients hold a slot."""
+MAX_SLOW_BODIES = 32
+"""Bodies one replica waits on past `SLOW_BODY_GRACE_S` at once; more are refused with 503."""
+SLOW_BODY_GRACE_S = 0.5
+"""A body still arriving after this long counts as slow (a loopback or LAN body takes far less)."""
+STAGE_TIMEOUT_S = 30.0
+"""Longest the ingress waits for one remote stage's answer (then 504)."""
+REQUEST_TIMEOUT_S = 60.0
+"""Serve's ``http_options.request_timeout_s``: the proxy answers 408 to anything older."""
 """Default payload limit of a graph's route (1 MiB); larger bodies get a 413."""
 
 
@@ -159,6 +169,20 @@ class AppArgs(GraphSpec):
     max_body_bytes: Annotated[
         int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
     ] = MAX_BODY_BYTES
+    body_timeout_s: Annotated[
+        float, Field(gt=0, description="Seconds a request's body may take to arrive (then 408).")
+    ] = BODY_TIMEOUT_S
+    max_slow_bodies: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Slow bodies (still arriving after 0.5 s) one replica waits on at once; "
+            "more get a 503 so slow clients cannot hold every request slot.",
+        ),
+    ] = MAX_SLOW_BODIES
+    stage_timeout_s: Annotated[
+        float, Field(gt=0, description="Seconds the ingress waits for a remote stage (then 504).")
+    ] = STAGE_TIMEOUT_S
     features: Annotated[
         FeaturesConfig,
         Field(description="The feature store lookup nodes read (the environment's `features:`)."),
@@ -177,6 +201,12 @@ class RouterArgs(FrozenModel):
     max_body_bytes: Annotated[
         int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
     ] = MAX_BODY_BYTES
+    body_timeout_s: Annotated[
+        float, Field(gt=0, description="Seconds a request's body may take to arrive (then 408).")
+    ] = BODY_TIMEOUT_S
+    max_slow_bodies: Annotated[
+        int, Field(ge=0, description="Slow bodies one replica waits on at once (more: 503).")
+    ] = MAX_SLOW_BODIES
 
 
 class RouteArm(FrozenModel):
