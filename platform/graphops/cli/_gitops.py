@@ -165,6 +165,7 @@ def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
 
 def diff(ctx: typer.Context, env: EnvOption) -> None:
     """Show what applying the committed files would change on the environment's cluster."""
+    from graphops.controller.status import SPOF_FIX
     from graphops.controller.status import diff as do_diff
 
     changes = do_diff(ctx.obj.root(), env)
@@ -180,6 +181,13 @@ def diff(ctx: typer.Context, env: EnvOption) -> None:
     console.print(table)
     cpus, gpus = sum(c.cpus for c in changes), sum(c.gpus for c in changes)
     console.print(f"Resource delta: {cpus:+g} CPUs, {gpus:+g} GPUs")
+    single = [f"{c.app}/{c.deployment}" for c in changes if c.single_point]
+    if single:
+        console.print(
+            f"[yellow]single points of failure[/] (one replica): {', '.join(single)}. "
+            f"Fix: {SPOF_FIX}",
+            highlight=False,
+        )
 
 
 def apply(
@@ -230,7 +238,7 @@ def status(
     cluster could not be read; the reason (and the variable to export) is printed under the
     table and the exit status is then 1.
     """
-    from graphops.controller.status import UNREADABLE
+    from graphops.controller.status import SPOF_FIX, UNREADABLE
     from graphops.controller.status import status as do_status
 
     rows = do_status(ctx.obj.root(), env)
@@ -256,6 +264,13 @@ def status(
             r.since,
         )
     console.print(table)
+    for r in rows:
+        if r.single_points:
+            console.print(
+                f"[yellow]{r.env}: {r.graph} has single points of failure[/] (one running "
+                f"replica): {', '.join(r.single_points)}. Fix: {SPOF_FIX}",
+                highlight=False,
+            )
     for name, problem in unread.items():
         console.print(f"[red]{name}:[/] {problem}", highlight=False)
     if unread:

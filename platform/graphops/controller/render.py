@@ -108,6 +108,8 @@ def application(
 ) -> dict[str, Any]:
     """One application of the Serve config: ``version`` of its graph."""
     graph, lock = version.graph, version.lock
+    floor = env.policy.min_replicas
+    overrides = {k: floored_override(o, floor) for k, o in version.deployments.items()}
     args = AppArgs(
         graph=graph,
         repo=".",
@@ -116,10 +118,11 @@ def application(
         tracking_uri=env.code.tracking_uri,
         cpu_only=not env.cluster.gpus,
         cpu_budget=env.cluster.app_cpu_budget,
-        deployments=resource_overrides(version.deployments),
+        deployments=resource_overrides(overrides),
         route=f"/{graph}",
         example=lock.example,
         features=env.features,
+        min_replicas=floor,
     )
     runtime_env: dict[str, Any] = {}
     if working_dir:
@@ -135,13 +138,27 @@ def application(
     }
     if runtime_env:
         out["runtime_env"] = runtime_env
-    scaling = scaling_overrides(version.deployments)
+    scaling = scaling_overrides(overrides)
     if scaling:
         out["deployments"] = scaling
     return out
 
 
 _SCALING = ("replicas", "min_replicas", "max_replicas", "max_ongoing_requests")
+
+
+def floored_override(override: DeploymentOverride, floor: int) -> DeploymentOverride:
+    """An environment's scaling override raised to the policy's replica floor."""
+    if floor <= 1:
+        return override
+    update: dict[str, int] = {}
+    if override.replicas is not None:
+        update["replicas"] = max(override.replicas, floor)
+    if override.min_replicas is not None:
+        update["min_replicas"] = max(override.min_replicas, floor)
+    if override.max_replicas is not None:
+        update["max_replicas"] = max(override.max_replicas, floor)
+    return override.model_copy(update=update)
 
 
 def resource_overrides(overrides: dict[str, DeploymentOverride]) -> dict[str, DeploymentOverride]:

@@ -33,6 +33,20 @@ class DeploymentChange(BaseModel):
     why: Annotated[str, Field(description="What differs.")] = ""
     cpus: Annotated[float, Field(description="CPU delta (all replicas).")] = 0.0
     gpus: Annotated[float, Field(description="GPU delta (all replicas).")] = 0.0
+    replicas: Annotated[
+        int, Field(description="Replicas it starts with after the change (0: removed).")
+    ] = 0
+
+    @property
+    def single_point(self) -> bool:
+        """It would run on one replica: losing that replica is an outage of its graph."""
+        return self.replicas == 1
+
+
+SPOF_FIX = (
+    "set policy.min_replicas: 2 in the environment.yaml (or replicas: 2 for the deployment in "
+    "release.yaml) so that losing one replica loses no request."
+)
 
 
 def _live_deployments(details: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -46,6 +60,16 @@ def _live_deployments(details: dict[str, Any]) -> dict[str, tuple[float, float]]
             float(actor.get("num_cpus") or 0) * replicas,
             float(actor.get("num_gpus") or 0) * replicas,
         )
+    return out
+
+
+def _single_replica(details: dict[str, Any]) -> list[str]:
+    """Deployments of a live application that run on exactly one replica."""
+    out = []
+    for name, d in (details.get("deployments") or {}).items():
+        running = [r for r in d.get("replicas") or [] if r.get("state") == "RUNNING"]
+        if len(running) == 1:
+            out.append(name)
     return out
 
 
@@ -102,6 +126,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                         why=f"lock {lock.version}" if lock else "experiment router",
                         cpus=spec.cpus * r,
                         gpus=spec.gpus * r,
+                        replicas=r,
                     )
                 )
             continue
@@ -118,6 +143,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                         deployment=spec.name,
                         change="in place" if moved else "unchanged",
                         why="traffic (user_config)" if moved else "",
+                        replicas=_replicas(new_o, spec.scaling.replicas),
                     )
                 )
                 continue
@@ -141,10 +167,14 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
             elif keys:
                 change, why = "in place", ", ".join(sorted(keys))
             else:
-                changes.append(DeploymentChange(app=name, deployment=spec.name, change="unchanged"))
+                changes.append(
+                    DeploymentChange(app=name, deployment=spec.name, change="unchanged", replicas=r)
+                )
                 continue
             changes.append(
-                DeploymentChange(app=name, deployment=spec.name, change=change, why=why, **delta)
+                DeploymentChange(
+                    app=name, deployment=spec.name, change=change, why=why, replicas=r, **delta
+                )
             )
     for name, details in live.items():
         if name in wanted:
@@ -189,6 +219,13 @@ class GraphStatus(BaseModel):
         str,
         Field(description="Why the cluster could not be read, and what to do (empty when read)."),
     ] = ""
+    single_points: Annotated[
+        list[str],
+        Field(
+            description="Live deployments (application/deployment) running on one replica: "
+            "single points of failure."
+        ),
+    ] = []
 
 
 def _unreadable(exc: GraphOpsError) -> str:
@@ -227,9 +264,10 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
             names = [v.app for v in versions(graph, entry)]
             if entry.traffic is not None:
                 names.insert(0, router_name(graph))
-            states, drift = [], False
+            states, drift, single = [], False, []
             for app_name in names:
                 details = (live or {}).get(app_name)
+                single += [f"{app_name}/{d}" for d in _single_replica(details or {})]
                 states.append(
                     unread if live is None else details["status"] if details else "absent"
                 )
@@ -252,6 +290,7 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     drift=drift,
                     traffic=_traffic(entry),
                     problem=problem,
+                    single_points=single,
                 )
             )
     return out

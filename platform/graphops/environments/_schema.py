@@ -93,6 +93,14 @@ class PolicyConfig(FrozenModel):
     require_validation: Annotated[
         bool, Field(description="A passed validation record for exactly this lock is required.")
     ] = True
+    min_replicas: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Replica floor of every deployment of every graph here (autoscaling "
+            "lower bounds included): 2 or more means losing one replica is not an outage.",
+        ),
+    ] = 1
 
 
 class EnvironmentConfig(FrozenModel):

@@ -183,6 +183,14 @@ class AppArgs(GraphSpec):
     stage_timeout_s: Annotated[
         float, Field(gt=0, description="Seconds the ingress waits for a remote stage (then 504).")
     ] = STAGE_TIMEOUT_S
+    min_replicas: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Replica floor of every deployment (the environment's "
+            "policy.min_replicas); autoscaling bounds are raised to it too.",
+        ),
+    ] = 1
     features: Annotated[
         FeaturesConfig,
         Field(description="The feature store lookup nodes read (the environment's `features:`)."),
@@ -336,6 +344,10 @@ def deployment_specs(the_plan: Plan, args: AppArgs | None = None) -> list[Deploy
     if args is None:
         return specs
     specs = _overridden(the_plan, specs, args.deployments)
+    if args.min_replicas > 1:
+        specs = [
+            s.model_copy(update={"scaling": floored(s.scaling, args.min_replicas)}) for s in specs
+        ]
     if args.cpu_only:
         specs = [s.model_copy(update={"gpus": 0.0}) for s in specs]
     total = sum(s.cpus * s.scaling.replicas for s in specs)
@@ -343,6 +355,17 @@ def deployment_specs(the_plan: Plan, args: AppArgs | None = None) -> list[Deploy
         factor = args.cpu_budget / total
         specs = [s.model_copy(update={"cpus": round(s.cpus * factor, 4)}) for s in specs]
     return specs
+
+
+def floored(scaling: Scaling, floor: int) -> Scaling:
+    """``scaling`` with at least ``floor`` replicas (and autoscaling bounds at least that)."""
+    if scaling.autoscaling:
+        low = max(scaling.min_replicas or 0, floor)
+        high = max(scaling.max_replicas or 0, low)
+        return Scaling(
+            replicas=min(max(scaling.replicas, low), high), min_replicas=low, max_replicas=high
+        )
+    return Scaling(replicas=max(scaling.replicas, floor))
 
 
 def _overridden(
