@@ -58,6 +58,15 @@ def current_commit(repo: Path) -> str | None:
     return head.hexsha if head is not None else None
 
 
+def in_history(repo: Path, commit: str, rev: str = "HEAD") -> bool:
+    """Whether ``commit`` is ``rev`` or one of its ancestors (False when unknown here)."""
+    try:
+        with open_repo(repo) as r:
+            return bool(r.is_ancestor(r.commit(commit), r.commit(rev)))
+    except (ChangeDetectionError, git.GitCommandError, ValueError):
+        return False
+
+
 def is_dirty(repo: Path, paths: Sequence[str] = ()) -> bool:
     """Whether ``repo`` has staged, unstaged or untracked (not ignored) changes.
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import cast
 
-from graphops.controller.gates import Gate, Soak, verify_lock
+import git
+
+from graphops._git import in_history
+from graphops.controller.gates import Gate, RecordTrust, Soak, verify_lock
 from graphops.environments import GraphLock
 from graphops.errors import RegistryError, Where
 from graphops.registry import Registry, ResolvedModel, ValidationRecord
@@ -103,3 +107,65 @@ def test_soak_measures_the_time_since_the_upstream_pin() -> None:
     )
     assert Soak(T0, T0 + datetime.timedelta(minutes=30), 30).passed
     assert Soak(T0, T0, 0).passed
+
+
+def _repo_with_a_side_branch(root: Path) -> tuple[Path, str, str]:
+    """A git repo: main with one commit, and a `pr` branch one commit ahead of it (not merged)."""
+    repo = git.Repo.init(root, initial_branch="main")
+    (root / "a.txt").write_text("a")
+    repo.index.add(["a.txt"])
+    on_main = repo.index.commit("main").hexsha
+    repo.git.checkout("-b", "pr")
+    (root / "b.txt").write_text("b")
+    repo.index.add(["b.txt"])
+    on_pr = repo.index.commit("pr").hexsha
+    repo.git.checkout("main")
+    repo.close()
+    return root, on_main, on_pr
+
+
+def _record_of(locked: GraphLock, commit: str | None, trusted: bool = False) -> Registry:
+    registry = _Registry(locked)
+    registry.record = registry.record.model_copy(update={"commit": commit, "trusted": trusted})
+    return cast(Registry, registry)
+
+
+def test_a_record_of_a_commit_not_on_the_branch_is_refused(tmp_path: Path) -> None:
+    root, on_main, on_pr = _repo_with_a_side_branch(tmp_path)
+    locked = lock()
+    trust = RecordTrust(on_branch=lambda c: in_history(root, c), branch="main")
+
+    ok = verify_lock(_record_of(locked, on_main), locked, require_validation=True, trust=trust)
+    [gate, _] = verify_lock(_record_of(locked, on_pr), locked, require_validation=True, trust=trust)
+    [none, _] = verify_lock(_record_of(locked, None), locked, require_validation=True, trust=trust)
+
+    assert ok[0].passed
+    assert not gate.passed
+    assert f"run run1 validated commit {on_pr[:12]}, which is not on main" in gate.detail
+    assert "trusted job that validates merged commits" in gate.detail
+    assert not none.passed and "names no commit" in none.detail
+
+
+def test_an_environment_can_require_the_trusted_jobs_mark(tmp_path: Path) -> None:
+    root, on_main, _ = _repo_with_a_side_branch(tmp_path)
+    locked = lock()
+    trust = RecordTrust(on_branch=lambda c: in_history(root, c), require_trusted=True)
+
+    [unmarked, _] = verify_lock(
+        _record_of(locked, on_main), locked, require_validation=True, trust=trust
+    )
+    [marked, _] = verify_lock(
+        _record_of(locked, on_main, trusted=True), locked, require_validation=True, trust=trust
+    )
+
+    assert not unmarked.passed and "was not written by the trusted job" in unmarked.detail
+    assert marked.passed
+
+
+def test_in_history_is_false_for_unknown_commits(tmp_path: Path) -> None:
+    root, on_main, on_pr = _repo_with_a_side_branch(tmp_path)
+
+    assert in_history(root, on_main)
+    assert not in_history(root, on_pr)
+    assert not in_history(root, "0" * 40)
+    assert not in_history(tmp_path / "nowhere", on_main)

@@ -19,7 +19,7 @@ import requests
 
 from graphops.controller.cluster import serve_url
 from graphops.controller.commit import commit_change
-from graphops.controller.gates import Gate, Soak, utcnow, verify_lock
+from graphops.controller.gates import Gate, Soak, record_trust, utcnow, verify_lock
 from graphops.controller.lock import lock_from_checkout
 from graphops.controller.render import render
 from graphops.environments import (
@@ -98,7 +98,11 @@ def _candidate(
         lock, since = offered[wanted]
         placed.append(Soak(since, now, env.policy.soak_minutes).gate(env.policy.upstream))
     gates = verify_lock(
-        registry, lock, require_validation=env.policy.require_validation, upstream=placed
+        registry,
+        lock,
+        require_validation=env.policy.require_validation,
+        upstream=placed,
+        trust=record_trust(repo, env),
     )
     refused = [g for g in gates if not g.passed]
     if refused:

@@ -10,12 +10,14 @@ and starting an experiment all call it; so should any new way of placing a lock 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from graphops.environments import GraphLock
+from graphops._git import in_history
+from graphops.environments import EnvironmentConfig, GraphLock
 from graphops.errors import GraphOpsError
-from graphops.registry import Registry
+from graphops.registry import Registry, ValidationRecord
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,38 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
+@dataclass(frozen=True)
+class RecordTrust:
+    """Which validation records promotion trusts (the CI trust boundary, docs/security.md).
+
+    Attributes:
+        on_branch: Whether a commit is on the branch being promoted from (``in_history``): a
+            record of a pull request's own commit (never merged as such) is not trusted.
+        branch: That branch, for messages.
+        require_trusted: Also require the trusted job's mark (``graphops.trusted``).
+    """
+
+    on_branch: Callable[[str], bool]
+    branch: str = "HEAD"
+    require_trusted: bool = False
+
+
+def record_trust(repo: Path, env: EnvironmentConfig) -> RecordTrust:
+    """The records promotion into ``env`` trusts: of commits in ``repo``'s history (HEAD)."""
+    return RecordTrust(
+        on_branch=lambda commit: in_history(repo, commit),
+        branch="this checkout's branch",
+        require_trusted=env.policy.require_trusted_record,
+    )
+
+
 def verify_lock(
     registry: Registry,
     lock: GraphLock,
     *,
     require_validation: bool,
     upstream: Sequence[Gate] = (),
+    trust: RecordTrust | None = None,
 ) -> list[Gate]:
     """Every gate of ``lock``, in order: validation, the ``upstream`` gates, model digests.
 
@@ -72,15 +100,16 @@ def verify_lock(
         require_validation: The environment's policy requires a passed validation of the lock.
         upstream: Gates already decided about where the lock runs upstream (upstream pin,
             ``Soak.gate``, health), listed between validation and digests.
+        trust: Which records are trusted (None: any passed record of the lock).
 
     Returns:
         The gates; the lock is eligible when every one passed.
     """
-    gates = [_validation(registry, lock)] if require_validation else []
+    gates = [_validation(registry, lock, trust)] if require_validation else []
     return [*gates, *upstream, _digests(registry, lock)]
 
 
-def _validation(registry: Registry, lock: GraphLock) -> Gate:
+def _validation(registry: Registry, lock: GraphLock, trust: RecordTrust | None = None) -> Gate:
     """The lock's validation run passed, at its content hash and model digests."""
     if not lock.validation_run:
         return Gate("validation", False, "the lock names no validation run")
@@ -98,7 +127,30 @@ def _validation(registry: Registry, lock: GraphLock) -> Gate:
     digests = {node: pin.digest for node, pin in lock.models.items()}
     if record.digests and record.digests != digests:
         return Gate("validation", False, f"run {record.run_id} validated other model artifacts")
+    if trust is not None:
+        untrusted = _untrusted(record, trust)
+        if untrusted:
+            return Gate("validation", False, untrusted)
     return Gate("validation", True, f"passed in run {record.run_id}")
+
+
+def _untrusted(record: ValidationRecord, trust: RecordTrust) -> str | None:
+    """Why promotion must not trust ``record``, or None."""
+    fix = (
+        "promotion trusts only records of commits on the branch, written by the trusted job "
+        "that validates merged commits (promote.yml; docs/security.md): merge, let it validate, "
+        "then promote."
+    )
+    if record.commit is None:
+        return f"run {record.run_id} names no commit; {fix}"
+    if not trust.on_branch(record.commit):
+        return (
+            f"run {record.run_id} validated commit {record.commit[:12]}, which is not on "
+            f"{trust.branch} (a pull request's own commit?); {fix}"
+        )
+    if trust.require_trusted and not record.trusted:
+        return f"run {record.run_id} was not written by the trusted job; {fix}"
+    return None
 
 
 def _digests(registry: Registry, lock: GraphLock) -> Gate:

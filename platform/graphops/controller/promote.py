@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphops.controller.commit import branch_name, commit_change
-from graphops.controller.gates import Gate, Soak, utcnow, verify_lock
+from graphops.controller.gates import Gate, Soak, record_trust, utcnow, verify_lock
 from graphops.controller.lock import lock_from_checkout, same_lock
 from graphops.controller.render import render
 from graphops.environments import (
@@ -102,7 +102,11 @@ def check_gates(
                     )
                 )
     return verify_lock(
-        registry, lock, require_validation=policy.require_validation, upstream=placed
+        registry,
+        lock,
+        require_validation=policy.require_validation,
+        upstream=placed,
+        trust=record_trust(repo, env),
     )
 
 
@@ -178,7 +182,7 @@ def promote(
     if env.policy.upstream:
         upstream = load_release(repo, env.policy.upstream).graphs[graph]
         result.traffic, result.notes = carry_experiment(
-            registry, env, graph, upstream, current, now
+            repo, registry, env, graph, upstream, current, now
         )
     if result.traffic is None and current is not None and current.lock == lock:
         result.traffic = current.traffic  # re-promoting the control keeps its experiment
@@ -207,6 +211,7 @@ def _write(repo: Path, result: Promotion, now: datetime.datetime) -> None:
 
 
 def carry_experiment(
+    repo: Path,
     registry: Registry,
     env: EnvironmentConfig,
     graph: str,
@@ -232,7 +237,12 @@ def carry_experiment(
         soak = Soak(since, now, env.policy.soak_minutes)
         if not soak.passed:
             problems.append(f"{name} has run in {env.policy.upstream} for {soak.progress}")
-        gates = verify_lock(registry, lock, require_validation=env.policy.require_validation)
+        gates = verify_lock(
+            registry,
+            lock,
+            require_validation=env.policy.require_validation,
+            trust=record_trust(repo, env),
+        )
         problems += [f"{name}: gate {g.name}: {g.detail}" for g in gates if not g.passed]
     if problems:
         return None, [

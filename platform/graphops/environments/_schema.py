@@ -93,6 +93,13 @@ class PolicyConfig(FrozenModel):
     require_validation: Annotated[
         bool, Field(description="A passed validation record for exactly this lock is required.")
     ] = True
+    require_trusted_record: Annotated[
+        bool,
+        Field(
+            description="The validation record must have been written by the trusted CI job "
+            "(on a merged commit), not by a pull request's job or a laptop."
+        ),
+    ] = False
     min_replicas: Annotated[
         int,
         Field(

@@ -1,6 +1,21 @@
 """The registry layer: all MLflow access (store location, model resolution, loading, registration)."""
 
 from graphops.registry._integrity import where_of
-from graphops.registry._mlflow import WORK_DIR, Registry, ResolvedModel, ValidationRecord
+from graphops.registry._mlflow import (
+    TRUSTED_ENV,
+    TRUSTED_TAG,
+    WORK_DIR,
+    Registry,
+    ResolvedModel,
+    ValidationRecord,
+)
 
-__all__ = ["WORK_DIR", "Registry", "ResolvedModel", "ValidationRecord", "where_of"]
+__all__ = [
+    "TRUSTED_ENV",
+    "TRUSTED_TAG",
+    "WORK_DIR",
+    "Registry",
+    "ResolvedModel",
+    "ValidationRecord",
+    "where_of",
+]

@@ -53,6 +53,12 @@ VALIDATION_EXPERIMENT = "validation/{graph}"
 """Experiment holding a graph's validation runs (one run per validation)."""
 
 
+TRUSTED_TAG = "graphops.trusted"
+"""Validation run tag: "1" when the run was written by the trusted job (`TRUSTED_ENV` set)."""
+TRUSTED_ENV = "GRAPHOPS_TRUSTED_RECORD"
+"""Set to 1 only in the trusted CI job that validates merged commits (promote.yml)."""
+
+
 class ValidationRecord(FrozenModel):
     """A validation run as stored in MLflow: the evidence promotion checks."""
 
@@ -70,6 +76,13 @@ class ValidationRecord(FrozenModel):
         dict[str, str], Field(description="Model node -> pinned models:/name/version.")
     ] = {}
     digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
+    trusted: Annotated[
+        bool,
+        Field(
+            description="Written by the trusted validation job (GRAPHOPS_TRUSTED_RECORD=1 at "
+            "write time; see docs/security.md)."
+        ),
+    ] = False
 
 
 class Registry:
@@ -435,6 +448,7 @@ def _record(run: Any) -> ValidationRecord:
         dataset_digest=tags.get("graphops.dataset_digest"),
         metrics=dict(run.data.metrics),
         commit=tags.get("graphops.commit") or None,
+        trusted=tags.get(TRUSTED_TAG) == "1",
         models={
             k.split(".")[2]: v
             for k, v in tags.items()

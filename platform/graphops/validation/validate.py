@@ -8,6 +8,7 @@ versions and digests, dataset digest and platform version.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
 from graphops.plan import plan
-from graphops.registry import Registry, ValidationRecord, where_of
+from graphops.registry import TRUSTED_ENV, TRUSTED_TAG, Registry, ValidationRecord, where_of
 from graphops.runtime import read_rows
 from graphops.validation.parity import check_parity
 from graphops.validation.report import graph_json, graph_markdown
@@ -308,6 +309,8 @@ def _recorded(
         "graphops.commit": result.commit or "",
         "graphops.platform_version": graphops.__version__,
     }
+    if os.environ.get(TRUSTED_ENV) == "1":
+        tags[TRUSTED_TAG] = "1"
     if dataset_digest:
         tags["graphops.dataset_digest"] = dataset_digest
     for node, uri in result.models.items():
