@@ -207,3 +207,43 @@ def test_a_bad_value_inherited_from_base_names_the_base_file(repo: Path) -> None
         load_environment(repo, "dev")
     assert caught.value.file == str(base)
     assert caught.value.line is not None
+
+
+def test_a_lock_naming_any_other_code_package_is_refused(repo: Path) -> None:
+    path = _release(repo)
+    text = path.read_text()
+    assert "package: gcs://_ray_pkg_0123456789abcdef.zip" in text
+    path.write_text(text.replace("gcs://_ray_pkg_0123456789abcdef.zip", "https://evil.test/x.zip"))
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "evil" in t)
+
+    with pytest.raises(ConfigError) as caught:
+        load_release(repo, "dev")
+
+    assert (caught.value.file, caught.value.line) == (str(path), line)
+    assert "graphs.digits.lock.package" in str(caught.value)
+    assert "content-addressed gcs://_ray_pkg_<hex>.zip" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        ("ftp://x/{commit}.zip", "must start with one of https://"),
+        ("https://x/archive/main.zip", "{commit} exactly once"),
+        ("https://x/{commit}/{branch}.zip", "no other placeholder"),
+    ],
+)
+def test_code_uri_templates_are_allowed_only_in_declared_forms(
+    repo: Path, template: str, says: str
+) -> None:
+    _environment(repo).write_text(f"code:\n  working_dir: {template}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_environment(repo, "dev")
+
+    assert "code.working_dir" in str(caught.value) and says in str(caught.value)
+
+
+def test_a_declared_template_is_accepted(repo: Path) -> None:
+    _environment(repo).write_text("code:\n  working_dir: https://x.test/a/{commit}.zip\n")
+
+    assert load_environment(repo, "dev").code.working_dir == "https://x.test/a/{commit}.zip"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from graphops._models import FrozenModel
 from graphops.features import FeaturesConfig
@@ -55,6 +56,12 @@ class ClusterConfig(FrozenModel):
     ] = None
 
 
+PACKAGE_URI = re.compile(r"gcs://_ray_pkg_[0-9a-f]{16,64}\.zip")
+"""The only code package a lock may name: Ray's content-addressed package, uploaded by apply."""
+CODE_SCHEMES = ("https://", "s3://", "gs://", "file://")
+"""Schemes a ``code.working_dir`` template may use (Ray's remote URIs, and file for local)."""
+
+
 class CodeConfig(FrozenModel):
     """How graph code reaches the cluster."""
 
@@ -66,6 +73,24 @@ class CodeConfig(FrozenModel):
             "as a content-addressed package (gcs://_ray_pkg_<hash>.zip) uploaded at apply time."
         ),
     ] = None
+
+    @field_validator("working_dir")
+    @classmethod
+    def _declared_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(CODE_SCHEMES) or not value.endswith(".zip"):
+            raise ValueError(
+                f"a code URI template must start with one of {', '.join(CODE_SCHEMES)} and "
+                "name a .zip archive (Ray's remote working_dir)"
+            )
+        if value.count("{commit}") != 1 or re.search(r"\{(?!commit\})", value):
+            raise ValueError(
+                "a code URI template must hold {commit} exactly once and no other placeholder, "
+                "so every lock's code is fetched at its own commit"
+            )
+        return value
+
     tracking_uri: Annotated[
         str | None,
         Field(
@@ -155,6 +180,18 @@ class GraphLock(FrozenModel):
         dict[str, Any] | None,
         Field(description="One request object: the OpenAPI example and the smoke test of apply."),
     ] = None
+
+    @field_validator("package")
+    @classmethod
+    def _content_addressed(cls, value: str) -> str:
+        if not PACKAGE_URI.fullmatch(value):
+            raise ValueError(
+                "a lock's code package must be Ray's content-addressed gcs://_ray_pkg_<hex>.zip, "
+                "which apply rebuilds from the locked commit and verifies before upload; any "
+                "other code source is declared in environment.yaml (code.working_dir)"
+            )
+        return value
+
     platform_version: Annotated[str, Field(description="graphops version that locked it.")]
     request_fields: Annotated[
         tuple[str, ...],
