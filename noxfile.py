@@ -123,6 +123,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def reliability(session: nox.Session) -> None:
+    """Faults under load (tests/reliability): writes benchmarks/results/reliability.json."""
+    _dev(session)
+    _run(session, "pytest", "tests/reliability", "-m", "reliability", *session.posargs)
+
+
+@nox.session(python=False)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format), import-linter (layers), mypy, actionlint (.github/workflows)."""
     _dev(session)  # mypy checks the code against its real dependencies (Ray, MLflow, pydantic)

@@ -448,7 +448,7 @@ def test_an_experiment_splits_by_weight_sticks_and_reweighs_in_place(
     since = promoted.traffic.arms["1.1.0"].promoted_at
     staging = load_environment(ci, "staging")
     early = carry_experiment(
-        registry, staging, "digits", promoted, None, since + datetime.timedelta(minutes=5)
+        ci, registry, staging, "digits", promoted, None, since + datetime.timedelta(minutes=5)
     )
     assert early[0] is None and "arm 1.1.0 has run in dev for 5.0 min of the 30" in early[1][0]
     now = max(since, promoted.promoted_at) + datetime.timedelta(minutes=31)

@@ -153,7 +153,7 @@ def test_regression_against_the_pinned_baseline(
         content_hash="sha256:" + "1" * 64,
         commit="0" * 40,
         validation_run=pinned,
-        package="gcs://_ray_pkg_0.zip",
+        package="gcs://_ray_pkg_0123456789abcdef.zip",
         platform_version="0.1.0",
     )
     entry = ReleaseEntry(lock=lock, promoted_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))

@@ -164,7 +164,10 @@ def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
 
 
 def diff(ctx: typer.Context, env: EnvOption) -> None:
-    """Show what applying the committed files would change on the environment's cluster."""
+    """Show what applying the committed files would change on the environment's cluster.
+
+    Deployments that would run on a single replica are listed as single points of failure.
+    """
     from graphops.controller.status import SPOF_FIX
     from graphops.controller.status import diff as do_diff
 

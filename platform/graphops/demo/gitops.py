@@ -35,6 +35,7 @@ def gitops(job: DemoJob, envs: list[str], names: list[str]) -> Path | None:
         graphops_command(job, "promote", "--auto", "--to", "dev", "--push", "main")
         _pull(job)
     _apply_and_ask(job, "dev", names)
+    _harden(job, names)
     if "staging" in envs and STAGING_GRAPH in names:
         with job.step(f"Promote {STAGING_GRAPH} to staging and merge it (a reviewed PR)", False):
             graphops_command(job, "promote", STAGING_GRAPH, "--to", "staging")
@@ -182,6 +183,22 @@ def _apply_and_ask(job: DemoJob, env: str, names: list[str]) -> None:
     with job.step(f"{env}: real requests to each graph's stable route"):
         for name in names:
             _ask(job, env, name)
+
+
+def _harden(job: DemoJob, names: list[str]) -> None:
+    """Dev's first answered graph against what the attacker sent (refusals, a stalled body)."""
+    from graphops.demo.hardening import abuse
+    from graphops.environments import load_release
+
+    answered = [name for env, name, _, _ in job.answers if env == "dev"]
+    if not answered:
+        return
+    graph = answered[0]
+    example = load_release(job.sandbox, "dev").graphs[graph].lock.example
+    if not example or not any(isinstance(v, list) for v in example.values()):
+        return
+    with job.step(f"dev: {graph} refuses what an attacker sends (strict JSON, slow bodies)"):
+        abuse(job, job.state.services["ray-dev"].ports["serve"], graph, example)
 
 
 def _ask(job: DemoJob, env: str, name: str) -> None:
