@@ -20,7 +20,7 @@ import nox
 
 nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "reliability"]
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
