@@ -59,11 +59,16 @@ def current_commit(repo: Path) -> str | None:
 
 
 def in_history(repo: Path, commit: str, rev: str = "HEAD") -> bool:
-    """Whether ``commit`` is ``rev`` or one of its ancestors (False when unknown here)."""
+    """Whether ``commit`` is ``rev`` or one of its ancestors (False when unknown here).
+
+    A ``+dirty`` suffix (what validation records for a working tree with uncommitted changes)
+    is checked as its commit.
+    """
     try:
         with open_repo(repo) as r:
-            return bool(r.is_ancestor(r.commit(commit), r.commit(rev)))
-    except (ChangeDetectionError, git.GitCommandError, ValueError):
+            sha = commit.removesuffix("+dirty")
+            return bool(r.is_ancestor(r.commit(sha), r.commit(rev)))
+    except (ChangeDetectionError, git.GitCommandError, git.BadName, git.BadObject, ValueError):
         return False
 
 

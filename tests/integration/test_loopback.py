@@ -13,7 +13,7 @@ import os
 import psutil
 import pytest
 
-RAY_INTERNAL = ("gcs_server", "raylet", "ray::", "python")
+RAY_INTERNAL = ("gcs_server", "raylet", "ray::", "python", "driver")
 """Processes whose gRPC servers Ray 2.60 binds on all interfaces (no option in Ray to change it)."""
 
 
@@ -36,7 +36,9 @@ def listening(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
         try:
             for conn in proc.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN:
-                    out.append((conn.laddr.ip, conn.laddr.port, proc.name()))
+                    # This process is the cluster's driver: its core worker serves gRPC too.
+                    name = "driver" if proc.pid == os.getpid() else proc.name()
+                    out.append((conn.laddr.ip, conn.laddr.port, name))
         except psutil.Error:
             continue
     return out

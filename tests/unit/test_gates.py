@@ -168,4 +168,6 @@ def test_in_history_is_false_for_unknown_commits(tmp_path: Path) -> None:
     assert in_history(root, on_main)
     assert not in_history(root, on_pr)
     assert not in_history(root, "0" * 40)
+    assert not in_history(root, "f" * 40 + "+dirty")
+    assert in_history(root, on_main + "+dirty")
     assert not in_history(tmp_path / "nowhere", on_main)
