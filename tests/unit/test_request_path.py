@@ -119,7 +119,7 @@ def test_a_body_that_never_finishes_gets_408_after_the_deadline() -> None:
     status, payload = refusal(lambda: read(BodyReader("valid", timeout_s=0.7), req))
 
     assert status == 408
-    assert "did not arrive within 0.7 s of the 1000 announced bytes" in payload["error"]
+    assert "did not arrive within 0.7 s (of 1000 bytes announced)" in payload["error"]
     assert "body_timeout_s" in payload["fix"]
 
 

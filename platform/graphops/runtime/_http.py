@@ -146,12 +146,12 @@ class BodyReader:
         finally:
             self.slow -= 1
         if not done:
-            expected = f" of the {declared} announced" if declared else ""
+            expected = f" (of {declared} bytes announced)" if declared else ""
             raise HttpError(
                 408,
                 {
                     "error": f"The request body did not arrive within {self.timeout_s:g} s"
-                    f"{expected} bytes; graph '{self.graph}' stopped waiting for it.",
+                    f"{expected}; graph '{self.graph}' stopped waiting for it.",
                     "fix": "Send the whole body at once (with a correct Content-Length); "
                     "operators can raise body_timeout_s in the application's args.",
                 },
