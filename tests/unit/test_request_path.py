@@ -217,3 +217,13 @@ def test_a_stage_that_hangs_is_a_504_and_its_call_is_cancelled() -> None:
     assert "Stage s of graph 'g' did not answer within 0.2 s" in payload["error"]
     assert "stage_timeout_s" in payload["fix"]
     assert hanging.cancelled
+
+
+def test_ingress_and_router_read_bodies_by_their_args_limits() -> None:
+    from graphops.runtime.schema import AppArgs, RouterArgs
+
+    app = AppArgs(graph="g", repo=".", content_hash="sha256:x", body_timeout_s=3, max_slow_bodies=4)
+    router = RouterArgs(graph="g", max_body_bytes=100)
+
+    assert (BodyReader.of("g", app).timeout_s, BodyReader.of("g", app).max_slow) == (3, 4)
+    assert BodyReader.of("g", router).max_body_bytes == 100

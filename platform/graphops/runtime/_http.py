@@ -27,6 +27,7 @@ from graphops.runtime.schema import (
     MAX_BODY_BYTES,
     MAX_SLOW_BODIES,
     SLOW_BODY_GRACE_S,
+    BodyLimits,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +94,16 @@ class BodyReader:
         self.timeout_s = timeout_s
         self.max_slow = max_slow
         self.slow = 0  # slow bodies being waited on now
+
+    @classmethod
+    def of(cls, graph: str, limits: BodyLimits) -> BodyReader:
+        """The reader of a replica configured by ``limits`` (its application's args)."""
+        return cls(
+            graph,
+            max_body_bytes=limits.max_body_bytes,
+            timeout_s=limits.body_timeout_s,
+            max_slow=limits.max_slow_bodies,
+        )
 
     async def read(self, request: Request) -> bytes:
         """The body of ``request``.

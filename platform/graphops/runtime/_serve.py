@@ -161,12 +161,7 @@ class GraphIngress:
             max_body_bytes=self.args.max_body_bytes,
             example=self.args.example,
         )
-        self.reader = BodyReader(
-            graph.name,
-            max_body_bytes=self.args.max_body_bytes,
-            timeout_s=self.args.body_timeout_s,
-            max_slow=self.args.max_slow_bodies,
-        )
+        self.reader = BodyReader.of(graph.name, self.args)
         self.steps: list[tuple[Stage, LocalRunner | Any]] = []
         for stage in plan(graph, fuse=self.args.fuse).stages:
             if in_ingress(stage):

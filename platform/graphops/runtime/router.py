@@ -98,12 +98,7 @@ class Router:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = RouterArgs.model_validate(args)
         self.route = self.args.route or f"/{self.args.graph}"
-        self.reader = BodyReader(
-            self.args.graph,
-            max_body_bytes=self.args.max_body_bytes,
-            timeout_s=self.args.body_timeout_s,
-            max_slow=self.args.max_slow_bodies,
-        )
+        self.reader = BodyReader.of(self.args.graph, self.args)
         self.config: RouterConfig | None = None
         self.stats: dict[str, ArmStats] = {}
         self.pending: set[asyncio.Task[Any]] = set()

@@ -140,7 +140,26 @@ class DeploymentOverride(FrozenModel):
     ] = None
 
 
-class AppArgs(GraphSpec):
+class BodyLimits(FrozenModel):
+    """How an HTTP replica (a graph's ingress, the experiment router) reads request bodies."""
+
+    max_body_bytes: Annotated[
+        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
+    ] = MAX_BODY_BYTES
+    body_timeout_s: Annotated[
+        float, Field(gt=0, description="Seconds a request's body may take to arrive (then 408).")
+    ] = BODY_TIMEOUT_S
+    max_slow_bodies: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Slow bodies (still arriving after 0.5 s) one replica waits on at once; "
+            "more get a 503 so slow clients cannot hold every request slot.",
+        ),
+    ] = MAX_SLOW_BODIES
+
+
+class AppArgs(GraphSpec, BodyLimits):
     """Arguments of ``graphops.runtime.online:app`` (validated; unknown keys are rejected).
 
     A rendered Serve config carries them under ``args`` of that ``import_path``, so no graph ever
@@ -166,20 +185,6 @@ class AppArgs(GraphSpec):
         str | None,
         Field(description="Route prefix the app is served under (default /<graph>); for links."),
     ] = None
-    max_body_bytes: Annotated[
-        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
-    ] = MAX_BODY_BYTES
-    body_timeout_s: Annotated[
-        float, Field(gt=0, description="Seconds a request's body may take to arrive (then 408).")
-    ] = BODY_TIMEOUT_S
-    max_slow_bodies: Annotated[
-        int,
-        Field(
-            ge=0,
-            description="Slow bodies (still arriving after 0.5 s) one replica waits on at once; "
-            "more get a 503 so slow clients cannot hold every request slot.",
-        ),
-    ] = MAX_SLOW_BODIES
     stage_timeout_s: Annotated[
         float, Field(gt=0, description="Seconds the ingress waits for a remote stage (then 504).")
     ] = STAGE_TIMEOUT_S
@@ -201,20 +206,11 @@ class AppArgs(GraphSpec):
     ] = None
 
 
-class RouterArgs(FrozenModel):
+class RouterArgs(BodyLimits):
     """Arguments of ``graphops.runtime.router:app`` (the arms live in the ``user_config``)."""
 
     graph: Annotated[str, Field(description="Graph name.")]
     route: Annotated[str | None, Field(description="The stable route (default /<graph>).")] = None
-    max_body_bytes: Annotated[
-        int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
-    ] = MAX_BODY_BYTES
-    body_timeout_s: Annotated[
-        float, Field(gt=0, description="Seconds a request's body may take to arrive (then 408).")
-    ] = BODY_TIMEOUT_S
-    max_slow_bodies: Annotated[
-        int, Field(ge=0, description="Slow bodies one replica waits on at once (more: 503).")
-    ] = MAX_SLOW_BODIES
 
 
 class RouteArm(FrozenModel):
