@@ -29,6 +29,7 @@ class LoadResult:
     statuses: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     failures: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, what)
+    samples: dict[str, str] = field(default_factory=dict)  # the first answer's text per failure
 
     @property
     def failed(self) -> int:
@@ -62,15 +63,16 @@ def _run(url: str, body: bytes, rps: float, seconds: float, out: Any, ok_status:
             answer = session.post(
                 url, data=body, headers={"Content-Type": "application/json"}, timeout=30
             )
-            what = str(answer.status_code)
+            what, text = str(answer.status_code), answer.text
         except requests.RequestException as exc:
-            what = type(exc).__name__
+            what, text = type(exc).__name__, str(exc)
         ms = (time.perf_counter() - t0) * 1000
         statuses[what] += 1
         if what == str(ok_status):
             result.latencies_ms.append(ms)
         else:
             result.failures.append((round(t0 - started, 2), what))
+            result.samples.setdefault(what, text[:300])
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(one, range(count)))

@@ -62,12 +62,16 @@ def test_json_ints_still_fill_float_fields() -> None:
 
 
 def request(
-    chunks: list[bytes], headers: dict[str, str], stall: float = 0.0
+    chunks: list[bytes], headers: dict[str, str], stall: float = 0.0, delay: float = 0.0
 ) -> tuple[Request, Callable[[], Awaitable[None]]]:
-    """A Starlette request whose body arrives in ``chunks``; after them it stalls ``stall`` s."""
+    """A Starlette request whose body arrives in ``chunks`` after ``delay`` s, then stalls
+    ``stall`` s."""
     pending = list(chunks)
 
     async def receive() -> dict[str, Any]:
+        nonlocal delay
+        await asyncio.sleep(delay)
+        delay = 0.0
         if pending:
             return {"type": "http.request", "body": pending.pop(0), "more_body": True}
         await asyncio.sleep(stall)
@@ -123,27 +127,60 @@ def test_a_body_that_never_finishes_gets_408_after_the_deadline() -> None:
     assert "body_timeout_s" in payload["fix"]
 
 
-def test_slow_bodies_beyond_the_cap_get_503_at_once_and_fast_ones_still_pass() -> None:
+def test_beyond_the_cap_the_oldest_slow_body_gets_503_and_fast_ones_still_pass() -> None:
     reader = BodyReader("valid", timeout_s=3, max_slow=2)
 
     async def scenario() -> list[Any]:
-        slow = [reader.read(request([b"{"], JSON, stall=30)[0]) for _ in range(3)]
-        tasks = [asyncio.ensure_future(s) for s in slow]
-        await asyncio.sleep(0.8)  # past the grace: two are waited on, the third refused
+        tasks = []
+        for _ in range(3):  # one after the other: the first is the oldest
+            tasks.append(asyncio.ensure_future(reader.read(request([b"{"], JSON, stall=30)[0])))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.8)  # past the grace: the third turned slow, the first gave way
         fast = await reader.read(request([b"{}"], JSON)[0])
-        for task in tasks:
+        first = await asyncio.gather(tasks[0], return_exceptions=True)
+        for task in tasks[1:]:
             task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        return [fast, *results]
+        rest = await asyncio.gather(*tasks[1:], return_exceptions=True)
+        return [fast, *first, *rest]
 
-    fast, *results = asyncio.run(scenario())
+    fast, first, *rest = asyncio.run(scenario())
 
     assert fast == b"{}"
-    refused = [r for r in results if isinstance(r, HttpError)]
-    assert [r.status for r in refused] == [503]
-    assert refused[0].headers == {"Retry-After": "1"}
-    assert "already waiting on 2 slow request bodies" in refused[0].body["error"]
-    assert reader.slow == 0  # every slot given back
+    assert isinstance(first, HttpError) and first.status == 503
+    assert first.headers == {"Retry-After": "1"}
+    assert "at most 2 slow request bodies per replica" in first.body["error"]
+    assert all(isinstance(r, asyncio.CancelledError) for r in rest)  # still waited on
+    assert reader.slow == 0  # every place given back
+
+
+def test_a_late_body_is_not_refused_for_the_stalled_ones_ahead_of_it() -> None:
+    """A body delayed past the grace (a busy proxy) arrives while the cap is full: it passes."""
+    reader = BodyReader("valid", timeout_s=5, max_slow=2)
+
+    async def scenario() -> list[Any]:
+        stalled = [
+            asyncio.ensure_future(reader.read(request([b"{"], JSON, stall=30)[0]))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.7)  # both are waited on: the cap is full
+        late, _ = request([b"{}"], JSON, delay=0.9)
+        body = await reader.read(late)
+        for task in stalled:
+            task.cancel()
+        return [body, *await asyncio.gather(*stalled, return_exceptions=True)]
+
+    body, *stalled = asyncio.run(scenario())
+
+    assert body == b"{}"
+    assert sum(isinstance(s, HttpError) and s.status == 503 for s in stalled) == 1
+
+
+def test_no_slow_bodies_allowed_refuses_each_at_the_grace() -> None:
+    req, _ = request([b"{"], JSON, stall=30)
+
+    status, payload = refusal(lambda: read(BodyReader("valid", timeout_s=3, max_slow=0), req))
+
+    assert status == 503 and "max_slow_bodies is 0" in payload["error"]
 
 
 def test_a_declared_oversized_body_is_refused_before_reading() -> None:

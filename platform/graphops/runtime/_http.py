@@ -69,10 +69,13 @@ class BodyReader:
     """Reads request bodies for one replica: type, size, deadline, and a cap on slow bodies.
 
     A body that has not fully arrived after `SLOW_BODY_GRACE_S` is slow: at most ``max_slow``
-    of them are waited on at once (more get a 503 with Retry-After), each for at most
-    ``timeout_s`` in all (then 408). Serve's proxy streams a body to the replica as it arrives,
-    so every request waiting for its body holds one of the replica's ``max_ongoing_requests``
-    slots: without this, a few hundred clients that never finish their body starve everyone.
+    of them are waited on at once, each for at most ``timeout_s`` in all (then 408). When one
+    more turns slow, the one waited on longest gives its place up (a 503 with Retry-After): a
+    request that is only late because the machine is busy (its body queued in Serve's proxy)
+    arrives within moments and is never refused for the stalled bodies ahead of it. Serve's
+    proxy streams a body to the replica as it arrives, so every request waiting for its body
+    holds one of the replica's ``max_ongoing_requests`` slots: without this, a few hundred
+    clients that never finish their body starve everyone.
 
     Args:
         graph: The graph's name (for messages).
@@ -93,7 +96,8 @@ class BodyReader:
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
         self.max_slow = max_slow
-        self.slow = 0  # slow bodies being waited on now
+        # The slow bodies waited on now, oldest first: set a body's future to give its place up.
+        self.waiting: dict[int, asyncio.Future[None]] = {}
 
     @classmethod
     def of(cls, graph: str, limits: BodyLimits) -> BodyReader:
@@ -137,37 +141,56 @@ class BodyReader:
             if not task.done():
                 task.cancel()
 
+    @property
+    def slow(self) -> int:
+        """Slow bodies being waited on now."""
+        return len(self.waiting)
+
     async def _wait_slow(self, task: asyncio.Future[None], declared: str | None) -> set[Any]:
-        if self.slow >= self.max_slow:
-            raise HttpError(
-                503,
-                {
-                    "error": f"Graph '{self.graph}' is already waiting on {self.slow} slow request "
-                    "bodies on this replica; this one was refused so that slow clients cannot "
-                    "hold every request slot.",
-                    "fix": "Retry after a second and send the whole body at once; operators can "
-                    "raise max_slow_bodies in the application's args.",
-                },
-                headers={"Retry-After": "1"},
-            )
-        self.slow += 1
+        if self.max_slow == 0:
+            raise self._refused("waits on no slow request bodies (max_slow_bodies is 0)")
+        if len(self.waiting) >= self.max_slow:
+            oldest = next(iter(self.waiting))
+            self.waiting.pop(oldest).set_result(None)
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting[id(place)] = place
         try:
             remaining = max(self.timeout_s - SLOW_BODY_GRACE_S, 0.0)
-            done, _ = await asyncio.wait({task}, timeout=remaining)
-        finally:
-            self.slow -= 1
-        if not done:
-            expected = f" (of {declared} bytes announced)" if declared else ""
-            raise HttpError(
-                408,
-                {
-                    "error": f"The request body did not arrive within {self.timeout_s:g} s"
-                    f"{expected}; graph '{self.graph}' stopped waiting for it.",
-                    "fix": "Send the whole body at once (with a correct Content-Length); "
-                    "operators can raise body_timeout_s in the application's args.",
-                },
+            done, _ = await asyncio.wait(
+                {task, place}, timeout=remaining, return_when="FIRST_COMPLETED"
             )
-        return done
+        finally:
+            self.waiting.pop(id(place), None)
+        if task in done:
+            return done
+        if place in done:
+            raise self._refused(
+                f"waits on at most {self.max_slow} slow request bodies per replica, and newer "
+                "ones came after this one"
+            )
+        expected = f" (of {declared} bytes announced)" if declared else ""
+        raise HttpError(
+            408,
+            {
+                "error": f"The request body did not arrive within {self.timeout_s:g} s"
+                f"{expected}; graph '{self.graph}' stopped waiting for it.",
+                "fix": "Send the whole body at once (with a correct Content-Length); "
+                "operators can raise body_timeout_s in the application's args.",
+            },
+        )
+
+    def _refused(self, why: str) -> HttpError:
+        """The 503 for a slow body given up: ``why`` completes "Graph 'g' ..."."""
+        return HttpError(
+            503,
+            {
+                "error": f"Graph '{self.graph}' {why}; this body was refused so that slow "
+                "clients cannot hold every request slot.",
+                "fix": "Retry after a second and send the whole body at once; operators can "
+                "raise max_slow_bodies in the application's args.",
+            },
+            headers={"Retry-After": "1"},
+        )
 
     def check_type(self, content_type: str | None) -> None:
         """Refuse (415) a Content-Type other than JSON; a missing one is taken as JSON."""

@@ -154,7 +154,8 @@ class BodyLimits(FrozenModel):
         Field(
             ge=0,
             description="Slow bodies (still arriving after 0.5 s) one replica waits on at once; "
-            "more get a 503 so slow clients cannot hold every request slot.",
+            "one more and the oldest gets a 503, so slow clients cannot hold every request "
+            "slot.",
         ),
     ] = MAX_SLOW_BODIES
 
