@@ -159,8 +159,7 @@ def test_a_late_body_is_not_refused_for_the_stalled_ones_ahead_of_it() -> None:
 
     async def scenario() -> list[Any]:
         stalled = [
-            asyncio.ensure_future(reader.read(request([b"{"], JSON, stall=30)[0]))
-            for _ in range(2)
+            asyncio.ensure_future(reader.read(request([b"{"], JSON, stall=30)[0])) for _ in range(2)
         ]
         await asyncio.sleep(0.7)  # both are waited on: the cap is full
         late, _ = request([b"{}"], JSON, delay=0.9)
