@@ -7,6 +7,7 @@ it, refuse staging before the soak, survive a broken version, revert, race two p
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -50,6 +51,52 @@ while not stop.exists():
         failed += 1
 print(ok, failed)
 """
+
+
+class Counts:
+    """What the load process counted: good answers and failures (anything but a 200)."""
+
+    ok = failed = 0
+
+
+@contextlib.contextmanager
+def under_load(url: str, body: dict, tmp_path: Path) -> Iterator[Counts]:
+    """Requests to ``url`` from a second process for as long as the block runs (loopback)."""
+    stop_file = tmp_path / f"stop-{time.monotonic_ns()}"
+    client = subprocess.Popen(
+        [sys.executable, "-c", LOAD, url, json.dumps(body), str(stop_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    counts = Counts()
+    try:
+        yield counts
+    finally:
+        stop_file.touch()
+        out, _ = client.communicate(timeout=60)
+        counts.ok, counts.failed = map(int, out.split())
+
+
+class Rollouts:
+    """Failed/total of the rollouts under load, written to `ROLLOUTS` for docs/reliability.md."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, scenario: str, failed: int, ok: int) -> None:
+        self.rows.append({"scenario": scenario, "failed": failed, "total": failed + ok})
+
+
+ROLLOUTS = REPO / "benchmarks" / "results" / "rollouts.json"
+rollouts = Rollouts()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _record_rollouts() -> Iterator[None]:
+    yield
+    if rollouts.rows:
+        when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        ROLLOUTS.write_text(json.dumps({"when": when, "rows": rollouts.rows}, indent=2) + "\n")
 
 
 class Cluster:
@@ -270,28 +317,14 @@ def test_a_broken_version_never_takes_the_stable_route(
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": bad}}))
     render(ci, "dev").write()
     # A second process sends requests on the stable route for the whole apply.
-    stop_file = tmp_path / "stop"
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            LOAD,
-            f"{cluster.serve}/digits",
-            json.dumps(good.lock.example),
-            str(stop_file),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with pytest.raises(ApplyError, match="previous state is restored") as caught:
-            apply(ci, "dev", timeout_s=240)
-    finally:
-        stop_file.touch()
-        out, _ = client.communicate(timeout=60)
-    ok, failed = map(int, out.split())
+    with (
+        under_load(f"{cluster.serve}/digits", good.lock.example, tmp_path) as load,
+        pytest.raises(ApplyError, match="previous state is restored") as caught,
+    ):
+        apply(ci, "dev", timeout_s=240)
+    rollouts.add("broken version (weights' digest wrong) applied", load.failed, load.ok)
     assert "changed since they were pinned" in str(caught.value)
-    assert failed == 0 and ok > 10
+    assert load.failed == 0 and load.ok > 10
     [row] = [r for r in status(ci, "dev")]
     assert row.live in ("absent", "DELETING")  # git says 1.0.1 (its failed candidate is gone) ...
     with git.Repo(ci) as r:
@@ -301,8 +334,9 @@ def test_a_broken_version_never_takes_the_stable_route(
 
 
 def test_a_new_version_then_a_revert_brings_the_old_one_back(
-    ci: Path, cluster: Cluster, registry: Registry
+    ci: Path, cluster: Cluster, registry: Registry, tmp_path: Path
 ) -> None:
+    example = load_release(ci, "dev").graphs["digits"].lock.example
     init = ci / "graphs/digits/__init__.py"
     init.write_text(init.read_text().replace('version="1.0.0"', 'version="1.1.0"'))
     with git.Repo(ci) as r:
@@ -311,15 +345,20 @@ def test_a_new_version_then_a_revert_brings_the_old_one_back(
     validated(ci, registry)
     promote(ci, "digits", "dev", registry, push="main")
     pull(ci)
-    result = apply(ci, "dev", timeout_s=240)
+    with under_load(f"{cluster.serve}/digits", example, tmp_path) as rollout:
+        result = apply(ci, "dev", timeout_s=240)
     assert result.started and result.retired  # blue/green: new one started, old one retired
     health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
     assert health["version"] == "1.1.0"
     with git.Repo(ci) as r:
         r.git.revert("--no-edit", "HEAD")  # roll back = revert the promotion commit
-    apply(ci, "dev", timeout_s=240)
+    with under_load(f"{cluster.serve}/digits", example, tmp_path) as revert:
+        apply(ci, "dev", timeout_s=240)
     health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
     assert health["version"] == "1.0.0"
+    rollouts.add("good rollout 1.0.0 -> 1.1.0 (blue/green)", rollout.failed, rollout.ok)
+    rollouts.add("`git revert` of that promotion applied", revert.failed, revert.ok)
+    assert (rollout.failed, revert.failed) == (0, 0) and rollout.ok > 10 and revert.ok > 10
 
 
 def test_moving_the_alias_changes_nothing_that_serves(
@@ -549,6 +588,12 @@ def test_concurrent_promotions_lose_nothing(
     assert (origin / "declined-once").exists()
     final = clone(origin, tmp_path / "final", "final")
     graphs = load_release(final, "dev").graphs
+    lost = {"digits_a", "digits_b"} - set(graphs)
+    rollouts.add(
+        "two racing `promote --push main` (one push declined once): updates lost",
+        len(lost),
+        2 - len(lost),
+    )
     assert {"digits", "digits_a", "digits_b"} <= set(graphs)
     assert not render(final, "dev").stale()
     assert isinstance(graphs["digits_a"].lock, GraphLock)
