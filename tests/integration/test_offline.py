@@ -18,18 +18,29 @@ from graphops.runtime.offline import run_offline
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
-@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize(
+    ("fuse", "colocate", "operators"),
+    [(True, True, 1), (True, False, 3), (False, True, 3)],
+    ids=["fused-colocated", "fused-apart", "unfused"],
+)
 def test_offline_equals_local(
-    digits: GraphPackage, registry: Registry, champion: ResolvedModel, fuse: bool
+    digits: GraphPackage,
+    registry: Registry,
+    champion: ResolvedModel,
+    fuse: bool,
+    colocate: bool,
+    operators: int,
 ) -> None:
     assert digits.validation_dataset is not None
     rows = read_rows(digits.validation_dataset)
     local = run_local(digits, registry, rows)
-    offline = run_offline(digits, registry, digits.validation_dataset, fuse=fuse)
+    offline = run_offline(digits, registry, digits.validation_dataset, fuse=fuse, colocate=colocate)
     assert offline.rows == len(rows) == 360
     assert (
         len(offline.plan.stages) == 3
     )  # features | logits (model) | prediction: no CPU pair to fuse
+    # Co-located: features and prediction run inside the model's actor, one map_batches.
+    assert len(offline.operators) == operators
     np.testing.assert_array_equal(offline.columns["label"], local.columns["label"])
     np.testing.assert_allclose(
         offline.columns["confidence"], local.columns["confidence"], rtol=1e-6
