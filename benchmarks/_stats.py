@@ -128,7 +128,6 @@ def breakdown(result: dict[str, Any], rows: int) -> dict[str, Any]:
             "graphops_extra_over_handwritten": steps["import_graphops_offline"]
             + steps["graphops_load_graph"]
             + steps["graphops_plan"]
-            + steps["graphops_registry_init"]
             + steps["graphops_model_load"],
         },
         "graphops": {

@@ -17,6 +17,7 @@ from graphops.plan import (
     offline_operators,
     plan,
     pool_size,
+    read_blocks,
 )
 from graphops.runtime.offline import kept_columns
 from tests.fixtures.graphs import valid
@@ -175,3 +176,8 @@ def test_a_node_sets_its_offline_pool() -> None:
 def test_fractional_cpu_model_fits_more_actors() -> None:
     op = model_operator(resources=Resources(cpus=0.5))
     assert pool_size(op, 2, 0) == (1, 4)
+
+
+@pytest.mark.parametrize(("cpus", "blocks"), [(2, 4), (16, 32), (0.5, 1), (2.5, 4)])
+def test_reads_aim_for_two_blocks_per_cpu(cpus: float, blocks: int) -> None:
+    assert read_blocks(cpus) == blocks

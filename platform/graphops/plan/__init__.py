@@ -9,6 +9,7 @@ from graphops.plan._offline import (
     can_colocate,
     offline_operators,
     pool_size,
+    read_blocks,
 )
 from graphops.plan._planner import Boundary, Plan, Stage, plan
 
@@ -22,4 +23,5 @@ __all__ = [
     "offline_operators",
     "plan",
     "pool_size",
+    "read_blocks",
 ]

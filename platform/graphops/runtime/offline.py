@@ -28,7 +28,15 @@ from pydantic import Field
 
 from graphops.errors import GraphOpsError, InputDataError, RunError
 from graphops.graph import Batch, GraphPackage, dense_columns
-from graphops.plan import Operator, Plan, Stage, offline_operators, plan, pool_size
+from graphops.plan import (
+    Operator,
+    Plan,
+    Stage,
+    offline_operators,
+    plan,
+    pool_size,
+    read_blocks,
+)
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
 from graphops.runtime._table import FORMATS
@@ -298,6 +306,8 @@ def run_offline(
     pins: Mapping[str, ResolvedModel] | None = None,
     fuse: bool = True,
     colocate: bool = True,
+    cluster: ClusterSize | None = None,
+    blocks: bool = True,
     address: str | None = None,
 ) -> OfflineRun:
     """Run a graph on Ray Data: read ``source``, run every stage, write ``output`` or collect.
@@ -317,6 +327,10 @@ def run_offline(
         fuse: Use the fused plan.
         colocate: Run CPU stages inside a neighbouring model stage's actor where the plan
             allows (`graphops.plan.offline_operators`).
+        cluster: The cluster size the actor pools are sized for (default: the connected
+            cluster's; `graphops.plan.pool_size`).
+        blocks: Read few large blocks (`graphops.plan.read_blocks`) instead of Ray Data's
+            default minimum of 200.
         address: Ray cluster address; default ``$RAY_ADDRESS`` or a local cluster.
     """
     from graphops.runtime._ray import ensure_ray, has_gpus
@@ -331,19 +345,23 @@ def run_offline(
     if pins:  # freshly resolved pins were just verified; a lock's are checked once, here
         registry.check_pins(package.graph, pinned)
     resolve_s = time.perf_counter() - timer
-    dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
-    passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
-    keep = [
-        *package.graph.response_fields,
-        *[c for c in passthrough if c not in package.graph.response_fields],
-    ]
     gpus = has_gpus()
-    monitor: Any = _Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
+    cluster = cluster or ClusterSize.current()
+    # A dataset keeps the DataContext it was created with: set it before the read.
     context = ray.data.DataContext.get_current()
-    preserve = context.execution_options.preserve_order
+    preserve, min_blocks = context.execution_options.preserve_order, context.read_op_min_num_blocks
     context.execution_options.preserve_order = output is None  # collected results keep input order
+    if blocks:  # few large blocks: each costs every operator a task or call (see read_blocks)
+        context.read_op_min_num_blocks = read_blocks(cluster.cpus)
+    monitor: Any = _Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
     started = time.perf_counter()
     try:
+        dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
+        passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
+        keep = [
+            *package.graph.response_fields,
+            *[c for c in passthrough if c not in package.graph.response_fields],
+        ]
         dataset, the_plan, operators = compile_offline(
             package,
             registry,
@@ -354,6 +372,7 @@ def run_offline(
             gpus=gpus,
             monitor=monitor,
             keep=keep,
+            cluster=cluster,
         )
         dataset = dataset.select_columns(keep)
         columns: Batch = {}
@@ -366,8 +385,12 @@ def run_offline(
         failure = ray.get(monitor.first_failure.remote())
         ray.kill(monitor)
         raise (failure or _unwrap(exc, package.name)) from exc
+    except GraphOpsError:  # bad input, found before anything ran
+        ray.kill(monitor)
+        raise
     finally:
         context.execution_options.preserve_order = preserve
+        context.read_op_min_num_blocks = min_blocks
     seconds = time.perf_counter() - started
     last = the_plan.stages[-1].name
     expected = len(next(iter(columns.values()))) if columns else None
