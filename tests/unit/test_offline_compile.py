@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,20 @@ def test_fractional_cpu_model_fits_more_actors() -> None:
 @pytest.mark.parametrize(("cpus", "blocks"), [(2, 4), (16, 32), (0.5, 1), (2.5, 4)])
 def test_reads_aim_for_two_blocks_per_cpu(cpus: float, blocks: int) -> None:
     assert read_blocks(cpus) == blocks
+
+
+@pytest.mark.parametrize(("flag", "operators"), [([], 1), (["--no-colocate"], 3)])
+def test_graphops_plan_shows_the_offline_operators(flag: list[str], operators: int) -> None:
+    from typer.testing import CliRunner
+
+    from graphops.cli import app
+
+    repo = Path(__file__).resolve().parents[2]
+    result = CliRunner().invoke(
+        app, ["--repo", str(repo), "plan", "digits", *flag], env={"COLUMNS": "250"}
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"Offline: {operators} Ray Data operator(s)" in result.output
+    co_located = "features (co-located) + logits + prediction (co-located)"
+    assert (co_located in result.output) is (operators == 1)
