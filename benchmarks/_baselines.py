@@ -25,6 +25,14 @@ import ray
 import ray.data
 
 GRAPH = "digits"
+LEVERS = {
+    "no_colocate": "CPU stages as task operators of their own (not in the model's actor)",
+    "pool1": "actor pool of 1 (not sized from the cluster's CPUs)",
+    "blocks200": "Ray Data's default read_op_min_num_blocks=200 (not 2 per CPU)",
+    "batch64": "offline batches of 64 rows (the online max_batch_size) instead of 1,024",
+    "datasource_v2": "Parquet read through Ray Data's datasource V2 (the default) instead of V1",
+}
+"""graphops' offline levers: ``graphops_<lever>`` is graphops with that one lever off."""
 MODEL_NODE = "logits"
 CARRIED = ("row", "digit")
 
@@ -141,8 +149,10 @@ class Bench:
         self.node = self.package.graph.node(MODEL_NODE)
         stages = {s.name: s for s in plan(self.package.graph).stages}
         self.cpus = {name: s.resources.cpus for name, s in stages.items()}
-        self.batch_size = stages[MODEL_NODE].batching.max_batch_size  # type: ignore[union-attr]
+        # The batch graphops hands the model offline (Batching.offline_rows): the same for both.
+        self.batch_size = stages[MODEL_NODE].batching.offline_rows  # type: ignore[union-attr]
         self.runs = 0
+        self._b64: Any = None
 
     def output(self, system: str, rows: int) -> Path:
         """A fresh output folder for one run."""
@@ -154,14 +164,30 @@ class Bench:
         uri = self.node.uri  # type: ignore[attr-defined]
         return self.registry.client.get_model_version_by_alias(uri.name, uri.alias).source
 
-    def graphops(self, path: Path, rows: int) -> dict[str, Any]:
-        """`run_offline` on the graph, writing Parquet; wall time around the whole call."""
-        from graphops.runtime.offline import run_offline
+    def graphops(self, path: Path, rows: int, lever: str | None = None) -> dict[str, Any]:
+        """`run_offline` on the graph, writing Parquet; wall time around the whole call.
 
-        out = self.output("graphops", rows)
-        started = time.perf_counter()
-        run = run_offline(self.package, self.registry, path, output=out)
-        wall = time.perf_counter() - started
+        ``lever`` turns one of graphops' offline levers off (see `LEVERS`).
+        """
+        import os
+
+        from graphops.runtime.offline import ClusterSize, run_offline
+
+        out = self.output(f"graphops_{lever}" if lever else "graphops", rows)
+        package = self.package_b64() if lever == "batch64" else self.package
+        options: dict[str, Any] = {
+            "no_colocate": {"colocate": False},
+            "pool1": {"cluster": ClusterSize(cpus=1.0, gpus=0.0)},
+            "blocks200": {"blocks": False},
+        }.get(lever or "", {})
+        if lever == "datasource_v2":
+            os.environ["RAY_DATA_USE_DATASOURCE_V2"] = "1"
+        try:
+            started = time.perf_counter()
+            run = run_offline(package, self.registry, path, output=out, **options)
+            wall = time.perf_counter() - started
+        finally:
+            os.environ.pop("RAY_DATA_USE_DATASOURCE_V2", None)
         return {
             "wall_s": wall,
             "pipeline_s": run.seconds,
@@ -169,6 +195,24 @@ class Bench:
             "reported_rows": run.rows,
             "output": str(out),
         }
+
+    def package_b64(self) -> Any:
+        """The digits graph with ``offline_batch_size=64`` (the online batch), in a copy."""
+        import shutil
+
+        from graphops.graph import load_graph
+
+        if self._b64 is None:
+            root = self.work / "repo-b64"
+            shutil.copytree(self.repo / "graphs" / GRAPH, root / "graphs" / GRAPH)
+            shutil.copy(self.repo / "graphs" / "__init__.py", root / "graphs" / "__init__.py")
+            code = root / "graphs" / GRAPH / "__init__.py"
+            text = code.read_text()
+            edited = text.replace("max_wait_ms=5)", "max_wait_ms=5, offline_batch_size=64)")
+            assert edited != text, "the digits graph's Batching(...) line changed"
+            code.write_text(edited)
+            self._b64 = load_graph(root, GRAPH)
+        return self._b64
 
     def handwritten(
         self, path: Path, rows: int, *, timer: bool = False, carry: bool = False

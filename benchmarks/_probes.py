@@ -38,7 +38,9 @@ class Probe:
         """When the actor's constructor ran (epoch seconds)."""
         return self.born
 
-    def setup(self, repo: str, source: str, tracking_uri: str, work_dir: str) -> dict[str, float]:
+    def setup(
+        self, repo: str, source: str, tracking_uri: str, work_dir: str, pin: dict[str, Any]
+    ) -> dict[str, float]:
         """Seconds per step: imports, the hand-written model load, then graphops' stage build."""
         import importlib
 
@@ -55,13 +57,17 @@ class Probe:
         lap("import_graphops_offline", lambda: importlib.import_module("graphops.runtime.offline"))
         from graphops.graph import load_graph
         from graphops.plan import plan
-        from graphops.registry import Registry
+        from graphops.registry import Registry, ResolvedModel, load_pinned
 
         package = lap("graphops_load_graph", lambda: load_graph(Path(repo), GRAPH))
         lap("graphops_plan", lambda: plan(package.graph))
-        registry = lap("graphops_registry_init", lambda: Registry(Path(work_dir), tracking_uri))
         node = package.graph.node(MODEL_NODE)
-        lap("graphops_model_load", lambda: registry.load(node))
+        pinned = ResolvedModel.model_validate(pin)
+        # What a stage worker does now: the pin's artifacts, digest checked, no tracking client.
+        lap("graphops_model_load", lambda: load_pinned(node, pinned, tracking_uri))  # type: ignore[arg-type]
+        # What it did before (the lever): a Registry, whose load builds MLflow's tracking client.
+        registry = lap("graphops_registry_init", lambda: Registry(Path(work_dir), tracking_uri))
+        lap("graphops_model_load_with_client", lambda: registry.load(node, pinned))  # type: ignore[arg-type]
         return spent
 
     def timer_round_trip(self, timer: Any, calls: int) -> list[float]:
@@ -85,6 +91,7 @@ def probe(bench: Bench) -> dict[str, Any]:
             bench.source(),
             bench.registry.tracking_uri,
             str(bench.work / ".graphops"),
+            bench.registry.resolve(bench.node.uri).model_dump(),  # type: ignore[attr-defined]
         )
     )
     created = time.perf_counter()

@@ -65,6 +65,8 @@ def print_report(result: dict[str, Any]) -> None:
 
     rows, small_rows = result["parameters"]["rows"], result["parameters"]["small_rows"]
     big, small = str(rows), str(small_rows)
+    huge_rows = result["parameters"].get("huge_rows") or 0
+    huge = str(huge_rows)
     summary = result["summary"]
     table = Table(
         title=f"Offline digits: medians of {result['parameters']['repeats']} "
@@ -76,6 +78,8 @@ def print_report(result: dict[str, Any]) -> None:
         "rows/s",
         "graphops rows/s ÷ this",
         f"{small_rows:,} rows: wall s",
+        f"{huge_rows:,} rows: wall s",
+        "graphops rows/s ÷ this",
     ):
         table.add_column(column, justify="right")
 
@@ -89,6 +93,14 @@ def print_report(result: dict[str, Any]) -> None:
             cell(sizes.get(big, {}).get("rows_per_s"), ",.0f"),
             cell(summary["ratios"]["throughput"].get(f"graphops_vs_{system}"), ".3f"),
             cell(sizes.get(small, {}).get("wall_s"), ".2f"),
+            cell(sizes.get(huge, {}).get("wall_s"), ".2f"),
+            cell(
+                summary["ratios"]
+                .get("at_huge_rows", {})
+                .get("throughput", {})
+                .get(f"graphops_vs_{system}"),
+                ".3f",
+            ),
         )
     console = Console()
     console.print(table)

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from benchmarks._baselines import Bench
+from benchmarks._baselines import LEVERS, Bench
 from benchmarks._probes import model_stage_batches, probe
 from benchmarks._report import REPO, machine, print_report, utc_now, write_json
 from benchmarks._stats import SMALL_ROWS, breakdown, summarize
@@ -115,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=8, help="Parquet files the input is split in.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/offline.json")
     parser.add_argument(
+        "--huge-rows",
+        type=int,
+        default=1_000_000,
+        help="Rows of the second throughput point (graphops, hand-written, torch); 0: none.",
+    )
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="Also time graphops with one offline lever off at a time (co-location, pool "
+        "size, read blocks, offline batch size, datasource V1), at --rows rows.",
+    )
+    parser.add_argument(
         "--diagnose",
         action="store_true",
         help="Also time the hand-written pipeline plus one graphops behaviour at a time, and "
@@ -126,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = time.perf_counter()
     big, small = str(args.rows), str(SMALL_ROWS)
+    huge = str(args.huge_rows) if args.huge_rows else None
     result: dict[str, Any] = {
         "benchmark": "offline throughput, digits graph",
         "date": utc_now(),
@@ -135,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             "small_rows": SMALL_ROWS,
             "repeats": args.repeats,
             "input_files": args.files,
+            "huge_rows": args.huge_rows,
+            "levers": args.levers,
             "diagnose": args.diagnose,
             "torch_threads_in_loop": 1,
             "order": "graphops and handwritten alternate first/second each repeat (with "
-            f"--diagnose the runs at {args.rows} rows also rotate), after an untimed warm-up "
-            f"run of each on {SMALL_ROWS} rows",
+            f"--diagnose or --levers the runs at {args.rows} rows also rotate), after an "
+            f"untimed warm-up run of each on {SMALL_ROWS} rows",
         },
         "setup_s": {},
     }
@@ -154,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         trainer(bench.registry)
         result["setup_s"]["train_and_register"] = time.perf_counter() - t0
         inputs = {
+            **(
+                {
+                    huge: write_input(
+                        bench.package.path, work / "input-huge.parquet", args.huge_rows, args.files
+                    )
+                }
+                if huge
+                else {}
+            ),
             big: write_input(
                 bench.package.path, work / f"input-{big}.parquet", args.rows, args.files
             ),
@@ -182,11 +206,25 @@ def main(argv: list[str] | None = None) -> int:
                 "read_write_v1": functools.partial(bench.read_write, v2=False),
             },
         }
-        raw: dict[str, dict[str, list[dict[str, Any]]]] = {s: {big: [], small: []} for s in systems}
+        if args.levers:
+            diagnostics[big] |= {
+                f"graphops_{lever}": functools.partial(bench.graphops, lever=lever)
+                for lever in LEVERS
+            }
+        sizes = [s for s in (huge, big, small) if s]
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+            s: {size: [] for size in sizes} for s in systems
+        }
         for b in TORCH_BATCHES:
-            raw[f"torch_b{b}"] = {big: []}
-        if args.diagnose:
-            raw |= {s: {size: []} for size, runs in diagnostics.items() for s in runs}
+            raw[f"torch_b{b}"] = {size: [] for size in sizes if size != small}
+        extra = args.diagnose or args.levers
+        for size, runs in diagnostics.items():
+            for s in list(runs):
+                wanted = args.levers if s.startswith("graphops_") else args.diagnose
+                if wanted:
+                    raw.setdefault(s, {})[size] = []
+                else:
+                    del runs[s]
 
         def timed(system: str, size: str, fn: Callable[[Path, int], dict[str, Any]]) -> None:
             raw[system][size].append(fn(inputs[size], int(size)))
@@ -199,22 +237,27 @@ def main(argv: list[str] | None = None) -> int:
             result["warmup"] = {s: fn(inputs[small], SMALL_ROWS) for s, fn in systems.items()}
             for repeat in range(args.repeats):
                 print(f"-- repeat {repeat + 1}/{args.repeats}", flush=True)
-                for size in (big, small):
-                    runs = systems | (diagnostics[size] if args.diagnose else {})
+                for size in sizes:
+                    runs = systems | diagnostics.get(size, {})
                     # graphops and handwritten swap places every repeat; diagnostics rotate too.
                     order = (
                         list(runs) if repeat % 2 == 0 else [*list(systems)[::-1], *list(runs)[2:]]
                     )
-                    shift = repeat % len(order) if args.diagnose and size == big else 0
+                    shift = repeat % len(order) if extra and size == big else 0
                     for s in order[shift:] + order[:shift]:
                         timed(s, size, runs[s])
-                for b in TORCH_BATCHES:
-                    timed(f"torch_b{b}", big, functools.partial(bench.torch_loop, batch_size=b))
+                    if size == small:
+                        continue
+                    for b in TORCH_BATCHES:
+                        timed(
+                            f"torch_b{b}", size, functools.partial(bench.torch_loop, batch_size=b)
+                        )
         finally:
             ray.shutdown()
         if args.diagnose:
             result["model_stage_batches"] = model_stage_batches(bench, inputs[big], args.rows)
         result["verification"] = {
+            **({"huge_run": verify(_outputs(raw, huge), args.huge_rows)} if huge else {}),
             "throughput_run": verify(_outputs(raw, big), args.rows),
             "fixed_cost_run": verify(
                 _outputs(raw, small)
@@ -228,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         record.pop("output", None)
     result["raw"] = raw
-    result["summary"] = summarize(raw, args.rows)
+    result["summary"] = summarize(raw, args.rows, args.huge_rows or None)
     result["breakdown"] = breakdown(result, args.rows)
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["total_s"] = time.perf_counter() - started

@@ -15,7 +15,7 @@ from graphops.errors import GraphOpsError
 
 if TYPE_CHECKING:  # the CLI imports numpy, MLflow and torch only for commands that need them
     from graphops.graph import Catalog, MetricResult
-    from graphops.plan import Plan
+    from graphops.plan import Operator, Plan
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
     from graphops.runtime.schema import DeploymentSpec
@@ -107,6 +107,40 @@ def plan_table(plan: Plan) -> Table:
             scaling,
             f"≤{b.max_batch_size} / {b.max_wait_ms:g} ms" if b else "-",
             f"{', '.join(stage.inputs)} -> {', '.join(stage.outputs)}",
+        )
+    return table
+
+
+def operators_table(operators: Sequence[Operator], cpus: float, gpus: float = 0.0) -> Table:
+    """Offline operators (Ray Data ``map_batches``): stages co-located, tasks or actor pool."""
+    from graphops.diagram import describe_resources
+    from graphops.plan import pool_size
+
+    table = Table(
+        title=f"Offline: {len(operators)} Ray Data operator(s) (pools as on a cluster of "
+        f"{cpus:g} CPUs, {gpus:g} GPUs)",
+        title_justify="left",
+    )
+    for column in ("#", "operator", "stages", "runs as", "resources", "rows per batch", "outputs"):
+        table.add_column(column)
+    tasks = sum(o.resources.cpus for o in operators if not o.actors)
+    for i, op in enumerate(operators, start=1):
+        if op.actors:
+            low, high = pool_size(op, cpus, gpus, others=tasks)
+            runs = f"actors {low}" if low == high else f"actors {low}..{high}"
+        else:
+            runs = "tasks"
+        stages = " + ".join(
+            f"{s.name} (co-located)" if s.name in op.colocated else s.name for s in op.stages
+        )
+        table.add_row(
+            str(i),
+            f"[bold]{op.name}[/]",
+            stages,
+            runs,
+            describe_resources(op.resources),
+            str(op.batch_size),
+            ", ".join(op.outputs),
         )
     return table
 
@@ -205,8 +239,11 @@ def validation_table(report: ValidationReport) -> Group:
             f"{g.seconds:.1f}",
             g.run_id or "-",
         )
+    from graphops.validation.report import breakdown_line
+
+    times = [f"{g.graph}: {escape(breakdown_line(g))}" for g in report.graphs if g.timings]
     problems = [f"[red]{g.graph}:[/] {escape(p)}" for g in report.graphs for p in g.problems]
-    return Group(table, *problems)
+    return Group(table, *times, *problems)
 
 
 def deployments_table(specs: Sequence[DeploymentSpec], title: str) -> Table:

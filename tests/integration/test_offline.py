@@ -18,18 +18,29 @@ from graphops.runtime.offline import run_offline
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
-@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize(
+    ("fuse", "colocate", "operators"),
+    [(True, True, 1), (True, False, 3), (False, True, 3)],
+    ids=["fused-colocated", "fused-apart", "unfused"],
+)
 def test_offline_equals_local(
-    digits: GraphPackage, registry: Registry, champion: ResolvedModel, fuse: bool
+    digits: GraphPackage,
+    registry: Registry,
+    champion: ResolvedModel,
+    fuse: bool,
+    colocate: bool,
+    operators: int,
 ) -> None:
     assert digits.validation_dataset is not None
     rows = read_rows(digits.validation_dataset)
     local = run_local(digits, registry, rows)
-    offline = run_offline(digits, registry, digits.validation_dataset, fuse=fuse)
+    offline = run_offline(digits, registry, digits.validation_dataset, fuse=fuse, colocate=colocate)
     assert offline.rows == len(rows) == 360
     assert (
         len(offline.plan.stages) == 3
     )  # features | logits (model) | prediction: no CPU pair to fuse
+    # Co-located: features and prediction run inside the model's actor, one map_batches.
+    assert len(offline.operators) == operators
     np.testing.assert_array_equal(offline.columns["label"], local.columns["label"])
     np.testing.assert_allclose(
         offline.columns["confidence"], local.columns["confidence"], rtol=1e-6
@@ -124,3 +135,26 @@ def test_a_failing_node_is_reported_by_name_not_as_a_ray_traceback(
     assert info.value.node == "y" and info.value.graph == "fails"
     assert "ValueError: negative input" in str(info.value)
     assert f"{package / '__init__.py'}:16" in str(info.value)
+
+
+def test_feature_lookups_co_located_in_the_model_actor_equal_local(
+    repo_copy: Path, registry: Registry
+) -> None:
+    from graphops.graph import load_graph
+
+    package = load_graph(repo_copy, "feed_ranking")
+    trainer = package.trainer()
+    assert trainer is not None and package.validation_dataset is not None
+    trainer(registry)
+    rows = read_rows(package.validation_dataset)
+    local = run_local(package, registry, rows)
+    for colocate, operators in ((True, 1), (False, 3)):
+        offline = run_offline(package, registry, package.validation_dataset, colocate=colocate)
+        assert len(offline.operators) == operators  # lookups + pairs, scores, ranking
+        assert offline.rows == len(rows)
+        for field in ("top_items", "top_scores"):
+            got, want = offline.columns[field], local.columns[field]
+            if np.issubdtype(np.asarray(want[0]).dtype, np.floating):
+                np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=1e-6)
+            else:
+                assert [list(v) for v in got] == [list(v) for v in want]

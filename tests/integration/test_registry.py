@@ -12,7 +12,7 @@ from graphops import RegistryError, model
 from graphops.controller.gates import verify_lock
 from graphops.environments import GraphLock
 from graphops.graph import GraphPackage, ModelNode, ModelURI, content_hash
-from graphops.registry import Registry, ResolvedModel, where_of
+from graphops.registry import Registry, ResolvedModel, load_pinned, where_of
 from graphops.registry._integrity import DIGEST_TAG
 from tests.fixtures.locks import lock
 
@@ -146,6 +146,36 @@ def test_a_replica_load_refuses_the_tampered_weights(tampered: Tampered) -> None
             tampered.registry.load(tampered.node, pin)
         assert info.value.what == refusal(tampered)
         assert (info.value.node, info.value.file) == ("logits", tampered.node.file)
+
+
+def test_a_worker_load_without_tracking_client_refuses_the_tampered_weights(
+    tampered: Tampered,
+) -> None:
+    # What offline workers do: the pin's artifact URI, no MLflow client, digest against the pin.
+    with pytest.raises(RegistryError) as info:
+        load_pinned(tampered.node, tampered.pinned, tampered.registry.tracking_uri)
+    assert info.value.what == refusal(tampered)
+    assert (info.value.node, info.value.file) == ("logits", tampered.node.file)
+
+
+def test_pins_are_checked_against_the_registered_digest(
+    tmp_path: Path, digits: GraphPackage
+) -> None:
+    own = Registry(tmp_path / ".graphops")
+    node = digits.graph.node("logits")
+    assert isinstance(node, ModelNode)
+    pinned = register_tiny(own, node, seed=0)
+    own.check_pins(digits.graph, {"logits": pinned})
+    load_pinned(node, pinned, own.tracking_uri)  # intact: loads
+    edited = pinned.model_copy(update={"digest": "sha256:" + "0" * 64})  # a lock edited by hand
+    with pytest.raises(RegistryError) as info:
+        own.check_pins(digits.graph, {"logits": edited})
+    assert info.value.what == (
+        f"{pinned.uri} is pinned at digest {edited.digest}, but {pinned.digest} is registered "
+        "for it."
+    )
+    with pytest.raises(RegistryError, match="No pinned model version for model node logits"):
+        own.check_pins(digits.graph, {})
 
 
 def test_re_registering_makes_a_clean_version(tampered: Tampered) -> None:

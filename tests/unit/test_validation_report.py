@@ -83,3 +83,40 @@ def test_exit_code_and_report() -> None:
         "failed",
         "error",
     ]
+
+
+def test_the_report_breaks_the_wall_time_down() -> None:
+    from graphops.validation.validate import _breakdown
+
+    timings = _breakdown(
+        {
+            "total": 30.0,
+            "ray_start": 5.0,
+            "model_resolve": 2.5,
+            "data_run": 10.0,
+            "parity_serve": 8.0,
+            "mlflow_record": 1.5,
+        }
+    )
+    assert list(timings) == [
+        "total",
+        "ray_start",
+        "model_resolve",
+        "data_run",
+        "parity_serve",
+        "mlflow_record",
+        "other",
+    ]
+    assert timings["other"] == pytest.approx(3.0)
+    g = GraphValidation(graph="a", status="passed", version="1.0.0", timings=timings)
+    text = markdown(ValidationReport(graphs=[g]))
+    assert (
+        "Validation took 30.0 s end to end: Ray start 5.0 s, model resolve 2.5 s, Data run "
+        "10.0 s, parity serve 8.0 s, MLflow record 1.5 s, other 3.0 s." in text
+    )
+    assert json.loads(to_json(ValidationReport(graphs=[g])))["graphs"][0]["timings"] == timings
+    # The copy stored in MLflow is written during the record: it says so.
+    early = g.model_copy(update={"timings": _breakdown({"total": 20.0, "data_run": 10.0})})
+    assert "(this copy was written during the MLflow record)" in markdown(
+        ValidationReport(graphs=[early])
+    )

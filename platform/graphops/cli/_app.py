@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,13 @@ import typer
 from rich.panel import Panel
 
 from graphops._verbosity import VERBOSE_ENV
-from graphops._views import catalog_table, deployments_table, plan_table, run_tables
+from graphops._views import (
+    catalog_table,
+    deployments_table,
+    operators_table,
+    plan_table,
+    run_tables,
+)
 from graphops.errors import GraphOpsError
 
 from ._common import GraphArg, Settings, console, friendly
@@ -87,6 +94,13 @@ def plan_graph(
             "--no-fuse", help="One stage per node, explicit stage= groups kept (to measure fusion)."
         ),
     ] = False,
+    no_colocate: Annotated[
+        bool,
+        typer.Option(
+            "--no-colocate",
+            help="Offline: one Ray Data operator per stage (CPU stages not run in the model's actor).",
+        ),
+    ] = False,
     mermaid_out: Annotated[
         Path | None,
         typer.Option(
@@ -105,7 +119,7 @@ def plan_graph(
     named by column).
     """
     from graphops.diagram import mermaid, svg
-    from graphops.plan import plan
+    from graphops.plan import offline_operators, plan
     from graphops.runtime.schema import deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
@@ -114,6 +128,8 @@ def plan_graph(
     console.print(
         deployments_table(specs, f"Online: {len(specs)} Ray Serve deployments (as declared)")
     )
+    operators = offline_operators(the_plan, colocate=not no_colocate)
+    console.print(operators_table(operators, float(os.cpu_count() or 1)))
     diagram = mermaid(the_plan)
     console.print(
         Panel(diagram.rstrip(), title="Mermaid (paste into any Markdown file)", title_align="left"),

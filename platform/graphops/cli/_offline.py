@@ -111,7 +111,8 @@ def validate(
     """Validate graphs offline (Ray Data) against their MLflow models and gates; record each run.
 
     With parity (the default) each graph is then served on Ray Serve and its answers over HTTP
-    must equal the offline ones (floats within the graph's parity_tolerance).
+    must equal the offline ones (floats within the graph's parity_tolerance). Each graph's wall
+    time is shown with its parts: Ray start, model resolve, Data run, parity serve, MLflow record.
 
     Exit code 0: all passed; 1: a gate failed; 2: a graph could not be loaded or run.
     """

@@ -47,6 +47,14 @@ class Scaling(FrozenModel):
     target_ongoing_requests: Annotated[
         float, Field(gt=0, description="Autoscaling target of in-flight requests per replica.")
     ] = 2.0
+    offline_replicas: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="Actors of the stage's pool in offline runs (Ray Data); None: one at "
+            "first, growing to what the cluster's CPUs (or GPUs) hold, or the autoscaling bounds.",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:

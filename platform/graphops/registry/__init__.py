@@ -8,6 +8,7 @@ from graphops.registry._mlflow import (
     Registry,
     ResolvedModel,
     ValidationRecord,
+    load_pinned,
 )
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "Registry",
     "ResolvedModel",
     "ValidationRecord",
+    "load_pinned",
     "where_of",
 ]

@@ -220,6 +220,35 @@ class Registry:
         loaded = {n.name: self._load(n, (pins or {}).get(n.name)) for n in graph.model_nodes}
         return {k: v[0] for k, v in loaded.items()}, {k: v[1] for k, v in loaded.items()}
 
+    def check_pins(self, graph: Graph, pins: Mapping[str, ResolvedModel]) -> None:
+        """Refuse pins whose digest is not the one registered for their version (metadata only).
+
+        What lets workers load with `load_pinned` (no tracking client, artifacts checked against
+        the pin): the pin itself is checked here once, against the registry, on the driver.
+
+        Raises:
+            RegistryError: A model node has no pin, or its pin's version does not exist or
+                records another digest (names node, version and both digests).
+        """
+        for node in graph.model_nodes:
+            where = where_of(node)
+            pin = pins.get(node.name)
+            if pin is None:
+                raise RegistryError(
+                    f"No pinned model version for model node {node.name}.",
+                    fix="Pass every model node's ResolvedModel (Registry.resolve or the lock).",
+                    **where,
+                )
+            found = self._version(pin.name, pin.version, where)
+            if found.registered != pin.digest:
+                raise RegistryError(
+                    f"{pin.uri} is pinned at digest {pin.digest}, but "
+                    f"{found.registered or 'no digest'} is registered for it.",
+                    fix="Pin what the registry holds: re-resolve the model (or re-promote the "
+                    "lock) and re-validate.",
+                    **where,
+                )
+
     def _load(
         self, node: ModelNode, pinned: ResolvedModel | None
     ) -> tuple[TorchModel, ResolvedModel]:
@@ -253,26 +282,9 @@ class Registry:
 
     @contextmanager
     def _fetch(self, found: Version, where: Where) -> Iterator[Path]:
-        """A private copy of a version's artifacts, deleted afterwards.
-
-        Every load downloads afresh into its own folder, so the digest check is real and parallel
-        workers (Ray actors) never race on a shared cache.
-        """
-        from mlflow.artifacts import download_artifacts
-        from mlflow.exceptions import MlflowException
-
-        with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
-            try:
-                got = download_artifacts(
-                    artifact_uri=found.source, dst_path=tmp, tracking_uri=self.tracking_uri
-                )
-            except (MlflowException, OSError) as exc:
-                raise RegistryError(
-                    f"Could not download the artifacts of {found.uri} from {found.source}: {exc}",
-                    fix="Check that the artifact store is reachable and the version was not deleted.",
-                    **where,
-                ) from exc
-            yield Path(got)
+        """A private copy of a version's artifacts, deleted afterwards (see `fetched`)."""
+        with fetched(found, self.tracking_uri, where) as path:
+            yield path
 
     # -- registration ------------------------------------------------------------------------
 
@@ -431,6 +443,52 @@ class Registry:
                 fix="Check the run id (it comes from `graphops validate`).",
             ) from exc
         return _record(r)
+
+
+def load_pinned(node: ModelNode, pinned: ResolvedModel, tracking_uri: str | None) -> TorchModel:
+    """Load ``node``'s model at ``pinned`` without an MLflow tracking client (a worker's load).
+
+    Downloads the pin's artifact ``source`` (a URI: no registry lookup), hashes the very copy
+    the model is built from and refuses it unless it equals the pinned digest, which the driver
+    checked against the digest registered for the version before any worker started
+    (`Registry.check_pins`): so the registered digest stays the reference, and each worker saves
+    the ~2 s of building MLflow's tracking store client.
+
+    Raises:
+        RegistryError: The artifacts cannot be downloaded, or hash differently than registered
+            (names node, file, line, version and both digests).
+    """
+    from graphops.models import device_for, load_torch
+
+    where = where_of(node)
+    found = Version(pinned.name, pinned.version, pinned.source, pinned.digest)
+    with fetched(found, tracking_uri, where) as path:
+        verified(found, content_hash(path), where)
+        return load_torch(node, path, device_for(node))
+
+
+@contextmanager
+def fetched(found: Version, tracking_uri: str | None, where: Where) -> Iterator[Path]:
+    """A private copy of a version's artifacts, deleted afterwards.
+
+    Every load downloads afresh into its own folder, so the digest check is real and parallel
+    workers (Ray actors) never race on a shared cache.
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
+        try:
+            got = download_artifacts(
+                artifact_uri=found.source, dst_path=tmp, tracking_uri=tracking_uri
+            )
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(
+                f"Could not download the artifacts of {found.uri} from {found.source}: {exc}",
+                fix="Check that the artifact store is reachable and the version was not deleted.",
+                **where,
+            ) from exc
+        yield Path(got)
 
 
 def _listing(aliases: Mapping[str, Any]) -> str:

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphops.errors import RunError
 from graphops.features import FeaturesConfig, open_store, uses_features
-from graphops.graph import GraphPackage, load_graph
+from graphops.graph import GraphPackage, ModelNode, load_graph
 from graphops.plan import Stage
-from graphops.registry import Registry, ResolvedModel
+from graphops.registry import Registry, ResolvedModel, load_pinned
 from graphops.runtime.runner import LocalRunner
+
+if TYPE_CHECKING:  # torch is imported only by the workers that load a model
+    from graphops.models import TorchModel
+
+
+class PinnedLoader:
+    """Loads pinned models from their artifact URIs without an MLflow tracking client.
+
+    What offline workers use (`graphops.registry.load_pinned`): the driver checked each pin
+    against the registry once (`Registry.check_pins`), each worker checks the artifacts it
+    downloads against the pin.
+    """
+
+    def __init__(self, tracking_uri: str | None) -> None:
+        self.tracking_uri = tracking_uri
+
+    def load(self, node: ModelNode, pinned: ResolvedModel) -> TorchModel:
+        """The model of ``node`` at ``pinned``, its artifacts' digest checked."""
+        return load_pinned(node, pinned, self.tracking_uri)
 
 
 def open_graph(repo: str, graph: str, content_hash: str | None) -> GraphPackage:
@@ -34,7 +54,7 @@ def open_graph(repo: str, graph: str, content_hash: str | None) -> GraphPackage:
 def stage_runner(
     package: GraphPackage,
     stage: Stage,
-    registry: Registry | None,
+    registry: Registry | PinnedLoader | None,
     pins: Mapping[str, ResolvedModel],
     features: FeaturesConfig | None = None,
 ) -> LocalRunner:

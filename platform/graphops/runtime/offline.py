@@ -1,8 +1,11 @@
-"""The offline runtime: a plan compiled to a Ray Data pipeline, one ``map_batches`` per stage.
+"""The offline runtime: a plan compiled to a Ray Data pipeline, one ``map_batches`` per operator.
 
-CPU stages run as tasks (Ray Data fuses them with their neighbours when it can); model stages run
-in actor pools, so each actor loads its model once, on large batches (`Batching.offline_rows`).
-Each operator outputs only the columns a later stage or the result reads, so nothing else crosses
+The planner groups the stages into operators (`graphops.plan.offline_operators`): a CPU stage next
+to a model stage runs inside the model stage's actor, every other stage is an operator of its own.
+CPU operators run as tasks (Ray Data fuses them with their neighbours when it can); model
+operators run in actor pools sized from the cluster (`graphops.plan.pool_size`), so each actor
+loads its model once, without an MLflow tracking client, on large batches
+(`Batching.offline_rows`). Each operator outputs only the columns a later stage or the result reads, so nothing else crosses
 the object store. Every operator declares its CPUs (fractions allowed) so a small machine never
 deadlocks; GPU requests are dropped with a notice on a cluster without GPUs, so a graph never
 fails to schedule for lack of one. Stage timings reach the driver without a round trip per batch.
@@ -25,28 +28,36 @@ from pydantic import Field
 
 from graphops.errors import GraphOpsError, InputDataError, RunError
 from graphops.graph import Batch, GraphPackage, dense_columns
-from graphops.plan import Plan, Stage, plan
+from graphops.plan import (
+    Operator,
+    Plan,
+    Stage,
+    offline_operators,
+    plan,
+    pool_size,
+    read_blocks,
+)
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime._remote import open_graph, stage_runner
+from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
 from graphops.runtime._table import FORMATS
 from graphops.runtime.schema import GraphSpec, resolve_pins
-
-CPU_BATCH_SIZE = 1024
-"""Rows per batch for stages without a model (model stages use `Batching.offline_rows`)."""
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
 
 
 class StageSpec(GraphSpec):
-    """Everything a Ray worker needs to rebuild one stage (picklable, hashable: a cache key)."""
+    """Everything a Ray worker needs to rebuild one operator (picklable, hashable: a cache key)."""
 
-    index: Annotated[int, Field(ge=0, description="Position of the stage in the plan.")]
+    stages: Annotated[
+        tuple[int, ...],
+        Field(description="Positions in the plan of the stages the operator runs, in order."),
+    ]
     keep: Annotated[
         tuple[str, ...] | None,
         Field(
-            description="Columns the stage's operator outputs (those later stages or the "
-            "result read); None: every column."
+            description="Columns the operator outputs (those later operators or the result "
+            "read); None: every column."
         ),
     ] = None
 
@@ -77,32 +88,37 @@ _Monitor = ray.remote(num_cpus=0)(_MonitorState)  # an actor class (typed, unlik
 
 
 class _StageWorker:
-    """Runs one stage's nodes on numpy batches; built once per actor (model loaded once)."""
+    """Runs one operator's stages on numpy batches; built once per actor (model loaded once)."""
 
     def __init__(self, spec: StageSpec, monitor: Any) -> None:
         package = open_graph(spec.repo, spec.graph, spec.content_hash)
-        self.stage = plan(package.graph, fuse=spec.fuse).stages[spec.index]
-        # MLflow is slow to set up: only stages holding a model open the registry.
-        registry = (
-            Registry(Path(spec.work_dir), spec.tracking_uri) if self.stage.model_nodes else None
-        )
-        self.runner = stage_runner(package, self.stage, registry, spec.models)
+        stages = plan(package.graph, fuse=spec.fuse).stages
+        # No MLflow tracking client in a worker: the driver checked the pins against the registry,
+        # a model stage checks the artifacts it downloads against them; CPU stages load nothing.
+        loader = PinnedLoader(spec.tracking_uri)
+        self.runners = [
+            (stages[i].name, stage_runner(package, stages[i], loader, spec.models))
+            for i in spec.stages
+        ]
         self.keep = frozenset(spec.keep) if spec.keep is not None else None
         self.monitor = monitor
 
     def __call__(self, batch: Batch) -> Batch:
-        started = time.perf_counter()
-        try:
-            out = self.runner.run_batch(dense_columns(batch))
-        except GraphOpsError as exc:  # Ray wraps it beyond recognition: hand it over intact
-            ray.get(self.monitor.fail.remote(exc))
-            raise
+        columns = dense_columns(batch)
+        for name, runner in self.runners:
+            started = time.perf_counter()
+            try:
+                out = runner.run_batch(columns)
+            except GraphOpsError as exc:  # Ray wraps it beyond recognition: hand it over intact
+                ray.get(self.monitor.fail.remote(exc))
+                raise
+            rows = len(next(iter(out.values()))) if out else 0
+            # Not awaited: the driver waits for the totals once, at the end (see `_totals`).
+            self.monitor.add.remote(name, time.perf_counter() - started, rows)
+            columns = out
         if self.keep is not None:
-            out = {k: v for k, v in out.items() if k in self.keep}
-        rows = len(next(iter(out.values()))) if out else 0
-        # Not awaited: the driver waits for the totals once, at the end (see `_totals`).
-        self.monitor.add.remote(self.stage.name, time.perf_counter() - started, rows)
-        return out
+            columns = {k: v for k, v in columns.items() if k in self.keep}
+        return columns
 
 
 class _StageTask:
@@ -132,6 +148,9 @@ class OfflineRun:
     pins: dict[str, ResolvedModel]
     gpu_dropped: bool
     columns: Batch = field(default_factory=dict)
+    operators: tuple[Operator, ...] = ()
+    phases: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of its parts: ``ray_start``, ``model_resolve`` and ``data_run``."""
 
     @property
     def rows_per_second(self) -> float:
@@ -174,14 +193,29 @@ def _read_parquet(path: Path) -> ray.data.Dataset:
         context.use_datasource_v2 = before
 
 
-def kept_columns(the_plan: Plan, keep: Sequence[str]) -> list[tuple[str, ...]]:
-    """Per stage, the columns its operator outputs: what later stages read, plus ``keep``."""
+def kept_columns(units: Plan | Sequence[Operator], keep: Sequence[str]) -> list[tuple[str, ...]]:
+    """Per stage (or operator), the columns it outputs: what later ones read, plus ``keep``."""
     needed = set(keep)
     kept: list[tuple[str, ...]] = []
-    for stage in reversed(the_plan.stages):
+    ordered: Sequence[Stage | Operator] = units.stages if isinstance(units, Plan) else units
+    for unit in reversed(ordered):
         kept.append(tuple(sorted(needed)))
-        needed = (needed - set(stage.outputs)) | set(stage.inputs)
+        needed = (needed - set(unit.outputs)) | set(unit.inputs)
     return kept[::-1]
+
+
+@dataclass(frozen=True)
+class ClusterSize:
+    """What the cluster holds, as the pool sizes are derived from it (`graphops.plan.pool_size`)."""
+
+    cpus: float
+    gpus: float
+
+    @classmethod
+    def current(cls) -> ClusterSize:
+        """The connected cluster's logical CPUs and GPUs."""
+        total = ray.cluster_resources()
+        return cls(cpus=float(total.get("CPU", 1.0)), gpus=float(total.get("GPU", 0.0)))
 
 
 def compile_offline(
@@ -191,27 +225,34 @@ def compile_offline(
     pins: Mapping[str, ResolvedModel],
     *,
     fuse: bool = True,
+    colocate: bool = True,
     gpus: bool = False,
     monitor: Any = None,
     keep: Sequence[str] | None = None,
-) -> tuple[ray.data.Dataset, Plan]:
-    """Append one ``map_batches`` per stage of the graph's plan to ``dataset``.
+    cluster: ClusterSize | None = None,
+) -> tuple[ray.data.Dataset, Plan, tuple[Operator, ...]]:
+    """Append one ``map_batches`` per offline operator of the graph's plan to ``dataset``.
 
     Args:
         package: The graph package (its path is how workers load the same code).
-        registry: Where workers load the pinned models from.
+        registry: Where workers load the pinned models from (its tracking URI).
         dataset: Input rows holding the request fields (other columns pass through).
-        pins: The exact model version per model node (see `Registry.load_models`).
-        fuse: Compile the fused plan (default) or one operator per node.
+        pins: The exact model version per model node, already checked against the registry
+            (`Registry.check_pins`; workers check the artifacts against them).
+        fuse: Compile the fused plan (default) or one stage per node.
+        colocate: Run CPU stages next to a model stage inside its actor where the plan allows
+            (`graphops.plan.offline_operators`); False: one operator per stage.
         gpus: Whether the cluster has GPUs; without, GPU requests become CPU-only.
         monitor: A `_Monitor` actor collecting per-stage seconds (created when omitted).
         keep: The columns the result needs; each operator then outputs only those and what
-            later stages read (column pruning). None: every column flows to the end.
+            later operators read (column pruning). None: every column flows to the end.
+        cluster: The cluster's size, for the actor pools (default: the connected cluster's).
 
     Returns:
-        (the dataset with every stage appended, the plan).
+        (the dataset with every operator appended, the plan, its operators).
     """
     the_plan = plan(package.graph, fuse=fuse)
+    operators = offline_operators(the_plan, colocate=colocate)
     monitor = monitor or _Monitor.remote()
     missing = [f for f in package.graph.request_fields if f not in dataset.columns()]
     if missing:
@@ -222,33 +263,36 @@ def compile_offline(
             f"as {package.graph.request.__name__} describes.",
             graph=package.name,
         )
-    kept = kept_columns(the_plan, keep) if keep is not None else [None] * len(the_plan.stages)
-    for index, stage in enumerate(the_plan.stages):
-        spec = StageSpec.of(package, registry, pins, fuse=fuse, index=index, keep=kept[index])
-        dataset = dataset.map_batches(**_operator(stage, spec, monitor, gpus))
-    return dataset, the_plan
+    kept = kept_columns(operators, keep) if keep is not None else [None] * len(operators)
+    cluster = cluster or ClusterSize.current()
+    tasks = sum(o.resources.cpus for o in operators if not o.actors)
+    for op, op_keep in zip(operators, kept, strict=True):
+        index = tuple(the_plan.stages.index(s) for s in op.stages)
+        spec = StageSpec.of(package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
+        dataset = dataset.map_batches(**_operator(op, spec, monitor, gpus, cluster, tasks))
+    return dataset, the_plan, operators
 
 
-def _operator(stage: Stage, spec: StageSpec, monitor: Any, gpus: bool) -> dict[str, Any]:
-    """``map_batches`` arguments for one stage: resources, batch size, tasks or an actor pool."""
+def _operator(
+    op: Operator, spec: StageSpec, monitor: Any, gpus: bool, cluster: ClusterSize, tasks: float
+) -> dict[str, Any]:
+    """``map_batches`` arguments for one operator: resources, batch size, tasks or an actor pool."""
     common: dict[str, Any] = {
         "batch_format": "numpy",
-        "num_cpus": stage.resources.cpus,
-        "num_gpus": stage.resources.gpus if gpus else 0,
+        "batch_size": op.batch_size,
+        "num_cpus": op.resources.cpus,
+        "num_gpus": op.resources.gpus if gpus else 0,
         "zero_copy_batch": True,
     }
-    if stage.resources.memory:
-        common["memory"] = stage.resources.memory
-    if not stage.model_nodes:
-        return {"fn": _StageTask(spec, monitor), "batch_size": CPU_BATCH_SIZE, **common}
-    s = stage.scaling
+    if op.resources.memory:
+        common["memory"] = op.resources.memory
+    if not op.actors:
+        return {"fn": _StageTask(spec, monitor), **common}
+    low, high = pool_size(op, cluster.cpus, cluster.gpus if gpus else 0.0, others=tasks)
     return {
         "fn": _StageWorker,
         "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
-        "batch_size": stage.batching.offline_rows if stage.batching else CPU_BATCH_SIZE,
-        "compute": ray.data.ActorPoolStrategy(min_size=s.min_replicas or 1, max_size=s.max_replicas)
-        if s.autoscaling
-        else ray.data.ActorPoolStrategy(size=s.replicas),
+        "compute": ray.data.ActorPoolStrategy(min_size=low, max_size=high),
         **common,
     }
 
@@ -261,6 +305,9 @@ def run_offline(
     output: Path | None = None,
     pins: Mapping[str, ResolvedModel] | None = None,
     fuse: bool = True,
+    colocate: bool = True,
+    cluster: ClusterSize | None = None,
+    blocks: bool = True,
     address: str | None = None,
 ) -> OfflineRun:
     """Run a graph on Ray Data: read ``source``, run every stage, write ``output`` or collect.
@@ -274,31 +321,58 @@ def run_offline(
         registry: Where models are resolved and loaded.
         source: A file/folder path or in-memory rows.
         output: Folder to write to (format from its suffix), or None to collect.
-        pins: Exact model versions (from a lock); resolved from the node URIs when omitted.
+        pins: Exact model versions (from a lock), checked against the registry's digests here
+            (workers then load them without MLflow's tracking client); resolved from the node
+            URIs when omitted.
         fuse: Use the fused plan.
+        colocate: Run CPU stages inside a neighbouring model stage's actor where the plan
+            allows (`graphops.plan.offline_operators`).
+        cluster: The cluster size the actor pools are sized for (default: the connected
+            cluster's; `graphops.plan.pool_size`).
+        blocks: Read few large blocks (`graphops.plan.read_blocks`) instead of Ray Data's
+            default minimum of 200.
         address: Ray cluster address; default ``$RAY_ADDRESS`` or a local cluster.
     """
     from graphops.runtime._ray import ensure_ray, has_gpus
 
     if output is not None:
         check_output(output)
+    timer = time.perf_counter()
     ensure_ray(package.repo, address=address)
+    ray_s = time.perf_counter() - timer
+    timer = time.perf_counter()
     pinned = resolve_pins(package, registry, pins)
-    dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
-    passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
-    keep = [
-        *package.graph.response_fields,
-        *[c for c in passthrough if c not in package.graph.response_fields],
-    ]
+    if pins:  # freshly resolved pins were just verified; a lock's are checked once, here
+        registry.check_pins(package.graph, pinned)
+    resolve_s = time.perf_counter() - timer
     gpus = has_gpus()
-    monitor: Any = _Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
+    cluster = cluster or ClusterSize.current()
+    # A dataset keeps the DataContext it was created with: set it before the read.
     context = ray.data.DataContext.get_current()
-    preserve = context.execution_options.preserve_order
+    preserve, min_blocks = context.execution_options.preserve_order, context.read_op_min_num_blocks
     context.execution_options.preserve_order = output is None  # collected results keep input order
+    if blocks:  # few large blocks: each costs every operator a task or call (see read_blocks)
+        context.read_op_min_num_blocks = read_blocks(cluster.cpus)
+    monitor: Any = _Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
     started = time.perf_counter()
     try:
-        dataset, the_plan = compile_offline(
-            package, registry, dataset, pinned, fuse=fuse, gpus=gpus, monitor=monitor, keep=keep
+        dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
+        passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
+        keep = [
+            *package.graph.response_fields,
+            *[c for c in passthrough if c not in package.graph.response_fields],
+        ]
+        dataset, the_plan, operators = compile_offline(
+            package,
+            registry,
+            dataset,
+            pinned,
+            fuse=fuse,
+            colocate=colocate,
+            gpus=gpus,
+            monitor=monitor,
+            keep=keep,
+            cluster=cluster,
         )
         dataset = dataset.select_columns(keep)
         columns: Batch = {}
@@ -311,8 +385,12 @@ def run_offline(
         failure = ray.get(monitor.first_failure.remote())
         ray.kill(monitor)
         raise (failure or _unwrap(exc, package.name)) from exc
+    except GraphOpsError:  # bad input, found before anything ran
+        ray.kill(monitor)
+        raise
     finally:
         context.execution_options.preserve_order = preserve
+        context.read_op_min_num_blocks = min_blocks
     seconds = time.perf_counter() - started
     last = the_plan.stages[-1].name
     expected = len(next(iter(columns.values()))) if columns else None
@@ -328,6 +406,8 @@ def run_offline(
         pins=pinned,
         gpu_dropped=not gpus and any(s.resources.gpus for s in the_plan.stages),
         columns=columns,
+        operators=operators,
+        phases={"ray_start": ray_s, "model_resolve": resolve_s, "data_run": seconds},
     )
 
 

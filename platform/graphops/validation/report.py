@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from graphops.validation.results import GraphValidation, ValidationReport
+from graphops.validation.results import TIMED_PARTS, GraphValidation, ValidationReport
 
 _ICON = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error"}
 
@@ -51,6 +51,8 @@ def graph_markdown(result: GraphValidation, picture: str | None = None) -> str:
             f"{result.rows} rows in {result.seconds:.1f} s (compute per stage: {stages}).",
             "",
         ]
+    if result.timings:
+        lines += [breakdown_line(result), ""]
     if result.parity is not None:
         p = result.parity
         verdict = "equal" if p.passed else f"**{p.mismatches} rows differ**"
@@ -77,6 +79,14 @@ def graph_markdown(result: GraphValidation, picture: str | None = None) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def breakdown_line(result: GraphValidation) -> str:
+    """``Validation took N s end to end: Ray start a s, ...`` from `GraphValidation.timings`."""
+    t = result.timings
+    parts = ", ".join(f"{TIMED_PARTS[k]} {t[k]:.1f} s" for k in TIMED_PARTS if k in t)
+    recorded = "" if "mlflow_record" in t else " (this copy was written during the MLflow record)"
+    return f"Validation took {t.get('total', 0.0):.1f} s end to end{recorded}: {parts}."
 
 
 def graph_json(result: GraphValidation) -> str:

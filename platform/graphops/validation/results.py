@@ -15,6 +15,16 @@ from graphops.validation.parity import ParityResult
 
 Status = Literal["passed", "failed", "error"]
 
+TIMED_PARTS = {
+    "ray_start": "Ray start",
+    "model_resolve": "model resolve",
+    "data_run": "Data run",
+    "parity_serve": "parity serve",
+    "mlflow_record": "MLflow record",
+    "other": "other",
+}
+"""The parts of a validation's wall time (`GraphValidation.timings`), as reports name them."""
+
 
 class MetricGate(StrictModel):
     """One metric, its gate and (when pinned somewhere) its comparison with the baseline."""
@@ -51,6 +61,14 @@ class GraphValidation(StrictModel):
     rows: Annotated[int, Field(description="Validation rows processed.")] = 0
     seconds: Annotated[float, Field(description="Wall time of the offline run.")] = 0.0
     stage_seconds: Annotated[dict[str, float], Field(description="Compute seconds per stage.")] = {}
+    timings: Annotated[
+        dict[str, float],
+        Field(
+            description="Wall seconds of this graph's validation end to end (total) and of its "
+            "parts, in order: ray_start, model_resolve, data_run, parity_serve, mlflow_record, "
+            "and other (graph load, plan, version and baseline lookups, gates); see TIMED_PARTS."
+        ),
+    ] = {}
     baseline_run: Annotated[
         str | None, Field(description="Validation run of the pinned version.")
     ] = None

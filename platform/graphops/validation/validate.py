@@ -23,7 +23,13 @@ from graphops.registry import TRUSTED_ENV, TRUSTED_TAG, Registry, ValidationReco
 from graphops.runtime import read_rows
 from graphops.validation.parity import check_parity
 from graphops.validation.report import graph_json, graph_markdown
-from graphops.validation.results import GraphValidation, MetricGate, Status, ValidationReport
+from graphops.validation.results import (
+    TIMED_PARTS,
+    GraphValidation,
+    MetricGate,
+    Status,
+    ValidationReport,
+)
 
 
 def file_digest(path: Path) -> str:
@@ -70,6 +76,8 @@ def validate_graph(
     """
     from graphops.runtime.offline import run_offline  # Ray only when a graph actually runs
 
+    begun = time.perf_counter()
+    timings: dict[str, float] = {}
     try:
         package = load_graph(repo, name)
     except GraphOpsError as exc:
@@ -92,7 +100,14 @@ def validate_graph(
 
     def finish(status: Status, problems: list[str]) -> GraphValidation:
         result.status, result.problems = status, problems
-        return _recorded(result, registry, package, digest, record)
+        timings["total"] = time.perf_counter() - begun  # the MLflow copy: up to the record
+        result.timings = _breakdown(timings)
+        recording = time.perf_counter()
+        done = _recorded(result, registry, package, digest, record)
+        timings["mlflow_record"] = time.perf_counter() - recording
+        timings["total"] = time.perf_counter() - begun
+        done.timings = _breakdown(timings)
+        return done
 
     if dataset is None or package.graph.validation is None:
         return finish(
@@ -111,7 +126,11 @@ def validate_graph(
         pins = {
             n.name: registry.resolve(n.uri, where=where_of(n)) for n in package.graph.model_nodes
         }
+        timings["model_resolve"] = time.perf_counter() - started
         run = run_offline(package, registry, dataset, pins=pins, fuse=fuse)
+        timings["ray_start"] = run.phases.get("ray_start", 0.0)
+        timings["model_resolve"] += run.phases.get("model_resolve", 0.0)
+        timings["data_run"] = run.phases.get("data_run", 0.0)
     except GraphOpsError as exc:
         return finish("error", [str(exc)])
     except Exception as exc:  # Ray failing in a way no node reported
@@ -129,12 +148,15 @@ def validate_graph(
     result.gates = [_gate(m, baseline) for m in metrics]
     problems = [_why(g) for g in result.gates if not g.passed]
     if parity:
+        serving = time.perf_counter()
         try:
             result.parity = check_parity(
                 package, registry, read_rows(dataset), run.columns, run.pins, fuse=fuse
             )
         except GraphOpsError as exc:
             return finish("error", [f"The parity check could not run: {exc}"])
+        finally:
+            timings["parity_serve"] = time.perf_counter() - serving
         if not result.parity.passed:
             p = result.parity
             problems.append(
@@ -232,6 +254,13 @@ def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphV
     )
 
 
+def _breakdown(timings: dict[str, float]) -> dict[str, float]:
+    """``total`` and the parts in `TIMED_PARTS` order; ``other`` is what the parts leave over."""
+    parts = {k: timings[k] for k in TIMED_PARTS if k in timings and k != "other"}
+    total = timings.get("total", 0.0)
+    return {"total": total, **parts, "other": max(total - sum(parts.values()), 0.0)}
+
+
 def _needs_version_bump(registry: Registry, package: GraphPackage) -> str | None:
     """The "bump the version" failure, when this version already passed at another content hash."""
     g = package.graph
@@ -319,6 +348,7 @@ def _recorded(
     metrics = {g.metric: g.value for g in result.gates}
     metrics.update({f"gate.{g.metric}.passed": float(g.passed) for g in result.gates})
     metrics.update({"rows": result.rows, "seconds": result.seconds})
+    metrics.update({f"seconds.{k}": v for k, v in result.timings.items()})
     if result.parity is not None:
         metrics["parity.mismatches"] = result.parity.mismatches
         metrics["parity.max_abs_diff"] = result.parity.max_abs_diff
