@@ -12,7 +12,13 @@ machine, each repeated with the systems alternating and reported as medians and 
     (a calibration row: what Serve itself costs on this machine);
 (d) ``experiment`` vs ``single``: the stable route under a 2-arm experiment (the graphops router,
     sticky key, 50/50 between two applications of the digits graph) vs one version answering
-    on its own route (no router): what an A/B experiment costs per request.
+    on its own route (no router): what an A/B experiment costs per request. This is P3 (a
+    canary puts the router on every rollout's path): targets p50 <= 1.15x and throughput
+    >= 0.9x of single, as medians with the spread of the per-repeat ratios (each repeat
+    measures both systems back to back, order alternating). A third system,
+    ``experiment_serve_defaults``, is the same router with Serve's default threading (user code
+    and handle routing on threads of their own): what `graphops.runtime.router.REPLICA_ENV`
+    saves.
 
 Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput at
 ``--concurrency`` for ``--seconds``. Run it with ``nox -s bench`` or::
@@ -37,7 +43,14 @@ from typing import Any
 from benchmarks._report import utc_now, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {"p50": 1.10, "p99": 1.25, "throughput": 0.9, "fusion_throughput": 1.5}
+TARGETS = {
+    "p50": 1.10,
+    "p99": 1.25,
+    "throughput": 0.9,
+    "fusion_throughput": 1.5,
+    "p3_p50": 1.15,
+    "p3_throughput": 0.9,
+}
 CPU_BUDGET = 0.75  # per application: two applications side by side fit a 2-CPU machine
 
 PIPELINE = '''"""Bench graph: three CPU nodes before the digits model, then the postprocessing."""
@@ -234,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     if "b_fused_vs_unfused" in result:
         rb = result["b_fused_vs_unfused"]["ratios"]
         verdict["b_fusion_throughput"] = rb["throughput"] >= TARGETS["fusion_throughput"]
+    if "p3" in result.get("d_experiment_vs_single", {}):
+        p3 = result["d_experiment_vs_single"]["p3"]
+        verdict["p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
+        verdict["p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
     result["verdict"] = verdict
     write_json(args.out, result)
     print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
@@ -367,9 +384,16 @@ class Bench:
         from ray import serve
 
         from graphops.graph import load_graph
+        from graphops.runtime._serve import deployment_of
         from graphops.runtime.online import deploy, undeploy
-        from graphops.runtime.router import router_app
-        from graphops.runtime.schema import RouteArm, RouterArgs, RouterConfig
+        from graphops.runtime.router import Router, router_app
+        from graphops.runtime.schema import (
+            ROUTER_CPUS,
+            ROUTER_MAX_ONGOING,
+            RouteArm,
+            RouterArgs,
+            RouterConfig,
+        )
 
         print("(d) a 2-arm experiment (router) vs a single version", flush=True)
         digits = load_graph(self.repo, "digits")
@@ -386,15 +410,51 @@ class Bench:
         )
         args = RouterArgs(graph="digits", route="/split")
         serve.run(router_app(args, config), name="split", route_prefix="/split", blocking=False)
-        wait_http(f"{self.base}/split", self.body.read_bytes())
-        d = measure(
-            {"experiment": f"{self.base}/split", "single": single.url}, self.body, self.args
+        defaults = (  # the same router, with Serve's default threading
+            deployment_of(Router)
+            .options(
+                name="Router",
+                ray_actor_options={"num_cpus": ROUTER_CPUS},
+                max_ongoing_requests=ROUTER_MAX_ONGOING,
+                logging_config={"enable_access_log": False},
+                user_config=config.model_dump(mode="json"),
+            )
+            .bind(RouterArgs(graph="digits", route="/split-defaults").model_dump(mode="json"))
         )
-        for name in ("split", single.name, other.name):
+        serve.run(defaults, name="split-defaults", route_prefix="/split-defaults", blocking=False)
+        wait_http(f"{self.base}/split", self.body.read_bytes())
+        wait_http(f"{self.base}/split-defaults", self.body.read_bytes())
+        d = measure(
+            {
+                "experiment": f"{self.base}/split",
+                "single": single.url,
+                "experiment_serve_defaults": f"{self.base}/split-defaults",
+            },
+            self.body,
+            self.args,
+        )
+        for name in ("split", "split-defaults", single.name, other.name):
             undeploy(name)
         figures = ratios(d, "experiment", "single")
         figures["p50_added_ms"] = d["experiment"]["p50_ms"] - d["single"]["p50_ms"]
-        return {"systems": d, "ratios": figures}
+        return {
+            "systems": d,
+            "ratios": figures,
+            "ratios_serve_defaults": ratios(d, "experiment_serve_defaults", "single"),
+            "p3": p3(d, "experiment", "single"),
+            "p3_serve_defaults": p3(d, "experiment_serve_defaults", "single"),
+        }
+
+
+def p3(summary: dict[str, Any], system: str, baseline: str) -> dict[str, dict[str, float]]:
+    """Per-repeat ratios system/baseline (p50, throughput): median, min and max of each."""
+    pairs = list(zip(summary[system]["runs"], summary[baseline]["runs"], strict=True))
+    p50 = [a["latency"]["p50_ms"] / b["latency"]["p50_ms"] for a, b in pairs]
+    rate = [a["saturated"]["throughput"] / b["saturated"]["throughput"] for a, b in pairs]
+    return {
+        name: {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+        for name, xs in (("p50", p50), ("throughput", rate))
+    }
 
 
 if __name__ == "__main__":
