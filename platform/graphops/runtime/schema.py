@@ -423,3 +423,28 @@ def _compact(value: Any) -> Any:
     if isinstance(value, list):
         return [_compact(v) for v in value]
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def arm_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """Readable figures of an arm's raw counters (the router's and the ingress's ``raw``).
+
+    Requests, errors, error rate, p50/p95/p99 in ms (and the output distribution): what
+    `graphops status --live` and a canary's steps show.
+    """
+    from graphops.runtime._traffic import summary  # _traffic imports this module
+
+    return summary(raw)
+
+
+def arm_delta(after: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """Raw counters added between two readings of the same totals (``before`` None: all)."""
+    from graphops.runtime._traffic import subtract
+
+    return subtract(after, before)
+
+
+def arm_merge(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Add raw counters ``part`` to ``into`` (e.g. the readings of several ingress replicas)."""
+    from graphops.runtime._traffic import merge
+
+    return merge(into, part)
