@@ -19,6 +19,10 @@ machine, each repeated with the systems alternating and reported as medians and 
     ``experiment_serve_defaults``, is the same router with Serve's default threading (user code
     and handle routing on threads of their own): what `graphops.runtime.router.REPLICA_ENV`
     saves.
+(e) ``ingress_split`` vs ``experiment`` vs ``single``: the no-hop alternative for P3. The same
+    50/50 split done by the stable version's own ingress (`IngressSplit` in its
+    ``user_config``: half the requests answered in place, half forwarded by handle to the other
+    version's ingress), against the router and one version alone, same run.
 
 Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput at
 ``--concurrency`` for ``--seconds``. Run it with ``nox -s bench`` or::
@@ -189,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="Clients of a throughput run.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/online.json")
     parser.add_argument(
-        "--parts", default="abcd", help="Comparisons to run, e.g. d (the others stay in --out)."
+        "--parts", default="abcde", help="Comparisons to run, e.g. d (the others stay in --out)."
     )
     args = parser.parse_args(argv)
-    if not args.parts or not set(args.parts) <= set("abcd"):
-        parser.error(f"Got --parts {args.parts!r}: use letters among a, b, c and d.")
+    if not args.parts or not set(args.parts) <= set("abcde"):
+        parser.error(f"Got --parts {args.parts!r}: use letters among a, b, c, d and e.")
 
     from ray import serve
 
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"cpu_budget_per_app": CPU_BUDGET},
         "targets": TARGETS,
     }
-    if set(args.parts) != set("abcd") and args.out.is_file():  # keep the comparisons not rerun
+    if set(args.parts) != set("abcde") and args.out.is_file():  # keep the comparisons not rerun
         kept = json.loads(args.out.read_text())
         result = {k: v for k, v in kept.items() if k[:2] in PARTS.values()} | result
     with tempfile.TemporaryDirectory(prefix="graphops-bench-online-") as tmp:
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             result["b_fused_vs_unfused"], result["deployments"] = bench.fused_vs_unfused()
         if "d" in args.parts:
             result["d_experiment_vs_single"] = bench.experiment_vs_single()
+        if "e" in args.parts:
+            result["e_ingress_split_vs_single"] = bench.ingress_split_vs_single()
         serve.shutdown()
     verdict = {}
     if "a_graphops_vs_hand_serve" in result:
@@ -251,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         p3 = result["d_experiment_vs_single"]["p3"]
         verdict["p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
         verdict["p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
+    if "p3" in result.get("e_ingress_split_vs_single", {}):
+        p3 = result["e_ingress_split_vs_single"]["p3"]
+        verdict["e_p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
+        verdict["e_p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
     result["verdict"] = verdict
     write_json(args.out, result)
     print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
@@ -258,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-PARTS = {"a": "a_", "b": "b_", "c": "c_", "d": "d_"}
+PARTS = {"a": "a_", "b": "b_", "c": "c_", "d": "d_", "e": "e_"}
 
 
 class Bench:
@@ -443,6 +453,76 @@ class Bench:
             "ratios_serve_defaults": ratios(d, "experiment_serve_defaults", "single"),
             "p3": p3(d, "experiment", "single"),
             "p3_serve_defaults": p3(d, "experiment_serve_defaults", "single"),
+        }
+
+    def ingress_split_vs_single(self) -> dict[str, Any]:
+        """(e) The 50/50 split in the stable version's ingress vs the router vs one version."""
+        from ray import serve
+
+        from graphops.graph import load_graph
+        from graphops.plan import plan
+        from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
+        from graphops.runtime.online import app_args, deploy, undeploy
+        from graphops.runtime.router import router_app
+        from graphops.runtime.schema import (
+            INGRESS,
+            IngressSplit,
+            RouteArm,
+            RouterArgs,
+            RouterConfig,
+            deployment_specs,
+        )
+
+        print("(e) a 50/50 split in the stable ingress vs the router vs a single version")
+        digits = load_graph(self.repo, "digits")
+        budget = 0.6  # three applications of digits and a router fit 2 CPUs (reservations)
+        common = {"port": self.port, "cpu_budget": budget}
+        single = deploy(digits, self.registry, **common)
+        other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
+        args = app_args(digits, self.registry, cpu_budget=budget, route="/split-ingress")
+        specs = deployment_specs(plan(digits.graph, fuse=args.fuse), args)
+        payload = args.model_dump(mode="json")
+        stages = {
+            s.name: deployment_of(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
+            for s in specs
+            if s.name != INGRESS
+        }
+        split = IngressSplit(app=other.name, version="b", share=50)
+        ingress = next(s for s in specs if s.name == INGRESS)
+        stable = (
+            deployment_of(GraphIngress)
+            .options(**ingress.options(), user_config=split.model_dump(mode="json"))
+            .bind(payload, stages)
+        )
+        serve.run(stable, name="split-ingress", route_prefix="/split-ingress", blocking=False)
+        config = RouterConfig(
+            experiment="bench",
+            arms=(
+                RouteArm(version="a", app=single.name, weight=50),
+                RouteArm(version="b", app=other.name, weight=50),
+            ),
+        )
+        routed = router_app(RouterArgs(graph="digits", route="/split"), config)
+        serve.run(routed, name="split", route_prefix="/split", blocking=False)
+        wait_http(f"{self.base}/split-ingress", self.body.read_bytes())
+        wait_http(f"{self.base}/split", self.body.read_bytes())
+        e = measure(
+            {
+                "ingress_split": f"{self.base}/split-ingress",
+                "single": single.url,
+                "experiment": f"{self.base}/split",
+            },
+            self.body,
+            self.args,
+        )
+        for name in ("split-ingress", "split", single.name, other.name):
+            undeploy(name)
+        return {
+            "systems": e,
+            "ratios": ratios(e, "ingress_split", "single"),
+            "ratios_router": ratios(e, "experiment", "single"),
+            "p3": p3(e, "ingress_split", "single"),
+            "p3_router": p3(e, "experiment", "single"),
         }
 
 

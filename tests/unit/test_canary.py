@@ -103,3 +103,19 @@ def test_live_rates_come_from_the_difference_of_two_readings() -> None:
     assert live["rps"] == 15.0 and live["error_rate"] == 0.1
     assert live["p50_ms"] is not None and live["p50_ms"] >= 50.0
     assert subtract(before, None) == before
+
+
+def test_the_canary_router_and_an_interrupted_canary_are_recognised() -> None:
+    from graphops.controller.rollout import interrupted_stable, router_app, version_of
+
+    stable, candidate = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
+    assert version_of("digits", candidate) == "1.1.0"
+    app = router_app("digits", stable, candidate, 5)
+    [deployment] = app["deployments"]
+    arms = deployment["user_config"]["arms"]
+    assert [(a["app"], a["weight"]) for a in arms] == [(stable, 95), (candidate, 5)]
+    assert app["route_prefix"] == "/digits" and app["name"] == "digits-router"
+    assert interrupted_stable("digits", {"digits-router": app}) == stable
+    experiment = app | {"deployments": [{"name": "Router", "user_config": {"experiment": "x"}}]}
+    assert interrupted_stable("digits", {"digits-router": experiment}) is None
+    assert interrupted_stable("digits", {}) is None

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.render import router_name
+from graphops.controller.rollout import version_of
 from graphops.environments import load_environment, load_release
 from graphops.errors import GraphOpsError
 from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_summary
@@ -139,7 +140,7 @@ def read_graph(
     both = sorted(set(first) & set(second))
     before = _sum(first[r]["raw"] for r in both)
     after = _sum(second[r]["raw"] for r in both)
-    version = next(iter(second.values()))["version"]
+    version = version_of(graph, name)  # the lock's version (the application is named by it)
     return [
         LiveFigures(
             **common,
@@ -173,7 +174,11 @@ def live(
     """
     config = load_environment(repo, env)
     release = load_release(repo, env)
-    apps = Cluster(config, timeout_s=10).applications()
+    apps = {  # an application being deleted (a retired router) answers nothing any more
+        name: app
+        for name, app in Cluster(config, timeout_s=10).applications().items()
+        if app.get("status") != "DELETING"
+    }
     base = serve_url(config)
     out: list[LiveFigures] = []
     for name in sorted(release.graphs) if graph is None else [graph]:

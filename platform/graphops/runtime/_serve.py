@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +31,7 @@ from graphops.runtime._http import BodyReader, GraphHttp, HttpError
 from graphops.runtime._remote import open_graph, stage_runner
 from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats
 from graphops.runtime.runner import LocalRunner
-from graphops.runtime.schema import AppArgs, in_ingress
+from graphops.runtime.schema import AppArgs, IngressSplit, in_ingress
 
 logger = logging.getLogger("ray.serve")
 
@@ -182,6 +183,13 @@ class GraphIngress:
             "features": self.args.features.store,
         }
         self.live = Live(graph.name, graph.version)
+        self.split: IngressSplit | None = None
+        self.other: Any = None
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Forward a share of this route to another version (`IngressSplit`), in place."""
+        self.split = IngressSplit.model_validate(user_config)
+        self.other = serve.get_app_handle(self.split.app).options(method_name="answer")
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request."""
@@ -229,8 +237,14 @@ class GraphIngress:
         return HTMLResponse(bytes(html.body))
 
     async def _predict(self, request: Request) -> Response:
-        status, body = await self.answer(await self.reader.read(request))
-        return Response(body, status_code=status, media_type=_JSON)
+        body = await self.reader.read(request)
+        split = self.split
+        if split is not None and split.share and random.random() * 100 < split.share:
+            status, answer = await self.other.remote(body)  # raw bytes: parsed once, there
+            headers = {"x-graphops-arm": split.version}
+            return Response(answer, status_code=status, media_type=_JSON, headers=headers)
+        status, answer = await self.answer(body)
+        return Response(answer, status_code=status, media_type=_JSON)
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
         """Answer one JSON body: (HTTP status, JSON response). The router calls this by handle."""

@@ -240,6 +240,19 @@ class RouterConfig(FrozenModel):
     output: Annotated[str | None, Field(description="Response field measured per arm.")] = None
 
 
+class IngressSplit(FrozenModel):
+    """A graph ingress's ``user_config``: a share of its own route forwarded to another version.
+
+    The no-hop alternative to the router for a two-arm split (a canary): requests kept by this
+    version pay nothing extra, only the forwarded share crosses one handle hop. Changing it is an
+    in-place update. Measured in docs/performance.md (e); the rollouts still use the router.
+    """
+
+    app: Annotated[str, Field(description="Serve application of the other version.")]
+    version: Annotated[str, Field(description="Its graph version (named in x-graphops-arm).")]
+    share: Annotated[float, Field(ge=0, le=100, description="Percent of requests forwarded.")]
+
+
 class DeploymentSpec(FrozenModel):
     """One Serve deployment of a graph application, as the compiler decided it."""
 
