@@ -353,3 +353,37 @@ def _live(root: Path, envs: list[str], seconds: float) -> None:
                 f.problem or (f"replicas {f.replicas}" if f.replicas else f.role),
             )
     console.print(table)
+
+
+def controller(
+    ctx: typer.Context,
+    env: EnvOption,
+    branch: Annotated[str, typer.Option(help="The branch of origin to follow.")] = "main",
+    interval: Annotated[float, typer.Option(help="Seconds between two polls of origin.")] = 30,
+    rounds: Annotated[
+        int | None, typer.Option(help="Stop after this many rounds (default: run forever).")
+    ] = None,
+    heal: Annotated[
+        bool, typer.Option("--heal", help="Remove applications git does not know (drift).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds a new version may take to start.")] = 300,
+) -> None:
+    """Pull-based reconciler: poll origin's branch, apply the environment with its strategy.
+
+    The checkout is the controller's own (it fast-forwards it); the first round always applies,
+    so a restart resumes an interrupted canary. State: .graphops/controller-<env>.json.
+    """
+    from graphops.controller.reconciler import run
+
+    state = run(
+        ctx.obj.root(),
+        env,
+        branch=branch,
+        interval_s=interval,
+        rounds=rounds,
+        heal=heal,
+        timeout_s=timeout,
+        log=lambda m: console.print(f"· {m}"),
+    )
+    if state.last_error:
+        raise typer.Exit(1)
