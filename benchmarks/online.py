@@ -479,7 +479,9 @@ class Bench:
         common = {"port": self.port, "cpu_budget": budget}
         single = deploy(digits, self.registry, **common)
         other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
-        args = app_args(digits, self.registry, cpu_budget=budget, route="/split-ingress")
+        args = app_args(
+            digits, self.registry, cpu_only=True, cpu_budget=budget, route="/split-ingress"
+        )
         specs = deployment_specs(plan(digits.graph, fuse=args.fuse), args)
         payload = args.model_dump(mode="json")
         stages = {
