@@ -4,12 +4,20 @@ clone, a real MLflow store, load from a second process on the stable route.
 The tests share one story and run in file order: digits 1.0.0 serves dev (blue/green, nothing
 to compare yet); 1.0.1 (the same code) walks the canary steps and takes the route alone, the
 router gone; 1.0.2 fails one request in five and is aborted at the first step, git naming 1.0.1
-again. Timings are never asserted; the policy's small numbers keep each step short.
+again; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and restarted,
+which resumes and promotes it. Timings are never asserted; the policy's small numbers keep each
+step short.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +29,7 @@ import graphops
 from graphops.controller.apply import apply
 from graphops.controller.live import live
 from graphops.controller.packaging import package_uri
+from graphops.controller.reconciler import run
 from graphops.controller.render import app_name, render, router_name
 from graphops.controller.rollout import RolloutAborted, load_rollouts
 from graphops.controller.status import status
@@ -96,10 +105,13 @@ def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFac
     data = yaml.safe_load(dev.read_text())
     data["rollout"] = POLICY
     dev.write_text(yaml.safe_dump(data))
+    bare = tmp_path_factory.mktemp("origin") / "graphs.git"
+    git.Repo.init(bare, bare=True, initial_branch="main")
     with git.Repo.init(root, initial_branch="main") as r:
         _identity(r, "ci")
         r.git.add(A=True)
         r.index.commit("graphs and environments")
+        r.create_remote("origin", str(bare)).push("main")
     return root
 
 
@@ -213,3 +225,50 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
     [row] = status(repo, "dev")
     assert (row.version, row.live, row.drift) == ("1.0.1", "RUNNING", False)
     assert not apply(repo, "dev").changed  # the aborted version is not tried again
+
+
+def test_a_controller_killed_mid_canary_resumes_it_after_its_restart(
+    repo: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+) -> None:
+    stable = load_release(repo, "dev").graphs["digits"].lock
+    code = repo / "graphs" / "digits" / "__init__.py"
+    code.write_text(code.read_text().replace("    _one_in_five()\n", ""))  # fixed
+    with git.Repo(repo) as r:
+        r.git.add(A=True)
+        r.index.commit("digits 1.0.3: fixed")
+    fixed = lock_at_head(repo, "1.0.3", champion)
+    pin(repo, fixed, "digits 1.0.3 in dev")
+    with git.Repo(repo) as r:
+        r.remotes.origin.push("main")
+    graphops_cli = str(Path(sys.executable).with_name("graphops"))
+    with under_load(f"{cluster.serve}/digits", stable.example, tmp_path) as load:
+        first = subprocess.Popen(
+            [graphops_cli, "controller", "--env", "dev", "--rounds", "1"],
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while router_name("digits") not in serving(repo) and first.poll() is None:
+                assert time.monotonic() < deadline, "the canary never started"
+                time.sleep(0.5)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # mid-canary: the router is on the route
+                os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+        assert router_name("digits") in serving(repo)
+        state = run(repo, "dev", rounds=1, timeout_s=300)
+    assert state.last_error == "", state.last_error
+    [rollout] = state.last_result["rollouts"]
+    assert (rollout["from"], rollout["version"], rollout["outcome"]) == (
+        "1.0.1",
+        "1.0.3",
+        "promoted",
+    )
+    assert serving(repo) == [app_name("digits", fixed)]
+    assert load.failed == 0 and load.ok > 20
+    with git.Repo(repo) as r:
+        assert r.head.commit.message.startswith("rollout: digits 1.0.3 promoted in dev")
+        assert r.head.commit == r.remotes.origin.refs["main"].commit  # pushed

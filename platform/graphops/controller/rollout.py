@@ -281,10 +281,13 @@ def run_canary(
     url = serve_url(env)
     run = Canary(cluster, base, url, graph, others, comparable(stable), candidate, timeout_s, log)
     first = shares(policy)[0]
-    if router_name(graph) not in live:
-        current = [comparable(a) for a in live.values()]
-        router = router_app(graph, stable["name"], candidate["name"], first)
+    router = router_app(graph, stable["name"], candidate["name"], first)
+    # An interrupted canary whose router already owns the route resumes at its first step; one
+    # interrupted before (candidate and router still on private routes) starts again from here.
+    resumed = (live.get(router["name"]) or {}).get("route_prefix") == f"/{graph}"
+    if not resumed:
         starting = {candidate["name"]: candidate, router["name"]: router}
+        current = [comparable(a) for n, a in live.items() if n not in starting]
         log(
             f"canary of {graph}: starting {candidate['name']} and its router beside {stable['name']}"
         )
@@ -302,7 +305,7 @@ def run_canary(
         if problems:
             log("the candidate failed: restoring the previous state")
             cluster.put(current, base)
-            cluster.wait(list(live), timeout_s)
+            cluster.wait([n for n in live if n not in starting], timeout_s)
             raise ApplyError(
                 f"{env.name}: the canary of {graph} failed to start, the previous state is "
                 "restored and kept serving: "
