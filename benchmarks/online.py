@@ -12,7 +12,17 @@ machine, each repeated with the systems alternating and reported as medians and 
     (a calibration row: what Serve itself costs on this machine);
 (d) ``experiment`` vs ``single``: the stable route under a 2-arm experiment (the graphops router,
     sticky key, 50/50 between two applications of the digits graph) vs one version answering
-    on its own route (no router): what an A/B experiment costs per request.
+    on its own route (no router): what an A/B experiment costs per request. This is P3 (a
+    canary puts the router on every rollout's path): targets p50 <= 1.15x and throughput
+    >= 0.9x of single, as medians with the spread of the per-repeat ratios (each repeat
+    measures both systems back to back, order alternating). A third system,
+    ``experiment_serve_defaults``, is the same router with Serve's default threading (user code
+    and handle routing on threads of their own): what `graphops.runtime.router.REPLICA_ENV`
+    saves.
+(e) ``ingress_split`` vs ``experiment`` vs ``single``: the no-hop alternative for P3. The same
+    50/50 split done by the stable version's own ingress (`IngressSplit` in its
+    ``user_config``: half the requests answered in place, half forwarded by handle to the other
+    version's ingress), against the router and one version alone, same run.
 
 Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput at
 ``--concurrency`` for ``--seconds``. Run it with ``nox -s bench`` or::
@@ -37,7 +47,14 @@ from typing import Any
 from benchmarks._report import utc_now, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {"p50": 1.10, "p99": 1.25, "throughput": 0.9, "fusion_throughput": 1.5}
+TARGETS = {
+    "p50": 1.10,
+    "p99": 1.25,
+    "throughput": 0.9,
+    "fusion_throughput": 1.5,
+    "p3_p50": 1.15,
+    "p3_throughput": 0.9,
+}
 CPU_BUDGET = 0.75  # per application: two applications side by side fit a 2-CPU machine
 
 PIPELINE = '''"""Bench graph: three CPU nodes before the digits model, then the postprocessing."""
@@ -176,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="Clients of a throughput run.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/online.json")
     parser.add_argument(
-        "--parts", default="abcd", help="Comparisons to run, e.g. d (the others stay in --out)."
+        "--parts", default="abcde", help="Comparisons to run, e.g. d (the others stay in --out)."
     )
     args = parser.parse_args(argv)
-    if not args.parts or not set(args.parts) <= set("abcd"):
-        parser.error(f"Got --parts {args.parts!r}: use letters among a, b, c and d.")
+    if not args.parts or not set(args.parts) <= set("abcde"):
+        parser.error(f"Got --parts {args.parts!r}: use letters among a, b, c, d and e.")
 
     from ray import serve
 
@@ -197,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"cpu_budget_per_app": CPU_BUDGET},
         "targets": TARGETS,
     }
-    if set(args.parts) != set("abcd") and args.out.is_file():  # keep the comparisons not rerun
+    if set(args.parts) != set("abcde") and args.out.is_file():  # keep the comparisons not rerun
         kept = json.loads(args.out.read_text())
         result = {k: v for k, v in kept.items() if k[:2] in PARTS.values()} | result
     with tempfile.TemporaryDirectory(prefix="graphops-bench-online-") as tmp:
@@ -222,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             result["b_fused_vs_unfused"], result["deployments"] = bench.fused_vs_unfused()
         if "d" in args.parts:
             result["d_experiment_vs_single"] = bench.experiment_vs_single()
+        if "e" in args.parts:
+            result["e_ingress_split_vs_single"] = bench.ingress_split_vs_single()
         serve.shutdown()
     verdict = {}
     if "a_graphops_vs_hand_serve" in result:
@@ -234,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     if "b_fused_vs_unfused" in result:
         rb = result["b_fused_vs_unfused"]["ratios"]
         verdict["b_fusion_throughput"] = rb["throughput"] >= TARGETS["fusion_throughput"]
+    if "p3" in result.get("d_experiment_vs_single", {}):
+        p3 = result["d_experiment_vs_single"]["p3"]
+        verdict["p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
+        verdict["p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
+    if "p3" in result.get("e_ingress_split_vs_single", {}):
+        p3 = result["e_ingress_split_vs_single"]["p3"]
+        verdict["e_p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
+        verdict["e_p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
     result["verdict"] = verdict
     write_json(args.out, result)
     print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
@@ -241,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-PARTS = {"a": "a_", "b": "b_", "c": "c_", "d": "d_"}
+PARTS = {"a": "a_", "b": "b_", "c": "c_", "d": "d_", "e": "e_"}
 
 
 class Bench:
@@ -367,9 +394,16 @@ class Bench:
         from ray import serve
 
         from graphops.graph import load_graph
+        from graphops.runtime._serve import deployment_of
         from graphops.runtime.online import deploy, undeploy
-        from graphops.runtime.router import router_app
-        from graphops.runtime.schema import RouteArm, RouterArgs, RouterConfig
+        from graphops.runtime.router import Router, router_app
+        from graphops.runtime.schema import (
+            ROUTER_CPUS,
+            ROUTER_MAX_ONGOING,
+            RouteArm,
+            RouterArgs,
+            RouterConfig,
+        )
 
         print("(d) a 2-arm experiment (router) vs a single version", flush=True)
         digits = load_graph(self.repo, "digits")
@@ -386,15 +420,123 @@ class Bench:
         )
         args = RouterArgs(graph="digits", route="/split")
         serve.run(router_app(args, config), name="split", route_prefix="/split", blocking=False)
-        wait_http(f"{self.base}/split", self.body.read_bytes())
-        d = measure(
-            {"experiment": f"{self.base}/split", "single": single.url}, self.body, self.args
+        defaults = (  # the same router, with Serve's default threading
+            deployment_of(Router)
+            .options(
+                name="Router",
+                ray_actor_options={"num_cpus": ROUTER_CPUS},
+                max_ongoing_requests=ROUTER_MAX_ONGOING,
+                logging_config={"enable_access_log": False},
+                user_config=config.model_dump(mode="json"),
+            )
+            .bind(RouterArgs(graph="digits", route="/split-defaults").model_dump(mode="json"))
         )
-        for name in ("split", single.name, other.name):
+        serve.run(defaults, name="split-defaults", route_prefix="/split-defaults", blocking=False)
+        wait_http(f"{self.base}/split", self.body.read_bytes())
+        wait_http(f"{self.base}/split-defaults", self.body.read_bytes())
+        d = measure(
+            {
+                "experiment": f"{self.base}/split",
+                "single": single.url,
+                "experiment_serve_defaults": f"{self.base}/split-defaults",
+            },
+            self.body,
+            self.args,
+        )
+        for name in ("split", "split-defaults", single.name, other.name):
             undeploy(name)
         figures = ratios(d, "experiment", "single")
         figures["p50_added_ms"] = d["experiment"]["p50_ms"] - d["single"]["p50_ms"]
-        return {"systems": d, "ratios": figures}
+        return {
+            "systems": d,
+            "ratios": figures,
+            "ratios_serve_defaults": ratios(d, "experiment_serve_defaults", "single"),
+            "p3": p3(d, "experiment", "single"),
+            "p3_serve_defaults": p3(d, "experiment_serve_defaults", "single"),
+        }
+
+    def ingress_split_vs_single(self) -> dict[str, Any]:
+        """(e) The 50/50 split in the stable version's ingress vs the router vs one version."""
+        from ray import serve
+
+        from graphops.graph import load_graph
+        from graphops.plan import plan
+        from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
+        from graphops.runtime.online import app_args, deploy, undeploy
+        from graphops.runtime.router import router_app
+        from graphops.runtime.schema import (
+            INGRESS,
+            IngressSplit,
+            RouteArm,
+            RouterArgs,
+            RouterConfig,
+            deployment_specs,
+        )
+
+        print("(e) a 50/50 split in the stable ingress vs the router vs a single version")
+        digits = load_graph(self.repo, "digits")
+        budget = 0.6  # three applications of digits and a router fit 2 CPUs (reservations)
+        common = {"port": self.port, "cpu_budget": budget}
+        single = deploy(digits, self.registry, **common)
+        other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
+        args = app_args(
+            digits, self.registry, cpu_only=True, cpu_budget=budget, route="/split-ingress"
+        )
+        specs = deployment_specs(plan(digits.graph, fuse=args.fuse), args)
+        payload = args.model_dump(mode="json")
+        stages = {
+            s.name: deployment_of(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
+            for s in specs
+            if s.name != INGRESS
+        }
+        split = IngressSplit(app=other.name, version="b", share=50)
+        ingress = next(s for s in specs if s.name == INGRESS)
+        stable = (
+            deployment_of(GraphIngress)
+            .options(**ingress.options(), user_config=split.model_dump(mode="json"))
+            .bind(payload, stages)
+        )
+        serve.run(stable, name="split-ingress", route_prefix="/split-ingress", blocking=False)
+        config = RouterConfig(
+            experiment="bench",
+            arms=(
+                RouteArm(version="a", app=single.name, weight=50),
+                RouteArm(version="b", app=other.name, weight=50),
+            ),
+        )
+        routed = router_app(RouterArgs(graph="digits", route="/split"), config)
+        serve.run(routed, name="split", route_prefix="/split", blocking=False)
+        wait_http(f"{self.base}/split-ingress", self.body.read_bytes())
+        wait_http(f"{self.base}/split", self.body.read_bytes())
+        e = measure(
+            {
+                "ingress_split": f"{self.base}/split-ingress",
+                "single": single.url,
+                "experiment": f"{self.base}/split",
+            },
+            self.body,
+            self.args,
+        )
+        for name in ("split-ingress", "split", single.name, other.name):
+            undeploy(name)
+        return {
+            "systems": e,
+            "ratios": ratios(e, "ingress_split", "single"),
+            "ratios_router": ratios(e, "experiment", "single"),
+            "p3": p3(e, "ingress_split", "single"),
+            "p3_router": p3(e, "experiment", "single"),
+        }
+
+
+def p3(summary: dict[str, Any], system: str, baseline: str) -> dict[str, dict[str, float]]:
+    """Per-repeat ratios system/baseline (p50, throughput): median, min and max of each."""
+    pairs = list(zip(summary[system]["runs"], summary[baseline]["runs"], strict=True))
+    p50 = [a["latency"]["p50_ms"] / b["latency"]["p50_ms"] for a, b in pairs]
+    rate = [a["saturated"]["throughput"] / b["saturated"]["throughput"] for a, b in pairs]
+    return {
+        name: {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+        for name, xs in (("p50", p50), ("throughput", rate))
+    }
 
 
 if __name__ == "__main__":

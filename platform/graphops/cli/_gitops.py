@@ -200,8 +200,16 @@ def apply(
     correct_drift: Annotated[
         bool, typer.Option("--correct-drift", help="Also remove applications git does not know.")
     ] = False,
+    push: Annotated[
+        str | None,
+        typer.Option(help="Push the record of a canary (and an abort's revert) to this branch."),
+    ] = None,
 ) -> None:
-    """Reconcile the environment's cluster with git; a failing new version never takes the route."""
+    """Reconcile the environment's cluster with git; a failing new version never takes the route.
+
+    With ``rollout.strategy: canary`` a new version walks its canary steps first; an aborted
+    canary exits 1 after putting the stable version back and committing why.
+    """
     from graphops.controller.apply import apply as do_apply
 
     result = do_apply(
@@ -210,7 +218,10 @@ def apply(
         timeout_s=timeout,
         correct_drift=correct_drift,
         log=lambda m: console.print(f"· {m}"),
+        push=push,
     )
+    for rollout in result.rollouts:
+        console.print(f"canary: {rollout.graph} {rollout.candidate} {rollout.reason}")
     if result.drift:
         verb = "removed" if result.drift_removed else "left in place (use --correct-drift)"
         console.print(
@@ -234,8 +245,19 @@ def status(
         str | None, typer.Option("--env", "-e", help="One environment (default: all).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="Also read rps, error rate, p50/p99 per graph and arm from the cluster."
+        ),
+    ] = False,
+    seconds: Annotated[float, typer.Option(help="Window of --live, in seconds.")] = 2.0,
 ) -> None:
     """For each environment and graph: version, lock, validation run, live state, drift, since when.
+
+    ``--live`` adds what each graph (each arm behind a router) answers now, read from the
+    graphs' own counters over ``--seconds`` (no Prometheus needed), and the last rollout of
+    each graph (``environments/<env>/rollouts.yaml``).
 
     The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's
     cluster could not be read; the reason (and the variable to export) is printed under the
@@ -247,7 +269,14 @@ def status(
     rows = do_status(ctx.obj.root(), env)
     unread = {r.env: r.problem for r in rows if r.live in UNREADABLE}
     if as_json:
-        print(json.dumps([r.model_dump() for r in rows], indent=2))
+        out: object = [r.model_dump() for r in rows]
+        if live:
+            from graphops.controller.live import live as read_live
+
+            envs = sorted({r.env for r in rows} - set(unread))
+            figures = [f.model_dump() for e in envs for f in read_live(ctx.obj.root(), e)]
+            out = {"status": out, "live": figures}
+        print(json.dumps(out, indent=2))
         if unread:
             raise typer.Exit(1)
         return
@@ -276,5 +305,85 @@ def status(
             )
     for name, problem in unread.items():
         console.print(f"[red]{name}:[/] {problem}", highlight=False)
+    _rollouts(ctx.obj.root(), sorted({r.env for r in rows}))
+    if live:
+        _live(ctx.obj.root(), sorted({r.env for r in rows} - set(unread)), seconds)
     if unread:
+        raise typer.Exit(1)
+
+
+def _rollouts(root: Path, envs: list[str]) -> None:
+    """The last rollout of each graph that has one (canary records in rollouts.yaml)."""
+    from graphops.controller.rollout import load_rollouts
+
+    for env in envs:
+        for graph, records in load_rollouts(root, env).items():
+            if records:
+                last = records[0]
+                steps = " → ".join(
+                    f"{s['share']:g}% {s['decision']}" for s in last.get("steps") or []
+                )
+                colour = "green" if last["outcome"] == "promoted" else "red"
+                console.print(
+                    f"{env}: {graph} canary {last['from']} → {last['version']} "
+                    f"[{colour}]{last['outcome']}[/] {last['ended']} by {last['by']}: {steps}. "
+                    f"{last['reason']}",
+                    highlight=False,
+                )
+
+
+def _live(root: Path, envs: list[str], seconds: float) -> None:
+    """The live figures of each environment's graphs, per arm."""
+    from graphops.controller.live import live as read_live
+
+    table = Table(title=f"Live (last {seconds:g} s)", title_justify="left")
+    for column in ("env", "graph", "version", "share", "rps", "errors", "p50 ms", "p99 ms", ""):
+        table.add_column(column)
+    for env in envs:
+        for f in read_live(root, env, seconds=seconds):
+            table.add_row(
+                f.env,
+                f.graph,
+                f.version,
+                f"{f.weight:g}%",
+                f"{f.rps:.1f}",
+                f"{f.error_rate:.1%}",
+                f"≤{f.p50_ms:g}" if f.p50_ms is not None else "-",
+                f"≤{f.p99_ms:g}" if f.p99_ms is not None else "-",
+                f.problem or (f"replicas {f.replicas}" if f.replicas else f.role),
+            )
+    console.print(table)
+
+
+def controller(
+    ctx: typer.Context,
+    env: EnvOption,
+    branch: Annotated[str, typer.Option(help="The branch of origin to follow.")] = "main",
+    interval: Annotated[float, typer.Option(help="Seconds between two polls of origin.")] = 30,
+    rounds: Annotated[
+        int | None, typer.Option(help="Stop after this many rounds (default: run forever).")
+    ] = None,
+    heal: Annotated[
+        bool, typer.Option("--heal", help="Remove applications git does not know (drift).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds a new version may take to start.")] = 300,
+) -> None:
+    """Pull-based reconciler: poll origin's branch, apply the environment with its strategy.
+
+    The checkout is the controller's own (it fast-forwards it); the first round always applies,
+    so a restart resumes an interrupted canary. State: .graphops/controller-<env>.json.
+    """
+    from graphops.controller.reconciler import run
+
+    state = run(
+        ctx.obj.root(),
+        env,
+        branch=branch,
+        interval_s=interval,
+        rounds=rounds,
+        heal=heal,
+        timeout_s=timeout,
+        log=lambda m: console.print(f"· {m}"),
+    )
+    if state.last_error:
         raise typer.Exit(1)

@@ -11,7 +11,9 @@ steps, each a complete config:
    ones are parked on ``/_graphops/previous/<app>``, still running);
 4. **retire**: the old applications are removed.
 
-Applying twice changes nothing. Applications of graphs that git does not know are drift: reported,
+With ``rollout.strategy: canary`` a graph's new version first walks canary steps behind the
+router (`graphops.controller.rollout`); the steps above then finish the move. Applying twice
+changes nothing. Applications of graphs that git does not know are drift: reported,
 and removed only with ``correct_drift``.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +31,10 @@ import requests
 
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.packaging import stage_code, upload_packages
-from graphops.controller.render import Rendered, render, versions
+from graphops.controller.render import Rendered, app_name, render, versions
 from graphops.environments import GraphLock, release_path
 from graphops.errors import ApplyError, ConfigError, did_you_mean
+from graphops.runtime.schema import APP_IMPORT_PATH
 
 CANDIDATE = "/_graphops/candidate/"
 PREVIOUS = "/_graphops/previous/"
@@ -48,6 +52,8 @@ class ApplyResult:
     unchanged: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     drift_removed: bool = False
+    rollouts: list[Any] = field(default_factory=list)
+    """Canary rollouts walked (`graphops.controller.rollout.Rollout`), promoted."""
 
     @property
     def changed(self) -> bool:
@@ -143,10 +149,18 @@ def apply(
     timeout_s: float = 300.0,
     correct_drift: bool = False,
     log: Callable[[str], None] = lambda _: None,
+    push: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ApplyResult:
     """Make ``env_name``'s cluster run what its committed files say; see the module docstring.
 
+    A graph whose strategy is ``canary`` (``rollout`` in environment.yaml) first walks its
+    canary steps (`graphops.controller.rollout`); its record is committed on the checked-out
+    branch (pushed to ``push`` of origin when given).
+
     Raises:
+        RolloutAborted: A canary was aborted: the stable version serves alone again, and git
+            names it again (committed with the record of why).
         ConfigError: The rendered files are stale (run `graphops render`).
         ApplyError: The cluster is unreachable, refused the token, or a new version failed to
             start or to answer its smoke example (the previous state is then restored).
@@ -163,12 +177,29 @@ def apply(
     base = {k: v for k, v in desired.items() if k != "applications"}
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)
-    live = {  # an application being deleted (a failed candidate going away) is not state
-        name: app["deployed_app_config"]
-        for name, app in cluster.applications().items()
-        if app.get("deployed_app_config") and app.get("status") != "DELETING"
-    }
+    live = _live(cluster)
     result = ApplyResult(env=env_name)
+    for graph, stable in canaries(rendered, live):
+        from graphops.controller.rollout import run_canary
+
+        candidate = app_name(graph, release.graphs[graph].lock)
+        _upload(cluster, repo, rendered, [candidate])
+        result.rollouts.append(
+            run_canary(
+                repo,
+                rendered,
+                cluster,
+                graph,
+                stable=live[stable],
+                candidate=wanted[candidate],
+                live=live,
+                timeout_s=timeout_s,
+                push=push,
+                log=log,
+                sleep=sleep,
+            )
+        )
+        live = _live(cluster)
     managed = set(release.graphs)
     unknown = {n: a for n, a in live.items() if graph_of(a) not in managed}
     result.drift = sorted(unknown)
@@ -183,15 +214,7 @@ def apply(
         return result
     current = [comparable(a) for a in live.values()]
     if new:
-        locks = {v.app: v.lock for g, e in release.graphs.items() for v in versions(g, e)}
-        needed = {
-            locks[n].package: (graph, locks[n].commit)
-            for n in new
-            if n in locks
-            and (graph := graph_of(wanted[n])) is not None
-            and (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
-        }
-        upload_packages(cluster, repo, needed)
+        _upload(cluster, repo, rendered, new)
         candidates = [wanted[n] | {"route_prefix": CANDIDATE + n} for n in new]
         log(f"starting {', '.join(new)} beside the running applications")
         cluster.put(current + candidates, base)
@@ -225,7 +248,63 @@ def apply(
         cluster.put(list(wanted.values()) + kept_unknown, base)
         result.retired = sorted(old)
         result.drift_removed = correct_drift and bool(unknown)
+    if result.rollouts:
+        from graphops.controller.rollout import record_in_git
+
+        for rollout in result.rollouts:
+            log(f"recording the rollout of {rollout.graph} {rollout.candidate} in git")
+            record_in_git(repo, rollout, revert_to=None, push=push)
     return result
+
+
+def _live(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Live application configs by name; one being deleted (a failed candidate) is not state."""
+    return {
+        name: app["deployed_app_config"]
+        for name, app in cluster.applications().items()
+        if app.get("deployed_app_config") and app.get("status") != "DELETING"
+    }
+
+
+def _upload(cluster: Cluster, repo: Path, rendered: Rendered, new: list[str]) -> None:
+    """Upload the code packages the applications ``new`` need (those shipped as packages)."""
+    wanted = {a["name"]: a for a in rendered.config["applications"]}
+    locks = {v.app: v.lock for g, e in rendered.release.graphs.items() for v in versions(g, e)}
+    needed = {
+        locks[n].package: (graph, locks[n].commit)
+        for n in new
+        if n in locks
+        and (graph := graph_of(wanted[n])) is not None
+        and (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
+    }
+    upload_packages(cluster, repo, needed)
+
+
+def canaries(rendered: Rendered, live: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(graph, stable application) of each graph this apply moves to a new version by canary.
+
+    A graph qualifies when its strategy is ``canary``, git pins one version without an
+    experiment, and another version of it serves its route now (or is the stable arm of a
+    canary an interrupted apply left behind: the canary starts again from its first step).
+    """
+    from graphops.controller.rollout import interrupted_stable
+
+    out = []
+    for graph, entry in sorted(rendered.release.graphs.items()):
+        if rendered.environment.rollout.strategy_of(graph) != "canary" or entry.traffic:
+            continue
+        candidate = app_name(graph, entry.lock)
+        serving = [
+            n
+            for n, a in live.items()
+            if graph_of(a) == graph
+            and a.get("route_prefix") == f"/{graph}"
+            and a.get("import_path") == APP_IMPORT_PATH
+        ]
+        stable = serving[0] if len(serving) == 1 else interrupted_stable(graph, live)
+        if stable is not None and stable != candidate:
+            out.append((graph, stable))
+    return out
 
 
 def _smoke(

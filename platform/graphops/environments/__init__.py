@@ -17,6 +17,7 @@ from graphops.environments._files import (
 )
 from graphops.environments._schema import (
     Arm,
+    CanaryConfig,
     ClusterConfig,
     CodeConfig,
     EnvironmentConfig,
@@ -24,6 +25,7 @@ from graphops.environments._schema import (
     PolicyConfig,
     Release,
     ReleaseEntry,
+    RolloutConfig,
     Shadow,
     Traffic,
 )
@@ -31,6 +33,7 @@ from graphops.environments._schema import (
 __all__ = [
     "ENVIRONMENTS_DIR",
     "Arm",
+    "CanaryConfig",
     "ClusterConfig",
     "CodeConfig",
     "EnvironmentConfig",
@@ -38,6 +41,7 @@ __all__ = [
     "PolicyConfig",
     "Release",
     "ReleaseEntry",
+    "RolloutConfig",
     "Shadow",
     "Traffic",
     "dump_yaml",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +19,7 @@ import numpy as np
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Deployment
+from ray.serve import metrics as serve_metrics
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -26,8 +29,9 @@ from graphops.plan import Stage, plan
 from graphops.registry import Registry
 from graphops.runtime._http import BodyReader, GraphHttp, HttpError
 from graphops.runtime._remote import open_graph, stage_runner
+from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats
 from graphops.runtime.runner import LocalRunner
-from graphops.runtime.schema import AppArgs, in_ingress
+from graphops.runtime.schema import AppArgs, IngressSplit, in_ingress
 
 logger = logging.getLogger("ray.serve")
 
@@ -147,7 +151,8 @@ class GraphIngress:
     """HTTP for one graph: validates requests, runs the plan (CPU stages in-process), answers.
 
     Routes under the application's route prefix: ``POST /`` (one request object or a list),
-    ``GET /health``, ``GET /openapi.json`` and ``GET /docs``.
+    ``GET /health``, ``GET /openapi.json``, ``GET /docs`` and ``GET /stats`` (this replica's
+    live counters, see `Live`).
     """
 
     def __init__(self, args: dict[str, Any], handles: dict[str, Any]) -> None:
@@ -177,6 +182,14 @@ class GraphIngress:
             "deployments": ["ingress", *handles],
             "features": self.args.features.store,
         }
+        self.live = Live(graph.name, graph.version)
+        self.split: IngressSplit | None = None
+        self.other: Any = None
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Forward a share of this route to another version (`IngressSplit`), in place."""
+        self.split = IngressSplit.model_validate(user_config)
+        self.other = serve.get_app_handle(self.split.app).options(method_name="answer")
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request."""
@@ -188,12 +201,12 @@ class GraphIngress:
         try:
             if sub == "" and request.method == "POST":
                 return await self._predict(request)
-            if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs"):
+            if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs", "/stats"):
                 return self._get(sub)
         except HttpError as exc:
             return error_response(exc)
         allowed = "POST" if sub == "" else "GET"
-        known = sub in ("", "/health", "/openapi.json", "/docs")
+        known = sub in ("", "/health", "/openapi.json", "/docs", "/stats")
         error = HttpError(
             405 if known else 404,
             {
@@ -213,6 +226,8 @@ class GraphIngress:
     def _get(self, sub: str) -> Response:
         if sub == "/health":
             return Response(self.http.health(self.info), media_type=_JSON)
+        if sub == "/stats":
+            return Response(json.dumps(self.live.read()), media_type=_JSON)
         if sub == "/openapi.json":
             self._openapi = self._openapi or json.dumps(self.http.openapi()).encode()
             return Response(self._openapi, media_type=_JSON)
@@ -222,21 +237,35 @@ class GraphIngress:
         return HTMLResponse(bytes(html.body))
 
     async def _predict(self, request: Request) -> Response:
-        status, body = await self.answer(await self.reader.read(request))
-        return Response(body, status_code=status, media_type=_JSON)
+        body = await self.reader.read(request)
+        split = self.split
+        if split is not None and split.share and random.random() * 100 < split.share:
+            status, answer = await self.other.remote(body)  # raw bytes: parsed once, there
+            headers = {"x-graphops-arm": split.version}
+            return Response(answer, status_code=status, media_type=_JSON, headers=headers)
+        status, answer = await self.answer(body)
+        return Response(answer, status_code=status, media_type=_JSON)
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
         """Answer one JSON body: (HTTP status, JSON response). The router calls this by handle."""
+        start = time.perf_counter()
+        status, answer = await self._answer(body)
+        self.live.record(start, status)
+        return status, answer
+
+    async def _answer(self, body: bytes) -> tuple[int, bytes]:
         try:
             columns, single = self.http.parse(body)
         except HttpError as exc:
             return exc.status, exc.json()
         try:
             for stage, step in self.steps:
+                began = time.perf_counter()
                 if isinstance(step, LocalRunner):
                     columns.update(step.run_batch(columns))
                 else:
                     columns.update(await self._remote(stage, step, columns))
+                self.live.stage(stage.name, began)
             return 200, self.http.respond(columns, single)
         except HttpError as exc:  # a stage timed out, or lost its replicas
             return exc.status, exc.json()
@@ -266,6 +295,73 @@ class GraphIngress:
             "two replicas or more (policy.min_replicas) so one loss is not an outage.",
         )
         return result
+
+
+class Live:
+    """What one ingress replica counts per request: Prometheus metrics and in-memory totals.
+
+    Prometheus (through ``ray.serve.metrics``, which adds the ``application``, ``deployment``
+    and ``replica`` tags): ``graphops_requests`` (tag ``code``), ``graphops_errors`` (5xx),
+    ``graphops_latency_ms`` and ``graphops_stage_latency_ms`` (tag ``stage``), all tagged with
+    ``graph`` and ``version``. The in-memory totals (`ArmStats`) are served at ``GET
+    <route>/stats`` so that `graphops status --live` works on a cluster without Prometheus.
+    """
+
+    def __init__(self, graph: str, version: str) -> None:
+        context = serve.get_replica_context()
+        self.who = {"graph": graph, "version": version, "app": context.app_name}
+        self.replica = context.replica_id.unique_id
+        self.totals = ArmStats()
+        self.since = time.time()
+        base = {"graph": graph, "version": version}
+        bounds = list(LATENCY_BOUNDS_MS[::4])
+        # Ray types tag_keys as a 1-tuple (tuple[str]); any tuple of names is what it takes.
+        keys: Any = ("graph", "version")
+        code: Any = ("graph", "version", "code")
+        stage: Any = ("graph", "version", "stage")
+        self.requests = serve_metrics.Counter(
+            "graphops_requests", description="Requests answered, by status code.", tag_keys=code
+        )
+        self.errors = serve_metrics.Counter(
+            "graphops_errors", description="Requests answered 5xx.", tag_keys=keys
+        )
+        self.latency = serve_metrics.Histogram(
+            "graphops_latency_ms",
+            description="Time the ingress took to answer (ms).",
+            boundaries=bounds,
+            tag_keys=keys,
+        )
+        self.stages = serve_metrics.Histogram(
+            "graphops_stage_latency_ms",
+            description="Time of one stage of the plan, as the ingress waits for it (ms).",
+            boundaries=bounds,
+            tag_keys=stage,
+        )
+        for metric in (self.requests, self.errors, self.latency, self.stages):
+            metric.set_default_tags(dict(base))  # Serve adds its own tags to the dict given
+
+    def record(self, start: float, status: int) -> None:
+        """One answered request (any status)."""
+        ms = (time.perf_counter() - start) * 1000
+        self.totals.record(ms, status, 1, [])
+        self.requests.inc(tags={"code": str(status)})
+        if status >= 500:
+            self.errors.inc()
+        self.latency.observe(ms)
+
+    def stage(self, name: str, start: float) -> None:
+        """One stage of one request, done."""
+        self.stages.observe((time.perf_counter() - start) * 1000, tags={"stage": name})
+
+    def read(self) -> dict[str, Any]:
+        """This replica's totals since it started (raw `ArmStats` counters)."""
+        return {
+            **self.who,
+            "replica": self.replica,
+            "since": self.since,
+            "now": time.time(),
+            "raw": self.totals.state(),
+        }
 
 
 def error_response(exc: HttpError) -> Response:

@@ -190,3 +190,38 @@ def agree(primary: list[Any], shadow: list[Any]) -> tuple[int, int]:
         else:
             agreed += a == b
     return min(len(primary), len(shadow)), agreed
+
+
+def subtract(after: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """Raw counters added between two readings of the same totals (``before`` None: since start).
+
+    Counts and histograms only grow, so the difference is what happened in between; min/max of
+    numeric outputs cannot be subtracted and are kept from ``after``.
+    """
+    if not before:
+        return json.loads(json.dumps(after))
+    out = json.loads(json.dumps(after))
+    for key in ("requests", "rows", "errors", "compared", "agreed"):
+        out[key] = after[key] - before[key]
+    out["latency"] = [a - b for a, b in zip(after["latency"], before["latency"], strict=True)]
+    out["categories"] = {
+        k: v - before["categories"].get(k, 0)
+        for k, v in after["categories"].items()
+        if v - before["categories"].get(k, 0)
+    }
+    a, b = after["numeric"], before["numeric"]
+    out["numeric"] = [a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3], a[4]]
+    return out
+
+
+def rates(raw: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Live figures of raw counters gathered over ``seconds``: rps, error rate, p50/p99 (ms)."""
+    figures = summary(raw)
+    return {
+        "requests": figures["requests"],
+        "errors": figures["errors"],
+        "rps": figures["requests"] / seconds if seconds > 0 else 0.0,
+        "error_rate": figures["error_rate"],
+        "p50_ms": figures["p50_ms"],
+        "p99_ms": figures["p99_ms"],
+    }

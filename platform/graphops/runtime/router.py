@@ -56,6 +56,17 @@ from graphops.runtime.schema import ROUTER_IMPORT_PATH as IMPORT_PATH
 ARM_HEADER = "x-graphops-arm"
 STATS_NAMESPACE = "graphops"
 FLUSH_S = 1.0
+REPLICA_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
+"""Serve settings of the router's replicas only (Ray 2.60, `ray.serve._private.constants`).
+
+The router's code is a few awaits per request; by default Serve runs it on a thread of its own
+and its handles' routing on another event loop, so every request crosses two threads. Both off,
+one event loop does all of it (two of the settings ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` turns on
+cluster-wide; here they apply to this process alone). Measured in docs/performance.md (d).
+"""
 
 logger = logging.getLogger("ray.serve")
 _JSON = "application/json"
@@ -118,8 +129,12 @@ class Router:
             tag_keys=tags,
         )
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Take new arms/weights/shadow in place (Serve calls this on a ``user_config`` change)."""
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Take new arms/weights/shadow in place (Serve calls this on a ``user_config`` change).
+
+        Async, so it runs on the replica's event loop: handles made with
+        ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0`` (`REPLICA_ENV`) must be created on one.
+        """
         config = RouterConfig.model_validate(user_config)
         if self.config is None or config.experiment != self.config.experiment:
             self.stats = {}
@@ -127,7 +142,9 @@ class Router:
         self.config = config
         self.picker = Picker(config)
         apps = [a.app for a in config.arms] + ([config.shadow.app] if config.shadow else [])
+        # `handle.answer` builds a new handle on every attribute access: keep one per arm.
         self.handles = {app: serve.get_app_handle(app) for app in apps}
+        self.calls = {app: h.options(method_name="answer") for app, h in self.handles.items()}
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request."""
@@ -187,7 +204,7 @@ class Router:
         start = time.perf_counter()
         try:
             status, answer = await call_with_retry(
-                lambda: self.handles[arm.app].answer.remote(body),
+                lambda: self.calls[arm.app].remote(body),
                 timeout_s=None,  # the arm's ingress bounds its own stages; Serve bounds the rest
                 graph=self.args.graph,
                 what=f"Arm {arm.version}",
@@ -236,7 +253,7 @@ class Router:
         assert shadow is not None
         start = time.perf_counter()
         try:
-            got_status, got = await self.handles[shadow.app].answer.remote(body)
+            got_status, got = await self.calls[shadow.app].remote(body)
         except Exception:  # a failing shadow is counted, never seen by the client
             got_status, got = 0, b""
         stats = self._record("shadow", shadow.version, start, got_status, 0, got)
@@ -286,14 +303,19 @@ class Router:
         raw = await self.actor.read.remote()
         arms = []
         for arm in config.arms:
-            figures = summary(raw["totals"].get(f"arm:{arm.version}") or _empty())
-            arms.append({"version": arm.version, "app": arm.app, "weight": arm.weight, **figures})
+            counters = raw["totals"].get(f"arm:{arm.version}") or _empty()
+            figures = summary(counters)
+            arms.append(
+                {"version": arm.version, "app": arm.app, "weight": arm.weight, **figures}
+                | {"raw": counters}  # mergeable totals: a reader diffs two reports (live figures)
+            )
         out: dict[str, Any] = {
             "graph": self.args.graph,
             "experiment": config.experiment,
             "sticky_key": config.sticky_key,
             "output": config.output,
             "since": raw["since"],
+            "now": time.time(),
             "arms": arms,
         }
         if config.shadow is not None:
@@ -379,7 +401,7 @@ def router_app(
         ) from exc
     options: dict[str, Any] = {
         "name": DEPLOYMENT,
-        "ray_actor_options": {"num_cpus": ROUTER_CPUS},
+        "ray_actor_options": {"num_cpus": ROUTER_CPUS, "runtime_env": {"env_vars": REPLICA_ENV}},
         "max_ongoing_requests": ROUTER_MAX_ONGOING,
         "logging_config": {"enable_access_log": False},
     }

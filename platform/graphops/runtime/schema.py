@@ -240,6 +240,19 @@ class RouterConfig(FrozenModel):
     output: Annotated[str | None, Field(description="Response field measured per arm.")] = None
 
 
+class IngressSplit(FrozenModel):
+    """A graph ingress's ``user_config``: a share of its own route forwarded to another version.
+
+    The no-hop alternative to the router for a two-arm split (a canary): requests kept by this
+    version pay nothing extra, only the forwarded share crosses one handle hop. Changing it is an
+    in-place update. Measured in docs/performance.md (e); the rollouts still use the router.
+    """
+
+    app: Annotated[str, Field(description="Serve application of the other version.")]
+    version: Annotated[str, Field(description="Its graph version (named in x-graphops-arm).")]
+    share: Annotated[float, Field(ge=0, le=100, description="Percent of requests forwarded.")]
+
+
 class DeploymentSpec(FrozenModel):
     """One Serve deployment of a graph application, as the compiler decided it."""
 
@@ -423,3 +436,28 @@ def _compact(value: Any) -> Any:
     if isinstance(value, list):
         return [_compact(v) for v in value]
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def arm_summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """Readable figures of an arm's raw counters (the router's and the ingress's ``raw``).
+
+    Requests, errors, error rate, p50/p95/p99 in ms (and the output distribution): what
+    `graphops status --live` and a canary's steps show.
+    """
+    from graphops.runtime._traffic import summary  # _traffic imports this module
+
+    return summary(raw)
+
+
+def arm_delta(after: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """Raw counters added between two readings of the same totals (``before`` None: all)."""
+    from graphops.runtime._traffic import subtract
+
+    return subtract(after, before)
+
+
+def arm_merge(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Add raw counters ``part`` to ``into`` (e.g. the readings of several ingress replicas)."""
+    from graphops.runtime._traffic import merge
+
+    return merge(into, part)

@@ -1,0 +1,203 @@
+"""Live figures per graph and arm (`graphops status --live`), read from the cluster itself.
+
+No Prometheus is needed: every graph's ingress keeps its own totals and serves them at
+``GET /<graph>/stats`` (one replica per answer, so the reader asks until it has seen every
+RUNNING ingress replica Serve lists), and a graph behind the router is read at
+``GET /<graph>/experiment`` (totals merged across router replicas, per arm). Each source is read
+twice, ``seconds`` apart; the figures are what happened in between: requests per second, error
+rate, p50 and p99 (ms, histogram buckets 15% apart).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import requests
+from pydantic import BaseModel, Field
+
+from graphops.controller.cluster import Cluster, serve_url
+from graphops.controller.render import router_name
+from graphops.controller.rollout import version_of
+from graphops.environments import load_environment, load_release
+from graphops.errors import GraphOpsError
+from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_summary
+
+STATS_TRIES = 24
+"""GETs of ``/<graph>/stats`` spent finding every ingress replica (the proxy picks one each)."""
+
+
+class LiveFigures(BaseModel):
+    """One arm (or one graph without a router) over the reading's window."""
+
+    env: str
+    graph: str
+    version: str
+    role: Annotated[str, Field(description="serving (no router), or arm behind the router.")]
+    weight: Annotated[float, Field(description="Percent of the route's requests it gets.")]
+    app: str
+    seconds: Annotated[float, Field(description="Length of the window read.")]
+    requests: int = 0
+    errors: int = 0
+    rps: float = 0.0
+    error_rate: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    replicas: Annotated[
+        str, Field(description="Ingress replicas read / listed (no router), e.g. '2/2'.")
+    ] = ""
+    problem: Annotated[str, Field(description="Why it could not be read (empty when read).")] = ""
+
+
+def _get(url: str, timeout_s: float) -> dict[str, Any]:
+    answer = requests.get(url, timeout=timeout_s)
+    answer.raise_for_status()
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def ingress_totals(url: str, expected: int, timeout_s: float = 5.0) -> dict[str, dict[str, Any]]:
+    """Replica id -> its ``/stats`` reading, asking until ``expected`` replicas were seen."""
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(STATS_TRIES):
+        reading = _get(url, timeout_s)
+        seen[reading["replica"]] = reading
+        if len(seen) >= expected:
+            break
+    return seen
+
+
+def _window(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
+    raw = arm_summary(arm_delta(after, before))
+    return {
+        "requests": raw["requests"],
+        "errors": raw["errors"],
+        "rps": raw["requests"] / seconds if seconds > 0 else 0.0,
+        "error_rate": raw["error_rate"],
+        "p50_ms": raw["p50_ms"],
+        "p99_ms": raw["p99_ms"],
+    }
+
+
+def read_graph(
+    env_name: str,
+    graph: str,
+    base_url: str,
+    apps: dict[str, Any],
+    *,
+    seconds: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[LiveFigures]:
+    """The live figures of one graph: per arm behind its router, or of the one serving version."""
+    common: dict[str, Any] = {"env": env_name, "graph": graph}
+    if router_name(graph) in apps:
+        url = f"{base_url}/{graph}/experiment"
+        first, t0 = _get(url, 10.0), time.monotonic()
+        sleep(seconds)
+        second, t1 = _get(url, 10.0), time.monotonic()
+        was = {a["version"]: a.get("raw") for a in first["arms"]}
+        out = []
+        for arm in second["arms"]:
+            out.append(
+                LiveFigures(
+                    **common,
+                    version=arm["version"],
+                    role="arm",
+                    weight=arm["weight"],
+                    app=arm["app"],
+                    seconds=t1 - t0,
+                    **_window(was.get(arm["version"]) or {}, arm["raw"], t1 - t0),
+                )
+            )
+        return out
+    serving = [
+        (name, app)
+        for name, app in apps.items()
+        if ((app.get("deployed_app_config") or {}).get("args") or {}).get("graph") == graph
+        and app.get("route_prefix") == f"/{graph}"
+    ]
+    if not serving:
+        return [
+            LiveFigures(
+                **common,
+                version="-",
+                role="serving",
+                weight=100,
+                app="-",
+                seconds=0,
+                problem=f"nothing serves /{graph}",
+            )
+        ]
+    name, details = serving[0]
+    ingress = (details.get("deployments") or {}).get(INGRESS) or {}
+    expected = len([r for r in ingress.get("replicas") or [] if r.get("state") == "RUNNING"])
+    url = f"{base_url}/{graph}/stats"
+    first, t0 = ingress_totals(url, max(expected, 1)), time.monotonic()
+    sleep(seconds)
+    second, t1 = ingress_totals(url, max(expected, 1)), time.monotonic()
+    both = sorted(set(first) & set(second))
+    before = _sum(first[r]["raw"] for r in both)
+    after = _sum(second[r]["raw"] for r in both)
+    version = version_of(graph, name)  # the lock's version (the application is named by it)
+    return [
+        LiveFigures(
+            **common,
+            version=version,
+            role="serving",
+            weight=100,
+            app=name,
+            seconds=t1 - t0,
+            replicas=f"{len(both)}/{expected}",
+            **_window(before, after, t1 - t0),
+        )
+    ]
+
+
+def _sum(parts: Any) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for part in parts:
+        total = arm_merge(total, part)
+    return total
+
+
+def live(
+    repo: Path, env: str, *, graph: str | None = None, seconds: float = 2.0
+) -> list[LiveFigures]:
+    """Live figures of every graph ``env`` releases (or of ``graph``), per arm.
+
+    A graph that cannot be read gets one row whose ``problem`` says why.
+
+    Raises:
+        GraphOpsError: The cluster cannot be read at all (unreachable, token).
+    """
+    config = load_environment(repo, env)
+    release = load_release(repo, env)
+    apps = {  # an application being deleted (a retired router) answers nothing any more
+        name: app
+        for name, app in Cluster(config, timeout_s=10).applications().items()
+        if app.get("status") != "DELETING"
+    }
+    base = serve_url(config)
+    out: list[LiveFigures] = []
+    for name in sorted(release.graphs) if graph is None else [graph]:
+        try:
+            out += read_graph(env, name, base, apps, seconds=seconds)
+        except (requests.RequestException, GraphOpsError, KeyError, ValueError) as exc:
+            out.append(
+                LiveFigures(
+                    env=env,
+                    graph=name,
+                    version="-",
+                    role="-",
+                    weight=0,
+                    app="-",
+                    seconds=0,
+                    problem=f"{type(exc).__name__}: {exc}"[:300],
+                )
+            )
+    return out
+
+
+__all__ = ["LiveFigures", "ingress_totals", "live", "read_graph"]

@@ -1,0 +1,274 @@
+"""Canary rollouts on real parts: a `ray start` cluster (token auth, loopback), a git origin and
+clone, a real MLflow store, load from a second process on the stable route.
+
+The tests share one story and run in file order: digits 1.0.0 serves dev (blue/green, nothing
+to compare yet); 1.0.1 (the same code) walks the canary steps and takes the route alone, the
+router gone; 1.0.2 fails one request in five and is aborted at the first step, git naming 1.0.1
+again; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and restarted,
+which resumes and promotes it. Timings are never asserted; the policy's small numbers keep each
+step short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+import pytest
+import yaml
+
+import graphops
+from graphops.controller.apply import apply
+from graphops.controller.live import live
+from graphops.controller.packaging import package_uri
+from graphops.controller.reconciler import run
+from graphops.controller.render import app_name, render, router_name
+from graphops.controller.rollout import RolloutAborted, load_rollouts
+from graphops.controller.status import status
+from graphops.demo import services
+from graphops.environments import GraphLock, Release, ReleaseEntry, load_release, write_release
+from graphops.graph import load_graph
+from graphops.registry import Registry, ResolvedModel
+from graphops.runtime.schema import request_example
+from tests.integration.test_gitops import Cluster, _identity, environments, under_load
+
+pytestmark = pytest.mark.usefixtures("champion")
+
+POLICY = {
+    "strategy": "canary",
+    "canary": {
+        "steps": [5, 50, 100],
+        "min_seconds": 2,
+        "min_requests": 8,
+        "max_seconds": 120,
+        "max_error_rate": 0.05,
+        # Latency is judged by the unit tests; on this shared 2-CPU machine a p99 over a few
+        # requests is noise, so the integration story only judges errors.
+        "max_p99_ratio": 50,
+        "poll_seconds": 0.5,
+    },
+}
+FAILING = '''
+_calls: list[int] = []
+
+
+def _one_in_five() -> None:
+    """This version fails one request in five (the first ones, the smoke tests, pass)."""
+    _calls.append(1)
+    if len(_calls) % 5 == 0:
+        raise RuntimeError("this version fails one request in five")
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """`ray start --head --block`, token auth, loopback; stopped by its process group."""
+    service = services.start_ray(
+        "ray-canary",
+        tmp_path_factory.mktemp("ray"),
+        dashboard_port=None,
+        serve_port=None,
+        tracking_uri=registry.tracking_uri,
+        num_cpus=4,  # logical: stable, candidate and router fit
+        taken=set(),
+    )
+    try:
+        services.wait_ready(service)
+        assert service.token
+        yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", service.token)
+    finally:
+        services.stop(service)
+
+
+@pytest.fixture(autouse=True)
+def _token(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAPHOPS_TEST_TOKEN", cluster.token)
+
+
+@pytest.fixture(scope="module")
+def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout with dev pointed at the test cluster and a canary policy."""
+    root = tmp_path_factory.mktemp("canary") / "repo"
+    import shutil
+
+    shutil.copytree(repo_copy, root)
+    environments(root, cluster)
+    dev = root / "environments" / "dev" / "environment.yaml"
+    data = yaml.safe_load(dev.read_text())
+    data["rollout"] = POLICY
+    dev.write_text(yaml.safe_dump(data))
+    bare = tmp_path_factory.mktemp("origin") / "graphs.git"
+    git.Repo.init(bare, bare=True, initial_branch="main")
+    with git.Repo.init(root, initial_branch="main") as r:
+        _identity(r, "ci")
+        r.git.add(A=True)
+        r.index.commit("graphs and environments")
+        r.create_remote("origin", str(bare)).push("main")
+    return root
+
+
+def lock_at_head(repo: Path, version: str, champion: ResolvedModel) -> GraphLock:
+    """The lock of digits as committed at HEAD, under ``version`` (no validation: dev's policy
+    asks for one at promotion, which these tests skip to stay short)."""
+    package = load_graph(repo, "digits")
+    commit = git.Repo(repo).head.commit.hexsha
+    return GraphLock(
+        version=version,
+        content_hash=package.content_hash,
+        commit=commit,
+        models={"logits": champion.model_copy(update={"alias": None})},
+        package=package_uri(repo, "digits", commit),
+        example=request_example(package),
+        platform_version=graphops.__version__,
+        request_fields=tuple(package.graph.request_fields),
+    )
+
+
+def pin(repo: Path, lock: GraphLock, message: str) -> None:
+    """Commit ``lock`` as digits in dev's release (rendered), as a merged promotion would."""
+    now = datetime.datetime.now(datetime.UTC)
+    entry = ReleaseEntry(lock=lock, promoted_at=now)
+    write_release(repo, "dev", Release(graphs={"digits": entry}))
+    render(repo, "dev").write()
+    with git.Repo(repo) as r:
+        r.git.add(A=True)
+        r.index.commit(message)
+
+
+def serving(repo: Path) -> list[str]:
+    """Applications of the dev cluster, by name (what status reads)."""
+    from graphops.controller.cluster import Cluster as Live
+    from graphops.environments import load_environment
+
+    apps = Live(load_environment(repo, "dev")).applications()
+    return sorted(n for n, a in apps.items() if a.get("status") != "DELETING")
+
+
+def test_first_version_is_applied_blue_green(
+    repo: Path, cluster: Cluster, champion: ResolvedModel
+) -> None:
+    lock = lock_at_head(repo, "1.0.0", champion)
+    pin(repo, lock, "digits 1.0.0 in dev")
+    result = apply(repo, "dev", timeout_s=300)
+    assert result.started == [app_name("digits", lock)] and not result.rollouts
+
+
+def test_a_good_candidate_reaches_100_and_the_router_goes(
+    repo: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+) -> None:
+    stable = load_release(repo, "dev").graphs["digits"].lock
+    good = lock_at_head(repo, "1.0.1", champion)
+    pin(repo, good, "digits 1.0.1 in dev")
+    with under_load(f"{cluster.serve}/digits", stable.example, tmp_path) as load:
+        result = apply(repo, "dev", timeout_s=300)
+        figures = live(repo, "dev", seconds=1.0)
+    [rollout] = result.rollouts
+    assert rollout.outcome == "promoted"
+    assert [(s["share"], s["decision"]) for s in rollout.steps] == [(5, "advance"), (50, "advance")]
+    assert all(s["candidate"]["requests"] >= 8 for s in rollout.steps)
+    assert load.failed == 0 and load.ok > 20
+    assert serving(repo) == [app_name("digits", good)]  # no router, no old version
+    [row] = figures
+    assert (row.version, row.role, row.problem) == ("1.0.1", "serving", "")
+    assert row.requests > 0 and row.rps > 0 and row.error_rate == 0
+    [record] = load_rollouts(repo, "dev")["digits"]
+    assert (record["from"], record["version"], record["outcome"]) == ("1.0.0", "1.0.1", "promoted")
+    with git.Repo(repo) as r:
+        assert r.head.commit.message.startswith("rollout: digits 1.0.1 promoted in dev")
+        assert not r.is_dirty()
+    [row] = status(repo, "dev")
+    assert (row.version, row.live, row.drift) == ("1.0.1", "RUNNING", False)
+
+
+def test_a_failing_candidate_is_aborted_at_the_first_step(
+    repo: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+) -> None:
+    stable = load_release(repo, "dev").graphs["digits"].lock
+    code = repo / "graphs" / "digits" / "__init__.py"
+    text = code.read_text()
+    body = "    return pixels.astype(np.float32) / 16.0\n"
+    assert body in text
+    code.write_text(text.replace(body, "    _one_in_five()\n" + body) + FAILING)
+    with git.Repo(repo) as r:
+        r.git.add(A=True)
+        r.index.commit("digits 1.0.2: fails one request in five")
+    bad = lock_at_head(repo, "1.0.2", champion)
+    pin(repo, bad, "digits 1.0.2 in dev")
+    with (
+        under_load(f"{cluster.serve}/digits", stable.example, tmp_path) as load,
+        pytest.raises(RolloutAborted, match="aborted at 5%") as caught,
+    ):
+        apply(repo, "dev", timeout_s=300)
+    assert "1.0.1 serves /digits alone again" in str(caught.value)
+    [record, _] = load_rollouts(repo, "dev")["digits"]
+    assert (record["version"], record["outcome"]) == ("1.0.2", "aborted")
+    [step] = record["steps"]
+    assert (step["share"], step["decision"]) == (5, "abort")
+    assert step["candidate"]["errors"] >= 1 and step["stable"]["errors"] == 0
+    # Every failure the client saw is the candidate's, and at most its share of the traffic.
+    assert 1 <= load.failed <= 0.05 * (load.ok + load.failed) + 2
+    assert serving(repo) == [app_name("digits", stable)]  # candidate and router removed
+    assert router_name("digits") not in serving(repo)
+    assert load_release(repo, "dev").graphs["digits"].lock.version == "1.0.1"  # git says so
+    assert not render(repo, "dev").stale()
+    with git.Repo(repo) as r:
+        assert r.head.commit.message.startswith("rollout: digits 1.0.2 aborted in dev, back to")
+        assert not r.is_dirty()
+    [row] = status(repo, "dev")
+    assert (row.version, row.live, row.drift) == ("1.0.1", "RUNNING", False)
+    assert not apply(repo, "dev").changed  # the aborted version is not tried again
+
+
+def test_a_controller_killed_mid_canary_resumes_it_after_its_restart(
+    repo: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+) -> None:
+    stable = load_release(repo, "dev").graphs["digits"].lock
+    code = repo / "graphs" / "digits" / "__init__.py"
+    code.write_text(code.read_text().replace("    _one_in_five()\n", ""))  # fixed
+    with git.Repo(repo) as r:
+        r.git.add(A=True)
+        r.index.commit("digits 1.0.3: fixed")
+    fixed = lock_at_head(repo, "1.0.3", champion)
+    pin(repo, fixed, "digits 1.0.3 in dev")
+    with git.Repo(repo) as r:
+        r.remotes.origin.push("main")
+    graphops_cli = str(Path(sys.executable).with_name("graphops"))
+    with under_load(f"{cluster.serve}/digits", stable.example, tmp_path) as load:
+        first = subprocess.Popen(
+            [graphops_cli, "controller", "--env", "dev", "--rounds", "1"],
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while router_name("digits") not in serving(repo) and first.poll() is None:
+                assert time.monotonic() < deadline, "the canary never started"
+                time.sleep(0.5)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # mid-canary: the router is on the route
+                os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+        assert router_name("digits") in serving(repo)
+        state = run(repo, "dev", rounds=1, timeout_s=300)
+    assert state.last_error == "", state.last_error
+    [rollout] = state.last_result["rollouts"]
+    assert (rollout["from"], rollout["version"], rollout["outcome"]) == (
+        "1.0.1",
+        "1.0.3",
+        "promoted",
+    )
+    assert serving(repo) == [app_name("digits", fixed)]
+    assert load.failed == 0 and load.ok > 20
+    with git.Repo(repo) as r:
+        assert r.head.commit.message.startswith("rollout: digits 1.0.3 promoted in dev")
+        assert r.head.commit == r.remotes.origin.refs["main"].commit  # pushed

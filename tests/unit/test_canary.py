@@ -1,0 +1,121 @@
+"""Canary rollouts without Ray: step decisions, the policy's schema, live figures from counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from graphops.controller.canary import figures, judge, shares
+from graphops.environments import CanaryConfig, EnvironmentConfig
+from graphops.runtime._traffic import ArmStats, rates, subtract
+
+POLICY = CanaryConfig(
+    steps=(5, 25, 50, 100), min_seconds=10, min_requests=20, max_seconds=60, max_error_rate=0.05
+)
+
+
+def arm(requests: int, errors: int = 0, ms: float = 10.0) -> dict[str, object]:
+    stats = ArmStats()
+    for i in range(requests):
+        stats.record(ms, 500 if i < errors else 200, 1, [])
+    return figures(stats.state())
+
+
+def test_a_failing_candidate_is_aborted_before_the_step_ends() -> None:
+    # 20% failing: 4 errors are already more than 5% of the 20 requests the step needs at least.
+    verdict = judge(POLICY, 5, 2.0, arm(200), arm(5, errors=4))
+    assert verdict.action == "abort"
+    assert "failed 4 of 5 requests" in verdict.reason and "at 5%" in verdict.reason
+
+
+def test_one_error_within_the_allowance_waits_then_advances() -> None:
+    assert judge(POLICY, 5, 2.0, arm(100), arm(5, errors=1)).action == "wait"
+    verdict = judge(POLICY, 5, 12.0, arm(400), arm(40, errors=1))
+    assert verdict.action == "advance"
+    assert "1 errors in 40 requests" in verdict.reason
+
+
+def test_a_step_waits_for_both_its_time_and_its_requests() -> None:
+    assert judge(POLICY, 25, 30.0, arm(50), arm(10)).action == "wait"
+    assert judge(POLICY, 25, 5.0, arm(500), arm(100)).action == "wait"
+    assert judge(POLICY, 25, 10.0, arm(500), arm(100)).action == "advance"
+
+
+def test_too_little_traffic_aborts_after_max_seconds() -> None:
+    verdict = judge(POLICY, 5, 61.0, arm(10), arm(3))
+    assert verdict.action == "abort" and "too little traffic" in verdict.reason
+
+
+def test_a_slow_candidate_is_aborted_on_p99() -> None:
+    verdict = judge(POLICY, 5, 12.0, arm(400, ms=10), arm(40, ms=30))
+    assert verdict.action == "abort" and "p99" in verdict.reason
+    assert judge(POLICY, 5, 12.0, arm(400, ms=10), arm(40, ms=12)).action == "advance"
+
+
+def test_without_stable_traffic_latency_is_not_compared_and_says_so() -> None:
+    verdict = judge(POLICY, 50, 12.0, arm(0), arm(40, ms=30))
+    assert verdict.action == "advance" and "not compared" in verdict.reason
+
+
+def test_shares_end_at_100_whether_written_or_not() -> None:
+    assert shares(POLICY) == (5, 25, 50, 100)
+    assert shares(CanaryConfig(steps=(10, 50))) == (10, 50, 100)
+
+
+@pytest.mark.parametrize("steps", [(50, 10), (0, 50), (5, 120), (5, 5)])
+def test_invalid_steps_are_refused(steps: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match=r"canary steps|share in percent"):
+        CanaryConfig(steps=steps)
+
+
+def test_a_graph_overrides_fields_of_the_environments_canary() -> None:
+    env = EnvironmentConfig.model_validate(
+        {
+            "name": "dev",
+            "rollout": {
+                "strategy": "canary",
+                "canary": {"min_requests": 30},
+                "graphs": {"digits": {"strategy": "blue_green", "canary": {"steps": [10, 50]}}},
+            },
+        }
+    )
+    assert env.rollout.strategy_of("digits") == "blue_green"
+    assert env.rollout.strategy_of("feed_ranking") == "canary"
+    own = env.rollout.canary_of("digits")
+    assert own.steps == (10, 50) and own.min_requests == 30
+    assert EnvironmentConfig(name="x").rollout.strategy_of("digits") == "blue_green"
+    with pytest.raises(ValueError, match=r"rollout.graphs.digits.canary"):
+        EnvironmentConfig.model_validate(
+            {"name": "dev", "rollout": {"graphs": {"digits": {"canary": {"steps": [50, 10]}}}}}
+        )
+
+
+def test_live_rates_come_from_the_difference_of_two_readings() -> None:
+    stats = ArmStats()
+    for _ in range(10):
+        stats.record(5.0, 200, 1, [1])
+    before = stats.state()
+    for i in range(30):
+        stats.record(50.0, 500 if i < 3 else 200, 1, [2])
+    delta = subtract(stats.state(), before)
+    assert delta["requests"] == 30 and delta["errors"] == 3
+    assert delta["categories"] == {"2": 30}
+    live = rates(delta, 2.0)
+    assert live["rps"] == 15.0 and live["error_rate"] == 0.1
+    assert live["p50_ms"] is not None and live["p50_ms"] >= 50.0
+    assert subtract(before, None) == before
+
+
+def test_the_canary_router_and_an_interrupted_canary_are_recognised() -> None:
+    from graphops.controller.rollout import interrupted_stable, router_app, version_of
+
+    stable, candidate = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
+    assert version_of("digits", candidate) == "1.1.0"
+    app = router_app("digits", stable, candidate, 5)
+    [deployment] = app["deployments"]
+    arms = deployment["user_config"]["arms"]
+    assert [(a["app"], a["weight"]) for a in arms] == [(stable, 95), (candidate, 5)]
+    assert app["route_prefix"] == "/digits" and app["name"] == "digits-router"
+    assert interrupted_stable("digits", {"digits-router": app}) == stable
+    experiment = app | {"deployments": [{"name": "Router", "user_config": {"experiment": "x"}}]}
+    assert interrupted_stable("digits", {"digits-router": experiment}) is None
+    assert interrupted_stable("digits", {}) is None
