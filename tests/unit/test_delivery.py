@@ -341,3 +341,19 @@ def test_cluster_errors_name_file_line_and_key_path(
     with pytest.raises(ConfigError, match=says) as caught:
         load_environment(repo, "staging")
     assert caught.value.file == str(path) and caught.value.line == line
+
+
+def test_pin_image_writes_the_digest_line_and_re_renders(repo: Path) -> None:
+    from graphops.controller.image import pin_image
+
+    digest = "sha256:" + "cd" * 32
+    base = repo / "environments/base/environment.yaml"
+    before = base.read_text()
+    written = pin_image(repo, digest)
+    assert written[0] == base and repo / "environments/prod/rayservice.yaml" in written
+    after = base.read_text()
+    assert f"    digest: {digest}\n" in after
+    assert after.replace(digest, "null") == before  # comments and layout kept
+    assert pin_image(repo, digest) == []  # idempotent
+    with pytest.raises(ConfigError, match="64 lowercase hex"):
+        pin_image(repo, "sha256:xyz")

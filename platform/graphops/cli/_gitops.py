@@ -57,6 +57,21 @@ def render(
         raise typer.Exit(1)
 
 
+def pin_image(
+    ctx: typer.Context,
+    digest: Annotated[str, typer.Argument(help="sha256:<hex> of the pushed image.")],
+) -> None:
+    """Pin the cluster image's digest (CI's image job) and re-render every environment."""
+    from graphops.controller.image import pin_image as pin
+
+    written = pin(ctx.obj.root(), digest)
+    root = ctx.obj.root()
+    for path in written:
+        console.print(f"wrote {path.relative_to(root)}")
+    if not written:
+        console.print(f"{digest} is already pinned: nothing changed")
+
+
 def promote(
     ctx: typer.Context,
     graph: Annotated[

@@ -13,6 +13,7 @@ from graphops.environments._files import (
     load_release,
     read_yaml,
     release_path,
+    set_scalar,
     write_release,
 )
 from graphops.environments._schema import (
@@ -54,5 +55,6 @@ __all__ = [
     "load_release",
     "read_yaml",
     "release_path",
+    "set_scalar",
     "write_release",
 ]
