@@ -282,6 +282,16 @@ def status(
             r.since,
         )
     console.print(table)
+    placed = [r for r in rows if r.placement]
+    if placed:
+        where = Table(title="Placement (Ray node id of each running replica)", title_justify="left")
+        for column in ("env", "application/deployment", "replicas", "nodes"):
+            where.add_column(column)
+        for r in placed:
+            for deployment, nodes in r.placement.items():
+                shown = ", ".join(n[:12] for n in nodes) or "-"
+                where.add_row(r.env, deployment, str(len(nodes)), shown)
+        console.print(where)
     for r in rows:
         if r.single_points:
             console.print(
