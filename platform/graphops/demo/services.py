@@ -211,9 +211,10 @@ def start_ray_worker(
     name: str,
     head: Service,
     *,
-    num_cpus: float,
+    num_cpus: int,
     num_gpus: int = 0,
     resources: str | None = None,
+    tracking_uri: str | None = None,
     taken: set[int],
 ) -> Service:
     """Join another node to ``head``'s cluster on this machine (token auth, loopback, its own ports).
@@ -237,7 +238,7 @@ def start_ray_worker(
         f"--address=127.0.0.1:{head.ports['port']}",
         "--block",
         "--node-ip-address=127.0.0.1",
-        f"--num-cpus={num_cpus:g}",
+        f"--num-cpus={num_cpus}",  # `ray start` takes whole CPUs only
         f"--num-gpus={num_gpus}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
@@ -245,6 +246,8 @@ def start_ray_worker(
         *([f"--resources={resources}"] if resources else []),
     ]
     env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    if tracking_uri:  # the replicas on this node load models from there, as on the head
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
     with log.open("w") as out:
         process = subprocess.Popen(
