@@ -213,6 +213,13 @@ def promote(session: nox.Session) -> None:
     _run(session, "graphops", "promote", *session.posargs)
 
 
+@nox.session(python=False, name="pin-image")
+def pin_image(session: nox.Session) -> None:
+    """Pin the cluster image's digest and re-render: `nox -s pin-image -- sha256:<hex>` (CI)."""
+    _dev(session)
+    _run(session, "graphops", "pin-image", *session.posargs)
+
+
 @nox.session(python=False)
 def apply(session: nox.Session) -> None:
     """Reconcile an environment's cluster with git: `nox -s apply -- --env dev`."""

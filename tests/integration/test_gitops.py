@@ -140,7 +140,12 @@ def environments(root: Path, cluster: Cluster) -> None:
         "token_env": "GRAPHOPS_TEST_TOKEN",
     }
     data["http_port"] = int(cluster.serve.rsplit(":", 1)[1])
+    data["code"] |= {"store": f"file://{root.parent / 'packages'}"}  # not /var/tmp
     dev.write_text(yaml.safe_dump(data))
+    # The test's MLflow store is local files: staging's nodes (this machine) can read them.
+    staging = root / "environments" / "staging" / "environment.yaml"
+    local = yaml.safe_load(staging.read_text()) | {"models": {"artifact_stores": ["file://"]}}
+    staging.write_text(yaml.safe_dump(local))
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,9 @@ def test_render_is_deterministic_and_valid_for_ray(repo: Path) -> None:
     assert first.files == again.files and not again.stale()
     serve_yaml = (repo / "environments/dev/serve.yaml").read_text()
     assert f"name: {app_name('digits', entry.lock)}" in serve_yaml
-    assert "working_dir: gcs://_ray_pkg_0123456789abcdef.zip" in serve_yaml
+    # dev ships code as a zip in its file:// store, named by the lock's package hash
+    zipped = "working_dir: file:///var/tmp/graphops/packages/digits-0123456789abcdef.zip"
+    assert zipped in serve_yaml and "Self-contained" in serve_yaml
     assert "cpu_budget: 0.9" in serve_yaml and "cpu_only: true" in serve_yaml
     assert "serveConfigV2: |" in (repo / "environments/dev/rayservice.yaml").read_text()
 

@@ -78,3 +78,24 @@ def test_single_points_of_failure_are_flagged() -> None:
     assert DeploymentChange(app="a", deployment="d", change="new", replicas=1).single_point
     assert not DeploymentChange(app="a", deployment="d", change="new", replicas=2).single_point
     assert not DeploymentChange(app="a", deployment="d", change="removed").single_point
+
+
+def test_placement_lists_the_node_of_each_running_replica() -> None:
+    from graphops.controller.status import _placement
+
+    live = {
+        "deployments": {
+            "logits": {
+                "replicas": [
+                    {"state": "RUNNING", "node_id": "gpu1"},
+                    {"state": "RUNNING", "node_id": "gpu0"},
+                ]
+            },
+            "ingress": {
+                "replicas": [{"state": "RUNNING", "node_id": "cpu0"}, {"state": "STARTING"}]
+            },
+        }
+    }
+
+    assert _placement(live) == {"ingress": ["cpu0"], "logits": ["gpu0", "gpu1"]}
+    assert _placement({}) == {}

@@ -51,3 +51,14 @@ def test_checkout_keeps_no_credentials_unless_the_job_pushes(name: str) -> None:
             if str(step.get("uses", "")).startswith("actions/checkout@"):
                 keeps = (step.get("with") or {}).get("persist-credentials")
                 assert keeps is pushes, f"{name}: {job_name}"
+
+
+def test_the_image_job_pushes_the_repository_the_environments_name() -> None:
+    image = workflow("image.yml")
+    base = yaml.safe_load((WORKFLOWS.parents[1] / "environments/base/environment.yaml").read_text())
+    assert image["env"]["IMAGE"] == base["cluster"]["image"]["repository"]
+    assert image["env"]["TAG"] == base["cluster"]["image"]["tag"]
+    assert image["permissions"] == {}
+    assert image["jobs"]["build"]["permissions"] == {"contents": "read", "packages": "write"}
+    [pin] = [s for s in steps(image["jobs"]["pin"]) if "pin-image" in str(s.get("run", ""))]
+    assert "nox -s pin-image" in pin["run"] and "${{" not in pin["run"]

@@ -57,6 +57,21 @@ def render(
         raise typer.Exit(1)
 
 
+def pin_image(
+    ctx: typer.Context,
+    digest: Annotated[str, typer.Argument(help="sha256:<hex> of the pushed image.")],
+) -> None:
+    """Pin the cluster image's digest (CI's image job) and re-render every environment."""
+    from graphops.controller.image import pin_image as pin
+
+    written = pin(ctx.obj.root(), digest)
+    root = ctx.obj.root()
+    for path in written:
+        console.print(f"wrote {path.relative_to(root)}")
+    if not written:
+        console.print(f"{digest} is already pinned: nothing changed")
+
+
 def promote(
     ctx: typer.Context,
     graph: Annotated[
@@ -296,6 +311,16 @@ def status(
             r.since,
         )
     console.print(table)
+    placed = [r for r in rows if r.placement]
+    if placed:
+        where = Table(title="Placement (Ray node id of each running replica)", title_justify="left")
+        for column in ("env", "application/deployment", "replicas", "nodes"):
+            where.add_column(column)
+        for r in placed:
+            for deployment, nodes in r.placement.items():
+                shown = ", ".join(n[:12] for n in nodes) or "-"
+                where.add_row(r.env, deployment, str(len(nodes)), shown)
+        console.print(where)
     for r in rows:
         if r.single_points:
             console.print(

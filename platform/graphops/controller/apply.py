@@ -30,9 +30,15 @@ from typing import Any
 import requests
 
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.packaging import stage_code, upload_packages
+from graphops.controller.packaging import (
+    local_path,
+    publish_archive,
+    stage_code,
+    upload_packages,
+    verify_archive,
+)
 from graphops.controller.render import Rendered, app_name, render, versions
-from graphops.environments import GraphLock, release_path
+from graphops.environments import EnvironmentConfig, GraphLock, release_path
 from graphops.errors import ApplyError, ConfigError, did_you_mean
 from graphops.runtime.schema import APP_IMPORT_PATH
 
@@ -140,6 +146,28 @@ def check_overrides(repo: Path, rendered: Rendered) -> None:
                         "`graphops plan`).",
                         file=release_path(repo, env_name),
                     )
+
+
+def check_archives(
+    repo: Path, env: EnvironmentConfig, apps: dict[str, dict[str, Any]], locks: dict[str, GraphLock]
+) -> None:
+    """Verify the code zip of each new application, whatever its scheme (``code.mode: uri``).
+
+    A missing zip of a ``file://`` store is published first (from the locked commit, checked);
+    every zip is then downloaded with Ray's own downloader and must hold the locked code.
+
+    Raises:
+        ApplyError: A zip cannot be read or holds other code (see `verify_archive`).
+    """
+    for name, app in sorted(apps.items()):
+        uri = (app.get("runtime_env") or {}).get("working_dir", "")
+        graph = graph_of(app)
+        if graph is None or not uri or uri.startswith("gcs://"):
+            continue
+        lock = locks[name]
+        if env.code.store and uri.startswith("file://") and not local_path(uri).is_file():
+            publish_archive(repo, graph, lock.commit, lock.package, env.code.store)
+        verify_archive(uri, graph, lock.package, lock.content_hash)
 
 
 def apply(
@@ -278,6 +306,7 @@ def _upload(cluster: Cluster, repo: Path, rendered: Rendered, new: list[str]) ->
         and (wanted[n].get("runtime_env") or {}).get("working_dir", "").startswith("gcs://")
     }
     upload_packages(cluster, repo, needed)
+    check_archives(repo, rendered.environment, {n: wanted[n] for n in new if n in locks}, locks)
 
 
 def canaries(rendered: Rendered, live: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:

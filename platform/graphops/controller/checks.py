@@ -108,3 +108,42 @@ def check_serve_schema(config: dict[str, Any], where: Path) -> None:
             fix="Fix environment.yaml (code.working_dir must be a remote URI) and re-render.",
             file=where,
         ) from exc
+
+
+def check_models(env: EnvironmentConfig, release: Release, where: Path) -> None:
+    """Refuse a lock whose model sources the environment's nodes cannot read.
+
+    A source is reachable when it starts with one of ``models.artifact_stores``: a ``file://``
+    path of the machine that trained the model is readable only where every node shares its
+    filesystem (a local cluster), never from a pod.
+
+    Raises:
+        ConfigError: Naming the graph, the model node, its registered version and its URI.
+    """
+    stores = env.models.artifact_stores
+    for graph, entry in sorted(release.graphs.items()):
+        pinned = [("lock", entry.lock)]
+        if entry.traffic is not None:
+            pinned += [(f"traffic.arms.{v}.lock", a.lock) for v, a in entry.traffic.arms.items()]
+            if entry.traffic.shadow is not None:
+                pinned.append(("traffic.shadow.lock", entry.traffic.shadow.lock))
+        for name, lock in pinned:
+            for node, model in sorted(lock.models.items()):
+                source = (
+                    model.source
+                    if "://" in model.source or ":" in model.source[:20]
+                    else ("file://" + model.source)
+                )
+                if source.startswith(stores):
+                    continue
+                raise ConfigError(
+                    f"graphs.{graph}.{name}.models.{node}.source: model {model.uri} "
+                    f"({graph} {lock.version}, node {node}) is stored at {model.source}, which "
+                    f"the nodes of {env.name} cannot read (its models.artifact_stores: "
+                    f"{', '.join(stores) or 'none'}).",
+                    fix="Register the model on a tracking server whose artifact store the "
+                    "cluster reads (mlflow server --serve-artifacts: mlflow-artifacts:/...; or "
+                    "s3://, gs://) and promote again; add file:// to models.artifact_stores only "
+                    "when every node shares this machine's filesystem.",
+                    file=where,
+                )

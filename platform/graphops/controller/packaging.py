@@ -4,17 +4,30 @@ A lock pins its graph's code as Ray's content-addressed package URI of ``graphs/
 lock's commit. `stage_code` writes those files from git (never from
 the working tree), `package_uri` hashes them as Ray does, and `upload_packages` sends a cluster
 the packages its config names, refusing code that no longer hashes to its lock.
+
+Environments that deliver code as a zip (``code.mode: uri``) get the same files as a
+content-addressed archive ``<store>/<graph>-<package hash>.zip``: `build_archive` writes it
+deterministically (stored, fixed timestamps), `publish_archive` puts it in a ``file://`` store
+(or an outbox CI uploads to an object store), and `verify_archive` downloads it with Ray's own
+downloader, as the cluster will, and refuses one that does not hold the locked code.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 from graphops._git import files_at
 from graphops.errors import ApplyError, PromotionError
-from graphops.graph import GRAPHS_DIR
+from graphops.graph import GRAPHS_DIR, content_hash
+
+OUTBOX = ".graphops/outbox"
+"""Where promote leaves the zips of an object-store ``code.store`` for CI to upload."""
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # zip's earliest timestamp: the archive is the same everywhere
 
 if TYPE_CHECKING:
     from graphops.controller.cluster import Cluster
@@ -74,3 +87,109 @@ def upload_packages(cluster: Cluster, repo: Path, needed: dict[str, tuple[str, s
             )
         with tempfile.TemporaryDirectory(prefix="graphops-upload-") as tmp:
             cluster.upload(uri, stage_code(repo, graph, commit, Path(tmp)))
+
+
+def package_hash(package: str) -> str:
+    """The hex of a lock's package URI ``gcs://_ray_pkg_<hex>.zip``."""
+    return package.removeprefix("gcs://_ray_pkg_").removesuffix(".zip")
+
+
+def archive_uri(store: str, graph: str, package: str) -> str:
+    """The content-addressed zip of a graph's locked code in ``store``."""
+    return f"{store}/{graph}-{package_hash(package)}.zip"
+
+
+def build_archive(repo: Path, graph: str, commit: str, package: str, target: Path) -> Path:
+    """Write the zip of ``graphs/<graph>/`` at ``commit`` to ``target`` (byte-identical each time).
+
+    The files sit under one top-level folder, which Ray strips when it unpacks a remote
+    working_dir, so the replica's working directory holds ``graphs/<graph>/``.
+
+    Raises:
+        PromotionError: The code at ``commit`` does not hash to ``package`` (a stale lock).
+    """
+    top = f"{graph}-{package_hash(package)}"
+    with tempfile.TemporaryDirectory(prefix="graphops-archive-") as tmp:
+        staged = stage_code(repo, graph, commit, Path(tmp))
+        from ray._private.runtime_env.packaging import get_uri_for_directory
+
+        if get_uri_for_directory(str(staged), include_gitignore=False) != package:
+            raise PromotionError(
+                f"The code of {graph} at {commit[:12]} does not hash to its locked package "
+                f"{package}.",
+                fix="The lock was edited by hand or the commit rewritten: promote again.",
+                graph=graph,
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
+            for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+                info = zipfile.ZipInfo(f"{top}/{path.relative_to(staged).as_posix()}", _EPOCH)
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, path.read_bytes())
+        os.replace(partial, target)  # a reader never sees half an archive
+    return target
+
+
+def local_path(uri: str) -> Path:
+    """The path a ``file://`` URI names."""
+    return Path(unquote(urlparse(uri).path))
+
+
+def publish_archive(repo: Path, graph: str, commit: str, package: str, store: str) -> Path:
+    """Publish the zip of a lock's code to ``store``; returns the file written.
+
+    A ``file://`` store (a local or shared-filesystem cluster) is written here; for an object
+    store the zip goes to ``<repo>/.graphops/outbox/`` with the store's layout, and CI uploads
+    it (docs/environments.md). An archive already there is kept: its name is its content.
+    """
+    uri = archive_uri(store, graph, package)
+    name = uri.rsplit("/", 1)[1]
+    target = local_path(uri) if store.startswith("file://") else repo / OUTBOX / name
+    if not target.is_file():
+        build_archive(repo, graph, commit, package, target)
+    return target
+
+
+def verify_archive(uri: str, graph: str, package: str, graph_hash: str) -> None:
+    """Download ``uri`` with Ray's own downloader and check it holds the locked code.
+
+    A zip from ``code.store`` must hash (Ray's hashing) to the lock's ``package``; a
+    ``code.working_dir`` archive (the whole repository) must hold ``graphs/<graph>`` with the
+    lock's content hash. Both are what replicas would run.
+
+    Raises:
+        ApplyError: The archive cannot be read, or holds other code; naming graph and URI.
+    """
+    from ray._private.runtime_env.packaging import get_uri_for_directory, unzip_package
+    from ray._private.runtime_env.protocol import ProtocolsProvider
+
+    scheme = uri.split("://", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="graphops-verify-") as tmp:
+        zipped, unpacked = Path(tmp) / "code.zip", Path(tmp) / "code"
+        try:
+            ProtocolsProvider.download_remote_uri(scheme, uri, str(zipped))
+            unzip_package(
+                str(zipped), str(unpacked), remove_top_level_directory=True, unlink_zip=True
+            )
+        except Exception as exc:
+            raise ApplyError(
+                f"The code archive of {graph}, {uri}, cannot be read here: {exc}.",
+                fix="Publish it first (`graphops promote` writes file:// stores; CI uploads "
+                "the .graphops/outbox/ of object stores), or fix code.store.",
+                graph=graph,
+            ) from exc
+        folder = unpacked / GRAPHS_DIR / graph
+        ok = (
+            folder.is_dir() and content_hash(folder) == graph_hash
+            if not uri.endswith(f"-{package_hash(package)}.zip")
+            else get_uri_for_directory(str(unpacked), include_gitignore=False) == package
+        )
+        if not ok:
+            raise ApplyError(
+                f"The code archive of {graph}, {uri}, does not hold the locked code "
+                f"({package}, {graph_hash[:19]}).",
+                fix="Someone overwrote the archive: delete it and promote again (a content "
+                "address is never rewritten).",
+                graph=graph,
+            )

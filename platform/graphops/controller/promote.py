@@ -18,7 +18,8 @@ from pathlib import Path
 from graphops.controller.commit import branch_name, commit_change
 from graphops.controller.gates import Gate, Soak, record_trust, utcnow, verify_lock
 from graphops.controller.lock import lock_from_checkout, same_lock
-from graphops.controller.render import render
+from graphops.controller.packaging import publish_archive
+from graphops.controller.render import render, versions
 from graphops.environments import (
     EnvironmentConfig,
     GraphLock,
@@ -191,8 +192,11 @@ def promote(
         and current.lock == lock
         and same_traffic(current.traffic, result.traffic)
     )
-    if dry_run or unchanged:
-        return result  # a preview, or already pinned: nothing to do (idempotent)
+    if dry_run:
+        return result  # a preview: nothing to do
+    if unchanged:
+        publish_code(repo, env_name)  # already pinned (idempotent); its zip may be missing here
+        return result
     result.branch = branch_name(env_name, graph, lock.version)
     _commit(repo, result, now, push)
     return result
@@ -208,6 +212,28 @@ def _write(repo: Path, result: Promotion, now: datetime.datetime) -> None:
     graphs = dict(release.graphs) | {result.graph: entry}
     write_release(repo, result.env, release.model_copy(update={"graphs": graphs}))
     render(repo, result.env).write()
+    publish_code(repo, result.env)
+
+
+def publish_code(repo: Path, env_name: str) -> list[Path]:
+    """Publish the code zip of every version ``env_name`` pins, when it ships code from a store.
+
+    ``code.mode: uri`` with ``code.store``: a ``file://`` store is written here; an object store's
+    zips wait in ``.graphops/outbox/`` for CI to upload. Content-addressed, so idempotent.
+
+    Returns:
+        The files written or already there.
+    """
+    env = load_environment(repo, env_name)
+    store = env.code.store
+    if env.code.delivery != "uri" or store is None:
+        return []
+    release = load_release(repo, env_name)
+    return [
+        publish_archive(repo, graph, v.lock.commit, v.lock.package, store)
+        for graph, entry in sorted(release.graphs.items())
+        for v in versions(graph, entry)
+    ]
 
 
 def carry_experiment(

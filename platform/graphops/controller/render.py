@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphops.controller.checks import check_serve_schema, check_traffic
+from graphops.controller.checks import check_models, check_serve_schema, check_traffic
+from graphops.controller.packaging import archive_uri
+from graphops.controller.rayservice import rayservice
 from graphops.environments import (
     ENVIRONMENTS_DIR,
     EnvironmentConfig,
@@ -46,6 +48,14 @@ HEADER = (
     "# Rendered by `graphops render --env {env}` from environments/{env}/release.yaml and\n"
     "# environment.yaml. Do not edit: CI runs `graphops render --check` and refuses changes.\n"
 )
+DELIVERY = {
+    "gcs": "# Code: mode gcs. DEPLOYABLE ONLY THROUGH `graphops apply`, which uploads each\n"
+    "# gcs://_ray_pkg_<hash>.zip first; Ray's own `serve deploy` or KubeRay would fail.\n",
+    "uri": "# Code: mode uri. Self-contained: every working_dir is a zip the cluster downloads\n"
+    "# (published by `graphops promote`); `serve deploy` of this file works on a fresh cluster.\n",
+    "image": "# Code: mode image. Self-contained: graphs and graphops are in the cluster's image\n"
+    "# ({image}); no working_dir.\n",
+}
 
 
 ARM_ROUTE = "/_graphops/arm/"
@@ -112,10 +122,10 @@ def application(
     overrides = {k: floored_override(o, floor) for k, o in version.deployments.items()}
     args = AppArgs(
         graph=graph,
-        repo=".",
+        repo=env.code.image_root if env.code.delivery == "image" else ".",
         content_hash=lock.content_hash,
         models=lock.models,
-        tracking_uri=env.code.tracking_uri,
+        tracking_uri=env.models.tracking_uri,
         cpu_only=not env.cluster.gpus,
         cpu_budget=env.cluster.app_cpu_budget,
         deployments=resource_overrides(overrides),
@@ -222,10 +232,20 @@ def router(graph: str, entry: ReleaseEntry) -> dict[str, Any]:
     }
 
 
-def working_dir_for(env: EnvironmentConfig, lock: GraphLock) -> str | None:
-    """The code source of a graph version: the URI template at its commit, or its package URI."""
-    if env.code.working_dir:
-        return env.code.working_dir.format(commit=lock.commit)
+def working_dir_for(env: EnvironmentConfig, graph: str, lock: GraphLock) -> str | None:
+    """The code source of a graph version, by ``code.mode``.
+
+    gcs: its package URI (uploaded by apply); uri: its zip in ``code.store`` or the
+    ``code.working_dir`` template at its commit; image: none (the code is in the image).
+    """
+    code = env.code
+    if code.delivery == "image":
+        return None
+    if code.delivery == "uri":
+        if code.store:
+            return archive_uri(code.store, graph, lock.package)
+        assert code.working_dir is not None  # CodeConfig: uri has a store or a template
+        return code.working_dir.format(commit=lock.commit)
     return lock.package
 
 
@@ -234,7 +254,7 @@ def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
     apps = []
     for graph, entry in sorted(release.graphs.items()):
         for version in versions(graph, entry):
-            apps.append(application(version, env, working_dir_for(env, version.lock)))
+            apps.append(application(version, env, working_dir_for(env, graph, version.lock)))
         if entry.traffic is not None:
             apps.append(router(graph, entry))
     return {
@@ -245,39 +265,6 @@ def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
             "request_timeout_s": REQUEST_TIMEOUT_S,  # no request hangs past it (408)
         },
         "applications": apps,
-    }
-
-
-def rayservice(env: EnvironmentConfig, config: dict[str, Any]) -> dict[str, Any]:
-    """A KubeRay ``RayService`` serving ``config`` (its ``serveConfigV2``)."""
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayService",
-        "metadata": {"name": f"graphops-{env.name}", "labels": {"graphops/environment": env.name}},
-        "spec": {
-            "serveConfigV2": dump_yaml(config),
-            "rayClusterConfig": {
-                "rayVersion": "2.60.0",
-                "headGroupSpec": {
-                    "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                    "template": {
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": "ray-head",
-                                    "image": "rayproject/ray:2.60.0-py311",
-                                    "env": [{"name": "RAY_AUTH_MODE", "value": "token"}],
-                                    "ports": [
-                                        {"containerPort": 8265, "name": "dashboard"},
-                                        {"containerPort": env.http_port, "name": "serve"},
-                                    ],
-                                }
-                            ]
-                        }
-                    },
-                },
-            },
-        },
     }
 
 
@@ -336,10 +323,14 @@ def render(repo: Path, env_name: str, *, ray_schema: bool = True) -> Rendered:
     release = load_release(repo, env_name)
     folder = repo / ENVIRONMENTS_DIR / env_name
     check_traffic(env, release, release_path(repo, env_name))
+    check_models(env, release, release_path(repo, env_name))
     config = serve_config(env, release)
     if ray_schema:
         check_serve_schema(config, folder / SERVE_FILE)
-    header = HEADER.format(env=env_name)
+    delivery = env.code.delivery
+    header = HEADER.format(env=env_name) + DELIVERY[delivery].format(
+        image=env.cluster.image.reference
+    )
     return Rendered(
         env=env_name,
         files={

@@ -194,6 +194,19 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
     return changes
 
 
+def _placement(details: dict[str, Any]) -> dict[str, list[str]]:
+    """Deployment -> the node ids its RUNNING replicas run on (one entry per replica, sorted)."""
+    out = {}
+    for name, d in sorted((details.get("deployments") or {}).items()):
+        nodes = [
+            str(r.get("node_id") or "?")
+            for r in d.get("replicas") or []
+            if r.get("state") == "RUNNING"
+        ]
+        out[name] = sorted(nodes)
+    return out
+
+
 class GraphStatus(BaseModel):
     """One graph in one environment: what git pins and what runs."""
 
@@ -226,6 +239,13 @@ class GraphStatus(BaseModel):
             "single points of failure."
         ),
     ] = []
+    placement: Annotated[
+        dict[str, list[str]],
+        Field(
+            description="Live application/deployment -> the Ray node ids of its RUNNING "
+            "replicas, one per replica: where each stage runs (GPU stages on GPU nodes)."
+        ),
+    ] = {}
 
 
 def _unreadable(exc: GraphOpsError) -> str:
@@ -265,9 +285,13 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
             if entry.traffic is not None:
                 names.insert(0, router_name(graph))
             states, drift, single = [], False, []
+            placement: dict[str, list[str]] = {}
             for app_name in names:
                 details = (live or {}).get(app_name)
                 single += [f"{app_name}/{d}" for d in _single_replica(details or {})]
+                placement |= {
+                    f"{app_name}/{d}": nodes for d, nodes in _placement(details or {}).items()
+                }
                 states.append(
                     unread if live is None else details["status"] if details else "absent"
                 )
@@ -291,6 +315,7 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     traffic=_traffic(entry),
                     problem=problem,
                     single_points=single,
+                    placement=placement,
                 )
             )
     return out

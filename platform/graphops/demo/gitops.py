@@ -107,6 +107,9 @@ def _point_at_cluster(job: DemoJob, env: str) -> None:
     for key in ("dashboard_env", "serve_url_env"):
         data["cluster"].pop(key, None)
     data["http_port"], data["http_host"] = serve, "127.0.0.1"
+    # A local cluster: code zips in a file:// store, models in this machine's MLflow files.
+    data["code"] = {"mode": "uri", "store": f"file://{job.work.resolve() / 'packages'}"}
+    data["models"] = {"artifact_stores": ["file://", "mlflow-artifacts:"]}
     if env != "dev":  # nobody waits 30 minutes in a demo: the soak gate passes at once
         data["policy"] = (data.get("policy") or {}) | {"soak_minutes": 0}
     path.write_text(

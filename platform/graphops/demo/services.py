@@ -196,6 +196,69 @@ def start_ray(
     )
 
 
+WORKER_PORTS = (
+    "node-manager-port",
+    "object-manager-port",
+    "runtime-env-agent-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+)
+"""The ports every extra node on the same machine needs of its own."""
+
+
+def start_ray_worker(
+    name: str,
+    head: Service,
+    *,
+    num_cpus: int,
+    num_gpus: int = 0,
+    resources: str | None = None,
+    tracking_uri: str | None = None,
+    taken: set[int],
+) -> Service:
+    """Join another node to ``head``'s cluster on this machine (token auth, loopback, its own ports).
+
+    ``num_gpus`` advertises logical GPUs (no hardware needed): GPU placement can be tested on CPUs.
+    The node has a temp dir of its own (its sockets must not collide with the head's), removed
+    by `stop`.
+    """
+    token = head.token
+    if not token:
+        raise ConfigError(
+            f"{head.name} has no token file: a worker node must present the head's token.",
+            fix="Start the head with `start_ray` (token auth on).",
+        )
+    ports = {key: pick_port(None, taken) for key in WORKER_PORTS}
+    log = Path(head.log).with_name(f"{name}.log")
+    temp_dir = f"{head.temp_dir or '/tmp/graphops'}-{name}"
+    command = [
+        console_script("ray"),
+        "start",
+        f"--address=127.0.0.1:{head.ports['port']}",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",  # `ray start` takes whole CPUs only
+        f"--num-gpus={num_gpus}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
+        *([f"--resources={resources}"] if resources else []),
+    ]
+    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    if tracking_uri:  # the replicas on this node load models from there, as on the head
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.pop("RAY_ADDRESS", None)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        _CHILDREN[process.pid] = process
+    return Service(
+        name=name, pid=process.pid, url=head.url, ports=ports, log=str(log), temp_dir=temp_dir
+    )
+
+
 def start_mlflow_ui(
     work_dir: Path, tracking_uri: str, port: int | None, taken: set[int]
 ) -> Service:

@@ -13,6 +13,7 @@ from graphops.environments._files import (
     load_release,
     read_yaml,
     release_path,
+    set_scalar,
     write_release,
 )
 from graphops.environments._schema import (
@@ -22,12 +23,16 @@ from graphops.environments._schema import (
     CodeConfig,
     EnvironmentConfig,
     GraphLock,
+    Image,
+    ModelsConfig,
+    PodGroup,
     PolicyConfig,
     Release,
     ReleaseEntry,
     RolloutConfig,
     Shadow,
     Traffic,
+    WorkerGroup,
 )
 
 __all__ = [
@@ -38,17 +43,22 @@ __all__ = [
     "CodeConfig",
     "EnvironmentConfig",
     "GraphLock",
+    "Image",
+    "ModelsConfig",
+    "PodGroup",
     "PolicyConfig",
     "Release",
     "ReleaseEntry",
     "RolloutConfig",
     "Shadow",
     "Traffic",
+    "WorkerGroup",
     "dump_yaml",
     "environment_names",
     "load_environment",
     "load_release",
     "read_yaml",
     "release_path",
+    "set_scalar",
     "write_release",
 ]

@@ -11,6 +11,7 @@ node tree and are kept together.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -289,6 +290,28 @@ def _line_of(path: Path, loc: tuple[int | str, ...]) -> tuple[int | None, bool]:
         else:
             return line, False
     return line, True
+
+
+def set_scalar(path: Path, loc: tuple[str, ...], value: str) -> None:
+    """Set the scalar at key path ``loc`` of ``path`` in place (its comments and layout kept).
+
+    Raises:
+        ConfigError: ``path`` holds no such key (on a line of its own).
+    """
+    line, whole = _line_of(path, loc)
+    lines = path.read_text().splitlines(keepends=True)
+    key = re.escape(loc[-1])
+    text = lines[line - 1].rstrip("\n") if line else ""
+    found = re.fullmatch(rf"(\s*{key}:[ \t]*)[^#]*?([ \t]*(#.*)?)", text) if line else None
+    if not whole or line is None or found is None:
+        raise ConfigError(
+            f"{'.'.join(loc)} is not a key on a line of its own in {path.name}.",
+            fix=f"Write `{loc[-1]}: null` under {'.'.join(loc[:-1])} in {path}.",
+            file=path,
+        )
+    end = "\n" if lines[line - 1].endswith("\n") else ""
+    lines[line - 1] = found.group(1) + value + (found.group(2) or "") + end
+    path.write_text("".join(lines))
 
 
 def environment_names(repo: Path) -> list[str]:

@@ -14,6 +14,76 @@ from graphops.features import FeaturesConfig
 from graphops.registry import ResolvedModel
 from graphops.runtime.schema import DeploymentOverride
 
+QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
+"""A Kubernetes memory quantity, e.g. 8Gi."""
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class Image(FrozenModel):
+    """A container image, pinned by digest once CI has built it."""
+
+    repository: Annotated[
+        str, Field(description="Image repository, e.g. ghcr.io/acme/graphops.")
+    ] = "rayproject/ray"
+    tag: Annotated[str, Field(description="Image tag, e.g. 0.1.0.")] = "2.60.0-py311"
+    digest: Annotated[
+        str | None,
+        Field(
+            description="sha256:<64 hex> of the built image, written by CI's image job through "
+            "a promotion commit; None: not built yet (the tag alone is rendered)."
+        ),
+    ] = None
+
+    @field_validator("digest")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not DIGEST.fullmatch(value):
+            raise ValueError("an image digest is sha256: followed by 64 lowercase hex digits")
+        return value
+
+    @property
+    def reference(self) -> str:
+        """``repository:tag@digest`` (or ``repository:tag`` before CI pinned the digest)."""
+        ref = f"{self.repository}:{self.tag}"
+        return f"{ref}@{self.digest}" if self.digest else ref
+
+
+class PodGroup(FrozenModel):
+    """The resources of one Ray pod (its container's requests, equal to its limits)."""
+
+    cpus: Annotated[float, Field(gt=0, description="CPUs of each pod (request = limit).")] = 2
+    memory: Annotated[
+        str, Field(description="Memory of each pod, a Kubernetes quantity (request = limit).")
+    ] = "8Gi"
+    gpus: Annotated[int, Field(ge=0, description="nvidia.com/gpu of each pod (0: a CPU pod).")] = 0
+
+    @field_validator("memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not QUANTITY.fullmatch(value):
+            raise ValueError("memory is a Kubernetes quantity such as 8Gi or 512Mi")
+        return value
+
+
+class WorkerGroup(PodGroup):
+    """A worker group of the RayService: its pods and how many of them."""
+
+    min_replicas: Annotated[int, Field(ge=0, description="Fewest pods (autoscaling floor).")] = 1
+    max_replicas: Annotated[int, Field(ge=1, description="Most pods (autoscaling ceiling).")] = 4
+    replicas: Annotated[
+        int | None, Field(ge=0, description="Pods at creation; None: min_replicas.")
+    ] = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WorkerGroup:
+        start = self.min_replicas if self.replicas is None else self.replicas
+        if not self.min_replicas <= start <= self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} <= replicas {start} <= max_replicas "
+                f"{self.max_replicas} must hold"
+            )
+        return self
+
 
 class ClusterConfig(FrozenModel):
     """Where the environment's Ray cluster is and how to reach it."""
@@ -55,6 +125,59 @@ class ClusterConfig(FrozenModel):
             "the graph declares.",
         ),
     ] = None
+    image: Annotated[
+        Image,
+        Field(
+            description="The container image every Ray pod runs (graphops and its dependencies "
+            "installed; with code.mode image, the graphs too)."
+        ),
+    ] = Image()
+    head: Annotated[PodGroup, Field(description="The head pod of the rendered RayService.")] = (
+        PodGroup()
+    )
+    worker_groups: Annotated[
+        dict[str, WorkerGroup],
+        Field(
+            description="Worker groups of the rendered RayService, by name: a CPU group, and a "
+            "GPU group (gpus > 0) where cluster.gpus is true."
+        ),
+    ] = {}
+    autoscaling: Annotated[
+        bool,
+        Field(
+            description="KubeRay's in-tree autoscaler: workers scale between their min and max "
+            "replicas with Serve's demand."
+        ),
+    ] = True
+    token_secret: Annotated[
+        str | None,
+        Field(
+            description="Kubernetes Secret (key auth_token) holding the Ray token KubeRay and "
+            "the pods share (authOptions.secretName); None: KubeRay generates one per cluster."
+        ),
+    ] = None
+    mlflow_secret: Annotated[
+        str | None,
+        Field(
+            description="Kubernetes Secret whose keys become the Ray containers' environment "
+            "(MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN, ...); None: none."
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _gpu_groups(self) -> ClusterConfig:
+        gpu = [n for n, g in self.worker_groups.items() if g.gpus]
+        if self.worker_groups and self.gpus and not gpu:
+            raise ValueError(
+                "cluster.gpus is true but no worker group has gpus > 0: add a GPU group to "
+                "cluster.worker_groups (or set gpus: false)"
+            )
+        if gpu and not self.gpus:
+            raise ValueError(
+                f"worker group(s) {', '.join(gpu)} have GPUs but cluster.gpus is false: set "
+                "gpus: true (or remove their gpus)"
+            )
+        return self
 
 
 PACKAGE_URI = re.compile(r"gcs://_ray_pkg_[0-9a-f]{16,64}\.zip")
@@ -63,17 +186,57 @@ CODE_SCHEMES = ("https://", "s3://", "gs://", "file://")
 """Schemes a ``code.working_dir`` template may use (Ray's remote URIs, and file for local)."""
 
 
-class CodeConfig(FrozenModel):
-    """How graph code reaches the cluster."""
+CodeMode = Literal["gcs", "uri", "image"]
+STORE_SCHEMES = ("file://", "s3://", "gs://", "https://")
+"""Schemes of a ``code.store``: where promote (file://) or CI (object stores) publish zips."""
 
+
+class CodeConfig(FrozenModel):
+    """How graph code reaches the cluster (docs/environments.md, "Code delivery")."""
+
+    mode: Annotated[
+        CodeMode | None,
+        Field(
+            description="gcs: the lock's Ray package, uploaded by `graphops apply` (the rendered "
+            "files deploy only through it); uri: a zip the cluster downloads (code.store or "
+            "code.working_dir); image: the graphs baked into cluster.image (no working_dir). "
+            "None: uri when code.store or code.working_dir is set, else gcs."
+        ),
+    ] = None
+    store: Annotated[
+        str | None,
+        Field(
+            description="mode uri: the folder URI holding content-addressed zips "
+            "<store>/<graph>-<package hash>.zip, published by `graphops promote` (file://) or by "
+            "CI (s3://, gs://, https://), e.g. file:///var/tmp/graphops/packages."
+        ),
+    ] = None
     working_dir: Annotated[
         str | None,
         Field(
-            description="A URI template with {commit}, e.g. "
-            "https://github.com/acme/graphs/archive/{commit}.zip; None ships the graphs/ folder "
-            "as a content-addressed package (gcs://_ray_pkg_<hash>.zip) uploaded at apply time."
+            description="mode uri: a URI template with {commit}, e.g. "
+            "https://github.com/acme/graphs/archive/{commit}.zip (an archive published by "
+            "someone else; apply verifies it holds the locked code)."
         ),
     ] = None
+    image_root: Annotated[
+        str,
+        Field(description="mode image: the folder of the image holding graphs/ (its WORKDIR)."),
+    ] = "/opt/graphops"
+
+    @field_validator("store")
+    @classmethod
+    def _store_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(STORE_SCHEMES) or value.endswith((".zip", "/")):
+            raise ValueError(
+                f"a code store is a folder URI starting with one of {', '.join(STORE_SCHEMES)}, "
+                "without a trailing slash, e.g. file:///var/tmp/graphops/packages"
+            )
+        if value.startswith("file://") and not value.startswith("file:///"):
+            raise ValueError("a file:// store names an absolute path: file:///<path>")
+        return value
 
     @field_validator("working_dir")
     @classmethod
@@ -92,17 +255,55 @@ class CodeConfig(FrozenModel):
             )
         return value
 
-    tracking_uri: Annotated[
-        str | None,
-        Field(
-            description="MLflow tracking URI replicas load models from; None: the cluster's "
-            "$MLFLOW_TRACKING_URI."
-        ),
-    ] = None
     pip: Annotated[
         tuple[str, ...],
         Field(description="Extra pip requirements of the replicas (runtime_env.pip)."),
     ] = ()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CodeConfig:
+        mode = self.delivery
+        if mode == "uri" and (self.store is None) == (self.working_dir is None):
+            raise ValueError(
+                "mode uri needs exactly one of code.store (zips published by promote/CI) and "
+                "code.working_dir (a {commit} template)"
+            )
+        if mode != "uri" and (self.store or self.working_dir):
+            raise ValueError(
+                f"mode {mode} ships no zip: remove code.store/code.working_dir, or set mode: uri"
+            )
+        return self
+
+    @property
+    def delivery(self) -> CodeMode:
+        """The effective mode (``mode``, or what store/working_dir imply)."""
+        if self.mode is not None:
+            return self.mode
+        return "uri" if self.store or self.working_dir else "gcs"
+
+
+MODEL_SCHEMES = ("mlflow-artifacts:", "s3://", "gs://", "https://", "wasbs://", "abfss://")
+"""Artifact stores every node of a remote cluster can read (not this machine's file:// paths)."""
+
+
+class ModelsConfig(FrozenModel):
+    """Where replicas load models from, and which artifact stores the cluster's nodes can read."""
+
+    tracking_uri: Annotated[
+        str | None,
+        Field(
+            description="MLflow tracking server replicas load models from, e.g. "
+            "http://127.0.0.1:5000; None: the cluster's $MLFLOW_TRACKING_URI."
+        ),
+    ] = None
+    artifact_stores: Annotated[
+        tuple[str, ...],
+        Field(
+            description="URI prefixes of the artifact stores every node can read; a lock whose "
+            "model source starts with none of them is refused by render and apply. file:// only "
+            "where every node shares this machine's filesystem."
+        ),
+    ] = MODEL_SCHEMES
 
 
 class PolicyConfig(FrozenModel):
@@ -264,6 +465,7 @@ class EnvironmentConfig(FrozenModel):
     name: Annotated[str, Field(description="Environment name (its folder).")]
     cluster: ClusterConfig = ClusterConfig()
     code: CodeConfig = CodeConfig()
+    models: ModelsConfig = ModelsConfig()
     policy: PolicyConfig = PolicyConfig()
     http_port: Annotated[int, Field(ge=1, le=65535, description="Serve HTTP port.")] = 8000
     http_host: Annotated[
