@@ -6,7 +6,6 @@ uploaded by graphops) reaches RUNNING for every application and answers over HTT
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,17 +19,17 @@ import yaml
 
 from graphops.controller.apply import check_archives
 from graphops.controller.promote import promote
-from graphops.controller.render import render, render_all
+from graphops.controller.render import render
 from graphops.demo import services
 from graphops.environments import load_environment, load_release
 from graphops.errors import ApplyError
 from graphops.registry import Registry
 from graphops.validation import validate_graph
+from tests.integration._repos import dev_repo
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 
 SERVE = str(Path(sys.executable).with_name("serve"))
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +59,14 @@ def repo(
 ) -> Path:
     """A git repository of graphs/ and environments/, dev (mode uri) on the fresh cluster."""
     root = tmp_path_factory.mktemp("delivery") / "repo"
-    shutil.copytree(repo_copy, root)
-    shutil.copytree(REPO / "environments", root / "environments")
-    for rendered in root.glob("environments/*/*.yaml"):
-        if rendered.name in ("serve.yaml", "rayservice.yaml", "release.yaml"):
-            rendered.unlink()
-    dev = root / "environments/dev/environment.yaml"
-    data = yaml.safe_load(dev.read_text())
-    assert data["code"]["mode"] == "uri"  # the committed dev delivers code as a zip
-    data["code"]["store"] = f"file://{root.parent / 'packages'}"
-    data["cluster"] |= {"dashboard": fresh.url, "serve_url": _serve_url(fresh)}
-    data["http_port"] = fresh.ports["serve"]
-    dev.write_text(yaml.safe_dump(data))
-    with git.Repo.init(root, initial_branch="main") as r:
-        with r.config_writer() as config:
-            config.set_value("user", "name", "t").set_value("user", "email", "t@example.com")
-        for rendered in render_all(root):
-            rendered.write()
-        r.git.add(A=True)
-        r.index.commit("graphs and environments")
-    return root
+
+    def on_fresh(data: dict) -> None:
+        assert data["code"]["mode"] == "uri"  # the committed dev delivers code as a zip
+        data["code"]["store"] = f"file://{root.parent / 'packages'}"
+        data["cluster"] |= {"dashboard": fresh.url, "serve_url": _serve_url(fresh)}
+        data["http_port"] = fresh.ports["serve"]
+
+    return dev_repo(repo_copy, root, on_fresh)
 
 
 def _serve_url(service: services.Service) -> str:

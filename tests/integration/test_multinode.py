@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,19 +19,17 @@ from typing import Any
 import git
 import pytest
 import requests
-import yaml
 
 from graphops.controller.apply import apply
 from graphops.controller.promote import promote
-from graphops.controller.render import render_all
 from graphops.controller.status import status
 from graphops.demo import services
 from graphops.registry import Registry
+from tests.integration._repos import dev_repo
 
 pytestmark = pytest.mark.usefixtures("champion")
 
 GRAPHOPS = str(Path(sys.executable).with_name("graphops"))
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Nodes:
@@ -146,30 +143,18 @@ def nodes(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def repo(repo_copy: Path, nodes: Nodes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """graphs/ and environments/, dev on the three-node cluster with `gpus: true`."""
     root = tmp_path_factory.mktemp("multinode") / "repo"
-    shutil.copytree(repo_copy, root)
-    shutil.copytree(REPO / "environments", root / "environments")
-    for rendered in root.glob("environments/*/*.yaml"):
-        if rendered.name in ("serve.yaml", "rayservice.yaml", "release.yaml"):
-            rendered.unlink()
-    dev = root / "environments/dev/environment.yaml"
-    data = yaml.safe_load(dev.read_text())
-    data["cluster"] |= {
-        "dashboard": nodes.head.url,
-        "serve_url": f"http://127.0.0.1:{nodes.head.ports['serve']}",
-        "token_env": "GRAPHOPS_MN_TOKEN",
-        "gpus": True,
-    }
-    data["code"]["store"] = f"file://{root.parent / 'packages'}"
-    data["http_port"] = nodes.head.ports["serve"]
-    dev.write_text(yaml.safe_dump(data))
-    with git.Repo.init(root, initial_branch="main") as r:
-        with r.config_writer() as config:
-            config.set_value("user", "name", "t").set_value("user", "email", "t@example.com")
-        for rendered in render_all(root):
-            rendered.write()
-        r.git.add(A=True)
-        r.index.commit("graphs and environments")
-    return root
+
+    def on_nodes(data: dict) -> None:
+        data["cluster"] |= {
+            "dashboard": nodes.head.url,
+            "serve_url": f"http://127.0.0.1:{nodes.head.ports['serve']}",
+            "token_env": "GRAPHOPS_MN_TOKEN",
+            "gpus": True,
+        }
+        data["code"]["store"] = f"file://{root.parent / 'packages'}"
+        data["http_port"] = nodes.head.ports["serve"]
+
+    return dev_repo(repo_copy, root, on_nodes)
 
 
 def _env(nodes: Nodes, registry: Registry) -> dict[str, str]:

@@ -180,11 +180,7 @@ def start_ray(
         "MLFLOW_TRACKING_URI": tracking_uri,
     }
     env.pop("RAY_ADDRESS", None)
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        _CHILDREN[process.pid] = process
+    process = _spawn(command, log, env=env)
     return Service(
         name=name,
         pid=process.pid,
@@ -249,14 +245,22 @@ def start_ray_worker(
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        _CHILDREN[process.pid] = process
+    process = _spawn(command, log, env=env)
     return Service(
         name=name, pid=process.pid, url=head.url, ports=ports, log=str(log), temp_dir=temp_dir
     )
+
+
+def _spawn(
+    command: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own process group, its output to ``log``; remembered for `stop`."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    _CHILDREN[process.pid] = process
+    return process
 
 
 def start_mlflow_ui(
@@ -278,11 +282,7 @@ def start_mlflow_ui(
         "--workers",
         "1",
     ]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=work_dir
-        )
-        _CHILDREN[process.pid] = process
+    process = _spawn(command, log, cwd=work_dir)
     return Service(
         name="mlflow-ui",
         pid=process.pid,
