@@ -83,12 +83,18 @@ def register_tiny(registry: Registry, node: ModelNode, seed: int | None = None) 
     )
 
 
+def own_logits(tmp_path: Path, digits: GraphPackage) -> tuple[Registry, ModelNode]:
+    """A registry of its own in ``tmp_path``, and digits' model node."""
+    node = digits.graph.node("logits")
+    assert isinstance(node, ModelNode)
+    return Registry(tmp_path / ".graphops"), node
+
+
 @pytest.fixture
 def tampered(tmp_path: Path, digits: GraphPackage) -> Tampered:
     """digits@champion registered in a registry of its own, then one bit of its weights flipped."""
-    own = Registry(tmp_path / ".graphops")
-    node = digits.graph.node("logits")
-    assert isinstance(node, ModelNode) and node.architecture is not None
+    own, node = own_logits(tmp_path, digits)
+    assert node.architecture is not None
     pinned = register_tiny(own, node, seed=0)
     locked = lock().model_copy(update={"models": {"logits": pinned}})
     own.load(node, pinned)  # intact: loads
@@ -161,9 +167,7 @@ def test_a_worker_load_without_tracking_client_refuses_the_tampered_weights(
 def test_pins_are_checked_against_the_registered_digest(
     tmp_path: Path, digits: GraphPackage
 ) -> None:
-    own = Registry(tmp_path / ".graphops")
-    node = digits.graph.node("logits")
-    assert isinstance(node, ModelNode)
+    own, node = own_logits(tmp_path, digits)
     pinned = register_tiny(own, node, seed=0)
     own.check_pins(digits.graph, {"logits": pinned})
     load_pinned(node, pinned, own.tracking_uri)  # intact: loads
@@ -189,9 +193,7 @@ def test_re_registering_makes_a_clean_version(tampered: Tampered) -> None:
 def test_a_version_registered_without_a_digest_is_refused(
     tmp_path: Path, digits: GraphPackage
 ) -> None:
-    own = Registry(tmp_path / ".graphops")
-    node = digits.graph.node("logits")
-    assert isinstance(node, ModelNode)
+    own, node = own_logits(tmp_path, digits)
     pinned = register_tiny(own, node)
     own.client.delete_model_version_tag("digits", str(pinned.version), DIGEST_TAG)
     with pytest.raises(RegistryError, match="records no digest") as info:
@@ -202,9 +204,7 @@ def test_a_version_registered_without_a_digest_is_refused(
 def test_moving_the_alias_after_validation_keeps_the_pinned_digest(
     tmp_path: Path, digits: GraphPackage
 ) -> None:
-    own = Registry(tmp_path / ".graphops")
-    node = digits.graph.node("logits")
-    assert isinstance(node, ModelNode)
+    own, node = own_logits(tmp_path, digits)
     pinned = register_tiny(own, node, seed=0)
     locked = lock().model_copy(update={"models": {"logits": pinned}})
     moved = register_tiny(own, node, seed=1)

@@ -23,7 +23,7 @@ from graphops.controller.render import router_name
 from graphops.controller.rollout import version_of
 from graphops.environments import load_environment, load_release
 from graphops.errors import GraphOpsError
-from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_summary
+from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_rates
 
 STATS_TRIES = 24
 """GETs of ``/<graph>/stats`` spent finding every ingress replica (the proxy picks one each)."""
@@ -70,15 +70,7 @@ def ingress_totals(url: str, expected: int, timeout_s: float = 5.0) -> dict[str,
 
 
 def _window(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
-    raw = arm_summary(arm_delta(after, before))
-    return {
-        "requests": raw["requests"],
-        "errors": raw["errors"],
-        "rps": raw["requests"] / seconds if seconds > 0 else 0.0,
-        "error_rate": raw["error_rate"],
-        "p50_ms": raw["p50_ms"],
-        "p99_ms": raw["p99_ms"],
-    }
+    return arm_rates(arm_delta(after, before), seconds)
 
 
 def read_graph(

@@ -221,6 +221,11 @@ def router(graph: str, entry: ReleaseEntry) -> dict[str, Any]:
         else None,
         output=traffic.output,
     )
+    return router_application(graph, config)
+
+
+def router_application(graph: str, config: RouterConfig) -> dict[str, Any]:
+    """The Serve application of ``graph``'s router on its stable route, arms from ``config``."""
     return {
         "name": router_name(graph),
         "route_prefix": f"/{graph}",

@@ -37,7 +37,14 @@ import requests
 
 from graphops.controller.canary import figures, judge, shares
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.render import ARM_ROUTE, Rendered, app_name, render, router_name
+from graphops.controller.render import (
+    ARM_ROUTE,
+    Rendered,
+    app_name,
+    render,
+    router_application,
+    router_name,
+)
 from graphops.environments import (
     ENVIRONMENTS_DIR,
     CanaryConfig,
@@ -51,10 +58,7 @@ from graphops.environments import (
 )
 from graphops.errors import ApplyError
 from graphops.runtime.schema import (
-    ROUTER_DEPLOYMENT,
-    ROUTER_IMPORT_PATH,
     RouteArm,
-    RouterArgs,
     RouterConfig,
     arm_delta,
 )
@@ -128,15 +132,7 @@ def router_app(graph: str, stable: str, candidate: str, share: float) -> dict[st
             RouteArm(version=version_of(graph, candidate), app=candidate, weight=share),
         ),
     )
-    return {
-        "name": router_name(graph),
-        "route_prefix": f"/{graph}",
-        "import_path": ROUTER_IMPORT_PATH,
-        "args": RouterArgs(graph=graph, route=f"/{graph}").model_dump(
-            mode="json", exclude_defaults=True
-        ),
-        "deployments": [{"name": ROUTER_DEPLOYMENT, "user_config": config.model_dump(mode="json")}],
-    }
+    return router_application(graph, config)
 
 
 def interrupted_stable(graph: str, live: dict[str, dict[str, Any]]) -> str | None:

@@ -449,6 +449,13 @@ def arm_summary(raw: dict[str, Any]) -> dict[str, Any]:
     return summary(raw)
 
 
+def arm_rates(raw: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Live figures of raw counters gathered over ``seconds``: rps, error rate, p50/p99 (ms)."""
+    from graphops.runtime._traffic import rates
+
+    return rates(raw, seconds)
+
+
 def arm_delta(after: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
     """Raw counters added between two readings of the same totals (``before`` None: all)."""
     from graphops.runtime._traffic import subtract
