@@ -23,7 +23,7 @@ from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
 from ._experiment import experiment_app
 from ._features import EnvOption, env_features, features_app
-from ._gitops import apply, controller, diff, pin_image, promote, render, status
+from ._gitops import apply, controller, diff, pin_image, promote, render, rollouts, status
 from ._new import new
 from ._offline import batch, validate
 from ._online import serve
@@ -227,7 +227,7 @@ app.command("batch")(friendly(batch))
 app.command("validate")(friendly(validate))
 app.command("serve")(friendly(serve))
 app.add_typer(features_app)
-for _command in (render, promote, diff, apply, status, controller):
+for _command in (render, promote, diff, apply, status, rollouts, controller):
     app.command(_command.__name__)(friendly(_command))
 app.command("pin-image")(friendly(pin_image))
 

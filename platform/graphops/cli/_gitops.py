@@ -234,6 +234,7 @@ def apply(
         correct_drift=correct_drift,
         log=lambda m: console.print(f"· {m}"),
         push=push,
+        tracking_uri=ctx.obj.tracking_uri,
     )
     for rollout in result.rollouts:
         console.print(f"canary: {rollout.graph} {rollout.candidate} {rollout.reason}")
@@ -349,12 +350,60 @@ def _rollouts(root: Path, envs: list[str]) -> None:
                     f"{s['share']:g}% {s['decision']}" for s in last.get("steps") or []
                 )
                 colour = "green" if last["outcome"] == "promoted" else "red"
+                run = last.get("mlflow_run")
+                mlflow = f" MLflow run {run}." if run else ""
                 console.print(
                     f"{env}: {graph} canary {last['from']} → {last['version']} "
                     f"[{colour}]{last['outcome']}[/] {last['ended']} by {last['by']}: {steps}. "
-                    f"{last['reason']}",
+                    f"{last['reason']}{mlflow}",
                     highlight=False,
                 )
+
+
+def rollouts(
+    ctx: typer.Context,
+    env: EnvOption,
+    graph: Annotated[str | None, typer.Option(help="One graph (default: all).")] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record", help="Copy the records into MLflow (when it missed them); idempotent."
+        ),
+    ] = False,
+) -> None:
+    """The canary rollouts recorded in git (environments/<env>/rollouts.yaml), newest first.
+
+    ``--record`` copies them into MLflow (experiment ``graphops-rollouts/<env>``, one run per
+    rollout), reusing the run of a rollout already there: what to run when apply said MLflow
+    did not record one.
+    """
+    from graphops.controller.records import record_again
+    from graphops.controller.rollout import load_rollouts
+
+    root = ctx.obj.root()
+    if record:
+        for name, version, run_id in record_again(root, env, graph, ctx.obj.tracking_uri):
+            console.print(f"{env}: {name} {version}: MLflow run {run_id}", highlight=False)
+        return
+    table = Table(title=f"Rollouts in {env}", title_justify="left")
+    for column in ("graph", "from", "version", "outcome", "steps", "ended", "by", "MLflow run"):
+        table.add_column(column)
+    for name, records in sorted(load_rollouts(root, env).items()):
+        if graph is not None and name != graph:
+            continue
+        for r in records:
+            steps = " → ".join(f"{s['share']:g}% {s['decision']}" for s in r.get("steps") or [])
+            table.add_row(
+                name,
+                str(r["from"]),
+                str(r["version"]),
+                str(r["outcome"]),
+                steps,
+                str(r["ended"]),
+                str(r["by"]),
+                str(r.get("mlflow_run") or "-"),
+            )
+    console.print(table)
 
 
 def _live(root: Path, envs: list[str], seconds: float) -> None:

@@ -179,12 +179,14 @@ def apply(
     log: Callable[[str], None] = lambda _: None,
     push: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    tracking_uri: str | None = None,
 ) -> ApplyResult:
     """Make ``env_name``'s cluster run what its committed files say; see the module docstring.
 
     A graph whose strategy is ``canary`` (``rollout`` in environment.yaml) first walks its
     canary steps (`graphops.controller.rollout`); its record is committed on the checked-out
-    branch (pushed to ``push`` of origin when given).
+    branch (pushed to ``push`` of origin when given) and copied into MLflow at ``tracking_uri``
+    (default: ``$MLFLOW_TRACKING_URI``, else the repository's store; a failure there is logged).
 
     Raises:
         RolloutAborted: A canary was aborted: the stable version serves alone again, and git
@@ -225,6 +227,7 @@ def apply(
                 push=push,
                 log=log,
                 sleep=sleep,
+                tracking_uri=tracking_uri,
             )
         )
         live = _live(cluster)
@@ -277,11 +280,13 @@ def apply(
         result.retired = sorted(old)
         result.drift_removed = correct_drift and bool(unknown)
     if result.rollouts:
-        from graphops.controller.rollout import record_in_git
+        from graphops.controller.records import record_rollout
 
         for rollout in result.rollouts:
-            log(f"recording the rollout of {rollout.graph} {rollout.candidate} in git")
-            record_in_git(repo, rollout, revert_to=None, push=push)
+            log(f"recording the rollout of {rollout.graph} {rollout.candidate} in git and MLflow")
+            record_rollout(
+                repo, rollout, revert_to=None, push=push, log=log, tracking_uri=tracking_uri
+            )
     return result
 
 

@@ -16,7 +16,8 @@ complete Serve config, as in the rest of apply:
    back and the candidate and router are removed; git is made to say so (`revert_release`).
 
 Every step is recorded (who, when, decision, reason, figures of both arms) in
-``environments/<env>/rollouts.yaml``, committed on the checked-out branch with the release.
+``environments/<env>/rollouts.yaml``, committed on the checked-out branch with the release, and
+copied into MLflow (`graphops.controller.records`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class Rollout:
     outcome: str = "running"
     reason: str = ""
     steps: list[dict[str, Any]] = field(default_factory=list)
+    mlflow_run: str = ""
+    """The MLflow run holding a copy of the record (`graphops.controller.records`)."""
 
     def record(self) -> dict[str, Any]:
         """The YAML entry."""
@@ -102,6 +105,7 @@ class Rollout:
             "ended": self.ended,
             "policy": self.policy.model_dump(mode="json"),
             "steps": self.steps,
+            "mlflow_run": self.mlflow_run,
         }
 
 
@@ -256,11 +260,12 @@ def run_canary(
     push: str | None,
     log: Callable[[str], None],
     sleep: Callable[[float], None],
+    tracking_uri: str | None = None,
 ) -> Rollout:
     """Start the candidate behind the router and walk the steps (see the module docstring).
 
     Returns the promoted rollout (the caller's switch gives the candidate the route, then
-    commits the record with `record_in_git`).
+    records it with `graphops.controller.records.record_rollout`: git and MLflow).
 
     Raises:
         ApplyError: The candidate or router failed to start or to answer its smoke example (the
@@ -320,8 +325,12 @@ def run_canary(
     canary(run, policy, rollout, sleep)
     if rollout.outcome == "promoted":
         return rollout
+    from graphops.controller.records import record_rollout
+
     entry = last_good_entry(repo, env.name, graph, stable["name"])
-    commit = record_in_git(repo, rollout, revert_to=entry, push=push)
+    commit = record_rollout(
+        repo, rollout, revert_to=entry, push=push, log=log, tracking_uri=tracking_uri
+    )
     said = (
         f"git names {rollout.stable} again (commit {commit[:12]})"
         if entry is not None

@@ -2,6 +2,7 @@
 
 from graphops.registry._integrity import where_of
 from graphops.registry._mlflow import (
+    ROLLOUT_EXPERIMENT,
     TRUSTED_ENV,
     TRUSTED_TAG,
     WORK_DIR,
@@ -12,6 +13,7 @@ from graphops.registry._mlflow import (
 )
 
 __all__ = [
+    "ROLLOUT_EXPERIMENT",
     "TRUSTED_ENV",
     "TRUSTED_TAG",
     "WORK_DIR",

@@ -1,7 +1,8 @@
 """The one module that talks to MLflow: tracking store location, model resolution and loading.
 
-About 430 lines on purpose: it is the only module that imports MLflow, so everything the
-platform asks of MLflow (store, registry, artifacts, validation records) stays in one place.
+About 600 lines on purpose: it is the only module that imports MLflow, so everything the
+platform asks of MLflow (store, registry, artifacts, validation and rollout records) stays in
+one place.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +52,10 @@ class ResolvedModel(FrozenModel):
 
 VALIDATION_EXPERIMENT = "validation/{graph}"
 """Experiment holding a graph's validation runs (one run per validation)."""
+ROLLOUT_EXPERIMENT = "graphops-rollouts/{env}"
+"""Experiment holding an environment's canary rollouts (one run per rollout, one step per step)."""
+ROLLOUT_TAG = "graphops.rollout"
+"""Run tag naming the rollout a run records (see `Registry.record_rollout`)."""
 
 
 TRUSTED_TAG = "graphops.trusted"
@@ -443,6 +448,104 @@ class Registry:
                 fix="Check the run id (it comes from `graphops validate`).",
             ) from exc
         return _record(r)
+
+    # -- rollout records -----------------------------------------------------------------------
+
+    def record_rollout(
+        self,
+        *,
+        env: str,
+        key: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        steps: Sequence[Mapping[str, float]],
+        texts: Mapping[str, str],
+    ) -> str:
+        """Log one rollout as a run of ``graphops-rollouts/<env>`` (left RUNNING); its run id.
+
+        The run tagged ``graphops.rollout = key`` is reused when there is one (tags and texts
+        updated, metrics kept), so recording a rollout again never makes a second run.
+
+        Args:
+            env: Environment (selects the experiment).
+            key: The rollout's identity (environment, graph, version, start).
+            run_name: Shown in the MLflow UI.
+            tags: ``graphops.*`` tags: graph, env, stable, candidate, outcome, by, ...
+            params: The policy.
+            steps: One mapping of metric name -> value per step (MLflow step = its index).
+            texts: Artifact file name -> text (the record's YAML).
+
+        Raises:
+            RegistryError: MLflow could not be written (the tracking URI is named).
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        try:
+            experiment = self.experiment_id(ROLLOUT_EXPERIMENT.format(env=env))
+            found = self.client.search_runs(
+                [experiment], filter_string=f"tags.`{ROLLOUT_TAG}` = '{key}'", max_results=1
+            )
+            if found:
+                run_id = found[0].info.run_id
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            else:
+                run = self.client.create_run(experiment, run_name=run_name)
+                run_id = run.info.run_id
+                now = int(run.info.start_time)
+                self.client.log_batch(  # one call: a run has all its figures or none
+                    run_id,
+                    metrics=[
+                        Metric(name, float(value), now, i)
+                        for i, step in enumerate(steps)
+                        for name, value in step.items()
+                    ],
+                    params=[Param(k, str(v)) for k, v in params.items()],
+                    tags=[RunTag(k, v) for k, v in {**tags, ROLLOUT_TAG: key}.items()],
+                )
+            for name, text in texts.items():
+                self.client.log_text(run_id, text, name)
+        except Exception as exc:  # any failure of the store (server down, disk, schema) alike
+            raise RegistryError(
+                f"Could not record the rollout {key} in MLflow at {self.tracking_uri}: {exc}",
+                fix="Check that the tracking store is reachable, then record it again.",
+            ) from exc
+        return run_id
+
+    def finish_rollout(self, run_id: str, tags: Mapping[str, str], failed: bool) -> None:
+        """Tag a rollout's run (e.g. the commit that recorded it in git) and end it.
+
+        Raises:
+            RegistryError: MLflow could not be written.
+        """
+        try:
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+            self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        except Exception as exc:  # any failure of the store alike, as in `record_rollout`
+            raise RegistryError(
+                f"Could not finish the rollout's run {run_id} in MLflow at {self.tracking_uri}: "
+                f"{exc}",
+                fix="Check that the tracking store is reachable, then record it again.",
+            ) from exc
+
+    def rollout_runs(self, env: str) -> list[dict[str, Any]]:
+        """The rollout runs of ``env``, newest first: run id, status, tags, last metrics."""
+        found = self.client.get_experiment_by_name(ROLLOUT_EXPERIMENT.format(env=env))
+        if found is None:
+            return []
+        runs = self.client.search_runs(
+            [found.experiment_id], order_by=["attributes.start_time DESC"]
+        )
+        return [
+            {
+                "run_id": r.info.run_id,
+                "status": r.info.status,
+                "tags": dict(r.data.tags),
+                "metrics": dict(r.data.metrics),
+            }
+            for r in runs
+        ]
 
 
 def load_pinned(node: ModelNode, pinned: ResolvedModel, tracking_uri: str | None) -> TorchModel:
