@@ -94,9 +94,7 @@ def to_mlflow(
     )
 
 
-def finish(
-    tracking_uri: str | None, repo: Path, run_id: str, commit: str, outcome: str
-) -> None:
+def finish(tracking_uri: str | None, repo: Path, run_id: str, commit: str, outcome: str) -> None:
     """Put the recording commit on the run and end it (FAILED for an aborted rollout).
 
     Raises:
@@ -123,7 +121,10 @@ def record_rollout(
     of MLflow is logged with how to record it again, and the git record is committed anyway.
     """
     env, graph = rollout.env, rollout.graph
-    warn = f"warning: MLflow did not record the rollout of {graph} {rollout.candidate} ({{}}); git did. Record it again: `{AGAIN.format(env=env)}`."
+    warn = (
+        f"warning: MLflow did not record the rollout of {graph} {rollout.candidate} ({{}}); "
+        f"git did. Record it again: `{AGAIN.format(env=env)}`."
+    )
     try:
         rollout.mlflow_run = to_mlflow(tracking_uri, repo, env, graph, rollout.record())
     except RegistryError as exc:
