@@ -5,8 +5,10 @@ The tests share one story and run in file order: digits 1.0.0 serves dev (blue/g
 to compare yet); 1.0.1 (the same code) walks the canary steps and takes the route alone, the
 router gone; 1.0.2 fails one request in five and is aborted at the first step, git naming 1.0.1
 again; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and restarted,
-which resumes and promotes it. Timings are never asserted; the policy's small numbers keep each
-step short.
+which resumes and promotes it; 1.0.4 answers 3 s late (`max_p99_ratio: 3` for digits) and is
+aborted on latency. The stable arm fails no request in any of them, and every rollout is also
+one MLflow run (`graphops.controller.records`). Timings are never asserted; the policy's small
+numbers keep each step short.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import git
 import pytest
@@ -66,6 +69,16 @@ def _one_in_five() -> None:
     if len(_calls) % 5 == 0:
         raise RuntimeError("this version fails one request in five")
 '''
+SLOW_SECONDS = 3.0
+SLOW = f'''
+
+def _slow() -> None:
+    """This version answers {SLOW_SECONDS:g} s late: its p99 is far above 3x the stable's."""
+    import time
+
+    time.sleep({SLOW_SECONDS})
+'''
+BODY = "    return pixels.astype(np.float32) / 16.0\n"
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +102,9 @@ def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(autouse=True)
-def _token(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+def _token(cluster: Cluster, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRAPHOPS_TEST_TOKEN", cluster.token)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)  # rollout records go here
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +157,27 @@ def pin(repo: Path, lock: GraphLock, message: str) -> None:
         r.index.commit(message)
 
 
+def mlflow_run(registry: Registry, record: dict[str, Any]) -> Any:
+    """The MLflow run the committed record names, checked against the record."""
+    run = registry.client.get_run(record["mlflow_run"])
+    tags = run.data.tags
+    assert (tags["graphops.graph"], tags["graphops.env"]) == ("digits", "dev")
+    assert (tags["graphops.stable"], tags["graphops.candidate"]) == (
+        record["from"],
+        record["version"],
+    )
+    assert tags["graphops.outcome"] == record["outcome"]
+    assert run.info.status == ("FINISHED" if record["outcome"] == "promoted" else "FAILED")
+    shares = registry.client.get_metric_history(run.info.run_id, "share")
+    assert [m.value for m in shares] == [s["share"] for s in record["steps"]]
+    return run
+
+
+def stable_never_failed(record: dict[str, Any]) -> None:
+    """The stable arm answered every request it got, at every step (as the router counted)."""
+    assert all(s["stable"]["errors"] == 0 for s in record["steps"]), record["steps"]
+
+
 def serving(repo: Path) -> list[str]:
     """Applications of the dev cluster, by name (what status reads)."""
     from graphops.controller.cluster import Cluster as Live
@@ -162,7 +197,7 @@ def test_first_version_is_applied_blue_green(
 
 
 def test_a_good_candidate_reaches_100_and_the_router_goes(
-    repo: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+    repo: Path, cluster: Cluster, champion: ResolvedModel, registry: Registry, tmp_path: Path
 ) -> None:
     stable = load_release(repo, "dev").graphs["digits"].lock
     good = lock_at_head(repo, "1.0.1", champion)
@@ -181,22 +216,25 @@ def test_a_good_candidate_reaches_100_and_the_router_goes(
     assert row.requests > 0 and row.rps > 0 and row.error_rate == 0
     [record] = load_rollouts(repo, "dev")["digits"]
     assert (record["from"], record["version"], record["outcome"]) == ("1.0.0", "1.0.1", "promoted")
+    stable_never_failed(record)
+    assert all(s["candidate"]["errors"] == 0 for s in record["steps"])
     with git.Repo(repo) as r:
         assert r.head.commit.message.startswith("rollout: digits 1.0.1 promoted in dev")
         assert not r.is_dirty()
+        run = mlflow_run(registry, record)
+        assert run.data.tags["graphops.commit"] == r.head.commit.hexsha
     [row] = status(repo, "dev")
     assert (row.version, row.live, row.drift) == ("1.0.1", "RUNNING", False)
 
 
 def test_a_failing_candidate_is_aborted_at_the_first_step(
-    repo: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+    repo: Path, cluster: Cluster, champion: ResolvedModel, registry: Registry, tmp_path: Path
 ) -> None:
     stable = load_release(repo, "dev").graphs["digits"].lock
     code = repo / "graphs" / "digits" / "__init__.py"
     text = code.read_text()
-    body = "    return pixels.astype(np.float32) / 16.0\n"
-    assert body in text
-    code.write_text(text.replace(body, "    _one_in_five()\n" + body) + FAILING)
+    assert BODY in text
+    code.write_text(text.replace(BODY, "    _one_in_five()\n" + BODY) + FAILING)
     with git.Repo(repo) as r:
         r.git.add(A=True)
         r.index.commit("digits 1.0.2: fails one request in five")
@@ -213,8 +251,12 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
     [step] = record["steps"]
     assert (step["share"], step["decision"]) == (5, "abort")
     assert step["candidate"]["errors"] >= 1 and step["stable"]["errors"] == 0
-    # Every failure the client saw is the candidate's, and at most its share of the traffic.
-    assert 1 <= load.failed <= 0.05 * (load.ok + load.failed) + 2
+    # Every failure the client saw is the candidate's: at most its requests in that step (plus
+    # what reached it between the last reading and its share going to 0), and so at most its 5%
+    # share of the traffic.
+    assert 1 <= load.failed <= step["candidate"]["requests"] + 2
+    assert load.failed <= 0.05 * (load.ok + load.failed) + 2
+    mlflow_run(registry, record)
     assert serving(repo) == [app_name("digits", stable)]  # candidate and router removed
     assert router_name("digits") not in serving(repo)
     assert load_release(repo, "dev").graphs["digits"].lock.version == "1.0.1"  # git says so
@@ -269,6 +311,44 @@ def test_a_controller_killed_mid_canary_resumes_it_after_its_restart(
     )
     assert serving(repo) == [app_name("digits", fixed)]
     assert load.failed == 0 and load.ok > 20
+    stable_never_failed(load_rollouts(repo, "dev")["digits"][0])
     with git.Repo(repo) as r:
         assert r.head.commit.message.startswith("rollout: digits 1.0.3 promoted in dev")
         assert r.head.commit == r.remotes.origin.refs["main"].commit  # pushed
+
+
+def test_a_candidate_3x_slower_at_p99_is_aborted_on_latency(
+    repo: Path, cluster: Cluster, champion: ResolvedModel, registry: Registry, tmp_path: Path
+) -> None:
+    stable = load_release(repo, "dev").graphs["digits"].lock
+    dev = repo / "environments" / "dev" / "environment.yaml"
+    data = yaml.safe_load(dev.read_text())
+    # digits' own policy: latency judged at 3x; one step at 50% so 8 slow requests come soon.
+    data["rollout"]["graphs"] = {"digits": {"canary": {"steps": [50, 100], "max_p99_ratio": 3}}}
+    dev.write_text(yaml.safe_dump(data))
+    code = repo / "graphs" / "digits" / "__init__.py"
+    text = code.read_text()
+    assert BODY in text
+    code.write_text(text.replace(BODY, "    _slow()\n" + BODY) + SLOW)
+    with git.Repo(repo) as r:
+        r.git.add(A=True)
+        r.index.commit(f"digits 1.0.4: answers {SLOW_SECONDS:g} s late; digits judged at 3x p99")
+    slow = lock_at_head(repo, "1.0.4", champion)
+    pin(repo, slow, "digits 1.0.4 in dev")
+    with (
+        under_load(f"{cluster.serve}/digits", stable.example, tmp_path) as load,
+        pytest.raises(RolloutAborted, match="aborted at 50%") as caught,
+    ):
+        apply(repo, "dev", timeout_s=300)
+    assert "max_p99_ratio 3" in str(caught.value)
+    record = load_rollouts(repo, "dev")["digits"][0]
+    assert (record["from"], record["version"], record["outcome"]) == ("1.0.3", "1.0.4", "aborted")
+    [step] = record["steps"]
+    assert (step["share"], step["decision"]) == (50, "abort")
+    assert "p99" in step["reason"] and step["candidate"]["requests"] >= 8
+    assert step["candidate"]["p99_ms"] >= 1000 * SLOW_SECONDS
+    stable_never_failed(record)
+    assert step["candidate"]["errors"] == 0 and load.failed == 0  # slow, never failed
+    assert serving(repo) == [app_name("digits", stable)]
+    assert load_release(repo, "dev").graphs["digits"].lock.version == "1.0.3"
+    mlflow_run(registry, record)
