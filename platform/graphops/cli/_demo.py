@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from graphops.demo import STAGING_GRAPH
+from graphops.demo import CANARY_GRAPH, STAGING_GRAPH
 
 
 def demo(
@@ -31,6 +31,13 @@ def demo(
     experiment: Annotated[
         bool, typer.Option(help="Run an A/A experiment behind the router (90/10, sticky).")
     ] = True,
+    canary: Annotated[
+        bool,
+        typer.Option(
+            help=f"Roll out a new version of {CANARY_GRAPH} in dev by canary under load "
+            "(promoted step by step), then a broken one (aborted).",
+        ),
+    ] = True,
     revalidate: Annotated[
         bool,
         typer.Option(
@@ -45,7 +52,8 @@ def demo(
     Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
     record); runs an A/A experiment behind the router and a batch job; promotes every graph to dev and applies it, then asks each graph on
-    its stable route; promotes digits to staging and applies it there; prints what is live where.
+    its stable route; promotes digits to staging and applies it there; rolls out a new version of
+    digits in dev by canary under load, then a broken one (aborted); prints what is live where.
     Safe to re-run: what is already up, registered, pinned or applied is reused. `--down` stops
     everything it started.
     """
@@ -64,6 +72,7 @@ def demo(
         mlflow_ui=mlflow_ui,
         experiment=experiment,
         revalidate=revalidate,
+        canary=canary,
     )
     if not ok:
         raise typer.Exit(1)

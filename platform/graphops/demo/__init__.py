@@ -1,6 +1,6 @@
 """The main job (`graphops demo`): local stand-ins for the environments' services and its steps.
 
-`services` starts and stops local Ray clusters and the MLflow UI; `job`, `gitops` and
+`services` starts and stops local Ray clusters and the MLflow UI; `job`, `gitops`, `canary` and
 `experiment` are the steps `run` strings together. Sits between the CLI and the scaffold.
 """
 
@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 
 STAGING_GRAPH = "digits"
 """The graph the main job also promotes to staging."""
+CANARY_GRAPH = "digits"
+"""The graph whose new versions the main job rolls out by canary in dev (one good, one broken)."""
 
-__all__ = ["STAGING_GRAPH", "down", "main_job"]
+__all__ = ["CANARY_GRAPH", "STAGING_GRAPH", "down", "main_job"]
 
 
 def __getattr__(name: str) -> Any:

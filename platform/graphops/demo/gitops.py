@@ -17,13 +17,17 @@ import git
 import yaml
 
 from graphops._views import console
-from graphops.demo import STAGING_GRAPH, services
+from graphops.demo import CANARY_GRAPH, STAGING_GRAPH, services
 from graphops.demo.job import DemoJob
 from graphops.errors import GraphOpsError
 
 
-def gitops(job: DemoJob, envs: list[str], names: list[str]) -> Path | None:
-    """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout."""
+def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True) -> Path | None:
+    """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout.
+
+    With ``canary``, dev then rolls out two new versions of `CANARY_GRAPH` by canary under load
+    (`graphops.demo.canary`): a good one promoted step by step, a broken one aborted.
+    """
     with job.step("Check the local services answer"):
         for service in job.state.services.values():
             services.wait_ready(service)
@@ -41,6 +45,11 @@ def gitops(job: DemoJob, envs: list[str], names: list[str]) -> Path | None:
             graphops_command(job, "promote", STAGING_GRAPH, "--to", "staging")
             _merge(job, f"promote/staging/{STAGING_GRAPH}-")
         _apply_and_ask(job, "staging", [STAGING_GRAPH])
+    if canary and CANARY_GRAPH in names:
+        from graphops.demo.canary import canary_demo
+
+        canary_demo(job, CANARY_GRAPH)
+        _ask(job, "dev", CANARY_GRAPH)
     return job.sandbox
 
 
@@ -123,8 +132,12 @@ def token_env(env: str) -> str:
     return f"GRAPHOPS_{env.upper()}_TOKEN"
 
 
-def graphops_command(job: DemoJob, *args: str, quiet: bool = False) -> str:
-    """Run `graphops <args>` in the sandbox as CI would (its own process), output shown."""
+def graphops_command(job: DemoJob, *args: str, quiet: bool = False, check: bool = True) -> str:
+    """Run `graphops <args>` in the sandbox as CI would (its own process), output shown.
+
+    Raises:
+        GraphOpsError: It exited non-zero (unless ``check`` is False).
+    """
     env = os.environ | {"MLFLOW_TRACKING_URI": job.registry.tracking_uri}
     for name, service in job.state.services.items():
         if service.token:
@@ -149,7 +162,7 @@ def graphops_command(job: DemoJob, *args: str, quiet: bool = False) -> str:
             if not quiet:
                 console.out(line.rstrip("\n"), highlight=False)
         code = process.wait()
-    if code:
+    if code and check:
         if quiet:
             console.out("".join(lines).rstrip(), highlight=False)
         raise GraphOpsError(
@@ -236,6 +249,7 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
         )
         if answer.status_code != 200:
             job.problems.append(f"{env}: {name} answered {answer.status_code}")
+    job.answers = [a for a in job.answers if a[:2] != (env, name)]  # asked again: latest
     job.answers.append((env, name, entry.lock.version, url))
 
 

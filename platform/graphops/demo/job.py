@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.rule import Rule
 
@@ -37,6 +37,8 @@ class DemoJob:
     state: services.LocalState = field(default_factory=services.LocalState)
     problems: list[str] = field(default_factory=list)
     answers: list[tuple[str, str, str, str]] = field(default_factory=list)
+    canaries: list[Any] = field(default_factory=list)
+    """The canaries dev walked (`graphops.demo.canary.CanaryRun`), for the summary."""
 
     @property
     def state_file(self) -> Path:

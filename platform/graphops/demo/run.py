@@ -3,7 +3,8 @@
 Train and register, plan, run locally, validate on Ray Data (report, MLflow record), an A/A
 experiment behind the router, a batch job, then GitOps for real on local clusters: promote to dev
 and apply, answer on the stable routes, promote digits to staging (a second cluster) and apply,
-and print what is live where. Services and the GitOps sandbox live under ``.graphops/demo/`` and
+roll out two new versions of digits in dev by canary under load (one promoted, one aborted), and
+print what is live where. Services and the GitOps sandbox live under ``.graphops/demo/`` and
 are reused by a re-run; `down` stops them. `graphops demo` is the command over `main_job`.
 """
 
@@ -49,6 +50,7 @@ def main_job(
     mlflow_ui: bool = True,
     experiment: bool = True,
     revalidate: bool = False,
+    canary: bool = True,
 ) -> bool:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
 
@@ -68,6 +70,8 @@ def main_job(
         experiment: Run an A/A experiment behind the router (90/10, sticky).
         revalidate: Validate every graph again, even when a passed validation of the same lock
             (code, models, data) is recorded (default: that one is reused, and said so).
+        canary: After dev's first apply, roll out a new version of `CANARY_GRAPH` by canary
+            under load (promoted step by step) and a broken one (aborted); `demo.canary`.
 
     Returns:
         True when every step passed (the command's exit code is 0), False otherwise.
@@ -82,7 +86,7 @@ def main_job(
         _experiment(job, names)
     _batch(job, names)
     try:
-        if gitops(job, envs, names):
+        if gitops(job, envs, names, canary):
             with job.step("What is live where: graphops status", spinner=False):
                 graphops_command(job, "status")
     except GraphOpsError as exc:  # still summarize what did happen
@@ -274,6 +278,8 @@ def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
         colour = "green" if g.status == "passed" else "red"
         validated.add_row(g.graph, f"[{colour}]{g.status}[/]", g.run_id or "-")
     console.print(validated)
+    if job.canaries:
+        console.print(_canaries(job))
     urls = Table(title="Where to look", title_justify="left")
     urls.add_column("what")
     urls.add_column("URL or path")
@@ -300,6 +306,26 @@ def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
         "The clusters and the MLflow UI keep running. Stop them: [bold]graphops demo --down[/] "
         "(or `nox -s demo -- --down`)."
     )
+
+
+def _canaries(job: DemoJob) -> Table:
+    """The canaries of dev: versions, steps, outcome, the load's failures, the MLflow run."""
+    table = Table(title="Canary rollouts (dev, under load)", title_justify="left")
+    for column in ("graph", "from → to", "steps", "outcome", "load failed/total", "MLflow run"):
+        table.add_column(column)
+    for run in job.canaries:
+        record = run.record
+        steps = " → ".join(f"{s['share']:g}% {s['decision']}" for s in record.get("steps") or [])
+        colour = "green" if run.outcome == run.expected else "red"
+        table.add_row(
+            run.graph,
+            f"{record.get('from', '?')} → {run.version}",
+            steps or "-",
+            f"[{colour}]{run.outcome}[/] (expected {run.expected})",
+            f"{run.failed}/{run.total}",
+            record.get("mlflow_run") or "-",
+        )
+    return table
 
 
 def _down(job: DemoJob) -> None:

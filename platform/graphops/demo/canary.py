@@ -1,0 +1,260 @@
+"""The main job's canary: a new version stepped through its shares under load, a broken one aborted.
+
+In the GitOps sandbox, after dev's first apply: dev's ``environment.yaml`` gets a canary policy
+(`POLICY`: short steps, 10 -> 50 -> 100 %), then two versions of the graph are committed,
+promoted and applied (``apply --env dev --push main``, as CD runs it) while a counted load from
+a process of its own (`graphops.demo.load`) asks the stable route:
+
+1. a version bump (the same behaviour): each step's share and both arms' figures, then promoted;
+2. a version that fails one request in five after its smoke test: aborted at the first step, git
+   naming the stable version again; the bad commit is then reverted (the team's fix).
+
+Each rollout's record is read back from ``rollouts.yaml`` (and names its MLflow run). A good
+version not promoted, or a broken one not aborted, is a problem: the demo exits 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import git
+import yaml
+from rich.table import Table
+
+from graphops._views import console
+from graphops.demo.gitops import _pull, graphops_command
+from graphops.demo.job import DemoJob
+from graphops.demo.load import Load
+
+POLICY: dict[str, Any] = {
+    "strategy": "canary",
+    "canary": {
+        "steps": [10, 50, 100],
+        "min_seconds": 3,
+        "min_requests": 5,
+        "max_seconds": 90,
+        "max_error_rate": 0.05,
+        # A p99 over a handful of requests on a busy laptop is noise: the demo judges errors
+        # (tests/integration/test_canary.py shows a 3x-slower version aborted on latency).
+        "max_p99_ratio": 50,
+        "poll_seconds": 0.5,
+    },
+}
+BODY = "    return pixels.astype(np.float32) / 16.0\n"
+FAILING = '''
+
+_calls: list[int] = []
+
+
+def _one_in_five() -> None:
+    """A bug: every fifth call fails (the first ones, the smoke tests, pass)."""
+    _calls.append(1)
+    if len(_calls) % 5 == 0:
+        raise RuntimeError("this version fails one request in five")
+'''
+
+
+@dataclass
+class CanaryRun:
+    """One canary of the demo: what was expected, what its record says, what the load saw."""
+
+    graph: str
+    version: str
+    expected: str
+    record: dict[str, Any]
+    failed: int
+    total: int
+
+    @property
+    def outcome(self) -> str:
+        """The record's outcome (``missing`` when no record of this version was made)."""
+        return str(self.record.get("outcome", "missing"))
+
+
+def canary_demo(job: DemoJob, graph: str) -> list[CanaryRun]:
+    """Dev's canary policy, then a good and a broken version of ``graph`` (module docstring)."""
+    with job.step(f"dev rolls out by canary: {_shares()}, judged on live figures", False):
+        _policy(job)
+    runs = []
+    with job.step(f"{graph}: a new version, stepped through its shares under load", False):
+        version = _commit_version(job, graph, broken=False)
+        runs.append(_roll_out(job, graph, version, "promoted"))
+    with job.step(f"{graph}: a version failing one request in five, aborted", False):
+        version = _commit_version(job, graph, broken=True)
+        runs.append(_roll_out(job, graph, version, "aborted"))
+        _revert_broken(job, graph, version)
+    job.canaries.extend(runs)
+    return runs
+
+
+def _shares() -> str:
+    return " → ".join(f"{s} %" for s in POLICY["canary"]["steps"])
+
+
+def _policy(job: DemoJob) -> None:
+    """Commit dev's canary policy in the sandbox (once) and push it."""
+    path = job.sandbox / "environments" / "dev" / "environment.yaml"
+    text = path.read_text()
+    data = yaml.safe_load(text) or {}
+    # The demo's candidate versions are not validated offline (minutes on a laptop); CI
+    # validates every merged commit before it promotes (docs/promote-and-rollback.md).
+    policy = (data.get("policy") or {}) | {"require_validation": False}
+    if data.get("rollout") == POLICY and data.get("policy") == policy:
+        console.print("dev's canary policy is already committed in the sandbox")
+        return
+    data["rollout"], data["policy"] = POLICY, policy
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    graphops_command(job, "render", "--env", "dev", quiet=True)
+    _commit_and_push(job, "demo: dev rolls out by canary (10 -> 50 -> 100 %)")
+    console.print(
+        "dev's environment.yaml: rollout.strategy canary, steps "
+        f"{POLICY['canary']['steps']}, min_seconds {POLICY['canary']['min_seconds']}, "
+        f"min_requests {POLICY['canary']['min_requests']}, max_error_rate "
+        f"{POLICY['canary']['max_error_rate']:.0%}; policy.require_validation false (the demo's "
+        "new versions skip offline validation to stay short)",
+        highlight=False,
+    )
+
+
+def _commit_and_push(job: DemoJob, message: str) -> str:
+    with git.Repo(job.sandbox) as clone:
+        clone.git.add("-A", "graphs", "environments")
+        commit = clone.index.commit(message)
+        clone.git.push("origin", "main")
+        return commit.hexsha
+
+
+def _commit_version(job: DemoJob, graph: str, *, broken: bool) -> str:
+    """Bump the graph's patch version (and add the bug when ``broken``); commit, push, promote."""
+    code = job.sandbox / "graphs" / graph / "__init__.py"
+    text = code.read_text()
+    found = re.search(r'version="(\d+)\.(\d+)\.(\d+)"', text)
+    assert found, f"no version in {code}"
+    major, minor, patch = found.groups()
+    version = f"{major}.{minor}.{int(patch) + 1}"
+    text = text.replace(found.group(0), f'version="{version}"', 1)
+    if broken:
+        assert BODY in text, f"{code} changed: the demo's bug has nowhere to go"
+        text = text.replace(BODY, "    _one_in_five()\n" + BODY) + FAILING
+    code.write_text(text)
+    what = "fails one request in five (a bug)" if broken else "a version bump, same behaviour"
+    _commit_and_push(job, f"{graph} {version}: {what}")
+    console.print(f"committed and pushed {graph} {version}: {what}")
+    graphops_command(job, "promote", graph, "--to", "dev", "--push", "main")
+    _pull(job)
+    return version
+
+
+def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRun:
+    """`graphops apply --env dev --push main` under load; the record shown; checked."""
+    from graphops.controller.rollout import load_rollouts
+    from graphops.environments import load_release
+
+    stable = load_release(job.sandbox, "dev").graphs[graph].lock  # promote changed release only
+    serve = job.state.services["ray-dev"].ports["serve"]
+    url = f"http://127.0.0.1:{serve}/{graph}"
+    before = _example(job, graph)
+    with Load(url, before, job.work / "load-stop") as load:
+        console.print(f"load: one request after the other on {url}, from its own process")
+        graphops_command(job, "apply", "--env", "dev", "--push", "main", check=False)
+    _pull(job)
+    records = load_rollouts(job.sandbox, "dev").get(graph) or []
+    record = next((r for r in records if r["version"] == version), {})
+    run = CanaryRun(graph, version, expected, record, load.failed, load.total)
+    _show(run, stable.version)
+    if run.outcome != expected:
+        job.problems.append(
+            f"dev: the canary of {graph} {version} was {run.outcome}, not {expected}"
+        )
+    return run
+
+
+def _example(job: DemoJob, graph: str) -> Any:
+    from graphops.environments import load_release
+
+    return load_release(job.sandbox, "dev").graphs[graph].lock.example
+
+
+def _show(run: CanaryRun, stable: str) -> None:
+    """Each step's share and both arms' figures, the outcome, and what the load saw."""
+    record = run.record
+    if not record:
+        console.print(f"[red]no rollout record of {run.graph} {run.version}[/]")
+        return
+    table = Table(
+        title=f"Canary {run.graph} {record['from']} → {run.version} (dev)", title_justify="left"
+    )
+    for column in (
+        "share",
+        "s",
+        "arm",
+        "requests",
+        "rps",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "decision",
+    ):
+        table.add_column(column, justify="right" if column not in ("arm", "decision") else "left")
+    for step in record["steps"]:
+        seconds = float(step["seconds"]) or 1.0
+        for arm in ("stable", "candidate"):
+            f = step[arm]
+            table.add_row(
+                f"{step['share']:g} %" if arm == "stable" else "",
+                f"{step['seconds']:g}" if arm == "stable" else "",
+                f"{arm} {record['from'] if arm == 'stable' else run.version}",
+                str(f["requests"]),
+                f"{f['requests'] / seconds:.1f}",
+                f"{f['errors']} ({f['error_rate']:.1%})",
+                f"≤{f['p50_ms']:g}" if f.get("p50_ms") is not None else "-",
+                f"≤{f['p99_ms']:g}" if f.get("p99_ms") is not None else "-",
+                step["decision"] if arm == "candidate" else "",
+            )
+    console.print(table)
+    colour = "green" if run.outcome == run.expected else "red"
+    console.print(
+        f"outcome: [{colour}]{run.outcome}[/] ({record['reason']}) by {record['by']}",
+        highlight=False,
+    )
+    console.print(
+        f"load on the stable route: {run.failed} failed of {run.total} requests"
+        + (
+            f" (the candidate's share of one step; the stable {record['from']} failed none)"
+            if run.failed
+            else ""
+        ),
+        highlight=False,
+    )
+    console.print(
+        f"record: environments/dev/rollouts.yaml; MLflow run {record.get('mlflow_run') or '-'} "
+        f"in graphops-rollouts/dev",
+        highlight=False,
+    )
+
+
+def _revert_broken(job: DemoJob, graph: str, version: str) -> None:
+    """After the abort: git log shows it; the bad commit is reverted (the team's fix)."""
+    from graphops.environments import load_release
+
+    with git.Repo(job.sandbox) as clone:
+        release = load_release(job.sandbox, "dev").graphs[graph].lock.version
+        console.print(f"git log -1: {_summary(clone.head.commit)}; release.yaml names {release}")
+        bad = next(
+            c
+            for c in clone.iter_commits("main", max_count=50)
+            if _summary(c).startswith(f"{graph} {version}:")
+        )
+        clone.git.revert("--no-edit", bad.hexsha)
+        clone.git.push("origin", "main")
+        console.print(
+            f"reverted {bad.hexsha[:12]} ({_summary(bad)}) and pushed: main's code is good again"
+        )
+
+
+def _summary(commit: git.Commit) -> str:
+    """A commit's first line (gitpython types it as str or bytes)."""
+    return str(commit.message).split("\n", 1)[0]
