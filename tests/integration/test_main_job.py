@@ -59,9 +59,28 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
                 rf"{env} POST http://127\.0\.0\.1:\d+/digits one object -> 200 \{{", out
             )
             assert re.search(rf"{env} POST \S+/digits a list of 3 -> 200 \[\{{", out)
+        # The canaries in dev, under a counted load: 1.0.1 stepped through 10 -> 50 -> 100 % and
+        # promoted with no failed request; 1.0.2 (fails one in five) aborted at its first step,
+        # its failures at most its share; each record names its MLflow run.
+        canary = out[out.index("Canary digits 1.0.0 → 1.0.1 (dev)") :]
+        assert re.search(r"10 %.*stable 1\.0\.0", canary) and "candidate 1.0.1" in canary
+        assert re.search(r"50 %.*stable 1\.0\.0", canary)
+        assert re.search(r"outcome: promoted \(passed 2 steps", canary)
+        assert re.search(r"load on the stable route: 0 failed of [1-9]\d* requests", canary)
+        aborted = canary[canary.index("Canary digits 1.0.1 → 1.0.2 (dev)") :]
+        assert re.search(r"outcome: aborted \(at 10%: the candidate failed", aborted)
+        failed, total = map(int, re.search(r"(\d+) failed of (\d+) requests", aborted).groups())
+        assert 1 <= failed <= 0.10 * total + 2, (failed, total)
+        assert "rollout: digits 1.0.2 aborted in dev, back to 1.0.1" in aborted
+        assert "release.yaml names 1.0.1" in aborted
+        runs = re.findall(r"MLflow run ([0-9a-f]{32}) in graphops-rollouts/dev", canary)
+        assert len(runs) == 2, canary[:3000]
         summary = out[out.index("Summary") :]
         print(summary[summary.index("Steps") :])  # shown with -rP: where the time goes
-        assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
+        assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.1\s+│ digits-1\.0\.1-", summary)
+        rollouts = summary[summary.index("Canary rollouts (dev, under load)") :]
+        assert re.search(r"1\.0\.0 → 1\.0\.1\s+│ 10% advance → 50% advance\s+│ promoted", rollouts)
+        assert re.search(r"1\.0\.1 → 1\.0\.2\s+│ 10% abort\s+│ aborted", rollouts)
         assert re.search(r"│ staging\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
         assert "Ray dashboard (staging)" in summary and "│ total" in summary
 
@@ -100,7 +119,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
             env=env,
             timeout=300,
         )
-        assert "digits 1.0.0 is already pinned in dev: nothing to do." in again.stdout, again
+        assert "digits 1.0.1 is already pinned in dev: nothing to do." in again.stdout, again
         applied = subprocess.run(
             [GRAPHOPS, "--repo", str(sandbox), "apply", "--env", "dev"],
             capture_output=True,

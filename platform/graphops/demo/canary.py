@@ -220,13 +220,10 @@ def _show(run: CanaryRun, stable: str) -> None:
         f"outcome: [{colour}]{run.outcome}[/] ({record['reason']}) by {record['by']}",
         highlight=False,
     )
+    stable_errors = sum(int(step["stable"]["errors"]) for step in record["steps"])
     console.print(
-        f"load on the stable route: {run.failed} failed of {run.total} requests"
-        + (
-            f" (the candidate's share of one step; the stable {record['from']} failed none)"
-            if run.failed
-            else ""
-        ),
+        f"load on the stable route: {run.failed} failed of {run.total} requests; the router "
+        f"counted {stable_errors} errors of the stable arm {record['from']} in the steps",
         highlight=False,
     )
     console.print(
