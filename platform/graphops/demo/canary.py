@@ -6,8 +6,12 @@ promoted and applied (``apply --env dev --push main``, as CD runs it) while a co
 a process of its own (`graphops.demo.load`) asks the stable route:
 
 1. a version bump (the same behaviour): each step's share and both arms' figures, then promoted;
-2. a version that fails one request in five after its smoke test: aborted at the first step, git
-   naming the stable version again; the bad commit is then reverted (the team's fix).
+2. a version that fails one request in five that comes alone (after its smoke test; offline
+   validation sends batches and passes): aborted at the first step, git naming the stable
+   version again; the bad commit is then reverted (the team's fix).
+
+Each version is validated offline (`graphops validate --no-parity`, what CI runs after a merge)
+before `graphops promote`: the lock of a version needs a passed validation of its code.
 
 Each rollout's record is read back from ``rollouts.yaml`` (and names its MLflow run). A good
 version not promoted, or a broken one not aborted, is a problem: the demo exits 1.
@@ -48,11 +52,15 @@ FAILING = '''
 _calls: list[int] = []
 
 
-def _one_in_five() -> None:
-    """A bug: every fifth call fails (the first ones, the smoke tests, pass)."""
-    _calls.append(1)
-    if len(_calls) % 5 == 0:
-        raise RuntimeError("this version fails one request in five")
+def _one_in_five(pixels: np.ndarray) -> None:
+    """A bug in the one-request path: every fifth request that comes alone fails.
+
+    Offline validation sends batches, so it passes; the smoke tests (the first ones) pass too.
+    """
+    if len(pixels) == 1:
+        _calls.append(1)
+        if len(_calls) % 5 == 0:
+            raise RuntimeError("this version fails one request in five")
 '''
 
 
@@ -98,13 +106,10 @@ def _policy(job: DemoJob) -> None:
     path = job.sandbox / "environments" / "dev" / "environment.yaml"
     text = path.read_text()
     data = yaml.safe_load(text) or {}
-    # The demo's candidate versions are not validated offline (minutes on a laptop); CI
-    # validates every merged commit before it promotes (docs/promote-and-rollback.md).
-    policy = (data.get("policy") or {}) | {"require_validation": False}
-    if data.get("rollout") == POLICY and data.get("policy") == policy:
+    if data.get("rollout") == POLICY:
         console.print("dev's canary policy is already committed in the sandbox")
         return
-    data["rollout"], data["policy"] = POLICY, policy
+    data["rollout"] = POLICY
     header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     graphops_command(job, "render", "--env", "dev", quiet=True)
@@ -113,8 +118,8 @@ def _policy(job: DemoJob) -> None:
         "dev's environment.yaml: rollout.strategy canary, steps "
         f"{POLICY['canary']['steps']}, min_seconds {POLICY['canary']['min_seconds']}, "
         f"min_requests {POLICY['canary']['min_requests']}, max_error_rate "
-        f"{POLICY['canary']['max_error_rate']:.0%}; policy.require_validation false (the demo's "
-        "new versions skip offline validation to stay short)",
+        f"{POLICY['canary']['max_error_rate']:.0%}, max_p99_ratio "
+        f"{POLICY['canary']['max_p99_ratio']}",
         highlight=False,
     )
 
@@ -138,11 +143,16 @@ def _commit_version(job: DemoJob, graph: str, *, broken: bool) -> str:
     text = text.replace(found.group(0), f'version="{version}"', 1)
     if broken:
         assert BODY in text, f"{code} changed: the demo's bug has nowhere to go"
-        text = text.replace(BODY, "    _one_in_five()\n" + BODY) + FAILING
+        text = text.replace(BODY, "    _one_in_five(pixels)\n" + BODY) + FAILING
     code.write_text(text)
     what = "fails one request in five (a bug)" if broken else "a version bump, same behaviour"
     _commit_and_push(job, f"{graph} {version}: {what}")
     console.print(f"committed and pushed {graph} {version}: {what}")
+    # Promotion needs a passed validation of exactly this code (CI's job after the merge). Parity
+    # with Serve is left out to keep the demo short: the validation step above showed it, and
+    # the broken version's bug is in the one-request path that parity would catch and the
+    # canary catches here.
+    graphops_command(job, "validate", graph, "--no-parity")
     graphops_command(job, "promote", graph, "--to", "dev", "--push", "main")
     _pull(job)
     return version
