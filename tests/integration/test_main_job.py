@@ -75,6 +75,10 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         assert "release.yaml names 1.0.1" in aborted
         runs = re.findall(r"MLflow run ([0-9a-f]{32}) in graphops-rollouts/dev", canary)
         assert len(runs) == 2, canary[:3000]
+        flat = " ".join(out.split())  # graphops status: the last rollout, and its MLflow run
+        assert re.search(
+            r"dev: digits canary 1\.0\.1 → 1\.0\.2 aborted .{0,400}MLflow run [0-9a-f]{32}\.", flat
+        )
         summary = out[out.index("Summary") :]
         print(summary[summary.index("Steps") :])  # shown with -rP: where the time goes
         assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.1\s+│ digits-1\.0\.1-", summary)

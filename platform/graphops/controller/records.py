@@ -83,6 +83,7 @@ def to_mlflow(
         ),
     }
     policy = {f"policy.{k}": v for k, v in (record.get("policy") or {}).items()}
+    shown = {k: v for k, v in record.items() if k != "mlflow_run"}  # this run's id: not yet
     return registry.record_rollout(
         env=env,
         key=_key(env, graph, record),
@@ -90,7 +91,7 @@ def to_mlflow(
         tags=tags,
         params=policy,
         steps=[step_metrics(s) for s in record.get("steps") or []],
-        texts={"rollout.yaml": dump_yaml(record, f"# {graph} in {env}\n")},
+        texts={"rollout.yaml": dump_yaml(shown, f"# {graph} in {env}: rollouts.yaml's entry\n")},
     )
 
 
