@@ -45,7 +45,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
     services: dict[str, dict[str, object]] = {}
     try:
         first = graphops(  # the A/A experiment is left out here: test_gitops runs the router
-            checkout, "demo", "--graph", "digits", "--no-experiment", timeout=900
+            checkout, "demo", "--graph", "digits", "--no-experiment", timeout=1500
         )
         out = first.stdout
         assert first.returncode == 0, out[-6000:] + first.stderr[-3000:]

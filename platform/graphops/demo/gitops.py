@@ -249,8 +249,12 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
         )
         if answer.status_code != 200:
             job.problems.append(f"{env}: {name} answered {answer.status_code}")
-    job.answers = [a for a in job.answers if a[:2] != (env, name)]  # asked again: latest
-    job.answers.append((env, name, entry.lock.version, url))
+    answer = (env, name, entry.lock.version, url)
+    keys = [a[:2] for a in job.answers]
+    if (env, name) in keys:  # asked again (after a canary): the latest answer, in its place
+        job.answers[keys.index((env, name))] = answer
+    else:
+        job.answers.append(answer)
 
 
 def token_exports(job: DemoJob) -> None:
