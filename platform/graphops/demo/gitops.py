@@ -249,12 +249,12 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
         )
         if answer.status_code != 200:
             job.problems.append(f"{env}: {name} answered {answer.status_code}")
-    answer = (env, name, entry.lock.version, url)
+    asked = (env, name, entry.lock.version, url)
     keys = [a[:2] for a in job.answers]
     if (env, name) in keys:  # asked again (after a canary): the latest answer, in its place
-        job.answers[keys.index((env, name))] = answer
+        job.answers[keys.index((env, name))] = asked
     else:
-        job.answers.append(answer)
+        job.answers.append(asked)
 
 
 def token_exports(job: DemoJob) -> None:
