@@ -45,7 +45,7 @@ def deployment_of(cls: type) -> Deployment:
 _JSON = "application/json"
 ARM_HEADER = "x-graphops-arm"
 """Response header naming the version that answered, while a route is split."""
-_ROUTES = ("", "/health", "/openapi.json", "/docs", "/stats", "/experiment")
+_ROUTES = ("", "/health", "/openapi.json", "/docs", "/stats")
 
 
 async def call_with_retry(
@@ -265,7 +265,7 @@ class GraphIngress:
         except HttpError as exc:
             return error_response(exc)
         allowed = "POST" if sub == "" else "GET"
-        known = sub in _ROUTES[:-1] or (sub == "/experiment" and self.split is not None)
+        known = sub in _ROUTES or (sub == "/experiment" and self.split is not None)
         error = HttpError(
             405 if known else 404,
             {
