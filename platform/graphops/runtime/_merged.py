@@ -4,18 +4,23 @@ A split's figures (the router's arms, or the arms of a split in a stable ingress
 across every replica that routes its requests. Each replica keeps `ArmStats` per key (e.g.
 ``arm:<version>``) and sends them every `FLUSH_S` to a detached named actor of the experiment,
 which adds them up; a report flushes the asking replica first, then reads the actor's totals
-(the other replicas' last second may still be on its way).
+(the other replicas' last second may still be on its way). The same requests are counted in
+Prometheus through Ray Serve's metrics: ``graphops_arm_requests``, ``graphops_arm_errors`` and
+``graphops_arm_latency_ms``, tagged ``graph``, ``arm`` (a version) and ``role`` (``arm`` and
+``shadow`` behind the router, ``canary`` in a splitting ingress).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
 import ray
+from ray.serve.metrics import Counter, Histogram
 
-from graphops.runtime._traffic import ArmStats, merge
+from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats, merge
 
 STATS_NAMESPACE = "graphops"
 FLUSH_S = 1.0
@@ -51,6 +56,23 @@ def stats_actor(graph: str, experiment: str) -> Any:
     ).remote()
 
 
+@functools.cache
+def arm_metrics() -> tuple[Counter, Counter, Histogram]:
+    """The per-arm Prometheus metrics of this process (made once: Ray names them globally)."""
+    # Ray types tag_keys as a 1-tuple (tuple[str]); any tuple of names is what it takes.
+    tags: Any = ("graph", "arm", "role")
+    return (
+        Counter("graphops_arm_requests", description="Requests answered per arm.", tag_keys=tags),
+        Counter("graphops_arm_errors", description="Failed requests (5xx) per arm.", tag_keys=tags),
+        Histogram(
+            "graphops_arm_latency_ms",
+            description="Latency of the arm's answer, seen by what splits the route.",
+            boundaries=list(LATENCY_BOUNDS_MS[::4]),
+            tag_keys=tags,
+        ),
+    )
+
+
 class MergedCounters:
     """One replica's per-key counters of one experiment, flushed to its actor every `FLUSH_S`."""
 
@@ -60,12 +82,28 @@ class MergedCounters:
         self.actor = stats_actor(graph, experiment)
         self.flusher: asyncio.Task[Any] | None = None
 
-    def record(self, key: str, ms: float, status: int, rows: int, values: list[Any]) -> ArmStats:
-        """Count one answered request under ``key``; starts the flushing on first use."""
+    def record(
+        self,
+        key: str,
+        ms: float,
+        status: int,
+        rows: int,
+        values: list[Any],
+        tags: dict[str, str],
+    ) -> ArmStats:
+        """Count one answered request under ``key`` (and in Prometheus, with ``tags``).
+
+        Starts the flushing on first use.
+        """
         if self.flusher is None:
             self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         stats = self.stats.setdefault(key, ArmStats())
         stats.record(ms, status, rows, values)
+        requests, errors, latency = arm_metrics()
+        requests.inc(tags=tags)
+        if status >= 500 or status == 0:
+            errors.inc(tags=tags)
+        latency.observe(ms, tags=tags)
         return stats
 
     async def _flush_forever(self) -> None:

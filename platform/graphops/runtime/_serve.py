@@ -313,7 +313,9 @@ class GraphIngress:
         else:
             status, answer = await self.answer(body)
             app, version = self.live.who["app"], split.own_version or self.version
-        counters.record(f"arm:{app}", (time.perf_counter() - start) * 1000, status, 1, [])
+        ms = (time.perf_counter() - start) * 1000
+        tags = {"graph": self.args.graph, "arm": version, "role": "canary"}
+        counters.record(f"arm:{app}", ms, status, 1, [], tags)
         headers = {ARM_HEADER: version}
         return Response(answer, status_code=status, media_type=_JSON, headers=headers)
 

@@ -27,7 +27,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -35,7 +34,7 @@ from graphops.errors import ServeError
 from graphops.runtime._http import BodyReader, HttpError
 from graphops.runtime._merged import MergedCounters, empty
 from graphops.runtime._serve import ARM_HEADER, ask_version, deployment_of, error_response
-from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats, Picker, agree, outputs, summary
+from graphops.runtime._traffic import ArmStats, Picker, agree, outputs, summary
 from graphops.runtime.schema import (
     ROUTER_CPUS,
     ROUTER_MAX_ONGOING,
@@ -72,20 +71,6 @@ class Router:
         self.config: RouterConfig | None = None
         self.counters: MergedCounters | None = None
         self.pending: set[asyncio.Task[Any]] = set()
-        # Ray types tag_keys as a 1-tuple (tuple[str]); any tuple of names is what it takes.
-        tags: Any = ("graph", "arm", "role")
-        self.m_requests = Counter(
-            "graphops_arm_requests", description="Requests answered per arm.", tag_keys=tags
-        )
-        self.m_errors = Counter(
-            "graphops_arm_errors", description="Failed requests (5xx) per arm.", tag_keys=tags
-        )
-        self.m_latency = Histogram(
-            "graphops_arm_latency_ms",
-            description="Latency of the arm's answer, seen by the router.",
-            boundaries=list(LATENCY_BOUNDS_MS[::4]),
-            tag_keys=tags,
-        )
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Take new arms/weights/shadow in place (Serve calls this on a ``user_config`` change).
@@ -213,13 +198,10 @@ class Router:
             except ValueError:
                 values = []
         assert self.counters is not None  # set with the config
-        stats = self.counters.record(f"{role}:{version}", ms, status, rows or len(values), values)
         tags = {"graph": self.args.graph, "arm": version, "role": role}
-        self.m_requests.inc(tags=tags)
-        if status >= 500 or status == 0:
-            self.m_errors.inc(tags=tags)
-        self.m_latency.observe(ms, tags=tags)
-        return stats
+        return self.counters.record(
+            f"{role}:{version}", ms, status, rows or len(values), values, tags
+        )
 
     async def report(self) -> dict[str, Any]:
         """The experiment's totals across router replicas, per arm and for the shadow."""
