@@ -120,16 +120,17 @@ def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is
     assert version_of("digits", name) == "1.1.0"
     args = {"graph": "digits", "content_hash": "abc"}
     candidate = {"name": name, "route_prefix": "/x", "args": args}
-    scaled = [{"name": "logits", "num_replicas": 2}]
+    scaled = [{"name": "ingress"}, {"name": "logits", "num_replicas": 2}]  # as rendered
     stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": scaled}
     split = split_of("digits", stable_name, candidate, 5)
     assert (split.app, split.version, split.own_version, split.share) == (name, "1.1.0", "1.0.0", 5)
     assert (split.content_hash, split.fuse) == ("abc", True)  # the ingress compares its own
     splitting = with_split(stable, split)
-    assert splitting["deployments"][0] == scaled[0]  # other entries kept as they are
+    assert splitting["deployments"][1] == scaled[1]  # other entries kept as they are
     assert split_in(splitting) == split and split_in(stable) is None
     assert with_split(splitting, None) == stable  # exactly what git renders again
     assert with_split({"name": "a"}, None) == {"name": "a"}
+    assert split_in(with_split({"name": "a"}, split)) == split  # rendered before: listed now
     assert interrupted_stable("digits", {stable_name: splitting, name: candidate}) == stable_name
     assert interrupted_stable("digits", {stable_name: stable, name: candidate}) is None
     assert interrupted_stable("feed_ranking", {stable_name: splitting}) is None

@@ -135,18 +135,22 @@ def split_of(graph: str, stable: str, candidate: dict[str, Any], share: float) -
 
 
 def with_split(app: dict[str, Any], split: IngressSplit | None) -> dict[str, Any]:
-    """``app`` with its ingress's ``user_config`` set to ``split`` (None: removed)."""
+    """``app`` with its ingress's ``user_config`` set to ``split`` (None: removed).
+
+    `render` lists the ingress in every graph application's ``deployments`` so that this is
+    an in-place update; an application rendered before that gets its ingress listed here (its
+    replicas restart once: Serve merges the runtime_env into listed deployments only).
+    """
     deployments = [dict(d) for d in app.get("deployments") or []]
-    if not any(d.get("name") == INGRESS for d in deployments):
+    if split is not None and not any(d.get("name") == INGRESS for d in deployments):
         deployments.append({"name": INGRESS})
     for d in deployments:
         if d.get("name") == INGRESS:
             d.pop("user_config", None)
             if split is not None:
                 d["user_config"] = split.model_dump(mode="json")
-    kept = [d for d in deployments if len(d) > 1]
     out = {k: v for k, v in app.items() if k != "deployments"}
-    return out | {"deployments": kept} if kept else out
+    return out | {"deployments": deployments} if deployments else out
 
 
 def split_in(app: dict[str, Any]) -> IngressSplit | None:
