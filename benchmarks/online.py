@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.parts) != set("abcde") and args.out.is_file():  # keep the comparisons not rerun
         kept = json.loads(args.out.read_text())
         result = {k: v for k, v in kept.items() if k[:2] in PARTS.values()} | result
+        result["date"] = kept.get("date", result["date"])  # of the last full run
+    for part in args.parts:  # when each comparison was measured last
+        result[f"{part}_date"] = utc_now()
     with tempfile.TemporaryDirectory(prefix="graphops-bench-online-") as tmp:
         work = Path(tmp)
         repo = work / "repo"
@@ -266,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict["e_p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
     result["verdict"] = verdict
     write_json(args.out, result)
-    print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
+    compared = {k: v["ratios"] for k, v in result.items() if isinstance(v, dict) and "ratios" in v}
+    print(json.dumps(compared, indent=2))
     print(f"verdict: {result['verdict']}; written to {args.out}")
     return 0
 
