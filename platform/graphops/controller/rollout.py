@@ -154,10 +154,13 @@ def with_split(app: dict[str, Any], split: IngressSplit | None) -> dict[str, Any
 
 
 def split_in(app: dict[str, Any]) -> IngressSplit | None:
-    """The split an application's ingress is configured with, if any."""
+    """The split an application's ingress is configured with, if any (and if readable)."""
     for d in app.get("deployments") or []:
         if d.get("name") == INGRESS and d.get("user_config"):
-            return IngressSplit.model_validate(d["user_config"])
+            try:
+                return IngressSplit.model_validate(d["user_config"])
+            except ValueError:  # not one this controller wrote: no canary of ours
+                return None
     return None
 
 
