@@ -338,7 +338,7 @@ class GraphIngress:
             "graph": self.args.graph,
             "experiment": split.experiment,
             "split": "ingress",
-            "same_code": self.other_steps is not None,
+            "same_code": self.same_code(split),  # its share answered with no extra hop
             "since": raw["since"],
             "now": time.time(),
             "arms": arms,
