@@ -19,10 +19,12 @@ machine, each repeated with the systems alternating and reported as medians and 
     ``experiment_serve_defaults``, is the same router with Serve's default threading (user code
     and handle routing on threads of their own): what `graphops.runtime.router.REPLICA_ENV`
     saves.
-(e) ``ingress_split`` vs ``experiment`` vs ``single``: the no-hop alternative for P3. The same
-    50/50 split done by the stable version's own ingress (`IngressSplit` in its
-    ``user_config``: half the requests answered in place, half forwarded by handle to the other
-    version's ingress), against the router and one version alone, same run.
+(e) P3 as canaries now split: ``split_same_code`` (a 50/50 split done by the stable version's
+    own ingress, `IngressSplit` in its ``user_config``, the other version running the same code:
+    half the requests answered in place, half by the other version's model deployment called
+    directly, no extra hop), ``split_other_code`` (the same split when the code differs: half
+    forwarded by handle to the other version's ingress, one hop), ``experiment`` (the router)
+    and ``single`` (one version alone), same run, order rotating, ratios per repeat.
 
 Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput at
 ``--concurrency`` for ``--seconds``. Run it with ``nox -s bench`` or::
@@ -139,7 +141,8 @@ def measure(urls: dict[str, str], body: Path, args: argparse.Namespace) -> dict[
         for name in order:
             latency = load(urls[name], body, concurrency=1, requests=args.requests)
             saturated = load(urls[name], body, concurrency=args.concurrency, seconds=args.seconds)
-            runs[name].append({"latency": latency, "saturated": saturated})
+            load_1m = os.getloadavg()[0]  # the machine is shared: say how busy it was
+            runs[name].append({"latency": latency, "saturated": saturated, "load_1m": load_1m})
             print(
                 f"  {name:>10}: p50 {latency['p50_ms']:.2f} ms  p99 {latency['p99_ms']:.2f} ms  "
                 f"{saturated['throughput']:.0f} req/s (errors {latency['errors'] + saturated['errors']})",
@@ -217,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.parts) != set("abcde") and args.out.is_file():  # keep the comparisons not rerun
         kept = json.loads(args.out.read_text())
         result = {k: v for k, v in kept.items() if k[:2] in PARTS.values()} | result
+        result["date"] = kept.get("date", result["date"])  # of the last full run
+    for part in args.parts:  # when each comparison was measured last
+        result[f"{part}_date"] = utc_now()
     with tempfile.TemporaryDirectory(prefix="graphops-bench-online-") as tmp:
         work = Path(tmp)
         repo = work / "repo"
@@ -263,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict["e_p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
     result["verdict"] = verdict
     write_json(args.out, result)
-    print(json.dumps({k: result[k]["ratios"] for k in result if k[:2] in PARTS.values()}, indent=2))
+    compared = {k: v["ratios"] for k, v in result.items() if isinstance(v, dict) and "ratios" in v}
+    print(json.dumps(compared, indent=2))
     print(f"verdict: {result['verdict']}; written to {args.out}")
     return 0
 
@@ -456,7 +463,7 @@ class Bench:
         }
 
     def ingress_split_vs_single(self) -> dict[str, Any]:
-        """(e) The 50/50 split in the stable version's ingress vs the router vs one version."""
+        """(e) 50/50 splits in the stable ingress (same code, other code) vs router vs single."""
         from ray import serve
 
         from graphops.graph import load_graph
@@ -473,30 +480,41 @@ class Bench:
             deployment_specs,
         )
 
-        print("(e) a 50/50 split in the stable ingress vs the router vs a single version")
+        print("(e) 50/50 splits in the stable ingress vs the router vs a single version")
         digits = load_graph(self.repo, "digits")
-        budget = 0.6  # three applications of digits and a router fit 2 CPUs (reservations)
+        budget = 0.45  # four applications of digits and a router fit 2 CPUs (reservations)
         common = {"port": self.port, "cpu_budget": budget}
         single = deploy(digits, self.registry, **common)
         other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
-        args = app_args(
-            digits, self.registry, cpu_only=True, cpu_budget=budget, route="/split-ingress"
-        )
-        specs = deployment_specs(plan(digits.graph, fuse=args.fuse), args)
-        payload = args.model_dump(mode="json")
-        stages = {
-            s.name: deployment_of(StageDeployment).options(**s.options()).bind(payload, s.stages[0])
-            for s in specs
-            if s.name != INGRESS
-        }
-        split = IngressSplit(app=other.name, version="b", share=50)
-        ingress = next(s for s in specs if s.name == INGRESS)
-        stable = (
-            deployment_of(GraphIngress)
-            .options(**ingress.options(), user_config=split.model_dump(mode="json"))
-            .bind(payload, stages)
-        )
-        serve.run(stable, name="split-ingress", route_prefix="/split-ingress", blocking=False)
+
+        def splitting(route: str, content_hash: str | None) -> None:
+            args = app_args(digits, self.registry, cpu_only=True, cpu_budget=budget, route=route)
+            specs = deployment_specs(plan(digits.graph, fuse=args.fuse), args)
+            payload = args.model_dump(mode="json")
+            stages = {
+                s.name: deployment_of(StageDeployment)
+                .options(**s.options())
+                .bind(payload, s.stages[0])
+                for s in specs
+                if s.name != INGRESS
+            }
+            split = IngressSplit(
+                app=other.name,
+                version="b",
+                share=50,
+                experiment=f"bench{route.replace('/', '-')}",
+                content_hash=content_hash,  # None: the other code path (its ingress is asked)
+            )
+            ingress = next(s for s in specs if s.name == INGRESS)
+            app = (
+                deployment_of(GraphIngress)
+                .options(**ingress.options(), user_config=split.model_dump(mode="json"))
+                .bind(payload, stages)
+            )
+            serve.run(app, name=route.strip("/"), route_prefix=route, blocking=False)
+
+        splitting("/split-same", digits.content_hash)
+        splitting("/split-other", None)
         config = RouterConfig(
             experiment="bench",
             arms=(
@@ -506,24 +524,27 @@ class Bench:
         )
         routed = router_app(RouterArgs(graph="digits", route="/split"), config)
         serve.run(routed, name="split", route_prefix="/split", blocking=False)
-        wait_http(f"{self.base}/split-ingress", self.body.read_bytes())
-        wait_http(f"{self.base}/split", self.body.read_bytes())
+        for route in ("/split-same", "/split-other", "/split"):
+            wait_http(f"{self.base}{route}", self.body.read_bytes())
         e = measure(
             {
-                "ingress_split": f"{self.base}/split-ingress",
+                "split_same_code": f"{self.base}/split-same",
                 "single": single.url,
+                "split_other_code": f"{self.base}/split-other",
                 "experiment": f"{self.base}/split",
             },
             self.body,
             self.args,
         )
-        for name in ("split-ingress", "split", single.name, other.name):
+        for name in ("split-same", "split-other", "split", single.name, other.name):
             undeploy(name)
         return {
             "systems": e,
-            "ratios": ratios(e, "ingress_split", "single"),
+            "ratios": ratios(e, "split_same_code", "single"),
+            "ratios_other_code": ratios(e, "split_other_code", "single"),
             "ratios_router": ratios(e, "experiment", "single"),
-            "p3": p3(e, "ingress_split", "single"),
+            "p3": p3(e, "split_same_code", "single"),
+            "p3_other_code": p3(e, "split_other_code", "single"),
             "p3_router": p3(e, "experiment", "single"),
         }
 

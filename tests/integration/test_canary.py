@@ -2,13 +2,14 @@
 clone, a real MLflow store, load from a second process on the stable route.
 
 The tests share one story and run in file order: digits 1.0.0 serves dev (blue/green, nothing
-to compare yet); 1.0.1 (the same code) walks the canary steps and takes the route alone, the
-router gone; 1.0.2 fails one request in five and is aborted at the first step, git naming 1.0.1
-again; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and restarted,
-which resumes and promotes it; 1.0.4 answers 3 s late (`max_p99_ratio: 3` for digits) and is
-aborted on latency. The stable arm fails no request in any of them, and every rollout is also
-one MLflow run (`graphops.controller.records`). Timings are never asserted; the policy's small
-numbers keep each step short.
+to compare yet); 1.0.1 (the same code: the stable ingress calls its stages with no hop) walks the
+canary steps and takes the route alone; 1.0.2 (other code: asked through its ingress) fails one
+request in five and is aborted at the first step, git naming 1.0.1 again, the stable's replicas
+never restarted; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and
+restarted, which resumes and promotes it; 1.0.4 answers 3 s late (`max_p99_ratio: 3` for
+digits) and is aborted on latency. No router is ever started, the stable arm fails no request in
+any of them, and every rollout is also one MLflow run (`graphops.controller.records`). Timings
+are never asserted; the policy's small numbers keep each step short.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from graphops.controller.apply import apply
 from graphops.controller.live import live
 from graphops.controller.packaging import package_uri
 from graphops.controller.reconciler import run
-from graphops.controller.render import app_name, render, router_name
+from graphops.controller.render import app_name, render
 from graphops.controller.rollout import RolloutAborted, load_rollouts
 from graphops.controller.status import status
 from graphops.demo import services
@@ -174,7 +175,7 @@ def mlflow_run(registry: Registry, record: dict[str, Any]) -> Any:
 
 
 def stable_never_failed(record: dict[str, Any]) -> None:
-    """The stable arm answered every request it got, at every step (as the router counted)."""
+    """The stable arm answered every request it got, at every step (as the split counted)."""
     assert all(s["stable"]["errors"] == 0 for s in record["steps"]), record["steps"]
 
 
@@ -187,6 +188,25 @@ def serving(repo: Path) -> list[str]:
     return sorted(n for n, a in apps.items() if a.get("status") != "DELETING")
 
 
+def ingress_replicas(repo: Path, app: str) -> list[str]:
+    """Replica ids of ``app``'s ingress (a user_config change must keep them)."""
+    from graphops.controller.cluster import Cluster as Live
+    from graphops.environments import load_environment
+
+    ingress = Live(load_environment(repo, "dev")).applications()[app]["deployments"]["ingress"]
+    return sorted(r["replica_id"] for r in ingress["replicas"])
+
+
+def splitting(repo: Path) -> bool:
+    """Whether an application's ingress splits its route for a canary now."""
+    from graphops.controller.cluster import Cluster as Live
+    from graphops.controller.rollout import split_in
+    from graphops.environments import load_environment
+
+    apps = Live(load_environment(repo, "dev")).applications().values()
+    return any(split_in(a.get("deployed_app_config") or {}) for a in apps)
+
+
 def test_first_version_is_applied_blue_green(
     repo: Path, cluster: Cluster, champion: ResolvedModel
 ) -> None:
@@ -196,7 +216,7 @@ def test_first_version_is_applied_blue_green(
     assert result.started == [app_name("digits", lock)] and not result.rollouts
 
 
-def test_a_good_candidate_reaches_100_and_the_router_goes(
+def test_a_good_candidate_with_the_same_code_reaches_100_with_no_hop(
     repo: Path, cluster: Cluster, champion: ResolvedModel, registry: Registry, tmp_path: Path
 ) -> None:
     stable = load_release(repo, "dev").graphs["digits"].lock
@@ -208,6 +228,7 @@ def test_a_good_candidate_reaches_100_and_the_router_goes(
     [rollout] = result.rollouts
     assert rollout.outcome == "promoted"
     assert [(s["share"], s["decision"]) for s in rollout.steps] == [(5, "advance"), (50, "advance")]
+    assert {s["path"] for s in rollout.steps} == {"no hop (same code)"}
     assert all(s["candidate"]["requests"] >= 8 for s in rollout.steps)
     assert load.failed == 0 and load.ok > 20
     assert serving(repo) == [app_name("digits", good)]  # no router, no old version
@@ -240,6 +261,7 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
         r.index.commit("digits 1.0.2: fails one request in five")
     bad = lock_at_head(repo, "1.0.2", champion)
     pin(repo, bad, "digits 1.0.2 in dev")
+    replicas = ingress_replicas(repo, app_name("digits", stable))
     with (
         under_load(f"{cluster.serve}/digits", stable.example, tmp_path) as load,
         pytest.raises(RolloutAborted, match="aborted at 5%") as caught,
@@ -249,7 +271,7 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
     [record, _] = load_rollouts(repo, "dev")["digits"]
     assert (record["version"], record["outcome"]) == ("1.0.2", "aborted")
     [step] = record["steps"]
-    assert (step["share"], step["decision"]) == (5, "abort")
+    assert (step["share"], step["decision"], step["path"]) == (5, "abort", "via its ingress")
     assert step["candidate"]["errors"] >= 1 and step["stable"]["errors"] == 0
     # Every failure the client saw is the candidate's: at most its requests in that step (plus
     # what reached it between the last reading and its share going to 0), and so at most its 5%
@@ -257,8 +279,9 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
     assert 1 <= load.failed <= step["candidate"]["requests"] + 2
     assert load.failed <= 0.05 * (load.ok + load.failed) + 2
     mlflow_run(registry, record)
-    assert serving(repo) == [app_name("digits", stable)]  # candidate and router removed
-    assert router_name("digits") not in serving(repo)
+    assert serving(repo) == [app_name("digits", stable)]  # candidate removed, never a router
+    # Split set, changed and dropped through user_config alone: the same replicas throughout.
+    assert ingress_replicas(repo, app_name("digits", stable)) == replicas
     assert load_release(repo, "dev").graphs["digits"].lock.version == "1.0.1"  # git says so
     assert not render(repo, "dev").stale()
     with git.Repo(repo) as r:
@@ -293,14 +316,14 @@ def test_a_controller_killed_mid_canary_resumes_it_after_its_restart(
         )
         try:
             deadline = time.monotonic() + 600
-            while router_name("digits") not in serving(repo) and first.poll() is None:
+            while not splitting(repo) and first.poll() is None:
                 assert time.monotonic() < deadline, "the canary never started"
                 time.sleep(0.5)
         finally:
-            with contextlib.suppress(ProcessLookupError):  # mid-canary: the router is on the route
+            with contextlib.suppress(ProcessLookupError):  # mid-canary: the stable splits
                 os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=60)
-        assert router_name("digits") in serving(repo)
+        assert splitting(repo)
         state = run(repo, "dev", rounds=1, timeout_s=300)
     assert state.last_error == "", state.last_error
     [rollout] = state.last_result["rollouts"]
@@ -348,11 +371,10 @@ def test_a_candidate_3x_slower_at_p99_is_aborted_on_latency(
     assert "p99" in step["reason"] and step["candidate"]["requests"] >= 8
     assert step["candidate"]["p99_ms"] >= 1000 * SLOW_SECONDS
     stable_never_failed(record)
-    assert step["candidate"]["errors"] == 0  # slow, never failed, as the router counted
-    # The load sends one request at a time: at most the one in flight when the abort gives the
-    # route back can fail. Seen once (1 of ~200): the abort removes the router in the same config
-    # that moves /digits back to the stable version, where the promotion's switch parks the old
-    # applications first (see the report of this test in docs/promote-and-rollback.md).
+    assert step["candidate"]["errors"] == 0  # slow, never failed, as the split counted
+    # The load sends one request at a time: at most the one in flight to the candidate when it is
+    # removed can fail. Seen once (1 of ~200) when the router still ran canaries (see the report
+    # of this test in docs/promote-and-rollback.md); Serve drains a removed replica's requests.
     assert load.failed <= 1
     assert serving(repo) == [app_name("digits", stable)]
     assert load_release(repo, "dev").graphs["digits"].lock.version == "1.0.3"

@@ -105,17 +105,39 @@ def test_live_rates_come_from_the_difference_of_two_readings() -> None:
     assert subtract(before, None) == before
 
 
-def test_the_canary_router_and_an_interrupted_canary_are_recognised() -> None:
-    from graphops.controller.rollout import interrupted_stable, router_app, version_of
+def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_found() -> None:
+    from graphops.controller.render import router_application
+    from graphops.controller.rollout import (
+        interrupted_stable,
+        split_in,
+        split_of,
+        version_of,
+        with_split,
+    )
+    from graphops.runtime.schema import RouteArm, RouterConfig
 
-    stable, candidate = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
-    assert version_of("digits", candidate) == "1.1.0"
-    app = router_app("digits", stable, candidate, 5)
-    [deployment] = app["deployments"]
-    arms = deployment["user_config"]["arms"]
-    assert [(a["app"], a["weight"]) for a in arms] == [(stable, 95), (candidate, 5)]
-    assert app["route_prefix"] == "/digits" and app["name"] == "digits-router"
-    assert interrupted_stable("digits", {"digits-router": app}) == stable
-    experiment = app | {"deployments": [{"name": "Router", "user_config": {"experiment": "x"}}]}
+    stable_name, name = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
+    assert version_of("digits", name) == "1.1.0"
+    args = {"graph": "digits", "content_hash": "abc"}
+    candidate = {"name": name, "route_prefix": "/x", "args": args}
+    scaled = [{"name": "ingress"}, {"name": "logits", "num_replicas": 2}]  # as rendered
+    stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": scaled}
+    split = split_of("digits", stable_name, candidate, 5)
+    assert (split.app, split.version, split.own_version, split.share) == (name, "1.1.0", "1.0.0", 5)
+    assert (split.content_hash, split.fuse) == ("abc", True)  # the ingress compares its own
+    splitting = with_split(stable, split)
+    assert splitting["deployments"][1] == scaled[1]  # other entries kept as they are
+    assert split_in(splitting) == split and split_in(stable) is None
+    assert with_split(splitting, None) == stable  # exactly what git renders again
+    assert with_split({"name": "a"}, None) == {"name": "a"}
+    assert split_in(with_split({"name": "a"}, split)) == split  # rendered before: listed now
+    assert interrupted_stable("digits", {stable_name: splitting, name: candidate}) == stable_name
+    assert interrupted_stable("digits", {stable_name: stable, name: candidate}) is None
+    assert interrupted_stable("feed_ranking", {stable_name: splitting}) is None
+    # A router left by a controller from before the split moved into the ingress.
+    arms = (RouteArm(version="1.0.0", app=stable_name, weight=95),)
+    old = router_application("digits", RouterConfig(experiment="digits-canary-x", arms=arms))
+    assert interrupted_stable("digits", {"digits-router": old}) == stable_name
+    experiment = router_application("digits", RouterConfig(experiment="ab", arms=arms))
     assert interrupted_stable("digits", {"digits-router": experiment}) is None
     assert interrupted_stable("digits", {}) is None

@@ -61,7 +61,10 @@ def test_render_puts_the_floor_in_args_and_in_scaling_overrides() -> None:
     app: dict[str, Any] = application(versions("valid", entry)[0], env, None)
 
     assert app["args"]["min_replicas"] == 2
-    assert app["deployments"] == [{"name": "logits", "num_replicas": 2, "max_ongoing_requests": 8}]
+    assert app["deployments"] == [
+        {"name": "ingress"},  # always listed: a canary's split is then an in-place update
+        {"name": "logits", "num_replicas": 2, "max_ongoing_requests": 8},
+    ]
     assert floored_override(DeploymentOverride(replicas=1), 1) == DeploymentOverride(replicas=1)
 
 

@@ -271,8 +271,8 @@ def status(
 ) -> None:
     """For each environment and graph: version, lock, validation run, live state, drift, since when.
 
-    ``--live`` adds what each graph (each arm behind a router) answers now, read from the
-    graphs' own counters over ``--seconds`` (no Prometheus needed), and the last rollout of
+    ``--live`` adds what each graph (each arm of a split: an experiment or a canary) answers
+    now, read from the graphs' own counters over ``--seconds`` (no Prometheus needed), and the last rollout of
     each graph (``environments/<env>/rollouts.yaml``).
 
     The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's

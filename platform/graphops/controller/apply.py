@@ -11,8 +11,9 @@ steps, each a complete config:
    ones are parked on ``/_graphops/previous/<app>``, still running);
 4. **retire**: the old applications are removed.
 
-With ``rollout.strategy: canary`` a graph's new version first walks canary steps behind the
-router (`graphops.controller.rollout`); the steps above then finish the move. Applying twice
+With ``rollout.strategy: canary`` a graph's new version first walks canary steps, the stable
+version's own ingress splitting its route (`graphops.controller.rollout`); the steps above then
+finish the move. Applying twice
 changes nothing. Applications of graphs that git does not know are drift: reported,
 and removed only with ``correct_drift``.
 """
@@ -251,7 +252,7 @@ def apply(
         cluster.put(current + candidates, base)
         problems = cluster.wait(new, timeout_s)
         if not problems:
-            problems = _smoke(env_name, serve_url(env), {n: wanted[n] for n in new}, wanted)
+            problems = smoke(env_name, serve_url(env), {n: wanted[n] for n in new}, wanted)
         if problems:
             log("a new version failed: restoring the previous state")
             cluster.put(current, base)
@@ -341,7 +342,7 @@ def canaries(rendered: Rendered, live: dict[str, dict[str, Any]]) -> list[tuple[
     return out
 
 
-def _smoke(
+def smoke(
     env: str, base_url: str, apps: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]]
 ) -> dict[str, str]:
     """POST each candidate its example request; app name -> problem for those that fail.

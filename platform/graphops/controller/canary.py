@@ -1,9 +1,10 @@
-"""Canary decisions as pure functions: judge one step of a rollout from the router's figures.
+"""Canary decisions as pure functions: judge one step of a rollout from its per-arm figures.
 
 `graphops.controller.rollout` walks the steps on a cluster and calls `judge` on every reading;
-unit tests call it directly. Figures are raw counters of the router's arms (`ArmStats.state`),
-already reduced to what happened during the step (`graphops.runtime.router` keeps totals; the
-rollout diffs the reading at the step's start from the current one).
+unit tests call it directly. Figures are raw counters of the two arms (`ArmStats.state`) as the
+stable version's splitting ingress counts them (merged across its replicas), already reduced to
+what happened during the step (the ingress keeps totals; the rollout diffs the reading at the
+step's start from the current one).
 """
 
 from __future__ import annotations

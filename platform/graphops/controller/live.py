@@ -2,8 +2,9 @@
 
 No Prometheus is needed: every graph's ingress keeps its own totals and serves them at
 ``GET /<graph>/stats`` (one replica per answer, so the reader asks until it has seen every
-RUNNING ingress replica Serve lists), and a graph behind the router is read at
-``GET /<graph>/experiment`` (totals merged across router replicas, per arm). Each source is read
+RUNNING ingress replica Serve lists), and a graph whose route is split is read at
+``GET /<graph>/experiment`` (per arm, totals merged across the replicas of what splits: the
+router of an experiment, or the stable version's ingress during a canary). Each source is read
 twice, ``seconds`` apart; the figures are what happened in between: requests per second, error
 rate, p50 and p99 (ms, histogram buckets 15% apart).
 """
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.render import router_name
-from graphops.controller.rollout import version_of
+from graphops.controller.rollout import split_in, version_of
 from graphops.environments import load_environment, load_release
 from graphops.errors import GraphOpsError
 from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_rates
@@ -35,7 +36,9 @@ class LiveFigures(BaseModel):
     env: str
     graph: str
     version: str
-    role: Annotated[str, Field(description="serving (no router), or arm behind the router.")]
+    role: Annotated[
+        str, Field(description="serving (alone), or arm of a split (experiment or canary).")
+    ]
     weight: Annotated[float, Field(description="Percent of the route's requests it gets.")]
     app: str
     seconds: Annotated[float, Field(description="Length of the window read.")]
@@ -82,9 +85,16 @@ def read_graph(
     seconds: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[LiveFigures]:
-    """The live figures of one graph: per arm behind its router, or of the one serving version."""
+    """The live figures of one graph: per arm of its split, or of the one serving version."""
     common: dict[str, Any] = {"env": env_name, "graph": graph}
-    if router_name(graph) in apps:
+    serving = [
+        (name, app)
+        for name, app in apps.items()
+        if ((app.get("deployed_app_config") or {}).get("args") or {}).get("graph") == graph
+        and app.get("route_prefix") == f"/{graph}"
+    ]
+    canary = bool(serving) and split_in(serving[0][1].get("deployed_app_config") or {}) is not None
+    if router_name(graph) in apps or canary:
         url = f"{base_url}/{graph}/experiment"
         first, t0 = _get(url, 10.0), time.monotonic()
         sleep(seconds)
@@ -104,12 +114,6 @@ def read_graph(
                 )
             )
         return out
-    serving = [
-        (name, app)
-        for name, app in apps.items()
-        if ((app.get("deployed_app_config") or {}).get("args") or {}).get("graph") == graph
-        and app.get("route_prefix") == f"/{graph}"
-    ]
     if not serving:
         return [
             LiveFigures(

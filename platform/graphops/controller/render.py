@@ -31,6 +31,7 @@ from graphops.environments import (
 )
 from graphops.runtime.schema import APP_IMPORT_PATH as IMPORT_PATH
 from graphops.runtime.schema import (
+    INGRESS,
     REQUEST_TIMEOUT_S,
     AppArgs,
     DeploymentOverride,
@@ -149,8 +150,12 @@ def application(
     if runtime_env:
         out["runtime_env"] = runtime_env
     scaling = scaling_overrides(overrides)
-    if scaling:
-        out["deployments"] = scaling
+    if not any(d["name"] == INGRESS for d in scaling):
+        # Listed even without overrides: Serve merges the application's runtime_env into the
+        # actor options of the deployments its config lists, and only those, so listing the
+        # ingress later (a canary's split in its user_config) would restart its replicas.
+        scaling = sorted([*scaling, {"name": INGRESS}], key=lambda d: str(d["name"]))
+    out["deployments"] = scaling
     return out
 
 

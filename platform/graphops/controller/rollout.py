@@ -1,19 +1,25 @@
-"""Canary rollouts on a cluster: the new version behind the router, step by step, judged live.
+"""Canary rollouts on a cluster: the stable version's own ingress splits its route, judged live.
 
 `graphops.controller.apply` calls `canary` for each graph whose environment (or own entry of
 ``rollout.graphs``) says ``strategy: canary`` and whose serving version changes. Every move is a
-complete Serve config, as in the rest of apply:
+complete Serve config, as in the rest of apply. No router is involved (it stays for the A/B
+experiments and shadows of ``release.yaml``):
 
-1. the candidate and a router start beside the running version on private routes and must
-   answer their smoke example (a failure restores the config, as for blue/green);
-2. the router takes ``/<graph>`` with the stable version and the candidate as its two arms
-   (both move to ``/_graphops/arm/<app>``; route moves and weights are in-place updates);
-3. each judged step sets the candidate's share in the router's ``user_config`` (in place) and
-   reads the router's per-arm totals until `graphops.controller.canary.judge` decides;
-4. **advance** past the last step: apply's blue/green switch gives the candidate the route alone
-   and retires the router and the old version (no hop left);
-   **abort**: the candidate's share goes to 0 in place, then the stable version takes its route
-   back and the candidate and router are removed; git is made to say so (`revert_release`).
+1. the candidate starts beside the running version on a private route and must answer its smoke
+   example (a failure restores the config, as for blue/green); the stable keeps ``/<graph>``;
+2. each judged step sets the candidate's share in the stable ingress's ``user_config``
+   (`graphops.runtime.schema.IngressSplit`, an in-place update: no replica restarts) and reads
+   both arms' totals, merged across ingress replicas at ``GET /<graph>/experiment``, until
+   `graphops.controller.canary.judge` decides. A candidate with the stable's code (same content
+   hash and fusion: a new model) is answered by its own stage deployments, called by the stable
+   ingress directly (no extra hop); other code is asked through its ingress (one hop);
+3. **advance** past the last step: apply's blue/green switch gives the candidate the route alone
+   and retires the old version;
+   **abort**: the candidate's share goes to 0 in place, then the split is dropped and the
+   candidate removed; git is made to say so (`revert_release`).
+
+A controller stopped mid-canary finds the split (`interrupted_stable`) and starts the steps
+again from the first; the candidate, already running, is only smoke-tested again.
 
 Every step is recorded (who, when, decision, reason, figures of both arms) in
 ``environments/<env>/rollouts.yaml``, committed on the checked-out branch with the release, and
@@ -36,16 +42,10 @@ from typing import Any
 import git
 import requests
 
+from graphops.controller.apply import CANDIDATE, comparable, smoke
 from graphops.controller.canary import figures, judge, shares
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.render import (
-    ARM_ROUTE,
-    Rendered,
-    app_name,
-    render,
-    router_application,
-    router_name,
-)
+from graphops.controller.render import Rendered, app_name, render, router_name
 from graphops.environments import (
     ENVIRONMENTS_DIR,
     CanaryConfig,
@@ -58,11 +58,7 @@ from graphops.environments import (
     write_release,
 )
 from graphops.errors import ApplyError
-from graphops.runtime.schema import (
-    RouteArm,
-    RouterConfig,
-    arm_delta,
-)
+from graphops.runtime.schema import INGRESS, AppArgs, IngressSplit, arm_delta
 
 ROLLOUTS_FILE = "rollouts.yaml"
 KEPT = 10
@@ -126,25 +122,64 @@ def version_of(graph: str, app: str) -> str:
     return app[len(graph) + 1 : -9]
 
 
-def router_app(graph: str, stable: str, candidate: str, share: float) -> dict[str, Any]:
-    """The router application of a canary: stable and candidate arms, ``share`` to the latter."""
-    config = RouterConfig(
+def split_of(graph: str, stable: str, candidate: dict[str, Any], share: float) -> IngressSplit:
+    """The split of a canary in the stable ingress: ``share`` percent to the ``candidate`` app."""
+    args = AppArgs.model_validate(candidate["args"])
+    name = candidate["name"]
+    return IngressSplit(
+        app=name,
+        version=version_of(graph, name),
+        own_version=version_of(graph, stable),
+        share=share,
         experiment=f"{graph}-{CANARY_PREFIX}-{version_of(graph, stable)}-vs-"
-        f"{version_of(graph, candidate)}",
-        arms=(
-            RouteArm(version=version_of(graph, stable), app=stable, weight=100 - share),
-            RouteArm(version=version_of(graph, candidate), app=candidate, weight=share),
-        ),
+        f"{version_of(graph, name)}",
+        content_hash=args.content_hash,
+        fuse=args.fuse,
     )
-    return router_application(graph, config)
+
+
+def with_split(app: dict[str, Any], split: IngressSplit | None) -> dict[str, Any]:
+    """``app`` with its ingress's ``user_config`` set to ``split`` (None: removed).
+
+    `render` lists the ingress in every graph application's ``deployments`` so that this is
+    an in-place update; an application rendered before that gets its ingress listed here (its
+    replicas restart once: Serve merges the runtime_env into listed deployments only).
+    """
+    deployments = [dict(d) for d in app.get("deployments") or []]
+    if split is not None and not any(d.get("name") == INGRESS for d in deployments):
+        deployments.append({"name": INGRESS})
+    for d in deployments:
+        if d.get("name") == INGRESS:
+            d.pop("user_config", None)
+            if split is not None:
+                d["user_config"] = split.model_dump(mode="json")
+    out = {k: v for k, v in app.items() if k != "deployments"}
+    return out | {"deployments": deployments} if deployments else out
+
+
+def split_in(app: dict[str, Any]) -> IngressSplit | None:
+    """The split an application's ingress is configured with, if any (and if readable)."""
+    for d in app.get("deployments") or []:
+        if d.get("name") == INGRESS and d.get("user_config"):
+            try:
+                return IngressSplit.model_validate(d["user_config"])
+            except ValueError:  # not one this controller wrote: no canary of ours
+                return None
+    return None
 
 
 def interrupted_stable(graph: str, live: dict[str, dict[str, Any]]) -> str | None:
-    """The stable arm of a canary of ``graph`` left running by an interrupted apply, if any."""
+    """The stable version of a canary of ``graph`` left running by an interrupted apply, if any.
+
+    The application whose ingress splits its route for a canary (or, from controllers before
+    the split moved into the ingress, the router's first arm).
+    """
+    for name, app in sorted(live.items()):
+        split = split_in(app) if (app.get("args") or {}).get("graph") == graph else None
+        if split is not None and split.experiment.startswith(f"{graph}-{CANARY_PREFIX}-"):
+            return name
     router = live.get(router_name(graph))
-    if router is None:
-        return None
-    for deployment in router.get("deployments") or []:
+    for deployment in (router or {}).get("deployments") or []:
         config = deployment.get("user_config") or {}
         if str(config.get("experiment", "")).startswith(f"{graph}-{CANARY_PREFIX}-"):
             return str(config["arms"][0]["app"])
@@ -164,16 +199,20 @@ class Canary:
     candidate: dict[str, Any]
     timeout_s: float
     log: Callable[[str], None]
+    same_code: bool = False
+    """Whether the stable ingress answers the candidate's share with no hop (last reading)."""
 
-    def config(self, share: float, stable_route: str | None = None) -> list[dict[str, Any]]:
-        """The applications with the router in front, ``share`` percent to the candidate."""
+    def config(self, share: float | None) -> list[dict[str, Any]]:
+        """The applications: the stable on its route giving ``share`` percent to the candidate.
+
+        ``share`` None: the stable alone on its route, split dropped, candidate removed.
+        """
         s, c = self.stable["name"], self.candidate["name"]
-        return [
-            *self.others,
-            self.stable | {"route_prefix": stable_route or ARM_ROUTE + s},
-            self.candidate | {"route_prefix": ARM_ROUTE + c},
-            router_app(self.graph, s, c, share),
-        ]
+        split = split_of(self.graph, s, self.candidate, share) if share is not None else None
+        stable = with_split(self.stable, split) | {"route_prefix": f"/{self.graph}"}
+        if split is None:
+            return [*self.others, stable]
+        return [*self.others, stable, self.candidate | {"route_prefix": CANDIDATE + c}]
 
     def put(self, apps: list[dict[str, Any]], names: list[str]) -> None:
         """Deploy ``apps`` and wait for ``names`` to run."""
@@ -187,25 +226,46 @@ class Canary:
                 "its share).",
             )
 
-    def arms(self) -> tuple[dict[str, Any], dict[str, Any], float]:
-        """Raw totals of the stable and candidate arms as the router counts them, and when."""
-        answer = requests.get(f"{self.url}/{self.graph}/experiment", timeout=10)
-        answer.raise_for_status()
-        report = answer.json()
-        raw = {a["app"]: a["raw"] for a in report["arms"]}
-        return raw[self.stable["name"]], raw[self.candidate["name"]], time.monotonic()
+    def arms(self, share: float) -> tuple[dict[str, Any], dict[str, Any], float]:
+        """Raw totals of the stable and candidate arms as the stable ingress counts them, and when.
+
+        Totals merged across the ingress replicas (`graphops.runtime.schema.IngressSplit`). A
+        config is applied after Serve answers the PUT: until an ingress replica answers with
+        ``share`` (a 404 before its first split), it is asked again.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            answer = requests.get(f"{self.url}/{self.graph}/experiment", timeout=10)
+            if answer.status_code != 404:
+                answer.raise_for_status()
+                report = answer.json()
+                raw = {a["app"]: a for a in report["arms"]}
+                arm = raw.get(self.candidate["name"])
+                if arm is not None and arm["weight"] == share:
+                    break
+            if time.monotonic() > deadline:
+                raise ApplyError(
+                    f"canary of {self.graph}: the ingress of {self.stable['name']} did not take "
+                    f"the split at {share:g}% within {self.timeout_s:g} s (GET "
+                    f"/{self.graph}/experiment answered {answer.status_code}).",
+                    fix="Run `graphops status`; see the Serve logs of its ingress; apply again "
+                    "to resume.",
+                )
+            time.sleep(0.25)
+        self.same_code = bool(report.get("same_code"))
+        return raw[self.stable["name"]]["raw"], arm["raw"], time.monotonic()
 
     def step(
         self, policy: CanaryConfig, share: float, sleep: Callable[[float], None]
     ) -> dict[str, Any]:
         """Walk one step: set the share in place, read until `judge` decides; the record."""
-        names = [self.stable["name"], self.candidate["name"], router_name(self.graph)]
+        names = [self.stable["name"], self.candidate["name"]]
         self.put(self.config(share), names)
         started = _now()
-        stable0, candidate0, t0 = self.arms()
+        stable0, candidate0, t0 = self.arms(share)
         while True:
             sleep(policy.poll_seconds)
-            stable1, candidate1, t1 = self.arms()
+            stable1, candidate1, t1 = self.arms(share)
             stable = figures(arm_delta(stable1, stable0))
             candidate = figures(arm_delta(candidate1, candidate0))
             verdict = judge(policy, share, t1 - t0, stable, candidate)
@@ -218,16 +278,19 @@ class Canary:
                     "seconds": round(t1 - t0, 1),
                     "decision": verdict.action,
                     "reason": verdict.reason,
+                    "path": "no hop (same code)" if self.same_code else "via its ingress",
                     "stable": stable,
                     "candidate": candidate,
                 }
 
     def abort(self) -> None:
-        """Traffic back to the stable arm in place, then its route back; candidate removed."""
-        names = [self.stable["name"], self.candidate["name"], router_name(self.graph)]
-        self.put(self.config(0), names)
-        stable = self.stable | {"route_prefix": f"/{self.graph}"}
-        self.put([*self.others, stable], [self.stable["name"]])
+        """Traffic back to the stable version in place, then the split dropped; candidate removed.
+
+        The share goes to 0 first: Serve calls no ``reconfigure`` when a ``user_config`` is taken
+        out of the config, so a replica keeps its last split; it must not name a removed app.
+        """
+        self.put(self.config(0), [self.stable["name"], self.candidate["name"]])
+        self.put(self.config(None), [self.stable["name"]])
 
 
 def canary(
@@ -262,58 +325,44 @@ def run_canary(
     sleep: Callable[[float], None],
     tracking_uri: str | None = None,
 ) -> Rollout:
-    """Start the candidate behind the router and walk the steps (see the module docstring).
+    """Start the candidate beside the stable version and walk the steps (module docstring).
 
     Returns the promoted rollout (the caller's switch gives the candidate the route, then
     records it with `graphops.controller.records.record_rollout`: git and MLflow).
 
     Raises:
-        ApplyError: The candidate or router failed to start or to answer its smoke example (the
-            previous config is restored).
+        ApplyError: The candidate failed to start or to answer its smoke example (the stable
+            version is left serving alone).
         RolloutAborted: A step aborted; the stable version serves alone, git is committed.
     """
-    from graphops.controller.apply import CANDIDATE, _smoke, comparable
-
     env = rendered.environment
     policy = env.rollout.canary_of(graph)
     base = {k: v for k, v in rendered.config.items() if k != "applications"}
-    drop = {stable["name"], candidate["name"], router_name(graph)}
+    drop = {stable["name"], candidate["name"], router_name(graph)}  # the router: older canaries
     others = [comparable(a) for n, a in live.items() if n not in drop]
     url = serve_url(env)
     run = Canary(cluster, base, url, graph, others, comparable(stable), candidate, timeout_s, log)
-    first = shares(policy)[0]
-    router = router_app(graph, stable["name"], candidate["name"], first)
-    # An interrupted canary whose router already owns the route resumes at its first step; one
-    # interrupted before (candidate and router still on private routes) starts again from here.
-    resumed = (live.get(router["name"]) or {}).get("route_prefix") == f"/{graph}"
-    if not resumed:
-        starting = {candidate["name"]: candidate, router["name"]: router}
-        current = [comparable(a) for n, a in live.items() if n not in starting]
-        log(
-            f"canary of {graph}: starting {candidate['name']} and its router beside {stable['name']}"
+    # A canary interrupted mid-way left the candidate running and the stable ingress splitting:
+    # the candidate is put (unchanged) and smoke-tested again, and the steps start from the first.
+    verb = "resuming" if candidate["name"] in live else "starting"
+    log(f"canary of {graph}: {verb} {candidate['name']} beside {stable['name']}")
+    current = [comparable(a) for n, a in live.items() if n != candidate["name"]]
+    cluster.put([*current, candidate | {"route_prefix": CANDIDATE + candidate["name"]}], base)
+    problems = cluster.wait([candidate["name"]], timeout_s)
+    if not problems:
+        known = {stable["name"]: stable, candidate["name"]: candidate}
+        problems = smoke(env.name, url, {candidate["name"]: candidate}, known)
+    if problems:
+        log("the candidate failed: restoring the stable version alone")
+        if split_in(stable) is not None:  # resumed: never leave the split naming a removed app
+            run.put(run.config(0), [stable["name"]])
+        run.put(run.config(None), [stable["name"]])
+        raise ApplyError(
+            f"{env.name}: the canary of {graph} failed to start, the previous state is "
+            "restored and kept serving: " + "; ".join(f"{n}: {why}" for n, why in problems.items()),
+            fix="Fix the version (see the reason), promote a new one, or revert the "
+            "promotion commit.",
         )
-        cluster.put(
-            [
-                *current,
-                *({**a, "route_prefix": CANDIDATE + n} for n, a in starting.items()),
-            ],
-            base,
-        )
-        problems = cluster.wait(list(starting), timeout_s)
-        if not problems:
-            known = {stable["name"]: stable, candidate["name"]: candidate}
-            problems = _smoke(env.name, url, starting, known)
-        if problems:
-            log("the candidate failed: restoring the previous state")
-            cluster.put(current, base)
-            cluster.wait([n for n in live if n not in starting], timeout_s)
-            raise ApplyError(
-                f"{env.name}: the canary of {graph} failed to start, the previous state is "
-                "restored and kept serving: "
-                + "; ".join(f"{n}: {why}" for n, why in problems.items()),
-                fix="Fix the version (see the reason), promote a new one, or revert the "
-                "promotion commit.",
-            )
     rollout = Rollout(
         graph=graph,
         env=env.name,
@@ -435,7 +484,9 @@ __all__ = [
     "load_rollouts",
     "record_in_git",
     "rollouts_path",
-    "router_app",
     "run_canary",
+    "split_in",
+    "split_of",
     "version_of",
+    "with_split",
 ]

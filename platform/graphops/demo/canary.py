@@ -232,7 +232,7 @@ def _show(run: CanaryRun, stable: str) -> None:
     )
     stable_errors = sum(int(step["stable"]["errors"]) for step in record["steps"])
     console.print(
-        f"load on the stable route: {run.failed} failed of {run.total} requests; the router "
+        f"load on the stable route: {run.failed} failed of {run.total} requests; the split "
         f"counted {stable_errors} errors of the stable arm {record['from']} in the steps",
         highlight=False,
     )

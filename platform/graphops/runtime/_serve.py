@@ -28,8 +28,9 @@ from graphops.graph import Batch
 from graphops.plan import Stage, plan
 from graphops.registry import Registry
 from graphops.runtime._http import BodyReader, GraphHttp, HttpError
+from graphops.runtime._merged import MergedCounters, empty
 from graphops.runtime._remote import open_graph, stage_runner
-from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats
+from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats, summary
 from graphops.runtime.runner import LocalRunner
 from graphops.runtime.schema import AppArgs, IngressSplit, in_ingress
 
@@ -42,6 +43,9 @@ def deployment_of(cls: type) -> Deployment:
 
 
 _JSON = "application/json"
+ARM_HEADER = "x-graphops-arm"
+"""Response header naming the version that answered, while a route is split."""
+_ROUTES = ("", "/health", "/openapi.json", "/docs", "/stats")
 
 
 async def call_with_retry(
@@ -89,6 +93,31 @@ async def call_with_retry(
 
 async def _awaited(response: Any) -> Any:
     return await response
+
+
+async def ask_version(handle: Any, body: bytes, *, graph: str, version: str, app: str) -> Any:
+    """(status, JSON answer) of another version's ingress (`GraphIngress.answer`) for ``body``.
+
+    Never raises: a version that cannot answer gives the 5xx its client sees (with the fix).
+    """
+    try:
+        return await call_with_retry(
+            lambda: handle.remote(body),
+            timeout_s=None,  # that ingress bounds its own stages; Serve bounds the rest
+            graph=graph,
+            what=f"Version {version}",
+            retry_fix="Run `graphops status` and `graphops apply`; see the Serve logs.",
+        )
+    except HttpError as exc:
+        return exc.status, exc.json()
+    except Exception as exc:  # the version's application is down or being replaced
+        logger.warning("version %s of %s failed: %s", version, graph, exc)
+        error = {
+            "error": f"Version {version} of graph '{graph}' (application {app}) did not "
+            f"answer: {type(exc).__name__}.",
+            "fix": "Run `graphops status` and `graphops apply`; see the Serve logs.",
+        }
+        return 503, json.dumps(error).encode()
 
 
 def _registry(args: AppArgs, stage: Stage) -> Registry | None:
@@ -151,8 +180,9 @@ class GraphIngress:
     """HTTP for one graph: validates requests, runs the plan (CPU stages in-process), answers.
 
     Routes under the application's route prefix: ``POST /`` (one request object or a list),
-    ``GET /health``, ``GET /openapi.json``, ``GET /docs`` and ``GET /stats`` (this replica's
-    live counters, see `Live`).
+    ``GET /health``, ``GET /openapi.json``, ``GET /docs``, ``GET /stats`` (this replica's
+    live counters, see `Live`) and, while its route is split (`IngressSplit`), ``GET
+    /experiment`` (both arms' totals merged across ingress replicas, shaped as the router's).
     """
 
     def __init__(self, args: dict[str, Any], handles: dict[str, Any]) -> None:
@@ -183,13 +213,40 @@ class GraphIngress:
             "features": self.args.features.store,
         }
         self.live = Live(graph.name, graph.version)
+        self.version = graph.version
         self.split: IngressSplit | None = None
-        self.other: Any = None
+        self.other: Any = None  # the other version's ingress (`answer`), when its code differs
+        self.other_steps: list[tuple[Stage, LocalRunner | Any]] | None = None  # same code
+        self.counters: MergedCounters | None = None
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Forward a share of this route to another version (`IngressSplit`), in place."""
-        self.split = IngressSplit.model_validate(user_config)
-        self.other = serve.get_app_handle(self.split.app).options(method_name="answer")
+        """Give a share of this route to another version (`IngressSplit`), in place.
+
+        Async, so the handles are made on the replica's event loop. The other version's stages
+        are called directly when it runs this code (same content hash and fusion); else its
+        ingress is asked. At share 0 no handle is made: the other version may be gone.
+        """
+        split = IngressSplit.model_validate(user_config)
+        if self.counters is None or self.counters.experiment != split.experiment:
+            if self.counters is not None:
+                self.counters.stop()
+            self.counters = MergedCounters(self.args.graph, split.experiment)
+        other, other_steps = None, None
+        if split.share and self.same_code(split):
+            other_steps = [
+                (stage, step)
+                if isinstance(step, LocalRunner)
+                else (stage, serve.get_deployment_handle(stage.name, split.app))
+                for stage, step in self.steps
+            ]
+        elif split.share:
+            other = serve.get_app_handle(split.app).options(method_name="answer")
+        self.other, self.other_steps, self.split = other, other_steps, split
+
+    def same_code(self, split: IngressSplit) -> bool:
+        """Whether the other version runs this graph code, planned the same way."""
+        own = self.info["content_hash"]
+        return split.content_hash == own and split.fuse == self.args.fuse
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request."""
@@ -201,12 +258,14 @@ class GraphIngress:
         try:
             if sub == "" and request.method == "POST":
                 return await self._predict(request)
+            if request.method == "GET" and sub == "/experiment" and self.split is not None:
+                return Response(json.dumps(await self.experiment()), media_type=_JSON)
             if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs", "/stats"):
                 return self._get(sub)
         except HttpError as exc:
             return error_response(exc)
         allowed = "POST" if sub == "" else "GET"
-        known = sub in ("", "/health", "/openapi.json", "/docs", "/stats")
+        known = sub in _ROUTES or (sub == "/experiment" and self.split is not None)
         error = HttpError(
             405 if known else 404,
             {
@@ -238,34 +297,77 @@ class GraphIngress:
 
     async def _predict(self, request: Request) -> Response:
         body = await self.reader.read(request)
-        split = self.split
-        if split is not None and split.share and random.random() * 100 < split.share:
-            status, answer = await self.other.remote(body)  # raw bytes: parsed once, there
-            headers = {"x-graphops-arm": split.version}
-            return Response(answer, status_code=status, media_type=_JSON, headers=headers)
-        status, answer = await self.answer(body)
-        return Response(answer, status_code=status, media_type=_JSON)
+        split, counters = self.split, self.counters
+        if split is None or counters is None:
+            status, answer = await self.answer(body)
+            return Response(answer, status_code=status, media_type=_JSON)
+        start = time.perf_counter()
+        if split.share and random.random() * 100 < split.share:
+            if self.other_steps is not None:  # same code: its stages, no extra hop
+                status, answer = await self._answer(body, self.other_steps)
+            else:  # other code: its ingress, the raw bytes parsed once, there
+                status, answer = await ask_version(
+                    self.other, body, graph=self.args.graph, version=split.version, app=split.app
+                )
+            app, version = split.app, split.version
+        else:
+            status, answer = await self.answer(body)
+            app, version = self.live.who["app"], split.own_version or self.version
+        ms = (time.perf_counter() - start) * 1000
+        tags = {"graph": self.args.graph, "arm": version, "role": "canary"}
+        counters.record(f"arm:{app}", ms, status, 1, [], tags)
+        headers = {ARM_HEADER: version}
+        return Response(answer, status_code=status, media_type=_JSON, headers=headers)
+
+    async def experiment(self) -> dict[str, Any]:
+        """Both arms of the split: totals across ingress replicas, in the router's report shape."""
+        split, counters = self.split, self.counters
+        assert split is not None and counters is not None  # set together by reconfigure
+        raw = await counters.totals()
+        arms = []
+        for version, app, weight in (
+            (split.own_version or self.version, self.live.who["app"], 100 - split.share),
+            (split.version, split.app, split.share),
+        ):
+            totals = raw["totals"].get(f"arm:{app}") or empty()
+            arms.append(
+                {"version": version, "app": app, "weight": weight, **summary(totals)}
+                | {"raw": totals}
+            )
+        return {
+            "graph": self.args.graph,
+            "experiment": split.experiment,
+            "split": "ingress",
+            "same_code": self.same_code(split),  # its share answered with no extra hop
+            "since": raw["since"],
+            "now": time.time(),
+            "arms": arms,
+        }
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
         """Answer one JSON body: (HTTP status, JSON response). The router calls this by handle."""
         start = time.perf_counter()
-        status, answer = await self._answer(body)
+        status, answer = await self._answer(body, self.steps)
         self.live.record(start, status)
         return status, answer
 
-    async def _answer(self, body: bytes) -> tuple[int, bytes]:
+    async def _answer(
+        self, body: bytes, steps: list[tuple[Stage, LocalRunner | Any]]
+    ) -> tuple[int, bytes]:
+        """Answer ``body`` with ``steps``: this version's, or another's running the same code."""
         try:
             columns, single = self.http.parse(body)
         except HttpError as exc:
             return exc.status, exc.json()
         try:
-            for stage, step in self.steps:
+            for stage, step in steps:
                 began = time.perf_counter()
                 if isinstance(step, LocalRunner):
                     columns.update(step.run_batch(columns))
                 else:
                     columns.update(await self._remote(stage, step, columns))
-                self.live.stage(stage.name, began)
+                if steps is self.steps:  # the other version's stages are not ours
+                    self.live.stage(stage.name, began)
             return 200, self.http.respond(columns, single)
         except HttpError as exc:  # a stage timed out, or lost its replicas
             return exc.status, exc.json()

@@ -7,12 +7,12 @@ weights, sticky key and shadow from its ``user_config``: changing them is an in-
 replica restarts. It forwards the request body to the chosen arm's ingress by handle
 (`GraphIngress.answer`), names the arm in the ``x-graphops-arm`` header, copies a share of the
 requests to the shadow in the background, and counts per arm (Prometheus metrics through Ray
-Serve, plus totals merged across router replicas by a small actor, read at
+Serve, plus totals merged across router replicas by `graphops.runtime._merged`, read at
 ``GET /<graph>/experiment``). Without ``traffic`` there is no router: the version's own
 application owns the route and no hop is added.
 
-About 390 lines on purpose: the router deployment, its statistics actor and their wiring are one
-request path, read together.
+A canary does not use the router: the stable version's own ingress splits its route
+(`graphops.runtime.schema.IngressSplit`), with no hop for requests that run the same code.
 """
 
 from __future__ import annotations
@@ -25,25 +25,16 @@ import re
 import time
 from typing import Any
 
-import ray
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
 from graphops.errors import ServeError
 from graphops.runtime._http import BodyReader, HttpError
-from graphops.runtime._serve import call_with_retry, deployment_of, error_response
-from graphops.runtime._traffic import (
-    LATENCY_BOUNDS_MS,
-    ArmStats,
-    Picker,
-    agree,
-    merge,
-    outputs,
-    summary,
-)
+from graphops.runtime._merged import MergedCounters, empty
+from graphops.runtime._serve import ARM_HEADER, ask_version, deployment_of, error_response
+from graphops.runtime._traffic import ArmStats, Picker, agree, outputs, summary
 from graphops.runtime.schema import (
     ROUTER_CPUS,
     ROUTER_MAX_ONGOING,
@@ -53,9 +44,6 @@ from graphops.runtime.schema import (
 from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
 from graphops.runtime.schema import ROUTER_IMPORT_PATH as IMPORT_PATH
 
-ARM_HEADER = "x-graphops-arm"
-STATS_NAMESPACE = "graphops"
-FLUSH_S = 1.0
 REPLICA_ENV = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
@@ -73,36 +61,6 @@ _JSON = "application/json"
 _ROW = re.compile(r"first: row (\d+),")
 
 
-class _ExperimentStatsState:
-    """Totals of one experiment, merged from every router replica's periodic deltas."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, dict[str, Any]] = {}
-        self.started = time.time()
-
-    def add(self, parts: dict[str, dict[str, Any]]) -> None:
-        """Add per-arm raw counters (``role:version`` -> `ArmStats.state`)."""
-        for key, part in parts.items():
-            self.totals[key] = merge(self.totals.get(key, {}), part)
-
-    def read(self) -> dict[str, Any]:
-        """Raw totals and when counting started."""
-        return {"since": self.started, "totals": self.totals}
-
-
-ExperimentStats = ray.remote(num_cpus=0)(_ExperimentStatsState)  # the actor class
-
-
-def stats_actor(graph: str, experiment: str) -> Any:
-    """The (detached, named) statistics actor of one experiment; created on first use."""
-    return ExperimentStats.options(
-        name=f"experiment:{graph}:{experiment}",
-        namespace=STATS_NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-    ).remote()
-
-
 class Router:
     """Splits a graph's stable route between versions; see the module docstring."""
 
@@ -111,23 +69,8 @@ class Router:
         self.route = self.args.route or f"/{self.args.graph}"
         self.reader = BodyReader.of(self.args.graph, self.args)
         self.config: RouterConfig | None = None
-        self.stats: dict[str, ArmStats] = {}
+        self.counters: MergedCounters | None = None
         self.pending: set[asyncio.Task[Any]] = set()
-        self.flusher: asyncio.Task[Any] | None = None
-        # Ray types tag_keys as a 1-tuple (tuple[str]); any tuple of names is what it takes.
-        tags: Any = ("graph", "arm", "role")
-        self.m_requests = Counter(
-            "graphops_arm_requests", description="Requests answered per arm.", tag_keys=tags
-        )
-        self.m_errors = Counter(
-            "graphops_arm_errors", description="Failed requests (5xx) per arm.", tag_keys=tags
-        )
-        self.m_latency = Histogram(
-            "graphops_arm_latency_ms",
-            description="Latency of the arm's answer, seen by the router.",
-            boundaries=list(LATENCY_BOUNDS_MS[::4]),
-            tag_keys=tags,
-        )
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Take new arms/weights/shadow in place (Serve calls this on a ``user_config`` change).
@@ -136,9 +79,10 @@ class Router:
         ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0`` (`REPLICA_ENV`) must be created on one.
         """
         config = RouterConfig.model_validate(user_config)
-        if self.config is None or config.experiment != self.config.experiment:
-            self.stats = {}
-            self.actor = stats_actor(self.args.graph, config.experiment)
+        if self.counters is None or config.experiment != self.counters.experiment:
+            if self.counters is not None:
+                self.counters.stop()
+            self.counters = MergedCounters(self.args.graph, config.experiment)
         self.config = config
         self.picker = Picker(config)
         apps = [a.app for a in config.arms] + ([config.shadow.app] if config.shadow else [])
@@ -148,8 +92,6 @@ class Router:
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request."""
-        if self.flusher is None:
-            self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         path = request.url.path
         root = request.scope.get("root_path") or self.route
         sub = (path[len(root) :] if path.startswith(root) else path).rstrip("/")
@@ -202,28 +144,9 @@ class Router:
     async def _ask(self, index: int, body: bytes, rows: int) -> tuple[int, bytes]:
         arm = self._configured().arms[index]
         start = time.perf_counter()
-        try:
-            status, answer = await call_with_retry(
-                lambda: self.calls[arm.app].remote(body),
-                timeout_s=None,  # the arm's ingress bounds its own stages; Serve bounds the rest
-                graph=self.args.graph,
-                what=f"Arm {arm.version}",
-                retry_fix="Run `graphops status` and `graphops apply`; see the Serve logs.",
-            )
-        except HttpError as exc:
-            status, answer = exc.status, exc.json()
-        except Exception as exc:  # the arm's application is down or being replaced
-            logger.warning("arm %s of %s failed: %s", arm.version, self.args.graph, exc)
-            status, answer = (
-                503,
-                json.dumps(
-                    {
-                        "error": f"Arm {arm.version} of graph '{self.args.graph}' (application "
-                        f"{arm.app}) did not answer: {type(exc).__name__}.",
-                        "fix": "Run `graphops status` and `graphops apply`; see the Serve logs.",
-                    }
-                ).encode(),
-            )
+        status, answer = await ask_version(
+            self.calls[arm.app], body, graph=self.args.graph, version=arm.version, app=arm.app
+        )
         self._record("arm", arm.version, start, status, rows, answer)
         return status, answer
 
@@ -268,42 +191,26 @@ class Router:
         self, role: str, version: str, start: float, status: int, rows: int, answer: bytes
     ) -> ArmStats:
         ms = (time.perf_counter() - start) * 1000
-        stats = self.stats.setdefault(f"{role}:{version}", ArmStats())
         values: list[Any] = []
         if status == 200:
             try:
                 values = outputs(json.loads(answer), self._configured().output)
             except ValueError:
                 values = []
-        stats.record(ms, status, rows or len(values), values)
+        assert self.counters is not None  # set with the config
         tags = {"graph": self.args.graph, "arm": version, "role": role}
-        self.m_requests.inc(tags=tags)
-        if status >= 500 or status == 0:
-            self.m_errors.inc(tags=tags)
-        self.m_latency.observe(ms, tags=tags)
-        return stats
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Send this replica's counters to the experiment's actor and start again from zero."""
-        parts = {k: s.state() for k, s in self.stats.items() if s.requests}
-        if parts:
-            for s in self.stats.values():
-                s.reset()
-            await self.actor.add.remote(parts)
+        return self.counters.record(
+            f"{role}:{version}", ms, status, rows or len(values), values, tags
+        )
 
     async def report(self) -> dict[str, Any]:
         """The experiment's totals across router replicas, per arm and for the shadow."""
         config = self._configured()
-        await self.flush()
-        raw = await self.actor.read.remote()
+        assert self.counters is not None  # set with the config
+        raw = await self.counters.totals()
         arms = []
         for arm in config.arms:
-            counters = raw["totals"].get(f"arm:{arm.version}") or _empty()
+            counters = raw["totals"].get(f"arm:{arm.version}") or empty()
             figures = summary(counters)
             arms.append(
                 {"version": arm.version, "app": arm.app, "weight": arm.weight, **figures}
@@ -320,7 +227,7 @@ class Router:
         }
         if config.shadow is not None:
             s = config.shadow
-            figures = summary(raw["totals"].get(f"shadow:{s.version}") or _empty())
+            figures = summary(raw["totals"].get(f"shadow:{s.version}") or empty())
             out["shadow"] = {"version": s.version, "app": s.app, "percent": s.percent, **figures}
         return out
 
@@ -348,10 +255,6 @@ class Router:
 
 def _key(row: Any, key: str | None) -> Any:
     return row.get(key) if key is not None and isinstance(row, dict) else None
-
-
-def _empty() -> dict[str, Any]:
-    return ArmStats().state()
 
 
 def _renumber(answer: bytes, where: list[int]) -> bytes:

@@ -5,7 +5,7 @@ its ``_private`` package: the arguments of the graph and router applications, th
 split, a graph's Serve deployments and an environment's overrides of them, and `GraphSpec`, the one
 carrier of what a worker needs to rebuild a graph (online: `AppArgs`; offline: one per stage).
 The ``graphops.runtime._*`` modules are private (an import-linter contract keeps them so).
-A little over 350 lines on purpose: the contract is one file to read, as in Ray Serve.
+A little under 500 lines on purpose: the contract is one file to read, as in Ray Serve.
 """
 
 from __future__ import annotations
@@ -241,16 +241,36 @@ class RouterConfig(FrozenModel):
 
 
 class IngressSplit(FrozenModel):
-    """A graph ingress's ``user_config``: a share of its own route forwarded to another version.
+    """A graph ingress's ``user_config``: a share of its own route answered by another version.
 
-    The no-hop alternative to the router for a two-arm split (a canary): requests kept by this
-    version pay nothing extra, only the forwarded share crosses one handle hop. Changing it is an
-    in-place update. Measured in docs/performance.md (e); the rollouts still use the router.
+    The split of a canary, done by the stable version's own ingress instead of the router, so
+    the share it keeps pays no hop. When the other version runs the same code (its
+    ``content_hash`` and ``fuse`` equal this application's: a new model, same graph), the ingress
+    runs its own in-process stages and calls the **other application's stage deployments**
+    directly, so the forwarded share pays no hop either; otherwise it forwards the body to the
+    other version's ingress (one hop). Both arms are counted per replica and merged across
+    replicas under ``experiment`` (read at ``GET <route>/experiment``, as the router's). Changing
+    it is an in-place update (no replica restarts). Measured in docs/performance.md (e).
     """
 
     app: Annotated[str, Field(description="Serve application of the other version.")]
     version: Annotated[str, Field(description="Its graph version (named in x-graphops-arm).")]
-    share: Annotated[float, Field(ge=0, le=100, description="Percent of requests forwarded.")]
+    share: Annotated[float, Field(ge=0, le=100, description="Percent of requests it answers.")]
+    experiment: Annotated[
+        str, Field(description="Names the per-arm figures merged across ingress replicas.")
+    ]
+    own_version: Annotated[
+        str | None,
+        Field(description="This application's version (default: the graph's own version)."),
+    ] = None
+    content_hash: Annotated[
+        str | None,
+        Field(
+            description="The other version's graph content hash: equal to this one's (and the "
+            "same fuse), its stages are called directly, with no hop; None: always forward."
+        ),
+    ] = None
+    fuse: Annotated[bool, Field(description="Whether the other version's plan is fused.")] = True
 
 
 class DeploymentSpec(FrozenModel):
