@@ -39,9 +39,9 @@ def dev_repo(repo_copy: Path, root: Path, edit: Callable[[dict[str, Any]], None]
     return root
 
 
-def multinode_repo(repo_copy: Path, root: Path, cluster: LocalCluster) -> Path:
-    """`dev_repo` whose dev is ``cluster`` (graphops.demo.nodes) with `gpus: true`; the token
-    is read from GRAPHOPS_MN_TOKEN."""
+def multinode_repo(repo_copy: Path, root: Path, cluster: LocalCluster, **policy: Any) -> Path:
+    """`dev_repo` whose dev is ``cluster`` (graphops.demo.nodes) with `gpus: true` and
+    ``policy`` in its policy; the token is read from GRAPHOPS_MN_TOKEN."""
 
     def on_nodes(data: dict[str, Any]) -> None:
         data["cluster"] |= {
@@ -52,6 +52,7 @@ def multinode_repo(repo_copy: Path, root: Path, cluster: LocalCluster) -> Path:
         }
         data["code"]["store"] = f"file://{root.parent / 'packages'}"
         data["http_port"] = cluster.head.ports["serve"]
+        data["policy"] |= policy
 
     return dev_repo(repo_copy, root, on_nodes)
 

@@ -49,7 +49,14 @@ def _loopback(url: str) -> None:
 
 
 def _run(
-    url: str, body: bytes, rps: float, seconds: float, out: Any, ok_status: int, stop: Any
+    url: str,
+    body: bytes,
+    rps: float,
+    seconds: float,
+    out: Any,
+    ok_status: int,
+    stop: Any,
+    threads: int,
 ) -> None:
     import requests
 
@@ -80,7 +87,7 @@ def _run(
             result.failures.append((round(t0 - started, 2), what))
             result.samples.setdefault(what, text[:300])
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, range(count)))
     result.total = sum(statuses.values())
     result.timeline.sort()
@@ -90,10 +97,21 @@ def _run(
 
 
 class Load:
-    """A load process: ``rps`` requests per second of ``body`` to ``url`` for ``seconds``."""
+    """A load process: ``rps`` requests per second of ``body`` to ``url`` for ``seconds``.
+
+    At most ``threads`` requests are in flight: while all of them wait, the schedule slips.
+    Give it rps x (longest wait) threads to keep sending on time through an outage.
+    """
 
     def __init__(
-        self, url: str, body: bytes, *, rps: float = 20, seconds: float = 8, ok_status: int = 200
+        self,
+        url: str,
+        body: bytes,
+        *,
+        rps: float = 20,
+        seconds: float = 8,
+        ok_status: int = 200,
+        threads: int = 16,
     ) -> None:
         _loopback(url)
         if seconds > MAX_SECONDS:
@@ -103,7 +121,7 @@ class Load:
         self._stop = context.Event()
         self._process = context.Process(
             target=_run,
-            args=(url, body, rps, seconds, self._queue, ok_status, self._stop),
+            args=(url, body, rps, seconds, self._queue, ok_status, self._stop, threads),
             daemon=True,
         )
         self.seconds = seconds
