@@ -8,6 +8,7 @@ hardware, so GPU placement (and its loss) can be tried on CPUs. Nodes are named 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,32 +89,52 @@ class LocalCluster:
         Raises:
             ConfigError: when the node did not join in `ATTEMPTS` starts (its log's end).
         """
-        if name in self.workers:
-            raise ConfigError(
-                f"A worker node named {name!r} already runs (pid {self.workers[name].pid}).",
-                fix="Stop it first (`stop_worker`) or choose another name.",
-            )
+        return self.add_workers(((name, cpus, gpus),))[name]
+
+    def add_workers(self, specs: tuple[tuple[str, int, int], ...]) -> dict[str, str]:
+        """Start worker nodes (name, CPUs, logical GPUs) at once, wait until each joined.
+
+        Each node advertises a resource of its own (`marker`), by which it is found once it
+        joined; one that does not join is started again, up to `ATTEMPTS` times.
+
+        Raises:
+            ConfigError: when a node did not join in `ATTEMPTS` starts (its log's end).
+        """
+        for name, *_ in specs:
+            if name in self.workers:
+                raise ConfigError(
+                    f"A worker node named {name!r} already runs (pid {self.workers[name].pid}).",
+                    fix="Stop it first (`stop_worker`) or choose another name.",
+                )
+        pending = {name: (cpus, gpus) for name, cpus, gpus in specs}
         for attempt in range(1, ATTEMPTS + 1):
-            before = {n["node_id"] for n in alive_nodes(self.head)}
-            worker = services.start_ray_worker(
-                name,
-                self.head,
-                num_cpus=cpus,
-                num_gpus=gpus,
-                tracking_uri=self.tracking_uri,
-                taken=self.taken,
-            )
-            try:
-                node_id = _joined(self.head, worker, before)
-            except ConfigError:
-                services.stop(worker)
-                if attempt == ATTEMPTS:
-                    raise
-                time.sleep(5)
-                continue
-            self.workers[name] = worker
-            self.ids[name] = node_id
-            return node_id
+            started = {
+                name: services.start_ray_worker(
+                    name,
+                    self.head,
+                    num_cpus=cpus,
+                    num_gpus=gpus,
+                    resources=json.dumps({marker(name): 1}),
+                    tracking_uri=self.tracking_uri,
+                    taken=self.taken,
+                )
+                for name, (cpus, gpus) in pending.items()
+            }
+            failed: list[ConfigError] = []
+            for name, worker in started.items():
+                try:
+                    self.ids[name] = _joined(self.head, worker, marker(name))
+                except ConfigError as exc:
+                    services.stop(worker)
+                    failed.append(exc)
+                    continue
+                self.workers[name] = worker
+                del pending[name]
+            if not pending:
+                return {name: self.ids[name] for name, *_ in specs}
+            if attempt == ATTEMPTS:
+                raise failed[0]
+            time.sleep(5)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def stop_worker(self, name: str) -> None:
@@ -127,8 +148,13 @@ class LocalCluster:
         services.stop(self.head)
 
 
-def _joined(head: services.Service, worker: services.Service, before: set[str]) -> str:
-    """Wait until a node not in ``before`` is ALIVE; its id (ConfigError if the process exits)."""
+def marker(name: str) -> str:
+    """The resource (one unit) worker node ``name`` advertises, so that it can be told apart."""
+    return f"graphops_node_{name}"
+
+
+def _joined(head: services.Service, worker: services.Service, resource: str) -> str:
+    """Wait until the node holding ``resource`` is ALIVE; its id (ConfigError if it exits)."""
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while time.monotonic() < deadline:
         if not worker.alive():
@@ -138,7 +164,9 @@ def _joined(head: services.Service, worker: services.Service, before: set[str]) 
                 f"{worker.log}:\n{tail}",
                 fix="Read the log; a port may be taken, or the machine too busy.",
             )
-        new = [n["node_id"] for n in alive_nodes(head) if n["node_id"] not in before]
+        new = [
+            n["node_id"] for n in alive_nodes(head) if resource in (n.get("resources_total") or {})
+        ]
         if new:
             return str(new[0])
         time.sleep(1)
@@ -189,8 +217,7 @@ def start_local_cluster(
     cluster = LocalCluster.around(head, tracking_uri)
     cluster.taken |= taken
     try:
-        for worker, cpus, gpus in workers:
-            cluster.add_worker(worker, cpus=cpus, gpus=gpus)
+        cluster.add_workers(workers)
     except BaseException:
         cluster.stop()
         raise
