@@ -37,6 +37,7 @@ class DemoJob:
     state: services.LocalState = field(default_factory=services.LocalState)
     problems: list[str] = field(default_factory=list)
     answers: list[tuple[str, str, str, str]] = field(default_factory=list)
+    multinode: bool = False  # worker nodes beside dev's head, dev with `gpus: true`
 
     @property
     def state_file(self) -> Path:

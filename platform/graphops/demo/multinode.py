@@ -36,9 +36,9 @@ def join_nodes(job: DemoJob) -> None:
         node_id = cluster.add_worker(name, cpus=cpus, gpus=gpus)
         job.state.services[name] = cluster.workers[name]
         services.save_state(job.state_file, job.state)
+        what = [f"{cpus} CPU" + ("s" * (cpus != 1)), f"{gpus} logical GPUs" if gpus else ""]
         console.print(
-            f"{name}: joined dev as node {node_id[:12]} ({cpus} CPUs"
-            + (f", {gpus} logical GPUs)" if gpus else ")")
+            f"{name}: joined dev as node {node_id[:12]} ({', '.join(filter(None, what))})"
         )
 
 
