@@ -30,8 +30,7 @@ def join_nodes(job: DemoJob) -> None:
     cluster = LocalCluster.around(head, job.registry.tracking_uri)
     cluster.taken |= {p for s in job.state.services.values() for p in s.ports.values()}
     for name, cpus, gpus in WORKERS:
-        if name in job.state.services:
-            console.print(f"{name}: running (pid {job.state.services[name].pid}), reused")
+        if name in job.state.services:  # running: reused (said when the services started)
             continue
         node_id = cluster.add_worker(name, cpus=cpus, gpus=gpus)
         job.state.services[name] = cluster.workers[name]

@@ -126,7 +126,8 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
     for name, service in list(job.state.services.items()):
         if service.alive():
             taken |= set(service.ports.values())
-            console.print(f"{name}: running at {service.url} (pid {service.pid}), reused")
+            where = f"worker node of {service.head}" if service.head else f"at {service.url}"
+            console.print(f"{name}: running {where} (pid {service.pid}), reused")
         else:
             services.stop(service)  # leftovers of a crashed run: its temp dir
             del job.state.services[name]
