@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import git
 import yaml
 
 from graphops.controller.render import render_all
+from graphops.demo.nodes import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,3 +37,33 @@ def dev_repo(repo_copy: Path, root: Path, edit: Callable[[dict[str, Any]], None]
         r.git.add(A=True)
         r.index.commit("graphs and environments")
     return root
+
+
+def multinode_repo(repo_copy: Path, root: Path, cluster: LocalCluster, **policy: Any) -> Path:
+    """`dev_repo` whose dev is ``cluster`` (graphops.demo.nodes) with `gpus: true` and
+    ``policy`` in its policy; the token is read from GRAPHOPS_MN_TOKEN."""
+
+    def on_nodes(data: dict[str, Any]) -> None:
+        data["cluster"] |= {
+            "dashboard": cluster.head.url,
+            "serve_url": f"http://127.0.0.1:{cluster.head.ports['serve']}",
+            "token_env": "GRAPHOPS_MN_TOKEN",
+            "gpus": True,
+        }
+        data["code"]["store"] = f"file://{root.parent / 'packages'}"
+        data["http_port"] = cluster.head.ports["serve"]
+        data["policy"] |= policy
+
+    return dev_repo(repo_copy, root, on_nodes)
+
+
+def multinode_env(cluster: LocalCluster, tracking_uri: str) -> dict[str, str]:
+    """The environment of a `graphops` subprocess that works on ``cluster``."""
+    env = {k: v for k, v in os.environ.items() if k != "GRAPHOPS_REPO"}
+    return env | {
+        "RAY_ADDRESS": cluster.address,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": cluster.token,
+        "GRAPHOPS_MN_TOKEN": cluster.token,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }

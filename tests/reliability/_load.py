@@ -1,8 +1,8 @@
 """A bounded load generator that runs in its own process, on loopback only.
 
 `Load.start` spawns a process that POSTs one body to one URL at a fixed rate for a fixed time
-(at most `MAX_REQUESTS` requests), from a few threads, and reports counts and latencies when
-`Load.result` is called. The scenarios measure the cluster under that load, never themselves.
+(at most `MAX_REQUESTS` requests, or until `Load.finish`), from a few threads, and reports
+counts, latencies and each request's timeline when `Load.result` is called. The scenarios measure the cluster under that load, never themselves.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     failures: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, what)
     samples: dict[str, str] = field(default_factory=dict)  # the first answer's text per failure
+    started_at: float = 0.0  # wall clock (time.time()) when the schedule began
+    timeline: list[tuple[float, float, str]] = field(default_factory=list)  # (sent, answered, what)
 
     @property
     def failed(self) -> int:
@@ -46,10 +48,19 @@ def _loopback(url: str) -> None:
         raise ValueError(f"load goes to loopback only, not {host}")
 
 
-def _run(url: str, body: bytes, rps: float, seconds: float, out: Any, ok_status: int) -> None:
+def _run(
+    url: str,
+    body: bytes,
+    rps: float,
+    seconds: float,
+    out: Any,
+    ok_status: int,
+    stop: Any,
+    threads: int,
+) -> None:
     import requests
 
-    result = LoadResult()
+    result = LoadResult(started_at=time.time())
     statuses: Counter[str] = Counter()
     started = time.perf_counter()
     count = min(int(rps * seconds), MAX_REQUESTS)
@@ -57,7 +68,8 @@ def _run(url: str, body: bytes, rps: float, seconds: float, out: Any, ok_status:
 
     def one(i: int) -> None:
         due = started + i / rps
-        time.sleep(max(0.0, due - time.perf_counter()))
+        if stop.wait(max(0.0, due - time.perf_counter())):
+            return  # finished early: this one is never sent
         t0 = time.perf_counter()
         try:
             answer = session.post(
@@ -68,39 +80,60 @@ def _run(url: str, body: bytes, rps: float, seconds: float, out: Any, ok_status:
             what, text = type(exc).__name__, str(exc)
         ms = (time.perf_counter() - t0) * 1000
         statuses[what] += 1
+        result.timeline.append((round(t0 - started, 3), round(t0 - started + ms / 1000, 3), what))
         if what == str(ok_status):
             result.latencies_ms.append(ms)
         else:
             result.failures.append((round(t0 - started, 2), what))
             result.samples.setdefault(what, text[:300])
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, range(count)))
-    result.total = count
+    result.total = sum(statuses.values())
+    result.timeline.sort()
     result.ok = statuses[str(ok_status)]
     result.statuses = dict(statuses)
     out.put(result)
 
 
 class Load:
-    """A load process: ``rps`` requests per second of ``body`` to ``url`` for ``seconds``."""
+    """A load process: ``rps`` requests per second of ``body`` to ``url`` for ``seconds``.
+
+    At most ``threads`` requests are in flight: while all of them wait, the schedule slips.
+    Give it rps x (longest wait) threads to keep sending on time through an outage.
+    """
 
     def __init__(
-        self, url: str, body: bytes, *, rps: float = 20, seconds: float = 8, ok_status: int = 200
+        self,
+        url: str,
+        body: bytes,
+        *,
+        rps: float = 20,
+        seconds: float = 8,
+        ok_status: int = 200,
+        threads: int = 16,
     ) -> None:
         _loopback(url)
         if seconds > MAX_SECONDS:
             raise ValueError(f"at most {MAX_SECONDS} s of load")
         context = mp.get_context("spawn")
         self._queue = context.Queue()
+        self._stop = context.Event()
         self._process = context.Process(
-            target=_run, args=(url, body, rps, seconds, self._queue, ok_status), daemon=True
+            target=_run,
+            args=(url, body, rps, seconds, self._queue, ok_status, self._stop, threads),
+            daemon=True,
         )
         self.seconds = seconds
 
     def start(self) -> Load:
         self._process.start()
         return self
+
+    def finish(self) -> LoadResult:
+        """Send no more requests (those in flight are answered) and return the result."""
+        self._stop.set()
+        return self.result()
 
     def result(self) -> LoadResult:
         try:

@@ -46,6 +46,15 @@ def demo(
             "models and data exists (default: reuse it).",
         ),
     ] = False,
+    multinode: Annotated[
+        bool,
+        typer.Option(
+            "--multinode",
+            help="Also join a CPU worker node and a worker node with logical GPUs to dev's "
+            "cluster, apply dev with `gpus: true` and print where each deployment runs "
+            "(slower; `--down` stops the nodes).",
+        ),
+    ] = False,
 ) -> None:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
 
@@ -73,6 +82,7 @@ def demo(
         experiment=experiment,
         revalidate=revalidate,
         canary=canary,
+        multinode=multinode,
     )
     if not ok:
         raise typer.Exit(1)

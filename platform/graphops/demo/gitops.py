@@ -31,7 +31,8 @@ def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True)
     with job.step("Check the local services answer"):
         for service in job.state.services.values():
             services.wait_ready(service)
-            console.print(f"{service.name}: up at {service.url}")
+            where = f"worker node of {service.head}" if service.head else f"up at {service.url}"
+            console.print(f"{service.name}: {where}")
     with job.step("GitOps sandbox: a clone of this repository, its environments on the clusters"):
         if not _sandbox(job, envs):
             return None
@@ -39,6 +40,11 @@ def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True)
         graphops_command(job, "promote", "--auto", "--to", "dev", "--push", "main")
         _pull(job)
     _apply_and_ask(job, "dev", names)
+    if job.multinode:
+        from graphops.demo.multinode import show_placement
+
+        with job.step("dev: where each deployment runs across the nodes"):
+            show_placement(job)
     _harden(job, names)
     if "staging" in envs and STAGING_GRAPH in names:
         with job.step(f"Promote {STAGING_GRAPH} to staging and merge it (a reviewed PR)", False):
@@ -75,7 +81,8 @@ def _sandbox(job: DemoJob, envs: list[str]) -> bool:
             "neither promoted nor served; commit them (and re-run) to see them live."
         )
     origin = job.work / "gitops.git"
-    if job.state.source_head == head and (job.sandbox / ".git").is_dir():
+    same = job.state.source_head == head and job.state.multinode == job.multinode
+    if same and (job.sandbox / ".git").is_dir():
         console.print(f"sandbox at {job.sandbox} is from {head[:12]} (HEAD): reused")
         return True
     for path in (origin, job.sandbox):
@@ -92,11 +99,12 @@ def _sandbox(job: DemoJob, envs: list[str]) -> bool:
         clone.git.add("environments")
         clone.index.commit("demo: environments on the local clusters")
         clone.git.push("origin", "main:main", "--force")
-    job.state.source_head = head
+    job.state.source_head, job.state.multinode = head, job.multinode
     services.save_state(job.state_file, job.state)
     console.print(
         f"origin {origin} (bare, the team's remote) and clone {job.sandbox} (CI's checkout) "
         f"from {head[:12]}; dev and staging point at the local clusters"
+        + (" (dev with `gpus: true`)" if job.multinode else "")
     )
     return True
 
@@ -119,6 +127,8 @@ def _point_at_cluster(job: DemoJob, env: str) -> None:
     # A local cluster: code zips in a file:// store, models in this machine's MLflow files.
     data["code"] = {"mode": "uri", "store": f"file://{job.work.resolve() / 'packages'}"}
     data["models"] = {"artifact_stores": ["file://", "mlflow-artifacts:"]}
+    if env == "dev" and job.multinode:  # a model stage keeps its GPU: the GPU node has them
+        data["cluster"]["gpus"] = True
     if env != "dev":  # nobody waits 30 minutes in a demo: the soak gate passes at once
         data["policy"] = (data.get("policy") or {}) | {"soak_minutes": 0}
     path.write_text(

@@ -39,6 +39,7 @@ class DemoJob:
     answers: list[tuple[str, str, str, str]] = field(default_factory=list)
     canaries: list[Any] = field(default_factory=list)
     """The canaries dev walked (`graphops.demo.canary.CanaryRun`), for the summary."""
+    multinode: bool = False  # worker nodes beside dev's head, dev with `gpus: true`
 
     @property
     def state_file(self) -> Path:

@@ -51,6 +51,7 @@ def main_job(
     experiment: bool = True,
     revalidate: bool = False,
     canary: bool = True,
+    multinode: bool = False,
 ) -> bool:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
 
@@ -72,14 +73,22 @@ def main_job(
             (code, models, data) is recorded (default: that one is reused, and said so).
         canary: After dev's first apply, roll out a new version of `CANARY_GRAPH` by canary
             under load (promoted step by step) and a broken one (aborted); `demo.canary`.
+        multinode: Join a CPU and a logical-GPU worker node to dev's cluster, apply dev with
+            `gpus: true` and print where each deployment runs (`graphops.demo.multinode`).
 
     Returns:
         True when every step passed (the command's exit code is 0), False otherwise.
     """
     job = _job(root, registry)
+    job.multinode = multinode
     envs = ["dev", "staging"] if staging else ["dev"]
     with job.step("Start the local services (reused when already up)"):
         _start_services(job, envs, mlflow_ui)
+    if multinode:
+        from graphops.demo.multinode import join_nodes
+
+        with job.step("Multi-node: a CPU and a logical-GPU worker node join dev's cluster"):
+            join_nodes(job)
     catalog, names = _author(job, graphs)
     report = validate_step(job, names, revalidate)
     if experiment:
@@ -121,9 +130,14 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
     for name, service in list(job.state.services.items()):
         if service.alive():
             taken |= set(service.ports.values())
-            console.print(f"{name}: running at {service.url} (pid {service.pid}), reused")
+            where = f"worker node of {service.head}" if service.head else f"at {service.url}"
+            console.print(f"{name}: running {where} (pid {service.pid}), reused")
         else:
             services.stop(service)  # leftovers of a crashed run: its temp dir
+            del job.state.services[name]
+    for name, service in list(job.state.services.items()):
+        if service.head and service.head not in job.state.services:  # its head is gone
+            services.stop(service)
             del job.state.services[name]
     for env in envs:  # one at a time: a raylet must register within 30 s, even on a busy box
         name = f"ray-{env}"
@@ -284,6 +298,8 @@ def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
     urls.add_column("what")
     urls.add_column("URL or path")
     for name, service in job.state.services.items():
+        if service.head:  # a worker node: its head's dashboard is listed
+            continue
         what = (
             "MLflow UI" if name == "mlflow-ui" else f"Ray dashboard ({name.removeprefix('ray-')})"
         )
@@ -333,7 +349,8 @@ def _down(job: DemoJob) -> None:
     if not job.state.services and not job.work.exists():
         console.print("Nothing to stop: no demo services are recorded.")
         return
-    for name, service in job.state.services.items():
+    # Worker nodes first, then the heads they joined.
+    for name, service in sorted(job.state.services.items(), key=lambda kv: kv[1].head is None):
         was = "stopped" if service.alive() else "was not running"
         started = time.perf_counter()
         with console.status(f"Stopping {name} (pid {service.pid}) ..."):

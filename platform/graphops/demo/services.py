@@ -53,6 +53,10 @@ class Service(StrictModel):
     log: Annotated[str, Field(description="Its stdout/stderr log file.")]
     temp_dir: Annotated[str | None, Field(description="Ray's --temp-dir, removed on stop.")] = None
     token_file: Annotated[str | None, Field(description="File holding the cluster token.")] = None
+    head: Annotated[
+        str | None,
+        Field(description="For a Ray worker node: the name of the head it joined (else None)."),
+    ] = None
 
     @property
     def token(self) -> str | None:
@@ -81,6 +85,9 @@ class LocalState(StrictModel):
     source_head: Annotated[
         str | None, Field(description="Commit of the repository the GitOps sandbox was cloned at.")
     ] = None
+    multinode: Annotated[
+        bool, Field(description="The sandbox's dev has `gpus: true` (worker nodes beside it).")
+    ] = False
 
 
 def load_state(path: Path) -> LocalState:
@@ -247,7 +254,13 @@ def start_ray_worker(
     env.pop("RAY_ADDRESS", None)
     process = _spawn(command, log, env=env)
     return Service(
-        name=name, pid=process.pid, url=head.url, ports=ports, log=str(log), temp_dir=temp_dir
+        name=name,
+        pid=process.pid,
+        url=head.url,
+        ports=ports,
+        log=str(log),
+        temp_dir=temp_dir,
+        head=head.name,
     )
 
 
@@ -293,7 +306,12 @@ def start_mlflow_ui(
 
 
 def ready(service: Service) -> bool:
-    """Whether the service answers: the Serve REST API with the token, or the MLflow UI."""
+    """Whether the service answers: the Serve REST API with the token, or the MLflow UI.
+
+    A worker node answers nothing itself: it counts as ready while its process runs.
+    """
+    if service.head:
+        return service.alive()
     token = service.token
     path = "/api/serve/applications/" if token else "/health"
     headers = {"Authorization": f"Bearer {token}"} if token else {}

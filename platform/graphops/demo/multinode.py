@@ -1,0 +1,81 @@
+"""The main job's multi-node step: a CPU and a logical-GPU worker node beside dev, and placement.
+
+`graphops demo --multinode` joins two worker nodes to dev's cluster (`graphops.demo.nodes`,
+token auth, loopback), gives dev `gpus: true`, and after dev is applied prints where each
+deployment's replicas run, read from `graphops status`'s placement. The nodes are recorded with
+the other services: a re-run reuses them and `graphops demo --down` stops them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.table import Table
+
+from graphops._views import console
+from graphops.demo import services
+from graphops.demo.job import DemoJob
+from graphops.demo.nodes import LocalCluster, node_kinds
+
+WORKERS = (("ray-dev-cpu", 2, 0), ("ray-dev-gpu", 1, 2))
+"""Worker nodes beside dev's head: (name, CPUs, logical GPUs). Two GPUs: a blue/green rollout
+runs both versions' model stages at once."""
+
+
+def join_nodes(job: DemoJob) -> None:
+    """Join the worker nodes dev lacks to its cluster (those running are reused)."""
+    head = job.state.services["ray-dev"]
+    cluster = LocalCluster.around(head, job.registry.tracking_uri)
+    cluster.taken |= {p for s in job.state.services.values() for p in s.ports.values()}
+    for name, cpus, gpus in WORKERS:
+        if name in job.state.services:  # running: reused (said when the services started)
+            continue
+        node_id = cluster.add_worker(name, cpus=cpus, gpus=gpus)
+        job.state.services[name] = cluster.workers[name]
+        services.save_state(job.state_file, job.state)
+        what = [f"{cpus} CPU" + ("s" * (cpus != 1)), f"{gpus} logical GPUs" if gpus else ""]
+        console.print(
+            f"{name}: joined dev as node {node_id[:12]} ({', '.join(filter(None, what))})"
+        )
+
+
+@contextmanager
+def _token(variable: str, token: str) -> Iterator[None]:
+    """``variable`` set to ``token`` in this process while reading the cluster."""
+    before = os.environ.get(variable)
+    os.environ[variable] = token
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = before
+
+
+def show_placement(job: DemoJob) -> None:
+    """Print deployment -> node of each running replica in dev (a GPU stage elsewhere: a problem)."""
+    from graphops.controller.status import status
+    from graphops.demo.gitops import token_env
+    from graphops.graph import load_graph
+    from graphops.plan import plan
+
+    head = job.state.services["ray-dev"]
+    kinds = node_kinds(head)
+    with _token(token_env("dev"), head.token or ""):
+        rows = status(job.sandbox, "dev")
+    table = Table(title="dev: where each deployment runs (graphops status)", title_justify="left")
+    for column in ("graph", "application/deployment", "replica on node", "node id"):
+        table.add_column(column)
+    for row in rows:
+        stages = plan(load_graph(job.sandbox, row.graph).graph).stages
+        gpu_stages = {s.name for s in stages if s.resources.gpus}
+        for deployment, node_ids in row.placement.items():
+            for node_id in node_ids or ["-"]:
+                kind = kinds.get(node_id, "?")
+                table.add_row(row.graph, deployment, kind, node_id[:12])
+                if deployment.split("/", 1)[1] in gpu_stages and kind != "gpu worker":
+                    job.problems.append(f"dev: {deployment} runs on {kind}, not a GPU node")
+    console.print(table)
