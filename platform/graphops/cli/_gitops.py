@@ -458,6 +458,7 @@ def controller(
         heal=heal,
         timeout_s=timeout,
         log=lambda m: console.print(f"· {m}"),
+        tracking_uri=ctx.obj.tracking_uri,
     )
     if state.last_error:
         raise typer.Exit(1)

@@ -74,8 +74,12 @@ def round_(
     heal: bool,
     timeout_s: float,
     log: Callable[[str], None],
+    tracking_uri: str | None = None,
 ) -> ControllerState:
-    """One round: pull, and apply when the branch moved or on the first round."""
+    """One round: pull, and apply when the branch moved or on the first round.
+
+    Rollout records go to git and to MLflow at ``tracking_uri`` (see `graphops.controller.apply`).
+    """
     from graphops.controller.apply import apply
 
     state.rounds += 1
@@ -86,7 +90,15 @@ def round_(
             state.commit = r.head.commit.hexsha
         if moved or state.rounds == 1:
             log(f"applying {env} at {state.commit[:12]}")
-            result = apply(repo, env, timeout_s=timeout_s, correct_drift=heal, log=log, push=branch)
+            result = apply(
+                repo,
+                env,
+                timeout_s=timeout_s,
+                correct_drift=heal,
+                log=log,
+                push=branch,
+                tracking_uri=tracking_uri,
+            )
             state.last_apply = _now()
             state.last_result = {
                 "started": result.started,
@@ -118,13 +130,23 @@ def run(
     timeout_s: float = 300.0,
     log: Callable[[str], None] = lambda _: None,
     sleep: Callable[[float], None] = time.sleep,
+    tracking_uri: str | None = None,
 ) -> ControllerState:
     """Reconcile ``env`` with ``origin/<branch>`` every ``interval_s`` (``rounds`` times, or forever)."""
     state = ControllerState(env=env, branch=branch)
     while rounds is None or state.rounds < rounds:
         if state.rounds:
             sleep(interval_s)
-        round_(repo, env, branch, state, heal=heal, timeout_s=timeout_s, log=log)
+        round_(
+            repo,
+            env,
+            branch,
+            state,
+            heal=heal,
+            timeout_s=timeout_s,
+            log=log,
+            tracking_uri=tracking_uri,
+        )
     return state
 
 
