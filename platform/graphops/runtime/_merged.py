@@ -76,10 +76,11 @@ def arm_metrics() -> tuple[Counter, Counter, Histogram]:
 class MergedCounters:
     """One replica's per-key counters of one experiment, flushed to its actor every `FLUSH_S`."""
 
-    def __init__(self, graph: str, experiment: str) -> None:
+    def __init__(self, graph: str, experiment: str, actor: str | None = None) -> None:
+        """Counters of ``experiment``, flushed to the actor named ``actor`` (default: the same)."""
         self.experiment = experiment
         self.stats: dict[str, ArmStats] = {}
-        self.actor = stats_actor(graph, experiment)
+        self.actor = stats_actor(graph, actor or experiment)
         self.flusher: asyncio.Task[Any] | None = None
 
     def record(

@@ -43,6 +43,8 @@ def deployment_of(cls: type) -> Deployment:
 
 
 _JSON = "application/json"
+CANARY_STATS = "canaries"
+"""Name of the one statistics actor (`graphops.runtime._merged`) of a graph's canary splits."""
 ARM_HEADER = "x-graphops-arm"
 """Response header naming the version that answered, while a route is split."""
 _ROUTES = ("", "/health", "/openapi.json", "/docs", "/stats")
@@ -230,7 +232,9 @@ class GraphIngress:
         if self.counters is None or self.counters.experiment != split.experiment:
             if self.counters is not None:
                 self.counters.stop()
-            self.counters = MergedCounters(self.args.graph, split.experiment)
+            # One actor per graph serves all its canaries (each rollout's keys are its apps, and
+            # steps are judged on deltas), so rollouts do not leave a detached actor each.
+            self.counters = MergedCounters(self.args.graph, split.experiment, CANARY_STATS)
         other, other_steps = None, None
         if split.share and self.same_code(split):
             other_steps = [
