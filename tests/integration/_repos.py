@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from graphops.controller.render import render_all
 from graphops.demo.nodes import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
+GRAPHOPS = str(Path(sys.executable).with_name("graphops"))
 
 
 def dev_repo(repo_copy: Path, root: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -67,3 +70,16 @@ def multinode_env(cluster: LocalCluster, tracking_uri: str) -> dict[str, str]:
         "GRAPHOPS_MN_TOKEN": cluster.token,
         "MLFLOW_TRACKING_URI": tracking_uri,
     }
+
+
+def validate_on(repo: Path, cluster: LocalCluster, tracking_uri: str) -> str:
+    """`graphops validate digits --no-parity` on ``cluster``, as CI runs it; its output."""
+    ran = subprocess.run(
+        [GRAPHOPS, "--repo", str(repo), "validate", "digits", "--no-parity"],
+        env=multinode_env(cluster, tracking_uri),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-4000:]
+    return ran.stdout

@@ -130,6 +130,17 @@ def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFac
     return root
 
 
+def change_digits(repo: Path, call: str, helper: str, message: str) -> None:
+    """Commit digits with ``call()`` before its scaling node's return and ``helper`` appended."""
+    code = repo / "graphs" / "digits" / "__init__.py"
+    text = code.read_text()
+    assert BODY in text
+    code.write_text(text.replace(BODY, f"    {call}()\n" + BODY) + helper)
+    with git.Repo(repo) as r:
+        r.git.add(A=True)
+        r.index.commit(message)
+
+
 def lock_at_head(repo: Path, version: str, champion: ResolvedModel) -> GraphLock:
     """The lock of digits as committed at HEAD, under ``version`` (no validation: dev's policy
     asks for one at promotion, which these tests skip to stay short)."""
@@ -252,13 +263,7 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
     repo: Path, cluster: Cluster, champion: ResolvedModel, registry: Registry, tmp_path: Path
 ) -> None:
     stable = load_release(repo, "dev").graphs["digits"].lock
-    code = repo / "graphs" / "digits" / "__init__.py"
-    text = code.read_text()
-    assert BODY in text
-    code.write_text(text.replace(BODY, "    _one_in_five()\n" + BODY) + FAILING)
-    with git.Repo(repo) as r:
-        r.git.add(A=True)
-        r.index.commit("digits 1.0.2: fails one request in five")
+    change_digits(repo, "_one_in_five", FAILING, "digits 1.0.2: fails one request in five")
     bad = lock_at_head(repo, "1.0.2", champion)
     pin(repo, bad, "digits 1.0.2 in dev")
     replicas = ingress_replicas(repo, app_name("digits", stable))
@@ -349,13 +354,9 @@ def test_a_candidate_3x_slower_at_p99_is_aborted_on_latency(
     # digits' own policy: latency judged at 3x; one step at 50% so 8 slow requests come soon.
     data["rollout"]["graphs"] = {"digits": {"canary": {"steps": [50, 100], "max_p99_ratio": 3}}}
     dev.write_text(yaml.safe_dump(data))
-    code = repo / "graphs" / "digits" / "__init__.py"
-    text = code.read_text()
-    assert BODY in text
-    code.write_text(text.replace(BODY, "    _slow()\n" + BODY) + SLOW)
-    with git.Repo(repo) as r:
-        r.git.add(A=True)
-        r.index.commit(f"digits 1.0.4: answers {SLOW_SECONDS:g} s late; digits judged at 3x p99")
+    change_digits(
+        repo, "_slow", SLOW, f"digits 1.0.4: answers {SLOW_SECONDS:g} s late; judged at 3x p99"
+    )
     slow = lock_at_head(repo, "1.0.4", champion)
     pin(repo, slow, "digits 1.0.4 in dev")
     with (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +21,9 @@ from graphops.controller.promote import promote
 from graphops.controller.status import status
 from graphops.demo.nodes import LocalCluster, alive_nodes, ray_state, start_local_cluster
 from graphops.registry import Registry
-from tests.integration._repos import multinode_env, multinode_repo
+from tests.integration._repos import GRAPHOPS, multinode_env, multinode_repo, validate_on
 
 pytestmark = pytest.mark.usefixtures("champion")
-
-GRAPHOPS = str(Path(sys.executable).with_name("graphops"))
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +48,8 @@ def repo(repo_copy: Path, nodes: LocalCluster, tmp_path_factory: pytest.TempPath
 def test_ray_data_runs_model_actors_on_the_gpu_node(
     repo: Path, nodes: LocalCluster, registry: Registry
 ) -> None:
-    ran = subprocess.run(
-        [GRAPHOPS, "--repo", str(repo), "validate", "digits", "--no-parity"],
-        env=multinode_env(nodes, registry.tracking_uri),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-4000:]
-    assert "no GPU" not in ran.stdout  # no GPU request dropped
+    out = validate_on(repo, nodes, registry.tracking_uri)
+    assert "no GPU" not in out  # no GPU request dropped
     actors = [a for a in ray_state(nodes.head, "actors") if "MapWorker" in a.get("class_name", "")]
     tasks = [t for t in ray_state(nodes.head, "tasks") if t.get("node_id")]
     placed_actors = sorted({(a["class_name"], nodes.name(a["node_id"])) for a in actors})

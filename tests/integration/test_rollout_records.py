@@ -19,6 +19,7 @@ from graphops.controller.rollout import Rollout, load_rollouts
 from graphops.environments import CanaryConfig
 from graphops.registry import ROLLOUT_EXPERIMENT, Registry
 from tests.integration.test_cli import graphops, plain
+from tests.integration.test_gitops import _identity
 
 ENV = "records"  # an experiment of its own in the session's store
 
@@ -69,9 +70,7 @@ def repo(tmp_path: Path) -> Path:
     (root / "environments" / ENV).mkdir(parents=True)
     (root / "environments" / ENV / "environment.yaml").write_text("# placeholder\n")
     with git.Repo.init(root, initial_branch="main") as r:
-        with r.config_writer() as config:
-            config.set_value("user", "name", "test")
-            config.set_value("user", "email", "test@example.invalid")
+        _identity(r, "test")
         r.git.add(A=True)
         r.index.commit("environments")
     return root

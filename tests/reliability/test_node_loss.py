@@ -13,8 +13,6 @@ go to benchmarks/results/reliability.json; timings are recorded, never asserted.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,13 +26,12 @@ from graphops.controller.promote import promote
 from graphops.controller.status import status
 from graphops.demo.nodes import LocalCluster, start_local_cluster
 from graphops.registry import Registry
-from tests.integration._repos import multinode_env, multinode_repo
+from tests.integration._repos import multinode_repo, validate_on
 from tests.reliability._load import Load, LoadResult
 from tests.reliability.conftest import Rows
 
 pytestmark = pytest.mark.usefixtures("champion")
 
-GRAPHOPS = str(Path(sys.executable).with_name("graphops"))
 RPS = 5
 THREADS = 256
 """Requests in flight at most: enough to keep sending on schedule while requests wait 30 s."""
@@ -80,14 +77,7 @@ def served(
         repo = multinode_repo(
             repo_copy, tmp_path_factory.mktemp("loss") / "repo", cluster, min_replicas=2
         )
-        validated = subprocess.run(
-            [GRAPHOPS, "--repo", str(repo), "validate", "digits", "--no-parity"],
-            env=multinode_env(cluster, registry.tracking_uri),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert validated.returncode == 0, validated.stdout[-4000:] + validated.stderr[-4000:]
+        validate_on(repo, cluster, registry.tracking_uri)
         promoted = promote(repo, "digits", "dev", registry)
         with git.Repo(repo) as r:
             r.git.merge(promoted.branch)

@@ -28,6 +28,7 @@ from graphops.controller.rollout import (
 )
 from graphops.environments import ReleaseEntry, dump_yaml
 from graphops.errors import RegistryError
+from graphops.registry import Registry
 
 AGAIN = "graphops rollouts --env {env} --record"
 """The command that records what git holds in MLflow again (said when MLflow failed)."""
@@ -57,17 +58,12 @@ def _key(env: str, graph: str, record: dict[str, Any]) -> str:
     return f"{env}/{graph}/{record['version']}/{record['started']}"
 
 
-def to_mlflow(
-    tracking_uri: str | None, repo: Path, env: str, graph: str, record: dict[str, Any]
-) -> str:
+def to_mlflow(registry: Registry, env: str, graph: str, record: dict[str, Any]) -> str:
     """Log one record (a ``rollouts.yaml`` entry) as its run; the run id.
 
     Raises:
         RegistryError: MLflow could not be written.
     """
-    from graphops.registry import Registry
-
-    registry = Registry.for_repo(repo, tracking_uri)
     tags = {
         "graphops.graph": graph,
         "graphops.env": env,
@@ -95,15 +91,12 @@ def to_mlflow(
     )
 
 
-def finish(tracking_uri: str | None, repo: Path, run_id: str, commit: str, outcome: str) -> None:
+def finish(registry: Registry, run_id: str, commit: str, outcome: str) -> None:
     """Put the recording commit on the run and end it (FAILED for an aborted rollout).
 
     Raises:
         RegistryError: MLflow could not be written.
     """
-    from graphops.registry import Registry
-
-    registry = Registry.for_repo(repo, tracking_uri)
     registry.finish_rollout(run_id, {"graphops.commit": commit}, failed=outcome == "aborted")
 
 
@@ -122,18 +115,19 @@ def record_rollout(
     of MLflow is logged with how to record it again, and the git record is committed anyway.
     """
     env, graph = rollout.env, rollout.graph
+    registry = Registry.for_repo(repo, tracking_uri)  # one MLflow client for the run and its end
     warn = (
         f"warning: MLflow did not record the rollout of {graph} {rollout.candidate} ({{}}); "
         f"git did. Record it again: `{AGAIN.format(env=env)}`."
     )
     try:
-        rollout.mlflow_run = to_mlflow(tracking_uri, repo, env, graph, rollout.record())
+        rollout.mlflow_run = to_mlflow(registry, env, graph, rollout.record())
     except RegistryError as exc:
         log(warn.format(exc))
     commit = record_in_git(repo, rollout, revert_to=revert_to, push=push)
     if rollout.mlflow_run:
         try:
-            finish(tracking_uri, repo, rollout.mlflow_run, commit, rollout.outcome)
+            finish(registry, rollout.mlflow_run, commit, rollout.outcome)
             log(
                 f"recorded in MLflow: run {rollout.mlflow_run} in graphops-rollouts/{env}, "
                 f"and in git: {commit[:12]}"
@@ -162,14 +156,15 @@ def record_again(
     Raises:
         RegistryError: MLflow could not be written.
     """
+    registry = Registry.for_repo(repo, tracking_uri)
     done = []
     for name, records in sorted(load_rollouts(repo, env).items()):
         if graph is not None and name != graph:
             continue
         for record in reversed(records):  # oldest first: MLflow's newest run is the newest one
-            run_id = to_mlflow(tracking_uri, repo, env, name, record)
+            run_id = to_mlflow(registry, env, name, record)
             commit = recording_commit(repo, env, record)
-            finish(tracking_uri, repo, run_id, commit, str(record["outcome"]))
+            finish(registry, run_id, commit, str(record["outcome"]))
             done.append((name, str(record["version"]), run_id))
     return done
 

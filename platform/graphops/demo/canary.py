@@ -28,7 +28,7 @@ import yaml
 from rich.table import Table
 
 from graphops._views import console
-from graphops.demo.gitops import _pull, graphops_command
+from graphops.demo.gitops import graphops_command, pull_sandbox
 from graphops.demo.job import DemoJob
 from graphops.demo.load import Load
 
@@ -154,7 +154,7 @@ def _commit_version(job: DemoJob, graph: str, *, broken: bool) -> str:
     # canary catches here.
     graphops_command(job, "validate", graph, "--no-parity")
     graphops_command(job, "promote", graph, "--to", "dev", "--push", "main")
-    _pull(job)
+    pull_sandbox(job)
     return version
 
 
@@ -170,7 +170,7 @@ def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRu
     with Load(url, before, job.work / "load-stop") as load:
         console.print(f"load: one request after the other on {url}, from its own process")
         graphops_command(job, "apply", "--env", "dev", "--push", "main", check=False)
-    _pull(job)
+    pull_sandbox(job)
     records = load_rollouts(job.sandbox, "dev").get(graph) or []
     record = next((r for r in records if r["version"] == version), {})
     run = CanaryRun(graph, version, expected, record, load.failed, load.total)

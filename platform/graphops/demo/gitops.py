@@ -38,7 +38,7 @@ def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True)
             return None
     with job.step("Promote every validated graph to dev (what CI runs after a merge)", False):
         graphops_command(job, "promote", "--auto", "--to", "dev", "--push", "main")
-        _pull(job)
+        pull_sandbox(job)
     _apply_and_ask(job, "dev", names)
     if job.multinode:
         from graphops.demo.multinode import show_placement
@@ -182,7 +182,8 @@ def graphops_command(job: DemoJob, *args: str, quiet: bool = False, check: bool 
     return "".join(lines)
 
 
-def _pull(job: DemoJob) -> None:
+def pull_sandbox(job: DemoJob) -> None:
+    """Fast-forward the sandbox clone to what its origin's main now holds (after a push)."""
     with git.Repo(job.sandbox) as clone:
         clone.git.pull("--ff-only", "origin", "main")
 
