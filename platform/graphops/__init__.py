@@ -32,6 +32,7 @@ from graphops.errors import (
     RunError,
     ScaffoldError,
     ServeError,
+    TamperedCodeError,
     UnknownColumnError,
 )
 
@@ -102,6 +103,7 @@ __all__ = [
     "Scaling",
     "ServeError",
     "Stage",
+    "TamperedCodeError",
     "TorchModel",
     "UnknownColumnError",
     "Validation",

@@ -139,6 +139,10 @@ class GraphLoadError(GraphOpsError):
     """A graph package could not be imported or does not expose ``graph``."""
 
 
+class TamperedCodeError(GraphLoadError):
+    """A worker's graph code is not the locked code; none of it was imported."""
+
+
 class PlanError(GraphOpsError):
     """An explicit stage override cannot be honoured."""
 

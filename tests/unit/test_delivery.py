@@ -20,9 +20,15 @@ from graphops.controller.packaging import (
     verify_archive,
 )
 from graphops.controller.render import render
-from graphops.environments import Release, ReleaseEntry, load_environment, write_release
+from graphops.environments import (
+    GraphLock,
+    Release,
+    ReleaseEntry,
+    load_environment,
+    write_release,
+)
 from graphops.errors import ApplyError, ConfigError
-from graphops.graph import content_hash
+from graphops.graph import content_hash, manifest_of, read_package
 from graphops.registry import ResolvedModel
 from tests.fixtures.locks import lock
 
@@ -68,9 +74,13 @@ def test_gcs_mode_is_marked_deployable_only_through_apply(repo: Path) -> None:
 def test_uri_mode_names_the_content_addressed_zip_of_the_store(repo: Path) -> None:
     _release(repo, "staging")
     app, text = _app(repo, "staging")
-    assert app["runtime_env"]["working_dir"] == (
+    # Replicas fetch and check the zip themselves: a working_dir would put it first on
+    # PYTHONPATH, where any module in it runs before a check could.
+    assert app["args"]["code_uri"] == (
         "s3://acme-graphops-code/packages/digits-0123456789abcdef.zip"
     )
+    assert "working_dir" not in app.get("runtime_env", {})
+    assert "code_repository" not in app["args"] and app["args"]["manifest"]
     assert "Self-contained" in text and "DEPLOYABLE ONLY" not in text
 
 
@@ -78,7 +88,9 @@ def test_uri_mode_with_a_commit_template(repo: Path) -> None:
     _env_file(repo, "dev", "code: {working_dir: 'https://x.test/a/{commit}.zip'}\n")
     _release(repo, "dev")
     app, _ = _app(repo, "dev")
-    assert app["runtime_env"]["working_dir"] == f"https://x.test/a/{'f' * 40}.zip"
+    assert app["args"]["code_uri"] == f"https://x.test/a/{'f' * 40}.zip"
+    assert app["args"]["code_repository"] is True
+    assert "working_dir" not in app.get("runtime_env", {})
 
 
 def test_image_mode_has_no_working_dir_and_reads_graphs_from_the_image(repo: Path) -> None:
@@ -162,7 +174,7 @@ def test_archive_is_deterministic_and_verified_through_rays_downloader(
     assert written == tmp_path / "store" / uri.rsplit("/", 1)[1]
     names = zipfile.ZipFile(written).namelist()
     assert all(n.startswith(f"toy-{package[15:-4]}/graphs/toy/") for n in names)
-    verify_archive(uri, "toy", package, content_hash(root / "graphs" / "toy"))
+    verify_archive(uri, "toy", _lock_of(root, package), whole_repository=False)
 
 
 def test_a_tampered_or_missing_archive_is_refused(
@@ -171,13 +183,27 @@ def test_a_tampered_or_missing_archive_is_refused(
     root, commit, package = graph_repo
     store = f"file://{tmp_path / 'store'}"
     uri = archive_uri(store, "toy", package)
-    with pytest.raises(ApplyError, match="cannot be read here"):
-        verify_archive(uri, "toy", package, "sha256:x")
+    lock = _lock_of(root, package)
+    with pytest.raises(ApplyError, match="cannot be downloaded here"):
+        verify_archive(uri, "toy", lock, whole_repository=False)
     written = publish_archive(root, "toy", commit, package, store)
     with zipfile.ZipFile(written, "a") as archive:
         archive.writestr(f"toy-{package[15:-4]}/graphs/toy/evil.py", "import os\n")
-    with pytest.raises(ApplyError, match="does not hold the locked code"):
-        verify_archive(uri, "toy", package, "sha256:x")
+        archive.writestr(f"toy-{package[15:-4]}/sitecustomize.py", "import os\n")
+    with pytest.raises(ApplyError) as caught:
+        verify_archive(uri, "toy", lock, whole_repository=False)
+    message = str(caught.value)
+    assert "is not the locked code" in message and uri in message
+    assert "graphs/toy/evil.py was added" in message and "sitecustomize.py was added" in message
+
+
+def _lock_of(root: Path, package: str) -> GraphLock:
+    """The lock of the toy graph as it is in ``root`` (content hash and manifest)."""
+    folder = root / "graphs" / "toy"
+    manifest = manifest_of(read_package(folder))
+    return lock().model_copy(
+        update={"content_hash": content_hash(folder), "manifest": manifest, "package": package}
+    )
 
 
 def test_object_store_archives_wait_in_the_outbox(graph_repo: tuple[Path, str, str]) -> None:

@@ -85,7 +85,7 @@ def test_render_is_deterministic_and_valid_for_ray(repo: Path) -> None:
     serve_yaml = (repo / "environments/dev/serve.yaml").read_text()
     assert f"name: {app_name('digits', entry.lock)}" in serve_yaml
     # dev ships code as a zip in its file:// store, named by the lock's package hash
-    zipped = "working_dir: file:///var/tmp/graphops/packages/digits-0123456789abcdef.zip"
+    zipped = "code_uri: file:///var/tmp/graphops/packages/digits-0123456789abcdef.zip"
     assert zipped in serve_yaml and "Self-contained" in serve_yaml
     assert "cpu_budget: 0.9" in serve_yaml and "cpu_only: true" in serve_yaml
     assert "serveConfigV2: |" in (repo / "environments/dev/rayservice.yaml").read_text()

@@ -251,19 +251,15 @@ def test_render_carries_the_store_to_the_replicas_only_when_set(tmp_path: Path) 
     import shutil
 
     from graphops.controller.render import render
-    from graphops.environments import GraphLock, Release, ReleaseEntry, write_release
+    from graphops.environments import Release, ReleaseEntry, write_release
 
     repo = tmp_path
     shutil.copytree(Path(__file__).resolve().parents[2] / "environments", repo / "environments")
-    lock = GraphLock(
-        version="1.0.0",
-        content_hash="sha256:" + "c" * 64,
-        commit="f" * 40,
-        package="gcs://_ray_pkg_0123456789abcdef.zip",
-        platform_version="0.1.0",
-    )
+    from tests.fixtures.locks import lock as made_up_lock
+
     entry = ReleaseEntry(
-        lock=lock, promoted_at=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+        lock=made_up_lock().model_copy(update={"models": {}, "example": None}),
+        promoted_at=datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC),
     )
     write_release(repo, "dev", Release(graphs={"feed_ranking": entry}))
     render(repo, "dev").write()

@@ -58,7 +58,7 @@ def test_render_puts_the_floor_in_args_and_in_scaling_overrides() -> None:
         deployments={"logits": DeploymentOverride(replicas=1, max_ongoing_requests=8)},
     )
 
-    app: dict[str, Any] = application(versions("valid", entry)[0], env, None)
+    app: dict[str, Any] = application(versions("valid", entry)[0], env)
 
     assert app["args"]["min_replicas"] == 2
     assert app["deployments"] == [

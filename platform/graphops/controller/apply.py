@@ -93,7 +93,7 @@ def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any])
     Returns:
         Deployment name -> DeploymentSpec.
     """
-    from graphops.graph import Scaling, load_graph
+    from graphops.graph import LockedCode, Scaling, load_locked
     from graphops.plan import plan
     from graphops.runtime.schema import (
         ROUTER_CPUS,
@@ -115,8 +115,10 @@ def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any])
         )
         return {DEPLOYMENT: router}
     with tempfile.TemporaryDirectory(prefix="graphops-specs-") as tmp:
-        code = stage_code(repo, app["args"]["graph"], lock.commit, Path(tmp))
-        package = load_graph(code, app["args"]["graph"])
+        graph = app["args"]["graph"]
+        code = stage_code(repo, graph, lock.commit, Path(tmp))
+        # The code at the lock's commit runs here only if it is the locked code.
+        package = load_locked(code, LockedCode(graph, lock.content_hash, lock.manifest))
         args = AppArgs.model_validate(app["args"])
         return {s.name: s for s in deployment_specs(plan(package.graph, fuse=args.fuse), args)}
 
@@ -161,14 +163,14 @@ def check_archives(
         ApplyError: A zip cannot be read or holds other code (see `verify_archive`).
     """
     for name, app in sorted(apps.items()):
-        uri = (app.get("runtime_env") or {}).get("working_dir", "")
-        graph = graph_of(app)
-        if graph is None or not uri or uri.startswith("gcs://"):
+        args = app.get("args") or {}
+        uri, graph = args.get("code_uri"), graph_of(app)
+        if graph is None or not uri:
             continue
         lock = locks[name]
         if env.code.store and uri.startswith("file://") and not local_path(uri).is_file():
             publish_archive(repo, graph, lock.commit, lock.package, env.code.store)
-        verify_archive(uri, graph, lock.package, lock.content_hash)
+        verify_archive(uri, graph, lock, whole_repository=bool(args.get("code_repository")))
 
 
 def apply(

@@ -55,6 +55,7 @@ def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
     return GraphLock(
         version=package.graph.version,
         content_hash=package.content_hash,
+        manifest=package.manifest,
         commit=commit,
         models=models,
         validation_run=record.run_id,

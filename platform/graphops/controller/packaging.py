@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from graphops._git import files_at
-from graphops.errors import ApplyError, PromotionError
-from graphops.graph import GRAPHS_DIR, content_hash
+from graphops.errors import ApplyError, PromotionError, TamperedCodeError
+from graphops.graph import GRAPHS_DIR, LockedCode
 
 OUTBOX = ".graphops/outbox"
 """Where promote leaves the zips of an object-store ``code.store`` for CI to upload."""
@@ -31,6 +31,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # zip's earliest timestamp: the archive is the s
 
 if TYPE_CHECKING:
     from graphops.controller.cluster import Cluster
+    from graphops.environments import GraphLock
 
 
 def package_uri(repo: Path, graph: str, commit: str) -> str:
@@ -151,45 +152,20 @@ def publish_archive(repo: Path, graph: str, commit: str, package: str, store: st
     return target
 
 
-def verify_archive(uri: str, graph: str, package: str, graph_hash: str) -> None:
-    """Download ``uri`` with Ray's own downloader and check it holds the locked code.
+def verify_archive(uri: str, graph: str, lock: GraphLock, *, whole_repository: bool) -> None:
+    """Download ``uri`` as a replica will (`graphops.runtime.code`) and check it holds the lock.
 
-    A zip from ``code.store`` must hash (Ray's hashing) to the lock's ``package``; a
-    ``code.working_dir`` archive (the whole repository) must hold ``graphs/<graph>`` with the
-    lock's content hash. Both are what replicas would run.
+    A zip from ``code.store`` must hold exactly ``graphs/<graph>/`` as the lock's manifest lists
+    it, and nothing else; a ``code.working_dir`` archive (a whole repository) must hold that
+    folder. Replicas check the same again before importing anything.
 
     Raises:
-        ApplyError: The archive cannot be read, or holds other code; naming graph and URI.
+        ApplyError: The archive cannot be read, or holds other code; naming graph, URI and file.
     """
-    from ray._private.runtime_env.packaging import get_uri_for_directory, unzip_package
-    from ray._private.runtime_env.protocol import ProtocolsProvider
+    from graphops.runtime.code import check_archive
 
-    scheme = uri.split("://", 1)[0]
-    with tempfile.TemporaryDirectory(prefix="graphops-verify-") as tmp:
-        zipped, unpacked = Path(tmp) / "code.zip", Path(tmp) / "code"
-        try:
-            ProtocolsProvider.download_remote_uri(scheme, uri, str(zipped))
-            unzip_package(
-                str(zipped), str(unpacked), remove_top_level_directory=True, unlink_zip=True
-            )
-        except Exception as exc:
-            raise ApplyError(
-                f"The code archive of {graph}, {uri}, cannot be read here: {exc}.",
-                fix="Publish it first (`graphops promote` writes file:// stores; CI uploads "
-                "the .graphops/outbox/ of object stores), or fix code.store.",
-                graph=graph,
-            ) from exc
-        folder = unpacked / GRAPHS_DIR / graph
-        ok = (
-            folder.is_dir() and content_hash(folder) == graph_hash
-            if not uri.endswith(f"-{package_hash(package)}.zip")
-            else get_uri_for_directory(str(unpacked), include_gitignore=False) == package
-        )
-        if not ok:
-            raise ApplyError(
-                f"The code archive of {graph}, {uri}, does not hold the locked code "
-                f"({package}, {graph_hash[:19]}).",
-                fix="Someone overwrote the archive: delete it and promote again (a content "
-                "address is never rewritten).",
-                graph=graph,
-            )
+    locked = LockedCode(graph, lock.content_hash, lock.manifest)
+    try:
+        check_archive(uri, locked, whole_repository=whole_repository)
+    except TamperedCodeError as exc:
+        raise ApplyError(exc.what, fix=exc.fix, graph=graph) from exc

@@ -29,6 +29,7 @@ from graphops.environments import (
     load_release,
     release_path,
 )
+from graphops.errors import ConfigError
 from graphops.runtime.schema import APP_IMPORT_PATH as IMPORT_PATH
 from graphops.runtime.schema import (
     INGRESS,
@@ -52,8 +53,9 @@ HEADER = (
 DELIVERY = {
     "gcs": "# Code: mode gcs. DEPLOYABLE ONLY THROUGH `graphops apply`, which uploads each\n"
     "# gcs://_ray_pkg_<hash>.zip first; Ray's own `serve deploy` or KubeRay would fail.\n",
-    "uri": "# Code: mode uri. Self-contained: every working_dir is a zip the cluster downloads\n"
-    "# (published by `graphops promote`); `serve deploy` of this file works on a fresh cluster.\n",
+    "uri": "# Code: mode uri. Self-contained: each application's code_uri is a zip its replicas\n"
+    "# download and check against the lock's manifest before importing any of it (published by\n"
+    "# `graphops promote`); `serve deploy` of this file works on a fresh cluster.\n",
     "image": "# Code: mode image. Self-contained: graphs and graphops are in the cluster's image\n"
     "# ({image}); no working_dir.\n",
 }
@@ -114,17 +116,32 @@ def versions(graph: str, entry: ReleaseEntry) -> list[Version]:
     return out
 
 
-def application(
-    version: Version, env: EnvironmentConfig, working_dir: str | None
-) -> dict[str, Any]:
-    """One application of the Serve config: ``version`` of its graph."""
+def application(version: Version, env: EnvironmentConfig) -> dict[str, Any]:
+    """One application of the Serve config: ``version`` of its graph.
+
+    Raises:
+        ConfigError: The lock predates per-file manifests (it must be locked again).
+    """
     graph, lock = version.graph, version.lock
+    if lock.manifest is None:
+        raise ConfigError(
+            f"The lock of {graph} {lock.version} in environments/{env.name}/release.yaml has no "
+            f"manifest (locked by graphops {lock.platform_version}): replicas now check every "
+            "file of a graph against its lock before importing it, and this lock lists none.",
+            fix=f"Lock it again: `graphops promote {graph} --to {env.name}` (the code and models "
+            "stay the same; CI's validation record is reused).",
+            graph=graph,
+        )
     floor = env.policy.min_replicas
     overrides = {k: floored_override(o, floor) for k, o in version.deployments.items()}
+    code = env.code
     args = AppArgs(
         graph=graph,
-        repo=env.code.image_root if env.code.delivery == "image" else ".",
+        repo=code.image_root if code.delivery == "image" else ".",
         content_hash=lock.content_hash,
+        manifest=lock.manifest,
+        code_uri=code_uri_for(env, graph, lock),
+        code_repository=code.delivery == "uri" and not code.store,
         models=lock.models,
         tracking_uri=env.models.tracking_uri,
         cpu_only=not env.cluster.gpus,
@@ -136,8 +153,8 @@ def application(
         min_replicas=floor,
     )
     runtime_env: dict[str, Any] = {}
-    if working_dir:
-        runtime_env["working_dir"] = working_dir
+    if code.delivery == "gcs":  # Ray's package of the locked files; apply uploads it
+        runtime_env["working_dir"] = lock.package
     if env.code.pip:
         runtime_env["pip"] = list(env.code.pip)
     route = f"/{graph}" if version.role == "serving" else ARM_ROUTE + version.app
@@ -242,21 +259,20 @@ def router_application(graph: str, config: RouterConfig) -> dict[str, Any]:
     }
 
 
-def working_dir_for(env: EnvironmentConfig, graph: str, lock: GraphLock) -> str | None:
-    """The code source of a graph version, by ``code.mode``.
+def code_uri_for(env: EnvironmentConfig, graph: str, lock: GraphLock) -> str | None:
+    """The zip a graph version's replicas fetch and check themselves (``code.mode: uri``).
 
-    gcs: its package URI (uploaded by apply); uri: its zip in ``code.store`` or the
-    ``code.working_dir`` template at its commit; image: none (the code is in the image).
+    Its zip in ``code.store``, or the ``code.working_dir`` template at its commit. Never Ray's
+    ``working_dir``: Ray would put the zip first on each worker's ``PYTHONPATH`` before any
+    check (`graphops.runtime.code`). None for gcs (a working_dir) and image (in the image).
     """
     code = env.code
-    if code.delivery == "image":
+    if code.delivery != "uri":
         return None
-    if code.delivery == "uri":
-        if code.store:
-            return archive_uri(code.store, graph, lock.package)
-        assert code.working_dir is not None  # CodeConfig: uri has a store or a template
-        return code.working_dir.format(commit=lock.commit)
-    return lock.package
+    if code.store:
+        return archive_uri(code.store, graph, lock.package)
+    assert code.working_dir is not None  # CodeConfig: uri has a store or a template
+    return code.working_dir.format(commit=lock.commit)
 
 
 def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
@@ -264,7 +280,7 @@ def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
     apps = []
     for graph, entry in sorted(release.graphs.items()):
         for version in versions(graph, entry):
-            apps.append(application(version, env, working_dir_for(env, graph, version.lock)))
+            apps.append(application(version, env))
         if entry.traffic is not None:
             apps.append(router(graph, entry))
     return {

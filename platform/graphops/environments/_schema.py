@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from graphops._models import FrozenModel
 from graphops.features import FeaturesConfig
+from graphops.graph import manifest_hash
 from graphops.registry import ResolvedModel
 from graphops.runtime.schema import DeploymentOverride
 
@@ -489,6 +490,14 @@ class GraphLock(FrozenModel):
 
     version: Annotated[str, Field(description="Graph version.")]
     content_hash: Annotated[str, Field(description="Content hash of the graph package.")]
+    manifest: Annotated[
+        dict[str, str] | None,
+        Field(
+            description="Each file of graphs/<graph>/ -> its sha256: what every worker compares "
+            "its code with, file by file, before importing any of it (hashes to content_hash). "
+            "Unset only in locks made before graphops 0.2, which must be locked again."
+        ),
+    ] = None
     commit: Annotated[str, Field(description="Git commit the lock was taken at.")]
     models: Annotated[
         dict[str, ResolvedModel],
@@ -509,6 +518,16 @@ class GraphLock(FrozenModel):
         dict[str, Any] | None,
         Field(description="One request object: the OpenAPI example and the smoke test of apply."),
     ] = None
+
+    @model_validator(mode="after")
+    def _manifest_matches(self) -> GraphLock:
+        if self.manifest is not None and manifest_hash(self.manifest) != self.content_hash:
+            raise ValueError(
+                f"the manifest hashes to {manifest_hash(self.manifest)[:19]}, not to the "
+                f"content_hash {self.content_hash[:19]}: a lock is written by `graphops "
+                "promote`, never by hand"
+            )
+        return self
 
     @field_validator("package")
     @classmethod

@@ -10,13 +10,15 @@ from graphops.graph._discovery import (
     find_repo,
     graph_names,
     load_graph,
+    load_locked,
 )
 from graphops.graph._features import Feature, FeatureLookup, FeatureTable, lookup
 from graphops.graph._graph import Graph
-from graphops.graph._hash import content_hash
+from graphops.graph._hash import content_hash, manifest_hash, manifest_of, read_package
 from graphops.graph._metrics import BUILTIN_METRICS, MetricResult, evaluate
 from graphops.graph._node import MODEL_PARAMETER, Batch, ModelNode, ModelURI, Node, model, node
 from graphops.graph._settings import Batching, GiB, Metric, MiB, Resources, Scaling, Validation
+from graphops.graph._verified import LockedCode, check_code
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -32,6 +34,7 @@ __all__ = [
     "Graph",
     "GraphPackage",
     "LoadFailure",
+    "LockedCode",
     "Metric",
     "MetricResult",
     "MiB",
@@ -41,6 +44,7 @@ __all__ = [
     "Resources",
     "Scaling",
     "Validation",
+    "check_code",
     "content_hash",
     "dense_columns",
     "discover",
@@ -48,7 +52,11 @@ __all__ = [
     "find_repo",
     "graph_names",
     "load_graph",
+    "load_locked",
     "lookup",
+    "manifest_hash",
+    "manifest_of",
     "model",
     "node",
+    "read_package",
 ]

@@ -8,14 +8,15 @@ import importlib.util
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
 from graphops.errors import GraphLoadError, GraphOpsError, did_you_mean
 from graphops.graph._graph import Graph
-from graphops.graph._hash import content_hash
+from graphops.graph._hash import manifest_hash, manifest_of, read_package
+from graphops.graph._verified import LockedCode, check_code, forget, install
 
 GRAPHS_DIR = "graphs"
 REPO_ENV = "GRAPHOPS_REPO"
@@ -28,6 +29,8 @@ class GraphPackage:
     graph: Graph
     path: Path
     content_hash: str
+    manifest: dict[str, str] = field(default_factory=dict, compare=False)
+    """Each file of the package (path inside it -> sha256 hex): what a lock records."""
 
     @property
     def name(self) -> str:
@@ -168,15 +171,48 @@ def _use_repo(repo: Path) -> None:
 _imported_at: dict[str, str] = {}  # module name -> content hash of the files it was imported from
 
 
+def load_locked(
+    root: Path,
+    locked: LockedCode,
+    files: Mapping[str, bytes] | None = None,
+    *,
+    source: str | None = None,
+    outside: Sequence[str] = (),
+) -> GraphPackage:
+    """Import the locked graph under ``root/graphs/`` after checking its files against the lock.
+
+    ``files`` are the package's bytes when the caller already read them (from an archive);
+    else they are read from ``root`` here. Either way they are checked (`check_code`) before
+    anything is imported, and imported from those bytes (`graphops.graph._verified`).
+
+    Raises:
+        TamperedCodeError: The files differ from the lock (or ``outside`` is not empty).
+        GraphLoadError: The checked package fails to import or exposes no ``graph``.
+    """
+    path = root / GRAPHS_DIR / locked.graph
+    files = read_package(path) if files is None else files
+    digest = check_code(files, locked, source=source or str(root), outside=outside)
+    install(locked.graph, path, files)
+    _imported_at.pop(f"{GRAPHS_DIR}.{locked.graph}", None)
+    return _package(locked.graph, path, digest, manifest_of(files))
+
+
 def _load(repo: Path, name: str) -> GraphPackage:
     path = repo / GRAPHS_DIR / name
+    forget(name)  # an author's checkout is imported as it is on disk
     _use_repo(repo)
     module_name = f"{GRAPHS_DIR}.{name}"
-    digest = content_hash(path)
+    manifest = manifest_of(read_package(path))
+    digest = manifest_hash(manifest)
     if _imported_at.get(module_name) != digest:  # files changed since imported: import afresh
         for mod in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
             del sys.modules[mod]
     _imported_at[module_name] = digest
+    return _package(name, path, digest, manifest)
+
+
+def _package(name: str, path: Path, digest: str, manifest: dict[str, str]) -> GraphPackage:
+    module_name = f"{GRAPHS_DIR}.{name}"
     module = _import(module_name, path)
     graph = getattr(module, "graph", None)
     if not isinstance(graph, Graph):
@@ -192,7 +228,7 @@ def _load(repo: Path, name: str) -> GraphPackage:
             graph=graph.name,
             file=path / "__init__.py",
         )
-    return GraphPackage(graph, path, digest)
+    return GraphPackage(graph, path, digest, manifest)
 
 
 def _import(module_name: str, path: Path) -> Any:

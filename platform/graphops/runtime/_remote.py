@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 
 from graphops.errors import RunError
 from graphops.features import FeaturesConfig, open_store, uses_features
-from graphops.graph import GraphPackage, ModelNode, load_graph
+from graphops.graph import GraphPackage, LockedCode, ModelNode, load_graph, load_locked
 from graphops.plan import Stage
 from graphops.registry import Registry, ResolvedModel, load_pinned
+from graphops.runtime.code import open_archive
 from graphops.runtime.runner import LocalRunner
 
 if TYPE_CHECKING:  # torch is imported only by the workers that load a model
     from graphops.models import TorchModel
+    from graphops.runtime.schema import GraphSpec
 
 
 class PinnedLoader:
@@ -33,22 +35,27 @@ class PinnedLoader:
         return load_pinned(node, pinned, self.tracking_uri)
 
 
-def open_graph(repo: str, graph: str, content_hash: str | None) -> GraphPackage:
-    """Load ``graph`` on a worker and check it is the code the driver planned.
+def open_graph(spec: GraphSpec) -> GraphPackage:
+    """Load ``spec``'s graph on a worker, its files checked against the lock before any import.
 
-    ``repo`` is the driver's checkout; a worker on another machine has the repository as its
-    ``working_dir`` (the current directory) instead.
+    The code comes from ``spec.code_uri`` (a zip the worker downloads itself) or from the folder
+    ``spec.repo``: the driver's checkout, an image's code root, or, for a package shipped as
+    Ray's ``working_dir``, the current directory. With a content hash (every lock has one) the
+    files are read into memory, compared with it by platform code and imported from those
+    bytes (`graphops.graph.load_locked`); without one (an author's own run) they are imported
+    as they are.
+
+    Raises:
+        TamperedCodeError: The files differ from the lock; nothing of them ran.
     """
-    root = Path(repo) if Path(repo).is_dir() else Path.cwd()
-    package = load_graph(root, graph)
-    if content_hash is not None and package.content_hash != content_hash:
-        raise RunError(
-            f"The graph's files on the worker hash to {package.content_hash[:19]}, not to the "
-            f"pinned {content_hash[:19]}: the code changed since it was planned or locked.",
-            fix="Deploy the commit that was locked (or re-run on an unchanged checkout).",
-            graph=graph,
-        )
-    return package
+    if spec.content_hash is None:
+        root = Path(spec.repo) if Path(spec.repo).is_dir() else Path.cwd()
+        return load_graph(root, spec.graph)
+    locked = LockedCode(spec.graph, spec.content_hash, spec.manifest)
+    if spec.code_uri is not None:
+        return open_archive(spec.code_uri, locked, whole_repository=spec.code_repository)
+    root = Path(spec.repo) if Path(spec.repo).is_dir() else Path.cwd()
+    return load_locked(root.resolve(), locked)
 
 
 def stage_runner(

@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -26,10 +25,9 @@ from starlette.responses import HTMLResponse, Response
 from graphops.errors import GraphOpsError
 from graphops.graph import Batch
 from graphops.plan import Stage, plan
-from graphops.registry import Registry
 from graphops.runtime._http import BodyReader, GraphHttp, HttpError
 from graphops.runtime._merged import MergedCounters, empty
-from graphops.runtime._remote import open_graph, stage_runner
+from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
 from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats, summary
 from graphops.runtime.runner import LocalRunner
 from graphops.runtime.schema import AppArgs, IngressSplit, in_ingress
@@ -122,8 +120,9 @@ async def ask_version(handle: Any, body: bytes, *, graph: str, version: str, app
         return 503, json.dumps(error).encode()
 
 
-def _registry(args: AppArgs, stage: Stage) -> Registry | None:
-    return Registry(Path(args.work_dir), args.tracking_uri) if stage.model_nodes else None
+def _loader(args: AppArgs, stage: Stage) -> PinnedLoader | None:
+    """Models straight from each pin's artifact source, digest checked: no registry needed."""
+    return PinnedLoader(args.tracking_uri) if stage.model_nodes else None
 
 
 class StageDeployment:
@@ -135,12 +134,12 @@ class StageDeployment:
 
     def __init__(self, args: dict[str, Any], stage: str) -> None:
         self.args = AppArgs.model_validate(args)
-        package = open_graph(self.args.repo, self.args.graph, self.args.content_hash)
+        package = open_graph(self.args)
         the_plan = plan(package.graph, fuse=self.args.fuse)
         self.stage = next(s for s in the_plan.stages if s.name == stage)
         pins = self.args.models
         self.runner = stage_runner(
-            package, self.stage, _registry(self.args, self.stage), pins, self.args.features
+            package, self.stage, _loader(self.args, self.stage), pins, self.args.features
         )
         self.batching = self.stage.batching
         self.batch_sizes: Counter[int] = Counter()  # calls merged per batch -> how often
@@ -189,7 +188,7 @@ class GraphIngress:
 
     def __init__(self, args: dict[str, Any], handles: dict[str, Any]) -> None:
         self.args = AppArgs.model_validate(args)
-        package = open_graph(self.args.repo, self.args.graph, self.args.content_hash)
+        package = open_graph(self.args)
         graph = package.graph
         self.route = self.args.route or f"/{graph.name}"
         self.http = GraphHttp(

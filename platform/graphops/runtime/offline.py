@@ -91,7 +91,7 @@ class _StageWorker:
     """Runs one operator's stages on numpy batches; built once per actor (model loaded once)."""
 
     def __init__(self, spec: StageSpec, monitor: Any) -> None:
-        package = open_graph(spec.repo, spec.graph, spec.content_hash)
+        package = open_graph(spec)
         stages = plan(package.graph, fuse=spec.fuse).stages
         # No MLflow tracking client in a worker: the driver checked the pins against the registry,
         # a model stage checks the artifacts it downloads against them; CPU stages load nothing.

@@ -57,7 +57,7 @@ def app(args: dict[str, Any] | AppArgs) -> serve.Application:
         GraphOpsError: The graph cannot be loaded, or its files differ from ``content_hash``.
     """
     parsed = _parse(args)
-    package = open_graph(parsed.repo, parsed.graph, parsed.content_hash)
+    package = open_graph(parsed)
     the_plan = plan(package.graph, fuse=parsed.fuse)
     specs = deployment_specs(the_plan, parsed)
     payload = parsed.model_dump(mode="json")

@@ -73,6 +73,27 @@ class GraphSpec(FrozenModel):
         str | None,
         Field(description="Refuse to start unless the graph's files hash to this (the lock)."),
     ] = None
+    manifest: Annotated[
+        dict[str, str] | None,
+        Field(
+            description="Each file of graphs/<graph>/ -> its sha256 (the lock): a worker names "
+            "the file that differs."
+        ),
+    ] = None
+    code_uri: Annotated[
+        str | None,
+        Field(
+            description="Zip of the locked code that the worker downloads and checks before "
+            "importing anything (code.mode uri); unset: the code is under `repo`."
+        ),
+    ] = None
+    code_repository: Annotated[
+        bool,
+        Field(
+            description="`code_uri` holds a whole repository (only graphs/<graph>/ is used); "
+            "else it holds that folder and nothing else."
+        ),
+    ] = False
     models: Annotated[
         dict[str, ResolvedModel],
         Field(description="Exact model version and artifact digest per model node (the lock)."),
@@ -107,6 +128,7 @@ class GraphSpec(FrozenModel):
             graph=package.name,
             repo=str(package.repo),
             content_hash=package.content_hash,
+            manifest=dict(package.manifest),
             models=dict(models),
             tracking_uri=registry.tracking_uri,
             work_dir=str(registry.work_dir),
