@@ -101,7 +101,8 @@ def test_rays_own_serve_deploy_of_the_committed_file_answers(
     assert "DEPLOYABLE ONLY" not in serve_yaml and "gcs://" not in serve_yaml
     config = yaml.safe_load(serve_yaml)
     [app] = config["applications"]
-    zipped = app["runtime_env"]["working_dir"]
+    zipped = app["args"]["code_uri"]  # fetched and checked by the replicas, not a working_dir
+    assert "working_dir" not in app.get("runtime_env", {})
     store = repo.parent / "packages"
     assert zipped == f"file://{store}/digits-{lock.package[15:-4]}.zip"
     assert (store / zipped.rsplit("/", 1)[1]).is_file()  # published by promote

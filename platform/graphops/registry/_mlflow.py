@@ -227,13 +227,8 @@ class Registry(RunRecords):
             found = self._version(pinned.name, pinned.version, where)
         with self._fetch(found, where) as path:
             digest = verified(found, content_hash(path), where)
-            if pinned is not None and digest != pinned.digest:
-                raise RegistryError(
-                    f"The artifacts of {pinned.uri} changed since they were pinned "
-                    f"(digest {digest[:19]}, expected {pinned.digest[:19]}).",
-                    fix="Artifacts must never be overwritten: register a new version and re-validate.",
-                    **where,
-                )
+            if pinned is not None:
+                as_pinned(pinned, digest, where)
             loaded = load_torch(node, path, device_for(node))
         if pinned is None:
             pinned = ResolvedModel(
@@ -353,8 +348,19 @@ def load_pinned(node: ModelNode, pinned: ResolvedModel, tracking_uri: str | None
     where = where_of(node)
     found = Version(pinned.name, pinned.version, pinned.source, pinned.digest)
     with fetched(found, tracking_uri, where) as path:
-        verified(found, content_hash(path), where)
+        as_pinned(pinned, content_hash(path), where)
         return load_torch(node, path, device_for(node))
+
+
+def as_pinned(pinned: ResolvedModel, digest: str, where: Where) -> None:
+    """Refuse artifacts whose ``digest`` is not the pin's, naming both."""
+    if digest != pinned.digest:
+        raise RegistryError(
+            f"The artifacts of {pinned.uri} changed since they were pinned "
+            f"(digest {digest[:19]}, expected {pinned.digest[:19]}).",
+            fix="Artifacts must never be overwritten: register a new version and re-validate.",
+            **where,
+        )
 
 
 @contextmanager
