@@ -78,9 +78,13 @@ def check_code(
         ]
         problems += [f"{where}{n} is missing" for n in expected if n not in actual]
     detail = "; ".join(problems) or "its files differ (the lock predates per-file lists)"
+    digests = (
+        f"Expected {locked.content_hash}, found {digest}"
+        if digest != locked.content_hash
+        else f"The files of {where} match the lock ({digest}); nothing else may be there"
+    )
     raise TamperedCodeError(
-        f"The code of {locked.graph} in {source} is not the locked code: {detail}. Expected "
-        f"{locked.content_hash}, found {digest}{' (plus the files added)' if outside else ''}. "
+        f"The code of {locked.graph} in {source} is not the locked code: {detail}. {digests}. "
         "Nothing of it was imported",
         fix="Put back the archive or files of the locked commit (`graphops promote` publishes "
         "them; a content-addressed archive is never rewritten), or apply the lock of this code.",
