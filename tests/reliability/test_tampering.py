@@ -78,16 +78,18 @@ def tampered(original: bytes, changes: dict[str, str | None], marker: Path) -> b
 
 
 @pytest.fixture(scope="module")
-def fresh(
-    registry: Registry, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[services.Service]:
-    """A fresh `ray start --head` cluster, token auth on; stopped by its pid."""
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    """A fresh `ray start --head` cluster, token auth on; stopped by its pid.
+
+    Its MLflow tracking URI answers nothing: replicas load the models from the lock's pinned
+    sources (digest checked) and need no registry.
+    """
     service = services.start_ray(
         "ray-tamper",
         tmp_path_factory.mktemp("ray"),
         dashboard_port=None,
         serve_port=None,
-        tracking_uri=registry.tracking_uri,
+        tracking_uri="http://127.0.0.1:9",  # the discard port: no registry here
         num_cpus=2,
         taken=set(),
     )
