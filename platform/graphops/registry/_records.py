@@ -247,9 +247,10 @@ class RunRecords:
 
 
 def _unreadable(tracking_uri: str, run_id: str, exc: Exception) -> RegistryError:
-    said = " ".join(str(exc).split())[:300]
+    said = " ".join(str(exc).split())
+    said = said if len(said) <= 160 else said[:160] + "…"
     return RegistryError(
-        f'Could not read validation run "{run_id}" from MLflow at {tracking_uri}: {said}',
+        f'Could not read validation run "{run_id}" from MLflow at {tracking_uri} ({said}).',
         fix="Check that the tracking store is reachable, then try again.",
     )
 
