@@ -29,7 +29,7 @@ from graphops.controller.render import render, render_all
 from graphops.demo import services
 from graphops.environments import load_environment, load_release, write_release
 from graphops.errors import LockVerificationError, UnsignedCommitError
-from graphops.graph import content_hash
+from graphops.graph import content_hash, manifest_of, read_package
 from graphops.registry import Registry
 from graphops.validation import validate_graph
 
@@ -155,7 +155,8 @@ def test_a_signed_promotion_applies(ci: Path, cluster: Served, registry: Registr
 
 def hand_edit(ci: Path) -> str:
     """Change digits' code (committed), then point dev's lock at it by hand: commit, content
-    hash, package and version edited, validation_run left on the run of the old code."""
+    hash (and manifest), package and version edited, validation_run left on the run of the old
+    code."""
     init = ci / "graphs/digits/__init__.py"
     init.write_text(init.read_text().replace('version="1.0.0"', 'version="1.0.1"'))
     with git.Repo(ci) as r:
@@ -169,6 +170,7 @@ def hand_edit(ci: Path) -> str:
             "version": "1.0.1",
             "commit": code,
             "content_hash": content_hash(ci / "graphs/digits"),
+            "manifest": manifest_of(read_package(ci / "graphs/digits")),
             "package": package_uri(ci, "digits", code),
         }
     )
