@@ -183,6 +183,18 @@ class TokenRefusedError(ClusterAccessError):
     """The cluster refused the token that was sent (401/403): a wrong or stale token."""
 
 
+class LockVerificationError(ApplyError):
+    """A lock in release.yaml is not what a trusted, passed validation record validated."""
+
+
+class UnsignedCommitError(ApplyError):
+    """An environment that requires signed commits has a change git cannot verify."""
+
+
+class TamperingError(ApplyError):
+    """A running application reports other code than its lock in git."""
+
+
 class ServeError(GraphOpsError):
     """A graph application could not be deployed or answered on Ray Serve."""
 

@@ -193,8 +193,9 @@ def validated(repo: Path, registry: Registry, graph: str = "digits") -> str:
 
 
 @pytest.fixture(autouse=True)
-def _token(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+def _token(cluster: Cluster, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRAPHOPS_TEST_TOKEN", cluster.token)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)  # apply verifies locks here
 
 
 @pytest.fixture(scope="module")
@@ -308,8 +309,31 @@ def test_staging_refused_before_the_soak_and_allowed_after(ci: Path, registry: R
         assert "validation_run" in staged.data_stream.read().decode()
 
 
+def recorded(registry: Registry, like: str | None, lock: GraphLock) -> GraphLock:
+    """``lock`` naming a new passed validation record of exactly it (copied from run ``like``)."""
+    record = registry.validation(like or "")
+    tags = {
+        "graphops.graph": record.graph,
+        "graphops.version": lock.version,
+        "graphops.content_hash": lock.content_hash,
+        "graphops.commit": record.commit or "",
+    }
+    for node, pin in lock.models.items():
+        tags[f"graphops.model.{node}"] = pin.uri
+        tags[f"graphops.model.{node}.digest"] = pin.digest
+    run = registry.record_validation(
+        graph=record.graph,
+        tags=tags,
+        params={},
+        metrics={},
+        status="passed",
+        artifacts=lambda _: {},
+    )
+    return lock.model_copy(update={"validation_run": run})
+
+
 def test_a_broken_version_never_takes_the_stable_route(
-    ci: Path, cluster: Cluster, champion: ResolvedModel, tmp_path: Path
+    ci: Path, cluster: Cluster, champion: ResolvedModel, registry: Registry, tmp_path: Path
 ) -> None:
     release = load_release(ci, "dev")
     good = release.graphs["digits"]
@@ -319,6 +343,9 @@ def test_a_broken_version_never_takes_the_stable_route(
     bad = good.model_copy(
         update={"lock": good.lock.model_copy(update={"version": "1.0.1", "models": bad_models})}
     )
+    # A record that passed exactly this lock (its artifacts changed after validation, say):
+    # apply verifies the lock against it, so the failure is the replicas' digest check.
+    bad = bad.model_copy(update={"lock": recorded(registry, good.lock.validation_run, bad.lock)})
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": bad}}))
     render(ci, "dev").write()
     # A second process sends requests on the stable route for the whole apply.

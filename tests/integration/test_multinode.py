@@ -72,7 +72,7 @@ def test_serve_places_the_model_stage_on_the_gpu_node(
     promoted = promote(repo, "digits", "dev", registry)
     with git.Repo(repo) as r:
         r.git.merge(promoted.branch)
-    result = apply(repo, "dev", timeout_s=300)
+    result = apply(repo, "dev", timeout_s=300, tracking_uri=registry.tracking_uri)
     assert result.started
     [row] = status(repo, "dev")
     assert row.live == "RUNNING"

@@ -81,7 +81,7 @@ def served(
         promoted = promote(repo, "digits", "dev", registry)
         with git.Repo(repo) as r:
             r.git.merge(promoted.branch)
-        assert apply(repo, "dev", timeout_s=300).started
+        assert apply(repo, "dev", timeout_s=300, tracking_uri=registry.tracking_uri).started
         yield Served(
             repo,
             f"http://127.0.0.1:{cluster.head.ports['serve']}/digits",

@@ -28,6 +28,7 @@ class _Registry:
             version=locked.version,
             content_hash=locked.content_hash,
             status=status,
+            models={n: p.uri for n, p in locked.models.items()},
             digests={n: p.digest for n, p in locked.models.items()},
         )
         self.digest = f"sha256:{digest * 64}"

@@ -277,7 +277,8 @@ def status(
 
     The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's
     cluster could not be read; the reason (and the variable to export) is printed under the
-    table and the exit status is then 1.
+    table and the exit status is then 1. It is ``TAMPERED`` when a running application reports
+    other code (content hash, ``GET <route>/health``) than its lock: also exit status 1.
     """
     from graphops.controller.status import SPOF_FIX, UNREADABLE
     from graphops.controller.status import status as do_status
@@ -293,7 +294,7 @@ def status(
             figures = [f.model_dump() for e in envs for f in read_live(ctx.obj.root(), e)]
             out = {"status": out, "live": figures}
         print(json.dumps(out, indent=2))
-        if unread:
+        if unread or any(r.tampering for r in rows):
             raise typer.Exit(1)
         return
     table = Table(title="Environments", title_justify="left")
@@ -331,10 +332,18 @@ def status(
             )
     for name, problem in unread.items():
         console.print(f"[red]{name}:[/] {problem}", highlight=False)
+    tampered = [r for r in rows if r.tampering]
+    for r in tampered:
+        console.print(
+            f"[red]{r.env}: tampering:[/] {r.graph} runs other code than its lock: "
+            f"{'; '.join(r.tampering)}. Fix: remove the application from the cluster and run "
+            f"`graphops apply --env {r.env}` (docs/security.md).",
+            highlight=False,
+        )
     _rollouts(ctx.obj.root(), sorted({r.env for r in rows}))
     if live:
         _live(ctx.obj.root(), sorted({r.env for r in rows} - set(unread)), seconds)
-    if unread:
+    if unread or tampered:
         raise typer.Exit(1)
 
 

@@ -39,6 +39,7 @@ from graphops.controller.packaging import (
     verify_archive,
 )
 from graphops.controller.render import Rendered, app_name, render, versions
+from graphops.controller.verify import before_apply
 from graphops.environments import EnvironmentConfig, GraphLock, release_path
 from graphops.errors import ApplyError, ConfigError, did_you_mean
 from graphops.runtime.schema import APP_IMPORT_PATH
@@ -191,10 +192,15 @@ def apply(
     branch (pushed to ``push`` of origin when given) and copied into MLflow at ``tracking_uri``
     (default: ``$MLFLOW_TRACKING_URI``, else the repository's store; a failure there is logged).
 
+    Before it changes anything it verifies git and the cluster (`graphops.controller.verify`):
+    signed commits where the policy requires them, each lock against its validation record in
+    MLflow at ``tracking_uri``, and the code each running application reports.
+
     Raises:
         RolloutAborted: A canary was aborted: the stable version serves alone again, and git
             names it again (committed with the record of why).
         ConfigError: The rendered files are stale (run `graphops render`).
+        UnsignedCommitError, LockVerificationError, TamperingError: Refused before any change.
         ApplyError: The cluster is unreachable, refused the token, or a new version failed to
             start or to answer its smoke example (the previous state is then restored).
     """
@@ -210,6 +216,7 @@ def apply(
     base = {k: v for k, v in desired.items() if k != "applications"}
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)
+    before_apply(repo, rendered, cluster, tracking_uri, log)  # refuses before any change
     live = _live(cluster)
     result = ApplyResult(env=env_name)
     for graph, stable in canaries(rendered, live):

@@ -124,14 +124,45 @@ def _validation(registry: Registry, lock: GraphLock, trust: RecordTrust | None =
             f"run {record.run_id} is {record.status} at {record.content_hash[:19]}, not a pass "
             f"of {lock.content_hash[:19]}",
         )
-    digests = {node: pin.digest for node, pin in lock.models.items()}
-    if record.digests and record.digests != digests:
+    differ = [f for f, _, _ in record_mismatches(record, lock)]
+    if differ and all(f.startswith("models.") for f in differ):
         return Gate("validation", False, f"run {record.run_id} validated other model artifacts")
+    if differ:
+        return Gate(
+            "validation", False, f"run {record.run_id} validated another {', '.join(differ)}"
+        )
     if trust is not None:
         untrusted = _untrusted(record, trust)
         if untrusted:
             return Gate("validation", False, untrusted)
     return Gate("validation", True, f"passed in run {record.run_id}")
+
+
+def record_mismatches(
+    record: ValidationRecord, lock: GraphLock, graph: str | None = None
+) -> list[tuple[str, str, str]]:
+    """(lock field, what the lock says, what ``record`` validated) for each difference.
+
+    A lock matches its record when the record is a pass of the same graph (when ``graph`` is
+    given), version, content hash, model versions and model digests: exactly, field by field.
+    """
+    found: list[tuple[str, str, str]] = []
+    if graph is not None and record.graph != graph:
+        found.append(("graph", graph, record.graph))
+    if record.status != "passed":
+        found.append(("validation_run", "a passed run", f"a {record.status or 'unfinished'} run"))
+    if record.version != lock.version:
+        found.append(("version", lock.version, record.version))
+    if record.content_hash != lock.content_hash:
+        found.append(("content_hash", lock.content_hash, record.content_hash))
+    for node in sorted(set(lock.models) | set(record.models) | set(record.digests)):
+        pin = lock.models.get(node)
+        uri, digest = (pin.uri, pin.digest) if pin else ("(none)", "(none)")
+        if record.models.get(node, "(none)") != uri:
+            found.append((f"models.{node}", uri, record.models.get(node, "(none)")))
+        if record.digests.get(node, "(none)") != digest:
+            found.append((f"models.{node}.digest", digest, record.digests.get(node, "(none)")))
+    return found
 
 
 def _untrusted(record: ValidationRecord, trust: RecordTrust) -> str | None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from graphops.controller.apply import comparable, graph_of, planned_deployments
-from graphops.controller.cluster import Cluster
+from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.render import router_name, serve_config, versions
+from graphops.controller.verify import running
 from graphops.environments import (
     ReleaseEntry,
     environment_names,
@@ -239,6 +241,13 @@ class GraphStatus(BaseModel):
             "single points of failure."
         ),
     ] = []
+    tampering: Annotated[
+        list[str],
+        Field(
+            description="Running applications whose reported content hash differs from their "
+            "lock (GET <route>/health): 'app: expected X, reported Y'. Empty when all match."
+        ),
+    ] = []
     placement: Annotated[
         dict[str, list[str]],
         Field(
@@ -269,7 +278,11 @@ def _traffic(entry: ReleaseEntry) -> str:
 
 
 def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
-    """Every graph of every environment (or of ``env``): pinned lock, live state, drift."""
+    """Every graph of every environment (or of ``env``): pinned lock, live state, drift.
+
+    Each running application with a route is asked what code it runs (one ``GET <route>/health``);
+    one that reports another content hash than its lock shows live ``TAMPERED`` (``tampering``).
+    """
     out = []
     for name in [env] if env else environment_names(repo):
         config = load_environment(repo, name)
@@ -280,8 +293,19 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
             live: dict[str, Any] | None = Cluster(config, timeout_s=5).applications()
         except GraphOpsError as exc:
             live, unread, problem = None, _unreadable(exc), str(exc)
+        locks = {v.app: v.lock for g, e in release.graphs.items() for v in versions(g, e)}
+        reports = {}
+        if live is not None:  # no Serve address configured: nothing to ask
+            with contextlib.suppress(GraphOpsError):
+                asked = running(serve_url(config), live, locks, timeout_s=5)
+                reports = {r.app: r for r in asked}
         for graph, entry in sorted(release.graphs.items()):
             names = [v.app for v in versions(graph, entry)]
+            tampered = [
+                f"{n}: expected {r.expected}, reported {r.reported}"
+                for n in names
+                if (r := reports.get(n)) is not None and r.tampered
+            ]
             if entry.traffic is not None:
                 names.insert(0, router_name(graph))
             states, drift, single = [], False, []
@@ -310,7 +334,8 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     validation_run=entry.lock.validation_run,
                     since=entry.promoted_at.isoformat(),
                     app=names[0],
-                    live=worst,
+                    live="TAMPERED" if tampered else worst,
+                    tampering=tampered,
                     drift=drift,
                     traffic=_traffic(entry),
                     problem=problem,

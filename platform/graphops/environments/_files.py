@@ -133,6 +133,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
             fix="Shrink the file: it should hold configuration, not data.",
             file=path,
         )
+    return parse_yaml(raw, path)
+
+
+def parse_yaml(raw: bytes, path: Path | str) -> dict[str, Any]:
+    """A YAML mapping from the bytes of ``path`` (e.g. a blob of an older commit), read strictly.
+
+    Aliases and duplicate keys are refused as in `read_yaml`; the caller caps the size.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

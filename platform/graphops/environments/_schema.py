@@ -18,6 +18,8 @@ from graphops.runtime.schema import DeploymentOverride
 QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
 """A Kubernetes memory quantity, e.g. 8Gi."""
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+SSH_KEY_TYPE = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+@openssh\.com)$")
+"""An OpenSSH public key type, as in a .pub file or an allowed_signers line."""
 
 
 class Image(FrozenModel):
@@ -336,6 +338,45 @@ class PolicyConfig(FrozenModel):
             "lower bounds included): 2 or more means losing one replica is not an outage.",
         ),
     ] = 1
+    require_signed_commits: Annotated[
+        bool,
+        Field(
+            description="apply and the controller refuse the environment unless every commit "
+            "that changed environments/<env>/ or environments/base/ since the requirement was "
+            "on is SSH-signed by one of allowed_signers (git verify-commit; docs/security.md)."
+        ),
+    ] = False
+    allowed_signers: Annotated[
+        tuple[str, ...],
+        Field(
+            description="Who may sign this environment's commits: lines of git's "
+            "allowed_signers file, `<principal> <key type> <base64 key> [comment]`, e.g. "
+            "`release@acme.dev ssh-ed25519 AAAAC3Nza...`."
+        ),
+    ] = ()
+
+    @field_validator("allowed_signers")
+    @classmethod
+    def _signer_lines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for line in value:
+            fields = line.split()  # principal [options] key-type key [comment]
+            typed = [i for i, f in enumerate(fields[1:3], 1) if SSH_KEY_TYPE.match(f)]
+            if "\n" in line or not typed or typed[0] + 1 >= len(fields):
+                raise ValueError(
+                    f'"{line[:60]}" is no allowed_signers line: write `<principal> <key type> '
+                    "<base64 key>`, e.g. `release@acme.dev ssh-ed25519 AAAAC3Nza...` (the .pub "
+                    "file's text after a principal)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _signers_when_required(self) -> PolicyConfig:
+        if self.require_signed_commits and not self.allowed_signers:
+            raise ValueError(
+                "require_signed_commits is true but allowed_signers is empty: list the SSH "
+                "public keys that may sign this environment's commits"
+            )
+        return self
 
 
 Strategy = Literal["blue_green", "canary"]

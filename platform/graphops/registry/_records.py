@@ -137,10 +137,14 @@ class RunRecords:
         try:
             r = self.client.get_run(run_id)
         except MlflowException as exc:
-            raise RegistryError(
-                f'No validation run "{run_id}" in {self.tracking_uri}.',
-                fix="Check the run id (it comes from `graphops validate`).",
-            ) from exc
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in exc.message.lower():
+                raise RegistryError(
+                    f'No validation run "{run_id}" in {self.tracking_uri}.',
+                    fix="Check the run id (it comes from `graphops validate`).",
+                ) from exc
+            raise _unreadable(self.tracking_uri, run_id, exc) from exc
+        except Exception as exc:  # the store itself failed (server down, disk, schema)
+            raise _unreadable(self.tracking_uri, run_id, exc) from exc
         return _record(r)
 
     # -- rollout records -----------------------------------------------------------------------
@@ -240,6 +244,15 @@ class RunRecords:
             }
             for r in runs
         ]
+
+
+def _unreadable(tracking_uri: str, run_id: str, exc: Exception) -> RegistryError:
+    said = " ".join(str(exc).split())
+    said = said if len(said) <= 160 else said[:160] + "…"
+    return RegistryError(
+        f'Could not read validation run "{run_id}" from MLflow at {tracking_uri} ({said}).',
+        fix="Check that the tracking store is reachable, then try again.",
+    )
 
 
 def _record(run: Any) -> ValidationRecord:
