@@ -162,7 +162,11 @@ def _settled(fresh: services.Service, timeout_s: float = 240) -> dict[str, dict]
 
 
 def test_tampered_archives_never_run_through_serve_deploy_or_apply(
-    promoted: tuple[Path, GraphLock, Path], fresh: services.Service, tmp_path: Path, rows: Rows
+    promoted: tuple[Path, GraphLock, Path],
+    fresh: services.Service,
+    registry: Registry,
+    tmp_path: Path,
+    rows: Rows,
 ) -> None:
     repo, lock, zipped = promoted
     original = zipped.read_bytes()
@@ -191,7 +195,8 @@ def test_tampered_archives_never_run_through_serve_deploy_or_apply(
             # 2. graphops apply, on the now empty cluster.
             applied = subprocess.run(
                 [GRAPHOPS, "--repo", str(repo), "apply", "--env", "dev"],
-                env=_env(fresh),
+                # apply reads the lock's validation record there (the cluster needs none)
+                env=_env(fresh) | {"MLFLOW_TRACKING_URI": registry.tracking_uri},
                 capture_output=True,
                 text=True,
                 timeout=300,
