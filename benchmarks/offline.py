@@ -47,6 +47,7 @@ from benchmarks._baselines import LEVERS, Bench
 from benchmarks._probes import model_stage_batches, probe
 from benchmarks._report import REPO, machine, print_report, utc_now, write_json
 from benchmarks._stats import SMALL_ROWS, breakdown, summarize
+from graphops.runtime.online import init_local
 
 CHECK_ROWS = 1_000
 TORCH_BATCHES = (64, 1024)
@@ -184,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             small: write_input(bench.package.path, work / f"input-{small}.parquet", SMALL_ROWS, 1),
         }
         t0 = time.perf_counter()
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            logging_level="WARNING",
-        )
+        init_local(2, logging_level="WARNING")  # as graphops starts its own: loopback only
         result["setup_s"]["ray_init"] = time.perf_counter() - t0
         ray.data.DataContext.get_current().enable_progress_bars = False
         systems: dict[str, Callable[[Path, int], dict[str, Any]]] = {

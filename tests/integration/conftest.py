@@ -55,16 +55,13 @@ def champion(digits: GraphPackage, registry: Registry) -> ResolvedModel:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, float]]:
-    """One real local Ray cluster for the whole test session (2 CPUs, loopback, no dashboard)."""
+    """One real local Ray cluster for the whole test session, started as graphops starts its own
+    (2 CPUs, loopback, no dashboard UI; never the `ray start` cluster of test_gitops)."""
     import ray
 
-    ray.init(
-        address="local",  # never the `ray start` cluster of test_gitops
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level="WARNING",
-    )
+    from graphops.runtime.online import init_local
+
+    init_local(2, logging_level="WARNING")
     try:
         yield ray.cluster_resources()
     finally:

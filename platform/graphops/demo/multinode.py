@@ -1,8 +1,9 @@
 """The main job's multi-node step: a CPU and a logical-GPU worker node beside dev, and placement.
 
 `graphops demo --multinode` joins two worker nodes to dev's cluster (`graphops.demo.nodes`,
-token auth, loopback), gives dev `gpus: true`, and after dev is applied prints where each
-deployment's replicas run, read from `graphops status`'s placement. The nodes are recorded with
+token auth; dev's head then starts without `loopback`, which no node could join), gives dev
+`gpus: true`, and after dev is applied prints where each deployment's replicas run, read from
+`graphops status`'s placement. The nodes are recorded with
 the other services: a re-run reuses them and `graphops demo --down` stops them.
 """
 

@@ -1,7 +1,8 @@
 """Local multi-node Ray clusters: a head plus CPU and logical-GPU worker nodes, on one machine.
 
-Every node is a `ray start --block` process of its own (`graphops.demo.services`), on
-127.0.0.1 with the head's token; a worker node advertising ``gpus`` has logical GPUs, no
+Every node is a `ray start --block` process of its own (`graphops.demo.services`), with the
+head's token, addressed as 127.0.0.1 (Ray puts its agents and gRPC servers on the host's address
+all the same: a head that nodes join cannot be kept on loopback, see docs/security.md); a worker node advertising ``gpus`` has logical GPUs, no
 hardware, so GPU placement (and its loss) can be tried on CPUs. Nodes are named here (``cpu``,
 ``gpu``, ...) and known by their Ray node id once they joined, so placement reads as names.
 """
@@ -212,6 +213,7 @@ def start_local_cluster(
             tracking_uri=tracking_uri,
             num_cpus=0,
             taken=taken,
+            loopback=False,  # worker nodes join it
         )
     )
     cluster = LocalCluster.around(head, tracking_uri)

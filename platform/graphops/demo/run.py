@@ -128,7 +128,11 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
     """Start what is not running yet: a Ray cluster per environment, the MLflow UI."""
     taken: set[int] = set()
     for name, service in list(job.state.services.items()):
-        if service.alive():
+        if service.alive() and job.multinode and service.loopback:
+            console.print(f"{name}: kept on loopback, so no worker node can join it; restarting")
+            services.stop(service)
+            del job.state.services[name]
+        elif service.alive():
             taken |= set(service.ports.values())
             where = f"worker node of {service.head}" if service.head else f"at {service.url}"
             console.print(f"{name}: running {where} (pid {service.pid}), reused")
@@ -163,10 +167,12 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
             tracking_uri=job.registry.tracking_uri,
             num_cpus=spec["cpus"],
             taken=taken,
+            loopback=not (env == "dev" and job.multinode),  # worker nodes join dev's head
         )
         job.state.services[name] = service
         services.save_state(job.state_file, job.state)
-        console.print(f"{name}: starting at {service.url} (token auth, loopback) ...")
+        where = "loopback" if service.loopback else "dashboard on loopback"
+        console.print(f"{name}: starting at {service.url} (token auth, {where}) ...")
         try:
             services.wait_ready(service)
         except GraphOpsError:

@@ -1,7 +1,7 @@
 """Local stand-ins for an environment's services, for the main job and for trying graphops out.
 
 Each environment gets its own Ray cluster (`ray start --head --block`, token auth on, every
-port on 127.0.0.1) and the MLflow store gets its UI (`mlflow server`). They run in the
+port on 127.0.0.1 unless worker nodes join it: docs/security.md) and the MLflow store gets its UI (`mlflow server`). They run in the
 background, in their own process groups, and are recorded in a state file, so a second run finds
 and reuses them and `stop` ends exactly the processes started here, by pid.
 """
@@ -26,6 +26,7 @@ from pydantic import Field
 
 from graphops._models import StrictModel
 from graphops.errors import ConfigError
+from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
 
 # The processes this one started, kept so they are reaped (and never collected while running).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -41,6 +42,12 @@ RAY_PORTS = (
     "node-manager-port",
     "object-manager-port",
 )
+METRICS_PORT_ENV = {
+    "autoscaler-metrics": "AUTOSCALER_METRIC_PORT",
+    "dashboard-metrics": "DASHBOARD_METRIC_PORT",
+}
+"""Ports a head's monitor and dashboard serve Prometheus metrics on; Ray has no flag for them,
+only these variables, and fixed defaults (44217, 44227) that a second cluster cannot bind."""
 
 
 class Service(StrictModel):
@@ -57,6 +64,10 @@ class Service(StrictModel):
         str | None,
         Field(description="For a Ray worker node: the name of the head it joined (else None)."),
     ] = None
+    loopback: Annotated[
+        bool,
+        Field(description="A Ray head kept on loopback (no worker node can join it)."),
+    ] = False
 
     @property
     def token(self) -> str | None:
@@ -151,11 +162,16 @@ def start_ray(
     tracking_uri: str,
     num_cpus: float,
     taken: set[int],
+    loopback: bool = True,
 ) -> Service:
-    """Start a Ray head in the background with token auth, every port on loopback.
+    """Start a Ray head in the background with token auth, on loopback.
 
-    ``serve_port`` is only reserved here (Serve's HTTP proxy starts on it when an application is
-    applied); it is recorded as ``ports["serve"]``.
+    With ``loopback`` every listener is on 127.0.0.1 (`graphops.runtime.loopback`) and no worker
+    node can join; without it (a head that worker nodes join, `graphops.demo.nodes`) Ray puts
+    its agents and gRPC servers on the host's address (docs/security.md lists them). The
+    dashboard and Serve's proxy are on 127.0.0.1 either way. ``serve_port`` is only reserved
+    here (Serve's HTTP proxy starts on it when an application is applied); it is recorded as
+    ``ports["serve"]``.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     token_file = work_dir / f"{name}.token"
@@ -165,6 +181,7 @@ def start_ray(
     ports = {key: pick_port(None, taken) for key in RAY_PORTS}
     ports["dashboard-port"] = pick_port(dashboard_port, taken)
     ports["serve"] = pick_port(serve_port, taken)
+    ports |= {key: pick_port(None, taken) for key in METRICS_PORT_ENV}
     # Unix socket paths are short (107 bytes): the temp dir lives under /tmp, named by the work dir.
     tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:8]
     temp_dir = Path("/tmp") / f"graphops-{tag}-{name}"
@@ -185,8 +202,13 @@ def start_ray(
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token_file.read_text().strip(),
         "MLFLOW_TRACKING_URI": tracking_uri,
+        **{variable: str(ports[key]) for key, variable in METRICS_PORT_ENV.items()},
+        **(LOOPBACK_ONLY_ENV if loopback else {}),
     }
     env.pop("RAY_ADDRESS", None)
+    if not loopback:
+        for variable in LOOPBACK_ONLY_ENV:
+            env.pop(variable, None)
     process = _spawn(command, log, env=env)
     return Service(
         name=name,
@@ -196,6 +218,7 @@ def start_ray(
         log=str(log),
         temp_dir=str(temp_dir),
         token_file=str(token_file),
+        loopback=loopback,
     )
 
 
@@ -227,6 +250,12 @@ def start_ray_worker(
     by `stop`.
     """
     token = head.token
+    if head.loopback:
+        raise ConfigError(
+            f"{head.name} is kept on loopback, so no worker node can join it (Ray resolves "
+            "its address to the host's, where it does not listen).",
+            fix="Start the head with `start_ray(..., loopback=False)` (the multi-node demo does).",
+        )
     if not token:
         raise ConfigError(
             f"{head.name} has no token file: a worker node must present the head's token.",
@@ -249,6 +278,8 @@ def start_ray_worker(
         *([f"--resources={resources}"] if resources else []),
     ]
     env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    for variable in LOOPBACK_ONLY_ENV:  # `ray start --address` refuses to start with it
+        env.pop(variable, None)
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import ray
 
 from graphops._verbosity import quiet, verbose
 from graphops.errors import PortInUseError
+from graphops.runtime.loopback import is_loopback, loopback_only
 
 _EXCLUDES = [".git", ".nox", ".graphops", "**/__pycache__", "*.parquet.d"]
 
@@ -26,9 +28,9 @@ def ensure_ray(
     """Connect to Ray once per process and return the cluster's resources.
 
     With ``address`` (or ``$RAY_ADDRESS``) the driver joins that cluster and ships ``repo`` as the
-    job's ``working_dir``; otherwise a local cluster is started, sized to this machine, listening on
-    loopback only. Unless `verbose`, Ray logs at WARNING, its workers' output stays in the log
-    files (not on this console) and Ray Data's progress bars are off.
+    job's ``working_dir``; otherwise a local cluster is started (`init_local`), sized to this
+    machine, listening on loopback only. Unless `verbose`, Ray logs at WARNING, its workers'
+    output stays in the log files (not on this console) and Ray Data's progress bars are off.
     """
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS")
@@ -38,21 +40,47 @@ def ensure_ray(
             "log_to_driver": loud,
         }
         if target:
-            ray.init(
-                address=target,
-                runtime_env={"working_dir": str(repo), "excludes": _EXCLUDES},
-                **common,
-            )
+            # A head on this machine kept on loopback is reached only if this driver, too, keeps
+            # 127.0.0.1 (Ray would resolve it to the host's address, where the head is not).
+            with loopback_only() if _on_loopback(target) else nullcontext():
+                ray.init(
+                    address=target,
+                    runtime_env={"working_dir": str(repo), "excludes": _EXCLUDES},
+                    **common,
+                )
         else:
-            ray.init(
-                address="local",  # a new cluster, never a `ray start` one running on this machine
-                num_cpus=num_cpus or os.cpu_count(),
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **common,
-            )
+            init_local(num_cpus or os.cpu_count(), **common)
     _console(verbose())
     return ray.cluster_resources()
+
+
+def init_local(num_cpus: int | None, **options: Any) -> None:
+    """Start a new local cluster in this process: loopback only, no dashboard UI or REST API.
+
+    Every listener is on loopback (`loopback_only`). Ray 2.60 still starts its dashboard
+    process (``start_head_processes`` in ``ray/_private/node.py`` always starts the API server);
+    with ``include_dashboard=False`` it loads no dashboard module and serves no HTTP, and
+    nothing graphops runs in-process needs it (Serve is started by handle, not over REST).
+    """
+    with loopback_only():
+        ray.init(
+            address="local",  # a new cluster, never a `ray start` one running on this machine
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **options,
+        )
+
+
+def _on_loopback(address: str) -> bool:
+    """Whether a Ray address (``host:port``, ``ray://host:port``) names this machine's loopback."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return is_loopback(host)
+    except ValueError:  # a host name, or "auto"
+        return False
 
 
 def _console(loud: bool) -> None:

@@ -24,7 +24,13 @@ from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
 from graphops.plan import plan
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime._ray import cluster_is_local, ensure_ray, has_gpus, require_free_port
+from graphops.runtime._ray import (
+    cluster_is_local,
+    ensure_ray,
+    has_gpus,
+    init_local,
+    require_free_port,
+)
 from graphops.runtime._remote import open_graph
 from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
 from graphops.runtime.schema import (
@@ -316,6 +322,7 @@ __all__ = [
     "deploy",
     "ensure_ray",
     "free_port",
+    "init_local",
     "start_http",
     "undeploy",
 ]
