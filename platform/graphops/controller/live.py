@@ -1,8 +1,8 @@
 """Live figures per graph and arm (`graphops status --live`), read from the cluster itself.
 
 No Prometheus is needed: every graph's ingress keeps its own totals and serves them at
-``GET /<graph>/stats`` (one replica per answer, so the reader asks until it has seen every
-RUNNING ingress replica Serve lists), and a graph whose route is split is read at
+``GET /<graph>/stats`` (to the cluster's token, sent as to the dashboard; one replica per
+answer, so the reader asks until it has seen every RUNNING ingress replica Serve lists), and a graph whose route is split is read at
 ``GET /<graph>/experiment`` (per arm, totals merged across the replicas of what splits: the
 router of an experiment, or the stable version's ingress during a canary). Each source is read
 twice, ``seconds`` apart; the figures are what happened in between: requests per second, error
@@ -12,7 +12,7 @@ rate, p50 and p99 (ms, histogram buckets 15% apart).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,18 +54,25 @@ class LiveFigures(BaseModel):
     problem: Annotated[str, Field(description="Why it could not be read (empty when read).")] = ""
 
 
-def _get(url: str, timeout_s: float) -> dict[str, Any]:
-    answer = requests.get(url, timeout=timeout_s)
+def _get(url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    answer = requests.get(url, timeout=timeout_s, headers=dict(headers or {}))
+    if answer.status_code == 401:  # the route's own message says what the token is and the fix
+        raise requests.HTTPError(f"{url} answered 401: {answer.text.strip()[:300]}")
     answer.raise_for_status()
     result: dict[str, Any] = answer.json()
     return result
 
 
-def ingress_totals(url: str, expected: int, timeout_s: float = 5.0) -> dict[str, dict[str, Any]]:
-    """Replica id -> its ``/stats`` reading, asking until ``expected`` replicas were seen."""
+def ingress_totals(
+    url: str, expected: int, timeout_s: float = 5.0, headers: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Replica id -> its ``/stats`` reading, asking until ``expected`` replicas were seen.
+
+    ``/stats`` needs the cluster's token: ``headers`` carry it (``Authorization: Bearer``).
+    """
     seen: dict[str, dict[str, Any]] = {}
     for _ in range(STATS_TRIES):
-        reading = _get(url, timeout_s)
+        reading = _get(url, timeout_s, headers)
         seen[reading["replica"]] = reading
         if len(seen) >= expected:
             break
@@ -84,8 +91,12 @@ def read_graph(
     *,
     seconds: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
+    headers: Mapping[str, str] | None = None,
 ) -> list[LiveFigures]:
-    """The live figures of one graph: per arm of its split, or of the one serving version."""
+    """The live figures of one graph: per arm of its split, or of the one serving version.
+
+    ``headers`` carry the cluster's token, which ``/stats`` needs (`Cluster.headers`).
+    """
     common: dict[str, Any] = {"env": env_name, "graph": graph}
     serving = [
         (name, app)
@@ -130,9 +141,9 @@ def read_graph(
     ingress = (details.get("deployments") or {}).get(INGRESS) or {}
     expected = len([r for r in ingress.get("replicas") or [] if r.get("state") == "RUNNING"])
     url = f"{base_url}/{graph}/stats"
-    first, t0 = ingress_totals(url, max(expected, 1)), time.monotonic()
+    first, t0 = ingress_totals(url, max(expected, 1), headers=headers), time.monotonic()
     sleep(seconds)
-    second, t1 = ingress_totals(url, max(expected, 1)), time.monotonic()
+    second, t1 = ingress_totals(url, max(expected, 1), headers=headers), time.monotonic()
     both = sorted(set(first) & set(second))
     before = _sum(first[r]["raw"] for r in both)
     after = _sum(second[r]["raw"] for r in both)
@@ -170,16 +181,15 @@ def live(
     """
     config = load_environment(repo, env)
     release = load_release(repo, env)
+    cluster = Cluster(config, timeout_s=10)
     apps = {  # an application being deleted (a retired router) answers nothing any more
-        name: app
-        for name, app in Cluster(config, timeout_s=10).applications().items()
-        if app.get("status") != "DELETING"
+        name: app for name, app in cluster.applications().items() if app.get("status") != "DELETING"
     }
     base = serve_url(config)
     out: list[LiveFigures] = []
     for name in sorted(release.graphs) if graph is None else [graph]:
         try:
-            out += read_graph(env, name, base, apps, seconds=seconds)
+            out += read_graph(env, name, base, apps, seconds=seconds, headers=cluster.headers)
         except (requests.RequestException, GraphOpsError, KeyError, ValueError) as exc:
             out.append(
                 LiveFigures(

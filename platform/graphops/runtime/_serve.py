@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, Response
 from graphops.errors import GraphOpsError
 from graphops.graph import Batch
 from graphops.plan import Stage, plan
+from graphops.runtime._auth import check_headers, cluster_token, require_token
 from graphops.runtime._http import BodyReader, GraphHttp, HttpError
 from graphops.runtime._merged import MergedCounters, empty
 from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
@@ -46,6 +47,8 @@ CANARY_STATS = "canaries"
 ARM_HEADER = "x-graphops-arm"
 """Response header naming the version that answered, while a route is split."""
 _ROUTES = ("", "/health", "/openapi.json", "/docs", "/stats")
+_TOKEN_ROUTES = ("/stats",)
+"""Routes that answer only with the cluster's token (`graphops.runtime._auth`; docs/security.md)."""
 
 
 async def call_with_retry(
@@ -259,11 +262,14 @@ class GraphIngress:
         root = request.scope.get("root_path") or self.route
         sub = (path[len(root) :] if path.startswith(root) else path).rstrip("/")
         try:
+            check_headers(self.args.graph, request.scope.get("headers") or [])
             if sub == "" and request.method == "POST":
                 return await self._predict(request)
             if request.method == "GET" and sub == "/experiment" and self.split is not None:
                 return Response(json.dumps(await self.experiment()), media_type=_JSON)
-            if request.method == "GET" and sub in ("/health", "/openapi.json", "/docs", "/stats"):
+            if request.method == "GET" and sub in _TOKEN_ROUTES:
+                require_token(f"GET {path}", request.headers.get("authorization"), cluster_token())
+            if request.method == "GET" and sub in _ROUTES[1:]:
                 return self._get(sub)
         except HttpError as exc:
             return error_response(exc)
@@ -274,7 +280,8 @@ class GraphIngress:
             {
                 "error": f"{request.method} {path} is not a route of graph '{self.args.graph}'.",
                 "fix": f"POST {self.route} with a JSON body; GET {self.route}/health, "
-                f"{self.route}/openapi.json or {self.route}/docs.",
+                f"{self.route}/openapi.json or {self.route}/docs ({self.route}/stats with the "
+                "cluster's token).",
             },
         )
         headers = {"Allow": allowed} if known else None

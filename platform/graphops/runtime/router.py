@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from graphops.errors import ServeError
+from graphops.runtime._auth import check_headers
 from graphops.runtime._http import BodyReader, HttpError
 from graphops.runtime._merged import MergedCounters, empty
 from graphops.runtime._serve import ARM_HEADER, ask_version, deployment_of, error_response
@@ -96,6 +97,7 @@ class Router:
         root = request.scope.get("root_path") or self.route
         sub = (path[len(root) :] if path.startswith(root) else path).rstrip("/")
         try:
+            check_headers(self.args.graph, request.scope.get("headers") or [])
             if sub == "" and request.method == "POST":
                 return await self._route(await self.reader.read(request))
             if request.method == "GET" and sub == "/experiment":
