@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 SECURITY = REPO / "docs" / "security.md"
 TABLE_MARK = "<!-- listeners: checked row for row by tests/integration/test_loopback.py -->"
 KINDS = ("session", "head", "multi-node head", "multi-node worker")
-SETTLE_S = 30.0
+SETTLE_S = 60.0
 """How long a cluster may take to open every listener (agents and workers start late)."""
 
 DEFAULT_METRICS_PORTS = {"autoscaler-metrics": 44217, "dashboard-metrics": 44227}

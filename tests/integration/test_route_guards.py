@@ -81,5 +81,5 @@ def test_headers_over_64_kib_get_431_through_serves_proxy(served: OnlineApp) -> 
         assert answer.status_code == 431, (method, sub, answer.status_code, answer.text[:300])
         body = answer.json()
         assert set(body) == {"error", "fix"}, body
-        assert "1,048,5" in body["error"] and "65,536" in body["error"], body
+        assert "hold 1,048," in body["error"] and "65,536" in body["error"], body
     print(answer.status_code, json.dumps(body))

@@ -30,7 +30,12 @@ TOKEN_FIX = (
 def cluster_token() -> str | None:
     """The token of the cluster this process belongs to; None when token auth is off."""
     # Ray's own loader: the same lookup, and the same token, its dashboard and RPCs check.
-    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+    # (Compiled; ray/_raylet.pyi does not declare the authentication API.)
+    from ray._raylet import (  # type: ignore[attr-defined]
+        AuthenticationMode,
+        AuthenticationTokenLoader,
+        get_authentication_mode,
+    )
 
     if get_authentication_mode() != AuthenticationMode.TOKEN:
         return None
