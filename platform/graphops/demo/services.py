@@ -1,8 +1,8 @@
 """Local stand-ins for an environment's services, for the main job and for trying graphops out.
 
 Each environment gets its own Ray cluster (`ray start --head --block`, token auth on, every
-port on 127.0.0.1 unless worker nodes join it: docs/security.md) and the MLflow store gets its UI (`mlflow server`). They run in the
-background, in their own process groups, and are recorded in a state file, so a second run finds
+port on 127.0.0.1 unless worker nodes join it: docs/security.md) and the MLflow store gets its
+UI (`mlflow server`). They run in the background, in their own process groups, and are recorded in a state file, so a second run finds
 and reuses them and `stop` ends exactly the processes started here, by pid.
 """
 
