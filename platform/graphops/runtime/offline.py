@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,7 +270,11 @@ def compile_offline(
     for op, op_keep in zip(operators, kept, strict=True):
         index = tuple(the_plan.stages.index(s) for s in op.stages)
         spec = StageSpec.of(package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
-        dataset = dataset.map_batches(**_operator(op, spec, monitor, gpus, cluster, tasks))
+        with warnings.catch_warnings():
+            # Ray 2.60 takes `max_restarts` (see `_operator`) only through `**ray_remote_args`,
+            # deprecated for Ray 2.64 with no named parameter to replace it yet.
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
+            dataset = dataset.map_batches(**_operator(op, spec, monitor, gpus, cluster, tasks))
     return dataset, the_plan, operators
 
 
@@ -293,6 +298,11 @@ def _operator(
         "fn": _StageWorker,
         "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
         "compute": ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+        # Not restarted: Ray Data hands every pool actor its DataContext and transform chain as
+        # object-store refs, which a restart cannot count on (ray-project/ray#53727, core_worker
+        # logs an error per actor otherwise). A lost actor fails the run with its cause instead
+        # of retrying forever; a run is short and re-runnable, and our spec is tiny anyway.
+        "max_restarts": 0,
         **common,
     }
 
