@@ -45,6 +45,8 @@ from graphops.runtime.schema import GraphSpec, resolve_pins
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
+CPU_WAIT_S = 30.0
+"""Longest wait, before a run, for the CPUs of work that just stopped to be free again."""
 
 
 class StageSpec(GraphSpec):
@@ -357,6 +359,7 @@ def run_offline(
     resolve_s = time.perf_counter() - timer
     gpus = has_gpus()
     cluster = cluster or ClusterSize.current()
+    _wait_for_cpus()
     # A dataset keeps the DataContext it was created with: set it before the read.
     context = ray.data.DataContext.get_current()
     preserve, min_blocks = context.execution_options.preserve_order, context.read_op_min_num_blocks
@@ -419,6 +422,19 @@ def run_offline(
         operators=operators,
         phases={"ray_start": ray_s, "model_resolve": resolve_s, "data_run": seconds},
     )
+
+
+def _wait_for_cpus() -> None:
+    """Return once the cluster has a free CPU, or after `CPU_WAIT_S` seconds.
+
+    Serve applications deleted just before (validation's parity check, the main job's
+    experiment) hold their replicas' CPUs in the cluster's resource view for a moment after
+    ``serve.delete`` returns. A Data job started then would wait for them, and Ray Data warns
+    that it "will hang unless more CPUs are freed up".
+    """
+    deadline = time.monotonic() + CPU_WAIT_S
+    while not ray.available_resources().get("CPU") and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _totals(
