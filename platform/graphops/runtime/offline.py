@@ -45,8 +45,14 @@ from graphops.runtime.schema import GraphSpec, resolve_pins
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
-CPU_WAIT_S = 30.0
-"""Longest wait, before a run, for the CPUs of work that just stopped to be free again."""
+IO_CPUS = 1.0
+"""CPUs the actor pools leave free: for Ray Data's read tasks, and idle at the end of a write.
+
+Ray Data checks for a free CPU once more when a write is done, while the pool's actors are still
+alive and the write tasks just ended (the cluster's resource view lags): on a cluster whose CPUs
+the pool and the writes held, it warns that the job "will hang". So the pools leave this much
+and the write tasks (file I/O) reserve no CPU.
+"""
 
 
 class StageSpec(GraphSpec):
@@ -268,7 +274,7 @@ def compile_offline(
         )
     kept = kept_columns(operators, keep) if keep is not None else [None] * len(operators)
     cluster = cluster or ClusterSize.current()
-    tasks = sum(o.resources.cpus for o in operators if not o.actors)
+    tasks = IO_CPUS + sum(o.resources.cpus for o in operators if not o.actors)
     for op, op_keep in zip(operators, kept, strict=True):
         index = tuple(the_plan.stages.index(s) for s in op.stages)
         spec = StageSpec.of(package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
@@ -359,7 +365,6 @@ def run_offline(
     resolve_s = time.perf_counter() - timer
     gpus = has_gpus()
     cluster = cluster or ClusterSize.current()
-    _wait_for_cpus()
     # A dataset keeps the DataContext it was created with: set it before the read.
     context = ray.data.DataContext.get_current()
     preserve, min_blocks = context.execution_options.preserve_order, context.read_op_min_num_blocks
@@ -424,19 +429,6 @@ def run_offline(
     )
 
 
-def _wait_for_cpus() -> None:
-    """Return once the cluster has a free CPU, or after `CPU_WAIT_S` seconds.
-
-    Serve applications deleted just before (validation's parity check, the main job's
-    experiment) hold their replicas' CPUs in the cluster's resource view for a moment after
-    ``serve.delete`` returns. A Data job started then would wait for them, and Ray Data warns
-    that it "will hang unless more CPUs are freed up".
-    """
-    deadline = time.monotonic() + CPU_WAIT_S
-    while not ray.available_resources().get("CPU") and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
 def _totals(
     monitor: Any, last: str, expected: int | None
 ) -> tuple[dict[str, float], dict[str, int]]:
@@ -483,10 +475,12 @@ def check_output(output: Path) -> str:
 
 
 def _write(dataset: ray.data.Dataset, output: Path) -> None:
+    """Write the result; the write tasks reserve no CPU (see `IO_CPUS`)."""
     kind = check_output(output)
+    io: dict[str, Any] = {"num_cpus": 0}
     if kind == "csv":
-        dataset.write_csv(str(output))
+        dataset.write_csv(str(output), ray_remote_args=io)
     elif kind == "parquet":
-        dataset.write_parquet(str(output))
+        dataset.write_parquet(str(output), ray_remote_args=io)
     else:
-        dataset.write_json(str(output))
+        dataset.write_json(str(output), ray_remote_args=io)
