@@ -104,12 +104,18 @@ def plan_graph(
     mermaid_out: Annotated[
         Path | None,
         typer.Option(
-            "--mermaid", help="Also write the Mermaid diagram to this file (a Markdown block)."
+            "--mermaid",
+            help="Also write the Mermaid diagram to this file (a Markdown block); a relative "
+            "path is taken from the current folder, e.g. .graphops/plan.md (git-ignored).",
         ),
     ] = None,
     svg_out: Annotated[
         Path | None,
-        typer.Option("--svg", help="Also write the diagram as a self-contained SVG picture here."),
+        typer.Option(
+            "--svg",
+            help="Also write the diagram as a self-contained SVG picture here (a relative path "
+            "is taken from the current folder).",
+        ),
     ] = None,
 ) -> None:
     """Show how a graph is cut into stages (deployments / operators), with a Mermaid diagram.
@@ -136,9 +142,13 @@ def plan_graph(
         markup=False,
     )
     if mermaid_out:
+        mermaid_out = mermaid_out.resolve()
+        mermaid_out.parent.mkdir(parents=True, exist_ok=True)
         mermaid_out.write_text(f"```mermaid\n{diagram}```\n")
         console.print(f"Diagram written to {mermaid_out}")
     if svg_out:
+        svg_out = svg_out.resolve()
+        svg_out.parent.mkdir(parents=True, exist_ok=True)
         svg_out.write_text(svg(the_plan), encoding="utf-8")
         console.print(f"Picture written to {svg_out}")
 
@@ -237,4 +247,9 @@ app.add_typer(experiment_app, name="experiment")
 
 def main() -> None:
     """Console-script entry point."""
+    # Token authentication on, said explicitly (DESIGN.md): a local `ray.init` then starts its
+    # cluster with a token and without Ray's "Token authentication is enabled" warning, which it
+    # prints when the mode is left unset. It must be set before Ray is imported (its config reads
+    # it then); `RAY_AUTH_MODE=disabled` still opts out.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     app()

@@ -58,13 +58,21 @@ def demo(
 ) -> None:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
 
-    Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
+    Starts (or reuses) a Ray cluster per environment (token auth; dashboard and Serve HTTP on
+    127.0.0.1, some of Ray's internal ports on all interfaces) and the MLflow UI (127.0.0.1);
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
     record); runs an A/A experiment behind the router and a batch job; promotes every graph to dev and applies it, then asks each graph on
     its stable route; promotes digits to staging and applies it there; rolls out a new version of
     digits in dev by canary under load, then a broken one (aborted); prints what is live where.
     Safe to re-run: what is already up, registered, pinned or applied is reused. `--down` stops
     everything it started.
+
+    With `--multinode` (off by default: two more Ray nodes on the machine), dev's cluster gets two
+    worker nodes on 127.0.0.1 with its token: `ray-dev-cpu` (2 CPUs) and `ray-dev-gpu` (1 CPU,
+    2 logical GPUs, `ray start --num-gpus 2`: room for a blue/green rollout's two model stages);
+    dev is applied with `cluster.gpus: true` and a table shows the node of every running replica
+    (from `graphops status`'s placement), e.g. digits' `logits` on the gpu worker. The nodes are
+    recorded with the other services: a re-run reuses them, `--down` stops them first.
     """
     from graphops.demo import down as stop_services
     from graphops.demo import main_job

@@ -181,7 +181,8 @@ def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
 def diff(ctx: typer.Context, env: EnvOption) -> None:
     """Show what applying the committed files would change on the environment's cluster.
 
-    Deployments that would run on a single replica are listed as single points of failure.
+    Deployments that would run on a single replica are listed under the table as single points of
+    failure, with the fix (`policy.min_replicas: 2`).
     """
     from graphops.controller.status import SPOF_FIX
     from graphops.controller.status import diff as do_diff
@@ -271,9 +272,14 @@ def status(
 ) -> None:
     """For each environment and graph: version, lock, validation run, live state, drift, since when.
 
+    Live deployments running on one replica are listed under the table as single points of
+    failure, with the fix (`policy.min_replicas: 2`). A second table shows the placement of every
+    live deployment: the Ray node id of each running replica (`--json`: `placement`), so a model
+    stage on a GPU node and the ingress elsewhere can be read off.
+
     ``--live`` adds what each graph (each arm of a split: an experiment or a canary) answers
     now, read from the graphs' own counters over ``--seconds`` (no Prometheus needed), and the last rollout of
-    each graph (``environments/<env>/rollouts.yaml``).
+    each graph (``environments/<env>/rollouts.yaml``), with the MLflow run that holds its copy.
 
     The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's
     cluster could not be read; the reason (and the variable to export) is printed under the

@@ -63,7 +63,6 @@ def serve(
     """
     import ray
     import requests
-    from ray import serve as ray_serve
 
     from graphops.runtime.online import deploy, undeploy
 
@@ -120,7 +119,9 @@ def serve(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         undeploy(online.name)
         if not address:
-            ray_serve.shutdown()
+            # The local cluster goes, Serve's controller and proxy with it: no serve.shutdown()
+            # first, whose graceful_shutdown call waits until the controller is killed and then
+            # has Ray print "(raylet) Task ServeController.graceful_shutdown failed" (it retries).
             ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
         console.print(f"Stopped {graph}.")

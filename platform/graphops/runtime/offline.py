@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,14 @@ from graphops.runtime.schema import GraphSpec, resolve_pins
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
+IO_CPUS = 1.0
+"""CPUs the actor pools leave free: for Ray Data's read tasks, and idle at the end of a write.
+
+Ray Data checks for a free CPU once more when a write is done, while the pool's actors are still
+alive and the write tasks just ended (the cluster's resource view lags): on a cluster whose CPUs
+the pool and the writes held, it warns that the job "will hang". So the pools leave this much
+and the write tasks (file I/O) reserve no CPU.
+"""
 
 
 class StageSpec(GraphSpec):
@@ -265,11 +274,15 @@ def compile_offline(
         )
     kept = kept_columns(operators, keep) if keep is not None else [None] * len(operators)
     cluster = cluster or ClusterSize.current()
-    tasks = sum(o.resources.cpus for o in operators if not o.actors)
+    tasks = IO_CPUS + sum(o.resources.cpus for o in operators if not o.actors)
     for op, op_keep in zip(operators, kept, strict=True):
         index = tuple(the_plan.stages.index(s) for s in op.stages)
         spec = StageSpec.of(package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
-        dataset = dataset.map_batches(**_operator(op, spec, monitor, gpus, cluster, tasks))
+        with warnings.catch_warnings():
+            # Ray 2.60 takes `max_restarts` (see `_operator`) only through `**ray_remote_args`,
+            # deprecated for Ray 2.64 with no named parameter to replace it yet.
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
+            dataset = dataset.map_batches(**_operator(op, spec, monitor, gpus, cluster, tasks))
     return dataset, the_plan, operators
 
 
@@ -293,6 +306,11 @@ def _operator(
         "fn": _StageWorker,
         "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
         "compute": ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+        # Not restarted: Ray Data hands every pool actor its DataContext and transform chain as
+        # object-store refs, which a restart cannot count on (ray-project/ray#53727, core_worker
+        # logs an error per actor otherwise). A lost actor fails the run with its cause instead
+        # of retrying forever; a run is short and re-runnable, and our spec is tiny anyway.
+        "max_restarts": 0,
         **common,
     }
 
@@ -457,10 +475,12 @@ def check_output(output: Path) -> str:
 
 
 def _write(dataset: ray.data.Dataset, output: Path) -> None:
+    """Write the result; the write tasks reserve no CPU (see `IO_CPUS`)."""
     kind = check_output(output)
+    io: dict[str, Any] = {"num_cpus": 0}
     if kind == "csv":
-        dataset.write_csv(str(output))
+        dataset.write_csv(str(output), ray_remote_args=io)
     elif kind == "parquet":
-        dataset.write_parquet(str(output))
+        dataset.write_parquet(str(output), ray_remote_args=io)
     else:
-        dataset.write_json(str(output))
+        dataset.write_json(str(output), ray_remote_args=io)
