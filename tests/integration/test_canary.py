@@ -152,6 +152,7 @@ def lock_at_head(repo: Path, version: str, champion: ResolvedModel) -> GraphLock
     return GraphLock(
         version=version,
         content_hash=package.content_hash,
+        manifest=package.manifest,
         commit=commit,
         models={"logits": champion.model_copy(update={"alias": None})},
         package=package_uri(repo, "digits", commit),
