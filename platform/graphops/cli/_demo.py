@@ -38,6 +38,14 @@ def demo(
             "(promoted step by step), then a broken one (aborted).",
         ),
     ] = True,
+    canary_again: Annotated[
+        bool,
+        typer.Option(
+            "--canary-again",
+            help=f"Roll out two new versions of {CANARY_GRAPH} by canary even when an earlier "
+            "run did (default: a re-run shows that run's rollouts and adds no version).",
+        ),
+    ] = False,
     revalidate: Annotated[
         bool,
         typer.Option(
@@ -60,11 +68,12 @@ def demo(
 
     Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
-    record); runs an A/A experiment behind the router and a batch job; promotes every graph to dev and applies it, then asks each graph on
-    its stable route; promotes digits to staging and applies it there; rolls out a new version of
-    digits in dev by canary under load, then a broken one (aborted); prints what is live where.
-    Safe to re-run: what is already up, registered, pinned or applied is reused. `--down` stops
-    everything it started.
+    record); runs an A/A experiment behind the router and a batch job; promotes every graph to
+    dev and applies it, then asks each graph on its stable route; rolls out a new version of
+    digits in dev by canary under load, then a broken one (aborted); promotes digits from dev to
+    staging and applies it there; prints what is live where. Safe to re-run: what is already up,
+    registered, validated, pinned or applied is reused, and the canaries an earlier run made are
+    shown again (`--canary-again` makes two new versions). `--down` stops everything it started.
     """
     from graphops.demo import down as stop_services
     from graphops.demo import main_job
@@ -82,6 +91,7 @@ def demo(
         experiment=experiment,
         revalidate=revalidate,
         canary=canary,
+        canary_again=canary_again,
         multinode=multinode,
     )
     if not ok:

@@ -22,11 +22,15 @@ from graphops.demo.job import DemoJob
 from graphops.errors import GraphOpsError
 
 
-def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True) -> Path | None:
+def gitops(
+    job: DemoJob, envs: list[str], names: list[str], canary: bool = True, again: bool = False
+) -> Path | None:
     """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout.
 
     With ``canary``, dev then rolls out two new versions of `CANARY_GRAPH` by canary under load
-    (`graphops.demo.canary`): a good one promoted step by step, a broken one aborted.
+    (`graphops.demo.canary`): a good one promoted step by step, a broken one aborted; a round an
+    earlier run finished is shown again unless ``again``. Then `STAGING_GRAPH` goes on from dev
+    to staging: what dev runs once its canaries are done, so a re-run finds nothing to promote.
     """
     with job.step("Check the local services answer"):
         for service in job.state.services.values():
@@ -46,16 +50,16 @@ def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True)
         with job.step("dev: where each deployment runs across the nodes"):
             show_placement(job)
     _harden(job, names)
+    if canary and CANARY_GRAPH in names:
+        from graphops.demo.canary import canary_demo
+
+        canary_demo(job, CANARY_GRAPH, again)
+        _ask(job, "dev", CANARY_GRAPH)
     if "staging" in envs and STAGING_GRAPH in names:
         with job.step(f"Promote {STAGING_GRAPH} to staging and merge it (a reviewed PR)", False):
             graphops_command(job, "promote", STAGING_GRAPH, "--to", "staging")
             _merge(job, f"promote/staging/{STAGING_GRAPH}-")
         _apply_and_ask(job, "staging", [STAGING_GRAPH])
-    if canary and CANARY_GRAPH in names:
-        from graphops.demo.canary import canary_demo
-
-        canary_demo(job, CANARY_GRAPH)
-        _ask(job, "dev", CANARY_GRAPH)
     return job.sandbox
 
 
