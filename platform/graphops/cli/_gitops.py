@@ -278,6 +278,10 @@ def status(
     The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's
     cluster could not be read; the reason (and the variable to export) is printed under the
     table and the exit status is then 1.
+
+    When no environment of the checkout releases a graph and the demo's GitOps sandbox does
+    (after `graphops demo`), the sandbox's environments are shown, said in one line with the
+    command that reads them (``--json`` never switches).
     """
     from graphops.controller.status import SPOF_FIX, UNREADABLE
     from graphops.controller.status import status as do_status

@@ -275,11 +275,13 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
 def token_exports(job: DemoJob) -> None:
     """The export lines that let `graphops status/apply` read the clusters (the file, not the token).
 
-    The sandbox's environments name GRAPHOPS_<ENV>_TOKEN; an environment of this checkout that
-    points at a demo cluster without a ``cluster.token_env`` reads RAY_AUTH_TOKEN.
+    The sandbox's environments name GRAPHOPS_<ENV>_TOKEN, and `graphops status` in the checkout
+    shows them while the checkout releases nothing; an environment of this checkout that does
+    release a graph and points at a demo cluster without a ``cluster.token_env`` reads
+    RAY_AUTH_TOKEN.
     """
     from graphops.controller.cluster import token_variable
-    from graphops.environments import environment_names, load_environment
+    from graphops.environments import environment_names, load_environment, load_release
 
     def shown(path: Path) -> Path:
         return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
@@ -292,13 +294,15 @@ def token_exports(job: DemoJob) -> None:
     if not files:
         return
     console.print(
-        f"The clusters ask for a token: to run `graphops --repo {shown(job.sandbox)} status` "
-        "(or apply) yourself,"
+        "The clusters ask for a token: to run `graphops status` (in this checkout it shows the "
+        f"sandbox's environments) or `graphops --repo {shown(job.sandbox)} apply` yourself,"
     )
     for env, (_, path) in files.items():
         console.print(f"  export {token_env(env)}=$(cat {path})", markup=False, highlight=False)
     for env in environment_names(job.root):  # this checkout's own environments
         config = load_environment(job.root, env)
+        if not load_release(job.root, env).graphs:
+            continue  # `graphops status` shows the sandbox's instead
         for url, path in files.values():
             if config.cluster.dashboard == url and not config.cluster.token_env:
                 variable = token_variable(config)

@@ -42,6 +42,14 @@ RAY_PORTS = (
     "object-manager-port",
 )
 
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+"""`ray start --block` drains its node on SIGTERM (for a pod beside other nodes), for up to 30 s.
+
+`stop` signals the whole process group at once, so the drain would ask a GCS that got the same
+signal and wait out its timeout (`--down` took 10 s per cluster: the SIGKILL after it). A local
+cluster has no other node to drain to.
+"""
+
 
 class Service(StrictModel):
     """One background process started here: what it is, its pid and where it listens."""
@@ -181,11 +189,15 @@ def start_ray(
         "--disable-usage-stats",
         *(f"--{key}={ports[key]}" for key in RAY_PORTS),
     ]
-    env = os.environ | {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token_file.read_text().strip(),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-    }
+    env = (
+        os.environ
+        | NO_DRAIN
+        | {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": token_file.read_text().strip(),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+        }
+    )
     env.pop("RAY_ADDRESS", None)
     process = _spawn(command, log, env=env)
     return Service(
@@ -248,7 +260,7 @@ def start_ray_worker(
         *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
         *([f"--resources={resources}"] if resources else []),
     ]
-    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
@@ -339,15 +351,20 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
 
 
 def stop(service: Service, timeout_s: float = 10) -> None:
-    """Stop the service's process group (SIGTERM, then SIGKILL) and remove its temp dir."""
-    if service.alive():
+    """Stop the service's process group and remove its temp dir.
+
+    Every process of the group gets SIGTERM at once, so each cleans up after itself in parallel
+    (a Ray head's GCS, raylet, dashboard and workers; the MLflow UI's server and job runners);
+    whatever still runs after ``timeout_s`` gets SIGKILL. Done when no process of the group is
+    left, checked every 0.1 s.
+    """
+    if service.alive() or _group(service.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(service.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while service.alive() and time.monotonic() < deadline:
-            _reap(service.pid)
-            time.sleep(0.5)
-        if service.alive():
+        while (service.alive() or _group(service.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if service.alive() or _group(service.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(service.pid, signal.SIGKILL)
             child = _CHILDREN.pop(service.pid, None)
@@ -357,6 +374,18 @@ def stop(service: Service, timeout_s: float = 10) -> None:
             _reap(service.pid)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
+
+
+def _group(pgid: int) -> list[int]:
+    """The running processes of process group ``pgid`` (Linux's /proc; elsewhere none known)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = entry.read_text()
+            state, _, group = text[text.rindex(")") + 2 :].split()[:3]
+            if int(group) == pgid and state not in ("Z", "X"):
+                found.append(int(entry.parent.name))
+    return found
 
 
 def _reap(pid: int) -> None:
