@@ -350,30 +350,42 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
         time.sleep(1)
 
 
-def stop(service: Service, timeout_s: float = 10) -> None:
+def stop(service: Service, timeout_s: float = 10, linger_s: float = 1) -> None:
     """Stop the service's process group and remove its temp dir.
 
     Every process of the group gets SIGTERM at once, so each cleans up after itself in parallel
-    (a Ray head's GCS, raylet, dashboard and workers; the MLflow UI's server and job runners);
-    whatever still runs after ``timeout_s`` gets SIGKILL. Done when no process of the group is
-    left, checked every 0.1 s.
+    (a Ray head's GCS, raylet, dashboard and workers; the MLflow UI's server and job runners).
+    The leader (`ray start --block`, `mlflow server`) only waits for them: once it is the last
+    one left, its exit is interpreter teardown (a full garbage collection of all it imported,
+    seconds on a busy machine) with nothing left to clean up, so after ``linger_s`` it gets
+    SIGKILL. Whatever still runs after ``timeout_s`` does too. Checked every 0.1 s.
     """
     if service.alive() or _group(service.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(service.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while (service.alive() or _group(service.pid)) and time.monotonic() < deadline:
+        alone: float | None = None  # when the leader became the last process of its group
+        while service.alive() or _group(service.pid):
+            now = time.monotonic()
+            if service.alive() and _group(service.pid) == [service.pid]:
+                alone = alone or now
+            if now > deadline or (alone is not None and now - alone > linger_s):
+                _kill(service.pid)
+                break
             time.sleep(0.1)
-        if service.alive() or _group(service.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(service.pid, signal.SIGKILL)
-            child = _CHILDREN.pop(service.pid, None)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=5)
-            _reap(service.pid)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
+
+
+def _kill(pgid: int) -> None:
+    """SIGKILL the process group ``pgid`` and reap its leader when it is our child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    child = _CHILDREN.pop(pgid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+    _reap(pgid)
 
 
 def _group(pgid: int) -> list[int]:
