@@ -291,7 +291,7 @@ def _spawn(
 def start_mlflow_ui(
     work_dir: Path, tracking_uri: str, port: int | None, taken: set[int]
 ) -> Service:
-    """Start the MLflow UI over the local store (one worker, loopback only)."""
+    """Start the MLflow UI over the local store (one worker, loopback only, no job runners)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     chosen = pick_port(port, taken)
     log = work_dir / "mlflow-ui.log"
@@ -307,7 +307,10 @@ def start_mlflow_ui(
         "--workers",
         "1",
     ]
-    process = _spawn(command, log, cwd=work_dir)
+    # No job execution: it runs seven huey consumers for MLflow's GenAI jobs (scorers, trace
+    # archival) that a UI over runs never uses, and they outlast SIGTERM (`--down` took 10 s).
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = _spawn(command, log, env=env, cwd=work_dir)
     return Service(
         name="mlflow-ui",
         pid=process.pid,
