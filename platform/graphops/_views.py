@@ -10,6 +10,7 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from graphops.errors import GraphOpsError
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # the CLI imports numpy, MLflow and torch only for commands t
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
     from graphops.runtime.schema import DeploymentSpec
-    from graphops.validation import ValidationReport
+    from graphops.validation import GraphValidation, ValidationReport
 
 # Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -203,8 +204,12 @@ def _cell(value: Any) -> str:
     return escape(str(value))
 
 
-def validation_table(report: ValidationReport) -> Group:
-    """Validation outcome per graph (gates, rows, time, MLflow run) and every problem."""
+def validation_table(report: ValidationReport, again: str = "--force") -> Group:
+    """Validation outcome per graph (gates, rows, time, MLflow run) and every problem.
+
+    A reused validation is said so under the table, with its run and ``again``: the option
+    that validates anyway.
+    """
     table = Table(
         title="Validation (offline on Ray Data; parity online on Serve)", title_justify="left"
     )
@@ -232,7 +237,7 @@ def validation_table(report: ValidationReport) -> Group:
         table.add_row(
             g.graph,
             g.version or "-",
-            _STATUS[g.status],
+            _STATUS[g.status] + (" (reused)" if g.reused else ""),
             gates,
             parity,
             str(g.rows),
@@ -242,8 +247,17 @@ def validation_table(report: ValidationReport) -> Group:
     from graphops.validation.report import breakdown_line
 
     times = [f"{g.graph}: {escape(breakdown_line(g))}" for g in report.graphs if g.timings]
+    reused = [Text(reuse_line(g, again)) for g in report.graphs if g.reused]
     problems = [f"[red]{g.graph}:[/] {escape(p)}" for g in report.graphs for p in g.problems]
-    return Group(table, *times, *problems)
+    return Group(table, *times, *reused, *problems)
+
+
+def reuse_line(g: GraphValidation, again: str = "--force") -> str:
+    """The line saying that ``g`` is a passed validation reused, naming its MLflow run."""
+    return (
+        f"{g.graph}: a passed validation of this code, these models and this data exists "
+        f"(MLflow run {g.run_id}); reused. {again} validates again."
+    )
 
 
 def deployments_table(specs: Sequence[DeploymentSpec], title: str) -> Table:

@@ -53,7 +53,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         assert "360 rows equal" in out  # validation: Serve answers equal the offline ones
         assert re.search(r"360 rows in [\d.]+ s .*digits\.parquet", out)  # the batch job
         assert "Pushed to origin/main." in out  # promote --auto --to dev --push main
-        assert "merged promote/staging/digits-1.0.0 into main" in out
+        assert "merged promote/staging/digits-1.0.1 into main" in out  # dev's, after its canaries
         for env in ("dev", "staging"):  # real requests on the stable routes, answered
             assert re.search(
                 rf"{env} POST http://127\.0\.0\.1:\d+/digits one object -> 200 \{{", out
@@ -85,7 +85,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         rollouts = summary[summary.index("Canary rollouts (dev, under load)") :]
         assert re.search(r"1\.0\.0 → 1\.0\.1\s+│ 10% advance → 50% advance\s+│ promoted", rollouts)
         assert re.search(r"1\.0\.1 → 1\.0\.2\s+│ 10% abort\s+│ aborted", rollouts)
-        assert re.search(r"│ staging\s+│ digits\s+│ 1\.0\.0\s+│ digits-1\.0\.0-", summary)
+        assert re.search(r"│ staging\s+│ digits\s+│ 1\.0\.1\s+│ digits-1\.0\.1-", summary)
         assert "Ray dashboard (staging)" in summary and "│ total" in summary
 
         state = json.loads(state_file.read_text())
@@ -99,44 +99,59 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         apps = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
         assert [a["route_prefix"] for a in apps["applications"].values()] == ["/digits"]
 
-        # Re-running the GitOps steps changes nothing: same lock, same applications.
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "GRAPHOPS_REPO")
-        } | {
-            "MLFLOW_TRACKING_URI": f"sqlite:///{checkout / '.graphops' / 'mlflow.db'}",
-            "GRAPHOPS_DEV_TOKEN": token,
-        }
-        again = subprocess.run(
-            [
-                GRAPHOPS,
-                "--repo",
-                str(sandbox),
-                "promote",
-                "--auto",
-                "--to",
-                "dev",
-                "--push",
-                "main",
-            ],
+        # Running the same command again changes nothing: no commit, no version, no validation;
+        # the canaries are said to have run, with the option that runs them again.
+        with git.Repo(sandbox) as clone:
+            commits = len(list(clone.iter_commits("main")))
+        second = graphops(checkout, "demo", "--graph", "digits", "--no-experiment", timeout=900)
+        again = " ".join(second.stdout.split())
+        assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
+        with git.Repo(sandbox) as clone:
+            assert len(list(clone.iter_commits("main"))) == commits
+        assert "digits 1.0.1 is already pinned in dev: nothing to do." in again
+        assert "dev: the cluster already runs what git says; nothing changed." in again
+        assert "digits 1.0.1 is already pinned in staging: nothing to do." in again
+        assert re.search(
+            r"digits: a passed validation of this code, these models and this data exists "
+            r"\(MLflow run [0-9a-f]{32}\); reused\. --revalidate validates again\.",
+            again,
+        )
+        assert (
+            "dev's canaries already ran in this sandbox: digits 1.0.1 promoted, 1.0.2 aborted "
+            "and reverted (environments/dev/rollouts.yaml); `graphops demo --canary-again` "
+            "rolls out two new versions." in again
+        )
+        assert re.search(r"1\.0\.1 → 1\.0\.2\s+│ 10% abort\s+│ aborted", second.stdout)
+
+        # `graphops status` where a user runs it, in the checkout: the demo's environments,
+        # said so with the command; without the token, which variable to export.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPHOPS_", "RAY_"))}
+        env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{checkout / '.graphops' / 'mlflow.db'}"}
+        status = subprocess.run(
+            [GRAPHOPS, "status", "--env", "dev"],
             capture_output=True,
             text=True,
             env=env,
+            cwd=checkout,
             timeout=300,
         )
-        assert "digits 1.0.1 is already pinned in dev: nothing to do." in again.stdout, again
-        applied = subprocess.run(
-            [GRAPHOPS, "--repo", str(sandbox), "apply", "--env", "dev"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
+        shown = " ".join(status.stdout.split())
+        assert status.returncode == 1, shown  # the cluster could not be read: no token
+        assert (
+            "Nothing is released in environments/dev of this checkout; the demo's environments "
+            "are in its sandbox .graphops/demo/gitops, shown below: `graphops --repo "
+            ".graphops/demo/gitops status --env dev`" in shown
         )
-        assert "dev: the cluster already runs what git says; nothing changed." in applied.stdout
+        assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.1\s+│", status.stdout)
+        assert "export GRAPHOPS_DEV_TOKEN=$(cat .graphops/demo/ray-dev.token)" in shown
     finally:
         down = graphops(checkout, "demo", "--down", timeout=300)
     print(down.stdout)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "ray-dev: stopped (pid" in down.stdout and "mlflow-ui: stopped (pid" in down.stdout
+    # Each service stops in seconds (it took the 10 s timeout: a drain waiting on a stopped GCS).
+    for name, seconds in re.findall(r"(\S+): stopped \(pid \d+, ([\d.]+) s\)", down.stdout):
+        assert float(seconds) < 8, (name, seconds)
     for service in services.values():
         assert not Service.model_validate(service).alive(), service
         if service.get("temp_dir"):

@@ -62,6 +62,10 @@ def test_passing_validation_is_recorded_with_its_lock(
     assert {"report.md", "report.json"} <= artifacts
     report = Path(registry.client.download_artifacts(result.run_id, "report.md", str(tmp_path)))
     assert f"MLflow run: `{result.run_id}`" in report.read_text()
+    # Asked again with parity: this run checked it, so it is reused (and shows its parity).
+    again = validate_graphs(repo, ["digits"], registry, reuse=True).graphs[0]
+    assert again.reused and again.run_id == result.run_id
+    assert again.parity is not None and again.parity.passed and again.parity.rows == 360
 
 
 def test_failing_gate_is_named_and_recorded(
@@ -126,6 +130,60 @@ def test_a_passed_validation_of_the_same_lock_is_found_for_reuse(
     assert first.run_id in markdown(ValidationReport(graphs=[reused]))  # the demo's report
     other = repo_with(tmp_path / "other", repo_copy, "1.0.0-reuse2")  # another lock: not reused
     assert passed_validation(registry, load_graph(other, "digits")) is None
+
+
+def test_validate_reuses_a_passed_validation_unless_forced(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-cli-reuse")
+    runner = CliRunner()
+    args = ["--repo", str(repo), "--tracking-uri", registry.tracking_uri, "validate", "digits"]
+    args += ["--no-parity", "--report-json", str(tmp_path / "report.json")]
+
+    def runs() -> list[str]:
+        return [r.run_id for r in registry.validations("digits", "1.0.0-cli-reuse")]
+
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    [run_id] = runs()
+    assert "reused" not in first.output
+    again = runner.invoke(app, args)  # the same version, files, model and data: not run again
+    assert again.exit_code == 0, again.output
+    assert runs() == [run_id]
+    flat = " ".join(again.output.split())
+    assert (
+        "digits: a passed validation of this code, these models and this data exists "
+        f"(MLflow run {run_id}); reused. --force validates again." in flat
+    )
+    assert "passed (reused)" in flat
+    reused = json.loads((tmp_path / "report.json").read_text())["graphs"][0]
+    assert (reused["status"], reused["run_id"], reused["reused"]) == ("passed", run_id, True)
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert len(runs()) == 2 and "reused" not in forced.output
+
+
+def test_reuse_needs_parity_when_asked_and_the_trusted_job_its_own_record(
+    tmp_path: Path, repo_copy: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = repo_with(tmp_path, repo_copy, "1.0.0-reuse-rules")
+    package = load_graph(repo, "digits")
+    first = validate_graph(repo, "digits", registry, commit="0" * 40, parity=False)
+    assert first.status == "passed", first.problems
+    record = passed_validation(registry, package)
+    assert record is not None and record.run_id == first.run_id
+    # A run that did not check parity is no evidence of it: `validate` (parity on) runs again.
+    assert passed_validation(registry, package, parity=True) is None
+    # The trusted job writes what promotion trusts: an untrusted run of a commit that is not in
+    # the repository's history is not reused there.
+    assert passed_validation(registry, package, trusted_in=repo) is None
+    monkeypatch.setenv("GRAPHOPS_TRUSTED_RECORD", "1")
+    report = validate_graphs(repo, ["digits"], registry, parity=False, reuse=True, record=False)
+    assert not report.graphs[0].reused
+    monkeypatch.delenv("GRAPHOPS_TRUSTED_RECORD")
+    report = validate_graphs(repo, ["digits"], registry, parity=False, reuse=True)
+    assert report.graphs[0].reused and report.graphs[0].run_id == first.run_id
+    assert report.graphs[0].parity is None  # shown as it was: parity not checked
 
 
 def test_regression_against_the_pinned_baseline(

@@ -38,6 +38,14 @@ def demo(
             "(promoted step by step), then a broken one (aborted).",
         ),
     ] = True,
+    canary_again: Annotated[
+        bool,
+        typer.Option(
+            "--canary-again",
+            help=f"Roll out two new versions of {CANARY_GRAPH} by canary even when an earlier "
+            "run did (default: a re-run shows that run's rollouts and adds no version).",
+        ),
+    ] = False,
     revalidate: Annotated[
         bool,
         typer.Option(
@@ -61,11 +69,12 @@ def demo(
     Starts (or reuses) a Ray cluster per environment (token auth; dashboard and Serve HTTP on
     127.0.0.1, some of Ray's internal ports on all interfaces) and the MLflow UI (127.0.0.1);
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
-    record); runs an A/A experiment behind the router and a batch job; promotes every graph to dev and applies it, then asks each graph on
-    its stable route; promotes digits to staging and applies it there; rolls out a new version of
-    digits in dev by canary under load, then a broken one (aborted); prints what is live where.
-    Safe to re-run: what is already up, registered, pinned or applied is reused. `--down` stops
-    everything it started.
+    record); runs an A/A experiment behind the router and a batch job; promotes every graph to
+    dev and applies it, then asks each graph on its stable route; rolls out a new version of
+    digits in dev by canary under load, then a broken one (aborted); promotes digits from dev to
+    staging and applies it there; prints what is live where. Safe to re-run: what is already up,
+    registered, validated, pinned or applied is reused, and the canaries an earlier run made are
+    shown again (`--canary-again` makes two new versions). `--down` stops everything it started.
 
     With `--multinode` (off by default: two more Ray nodes on the machine), dev's cluster gets two
     worker nodes on 127.0.0.1 with its token: `ray-dev-cpu` (2 CPUs) and `ray-dev-gpu` (1 CPU,
@@ -90,6 +99,7 @@ def demo(
         experiment=experiment,
         revalidate=revalidate,
         canary=canary,
+        canary_again=canary_again,
         multinode=multinode,
     )
     if not ok:

@@ -285,11 +285,19 @@ def status(
     cluster could not be read; the reason (and the variable to export) is printed under the
     table and the exit status is then 1. It is ``TAMPERED`` when a running application reports
     other code (content hash, ``GET <route>/health``) than its lock: also exit status 1.
+
+    When no environment of the checkout releases a graph and the demo's GitOps sandbox does
+    (after `graphops demo`), the sandbox's environments are shown, said in one line with the
+    command that reads them (``--json`` never switches).
     """
     from graphops.controller.status import SPOF_FIX, UNREADABLE
     from graphops.controller.status import status as do_status
 
-    rows = do_status(ctx.obj.root(), env)
+    root = ctx.obj.root()
+    rows = do_status(root, env)
+    if not rows and not as_json:
+        demo = _demo_instead(root, env)
+        root, rows = demo, do_status(demo, env) if demo != root else rows
     unread = {r.env: r.problem for r in rows if r.live in UNREADABLE}
     if as_json:
         out: object = [r.model_dump() for r in rows]
@@ -297,7 +305,7 @@ def status(
             from graphops.controller.live import live as read_live
 
             envs = sorted({r.env for r in rows} - set(unread))
-            figures = [f.model_dump() for e in envs for f in read_live(ctx.obj.root(), e)]
+            figures = [f.model_dump() for e in envs for f in read_live(root, e)]
             out = {"status": out, "live": figures}
         print(json.dumps(out, indent=2))
         if unread or any(r.tampering for r in rows):
@@ -346,11 +354,39 @@ def status(
             f"`graphops apply --env {r.env}` (docs/security.md).",
             highlight=False,
         )
-    _rollouts(ctx.obj.root(), sorted({r.env for r in rows}))
+    _rollouts(root, sorted({r.env for r in rows}))
     if live:
-        _live(ctx.obj.root(), sorted({r.env for r in rows} - set(unread)), seconds)
+        _live(root, sorted({r.env for r in rows} - set(unread)), seconds)
     if unread or tampered:
         raise typer.Exit(1)
+
+
+def _demo_instead(root: Path, env: str | None) -> Path:
+    """The demo's sandbox when it releases what ``root`` does not (said in one line), else ``root``.
+
+    After `graphops demo`, the checkout's environments release nothing: the demo promotes in a
+    clone of it, `graphops.demo.released_sandbox`.
+    """
+    from graphops.demo import released_sandbox
+
+    sandbox = released_sandbox(root, env)
+    where = f"environments/{env}" if env else "environments/*"
+    if sandbox is None:
+        console.print(
+            f"Nothing is released in {where} of {root} (no release.yaml names a graph): "
+            "`graphops promote` pins one.",
+            highlight=False,
+        )
+        return root
+    shown = sandbox.relative_to(Path.cwd()) if sandbox.is_relative_to(Path.cwd()) else sandbox
+    command = f"graphops --repo {shown} status" + (f" --env {env}" if env else "")
+    console.print(
+        f"Nothing is released in {where} of this checkout; the demo's environments are in its "
+        f"sandbox {shown}, shown below: `{command}`",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return sandbox
 
 
 def _rollouts(root: Path, envs: list[str]) -> None:

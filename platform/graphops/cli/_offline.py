@@ -107,8 +107,20 @@ def validate(
             "--train-missing", help="Train (train.py) graphs whose models are not registered yet."
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Validate again even when a passed validation of the same version, content hash, "
+            "model digests and validation data is recorded (default: reuse it, and say so).",
+        ),
+    ] = False,
 ) -> None:
     """Validate graphs offline (Ray Data) against their MLflow models and gates; record each run.
+
+    A graph whose lock (version, content hash, model digests, validation data digest) already
+    has a passed validation is not run again: that run is shown and named (with parity asked
+    for, only a run that checked parity counts). ``--force`` validates anyway.
 
     With parity (the default) each graph is then served on Ray Serve and its answers over HTTP
     must equal the offline ones (floats within the graph's parity_tolerance). Each graph's wall
@@ -160,6 +172,7 @@ def validate(
             record=not no_record,
             parity=parity,
             selection=selection,
+            reuse=not force,
         )
     console.print(validation_table(report))
     if report_md:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,7 +17,28 @@ STAGING_GRAPH = "digits"
 CANARY_GRAPH = "digits"
 """The graph whose new versions the main job rolls out by canary in dev (one good, one broken)."""
 
-__all__ = ["CANARY_GRAPH", "STAGING_GRAPH", "down", "main_job"]
+__all__ = ["CANARY_GRAPH", "STAGING_GRAPH", "down", "main_job", "released_sandbox"]
+
+
+def released_sandbox(root: Path, env: str | None = None) -> Path | None:
+    """The main job's GitOps sandbox of the checkout ``root``, when it releases a graph.
+
+    The demo promotes and applies in a clone (``.graphops/demo/gitops``), never in the checkout:
+    this is where `graphops status` in the checkout finds what the demo runs.
+
+    Args:
+        root: The repository root the demo ran in.
+        env: Only when the sandbox releases a graph in this environment (None: in any).
+    """
+    from graphops.environments import environment_names, load_release
+    from graphops.registry import WORK_DIR
+
+    sandbox = root / WORK_DIR / "demo" / "gitops"
+    if not (sandbox / ".git").exists():
+        return None
+    names = environment_names(sandbox)
+    wanted = [e for e in ([env] if env else names) if e in names]
+    return sandbox if any(load_release(sandbox, e).graphs for e in wanted) else None
 
 
 def __getattr__(name: str) -> Any:

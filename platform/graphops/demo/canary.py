@@ -15,11 +15,15 @@ before `graphops promote`: the lock of a version needs a passed validation of it
 
 Each rollout's record is read back from ``rollouts.yaml`` (and names its MLflow run). A good
 version not promoted, or a broken one not aborted, is a problem: the demo exits 1.
+
+A re-run makes no new version (`graphops.demo.canary_history`): a finished round is shown again
+in one line, an unfinished one goes on from where it stopped; ``again`` (``--canary-again``)
+makes two new versions.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,16 @@ import yaml
 from rich.table import Table
 
 from graphops._views import console
+from graphops.demo.canary_history import (
+    BODY,
+    FAILING,
+    Round,
+    bumped,
+    commit_message,
+    free_version,
+    history,
+    latest_records,
+)
 from graphops.demo.gitops import graphops_command, pull_sandbox
 from graphops.demo.job import DemoJob
 from graphops.demo.load import Load
@@ -46,22 +60,6 @@ POLICY: dict[str, Any] = {
         "poll_seconds": 0.5,
     },
 }
-BODY = "    return pixels.astype(np.float32) / 16.0\n"
-FAILING = '''
-
-_calls: list[int] = []
-
-
-def _one_in_five(pixels: np.ndarray) -> None:
-    """A bug in the one-request path: every fifth request that comes alone fails.
-
-    Offline validation sends batches, so it passes; the smoke tests (the first ones) pass too.
-    """
-    if len(pixels) == 1:
-        _calls.append(1)
-        if len(_calls) % 5 == 0:
-            raise RuntimeError("this version fails one request in five")
-'''
 
 
 @dataclass
@@ -71,9 +69,10 @@ class CanaryRun:
     graph: str
     version: str
     expected: str
-    record: dict[str, Any]
-    failed: int
-    total: int
+    record: Mapping[str, Any]
+    failed: int | None
+    total: int | None
+    """What the load saw (None: an earlier run's rollout, shown again)."""
 
     @property
     def outcome(self) -> str:
@@ -81,20 +80,90 @@ class CanaryRun:
         return str(self.record.get("outcome", "missing"))
 
 
-def canary_demo(job: DemoJob, graph: str) -> list[CanaryRun]:
-    """Dev's canary policy, then a good and a broken version of ``graph`` (module docstring)."""
-    with job.step(f"dev rolls out by canary: {_shares()}, judged on live figures", False):
-        _policy(job)
-    runs = []
-    with job.step(f"{graph}: a new version, stepped through its shares under load", False):
-        version = _commit_version(job, graph, broken=False)
-        runs.append(_roll_out(job, graph, version, "promoted"))
-    with job.step(f"{graph}: a version failing one request in five, aborted", False):
-        version = _commit_version(job, graph, broken=True)
-        runs.append(_roll_out(job, graph, version, "aborted"))
-        _revert_broken(job, graph, version)
+def canary_demo(job: DemoJob, graph: str, again: bool = False) -> list[CanaryRun]:
+    """Dev's canary policy, then a good and a broken version of ``graph`` (module docstring).
+
+    A round an earlier run finished is shown again, not repeated, unless ``again``.
+    """
+    made = Round() if again else _made(job, graph)
+    records = _records(job, graph)
+    if made.finished(records):
+        runs = _ran_before(job, graph, made, records)
+    else:
+        with job.step(f"dev rolls out by canary: {_shares()}, judged on live figures", False):
+            _policy(job)
+        with job.step(f"{graph}: a new version, stepped through its shares under load", False):
+            good = _stage(job, graph, made.good, records, broken=False, stop=bool(made.broken))
+        with job.step(f"{graph}: a version failing one request in five, aborted", False):
+            bad = _stage(job, graph, made.broken, records, broken=True, stop=made.reverted)
+            if not made.reverted:
+                _revert_broken(job, graph, bad.version)
+        runs = [good, bad]
     job.canaries.extend(runs)
     return runs
+
+
+def _made(job: DemoJob, graph: str) -> Round:
+    """The canary's latest round in the sandbox's main (`canary_history.history`)."""
+    with git.Repo(job.sandbox) as clone:
+        return history((_summary(c) for c in clone.iter_commits("main")), graph)
+
+
+def _records(job: DemoJob, graph: str) -> Mapping[str, Mapping[str, Any]]:
+    from graphops.controller.rollout import load_rollouts
+
+    return latest_records(load_rollouts(job.sandbox, "dev").get(graph) or [])
+
+
+def _ran_before(
+    job: DemoJob, graph: str, made: Round, records: Mapping[str, Mapping[str, Any]]
+) -> list[CanaryRun]:
+    """An earlier run's finished round, in one line (the summary shows its records)."""
+    assert made.good and made.broken
+    runs = [
+        CanaryRun(graph, made.good, "promoted", records[made.good], None, None),
+        CanaryRun(graph, made.broken, "aborted", records[made.broken], None, None),
+    ]
+    with job.step(f"{graph}: canary rollouts in dev", False):
+        console.print(
+            f"dev's canaries already ran in this sandbox: {graph} {made.good} "
+            f"{runs[0].outcome}, {made.broken} {runs[1].outcome} and reverted "
+            "(environments/dev/rollouts.yaml); `graphops demo --canary-again` rolls out two "
+            "new versions.",
+            highlight=False,
+        )
+    for run in runs:
+        _judge(job, run)
+    return runs
+
+
+def _stage(
+    job: DemoJob,
+    graph: str,
+    version: str | None,
+    records: Mapping[str, Mapping[str, Any]],
+    *,
+    broken: bool,
+    stop: bool,
+) -> CanaryRun:
+    """One version: committed (unless an earlier run did), validated, promoted, rolled out.
+
+    An earlier run's version is rolled out again only while it is still main's code (not
+    ``stop``: a later commit followed it); once it has a record, that record is shown.
+    """
+    expected = "aborted" if broken else "promoted"
+    if version is not None and (version in records or stop):
+        console.print(f"{graph} {version} was rolled out by an earlier run: its record is shown")
+        run = CanaryRun(graph, version, expected, records.get(version) or {}, None, None)
+        _show(run, str(run.record.get("from", "?")))
+        _judge(job, run)
+        return run
+    if version is None:
+        version = _commit_version(job, graph, broken=broken)
+    else:
+        console.print(f"{graph} {version} was committed by an earlier run: it goes on from there")
+    _promote(job, graph)
+    return _roll_out(job, graph, version, expected)
 
 
 def _shares() -> str:
@@ -133,29 +202,44 @@ def _commit_and_push(job: DemoJob, message: str) -> str:
 
 
 def _commit_version(job: DemoJob, graph: str, *, broken: bool) -> str:
-    """Bump the graph's patch version (and add the bug when ``broken``); commit, push, promote."""
+    """Bump the graph's patch version (and add the bug when ``broken``); commit and push.
+
+    The version is the next one no validation recorded at other files: a version an earlier
+    round made (then reverted, or in a sandbox made again) is never reused for other code.
+    """
+    from graphops.graph import content_hash
+
     code = job.sandbox / "graphs" / graph / "__init__.py"
     text = code.read_text()
-    found = re.search(r'version="(\d+)\.(\d+)\.(\d+)"', text)
-    assert found, f"no version in {code}"
-    major, minor, patch = found.groups()
-    version = f"{major}.{minor}.{int(patch) + 1}"
-    text = text.replace(found.group(0), f'version="{version}"', 1)
     if broken:
         assert BODY in text, f"{code} changed: the demo's bug has nowhere to go"
         text = text.replace(BODY, "    _one_in_five(pixels)\n" + BODY) + FAILING
-    code.write_text(text)
-    what = "fails one request in five (a bug)" if broken else "a version bump, same behaviour"
-    _commit_and_push(job, f"{graph} {version}: {what}")
-    console.print(f"committed and pushed {graph} {version}: {what}")
+
+    def taken(version: str, candidate: str) -> bool:
+        code.write_text(candidate)
+        files = content_hash(code.parent)
+        return any(
+            past.status == "passed" and past.content_hash != files
+            for past in job.registry.validations(graph, version)
+        )
+
+    version = free_version(text, taken)
+    code.write_text(bumped(text, version))
+    message = commit_message(graph, version, broken=broken)
+    _commit_and_push(job, message)
+    console.print(f"committed and pushed {message}")
+    return version
+
+
+def _promote(job: DemoJob, graph: str) -> None:
+    """Validate main's code of ``graph`` (CI after the merge), promote it to dev, pull."""
     # Promotion needs a passed validation of exactly this code (CI's job after the merge). Parity
     # with Serve is left out to keep the demo short: the validation step above showed it, and
     # the broken version's bug is in the one-request path that parity would catch and the
-    # canary catches here.
+    # canary catches here. A passed validation of the same code is reused (`validate`'s rule).
     graphops_command(job, "validate", graph, "--no-parity")
     graphops_command(job, "promote", graph, "--to", "dev", "--push", "main")
     pull_sandbox(job)
-    return version
 
 
 def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRun:
@@ -175,11 +259,16 @@ def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRu
     record = next((r for r in records if r["version"] == version), {})
     run = CanaryRun(graph, version, expected, record, load.failed, load.total)
     _show(run, stable.version)
-    if run.outcome != expected:
-        job.problems.append(
-            f"dev: the canary of {graph} {version} was {run.outcome}, not {expected}"
-        )
+    _judge(job, run)
     return run
+
+
+def _judge(job: DemoJob, run: CanaryRun) -> None:
+    """A good version not promoted, or a broken one not aborted, is a problem (exit 1)."""
+    if run.outcome != run.expected:
+        job.problems.append(
+            f"dev: the canary of {run.graph} {run.version} was {run.outcome}, not {run.expected}"
+        )
 
 
 def _example(job: DemoJob, graph: str) -> Any:
@@ -231,11 +320,12 @@ def _show(run: CanaryRun, stable: str) -> None:
         highlight=False,
     )
     stable_errors = sum(int(step["stable"]["errors"]) for step in record["steps"])
-    console.print(
-        f"load on the stable route: {run.failed} failed of {run.total} requests; the split "
-        f"counted {stable_errors} errors of the stable arm {record['from']} in the steps",
-        highlight=False,
-    )
+    if run.total is not None:
+        console.print(
+            f"load on the stable route: {run.failed} failed of {run.total} requests; the split "
+            f"counted {stable_errors} errors of the stable arm {record['from']} in the steps",
+            highlight=False,
+        )
     console.print(
         f"record: environments/dev/rollouts.yaml; MLflow run {record.get('mlflow_run') or '-'} "
         f"in graphops-rollouts/dev",
@@ -253,7 +343,7 @@ def _revert_broken(job: DemoJob, graph: str, version: str) -> None:
         bad = next(
             c
             for c in clone.iter_commits("main", max_count=50)
-            if _summary(c).startswith(f"{graph} {version}:")
+            if _summary(c) == commit_message(graph, version, broken=True)
         )
         clone.git.revert("--no-edit", bad.hexsha)
         clone.git.push("origin", "main")

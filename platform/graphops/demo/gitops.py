@@ -22,11 +22,15 @@ from graphops.demo.job import DemoJob
 from graphops.errors import GraphOpsError
 
 
-def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True) -> Path | None:
+def gitops(
+    job: DemoJob, envs: list[str], names: list[str], canary: bool = True, again: bool = False
+) -> Path | None:
     """Promote and apply on the local clusters, in a sandbox clone; None without a git checkout.
 
     With ``canary``, dev then rolls out two new versions of `CANARY_GRAPH` by canary under load
-    (`graphops.demo.canary`): a good one promoted step by step, a broken one aborted.
+    (`graphops.demo.canary`): a good one promoted step by step, a broken one aborted; a round an
+    earlier run finished is shown again unless ``again``. Then `STAGING_GRAPH` goes on from dev
+    to staging: what dev runs once its canaries are done, so a re-run finds nothing to promote.
     """
     with job.step("Check the local services answer"):
         for service in job.state.services.values():
@@ -46,16 +50,16 @@ def gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool = True)
         with job.step("dev: where each deployment runs across the nodes"):
             show_placement(job)
     _harden(job, names)
+    if canary and CANARY_GRAPH in names:
+        from graphops.demo.canary import canary_demo
+
+        canary_demo(job, CANARY_GRAPH, again)
+        _ask(job, "dev", CANARY_GRAPH)
     if "staging" in envs and STAGING_GRAPH in names:
         with job.step(f"Promote {STAGING_GRAPH} to staging and merge it (a reviewed PR)", False):
             graphops_command(job, "promote", STAGING_GRAPH, "--to", "staging")
             _merge(job, f"promote/staging/{STAGING_GRAPH}-")
         _apply_and_ask(job, "staging", [STAGING_GRAPH])
-    if canary and CANARY_GRAPH in names:
-        from graphops.demo.canary import canary_demo
-
-        canary_demo(job, CANARY_GRAPH)
-        _ask(job, "dev", CANARY_GRAPH)
     return job.sandbox
 
 
@@ -271,11 +275,13 @@ def _ask(job: DemoJob, env: str, name: str) -> None:
 def token_exports(job: DemoJob) -> None:
     """The export lines that let `graphops status/apply` read the clusters (the file, not the token).
 
-    The sandbox's environments name GRAPHOPS_<ENV>_TOKEN; an environment of this checkout that
-    points at a demo cluster without a ``cluster.token_env`` reads RAY_AUTH_TOKEN.
+    The sandbox's environments name GRAPHOPS_<ENV>_TOKEN, and `graphops status` in the checkout
+    shows them while the checkout releases nothing; an environment of this checkout that does
+    release a graph and points at a demo cluster without a ``cluster.token_env`` reads
+    RAY_AUTH_TOKEN.
     """
     from graphops.controller.cluster import token_variable
-    from graphops.environments import environment_names, load_environment
+    from graphops.environments import environment_names, load_environment, load_release
 
     def shown(path: Path) -> Path:
         return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
@@ -288,13 +294,15 @@ def token_exports(job: DemoJob) -> None:
     if not files:
         return
     console.print(
-        f"The clusters ask for a token: to run `graphops --repo {shown(job.sandbox)} status` "
-        "(or apply) yourself,"
+        "The clusters ask for a token: to run `graphops status` (in this checkout it shows the "
+        f"sandbox's environments) or `graphops --repo {shown(job.sandbox)} apply` yourself,"
     )
     for env, (_, path) in files.items():
         console.print(f"  export {token_env(env)}=$(cat {path})", markup=False, highlight=False)
     for env in environment_names(job.root):  # this checkout's own environments
         config = load_environment(job.root, env)
+        if not load_release(job.root, env).graphs:
+            continue  # `graphops status` shows the sandbox's instead
         for url, path in files.values():
             if config.cluster.dashboard == url and not config.cluster.token_env:
                 variable = token_variable(config)

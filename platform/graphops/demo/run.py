@@ -2,10 +2,11 @@
 
 Train and register, plan, run locally, validate on Ray Data (report, MLflow record), an A/A
 experiment behind the router, a batch job, then GitOps for real on local clusters: promote to dev
-and apply, answer on the stable routes, promote digits to staging (a second cluster) and apply,
-roll out two new versions of digits in dev by canary under load (one promoted, one aborted), and
-print what is live where. Services and the GitOps sandbox live under ``.graphops/demo/`` and
-are reused by a re-run; `down` stops them. `graphops demo` is the command over `main_job`.
+and apply, answer on the stable routes, roll out two new versions of digits in dev by canary
+under load (one promoted, one aborted), promote digits on to staging (a second cluster) and
+apply, and print what is live where. Services, validations, the GitOps sandbox and its canaries
+live under ``.graphops/`` and are reused by a re-run, which adds no commit to the sandbox; `down`
+stops the services. `graphops demo` is the command over `main_job`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main_job(
     experiment: bool = True,
     revalidate: bool = False,
     canary: bool = True,
+    canary_again: bool = False,
     multinode: bool = False,
 ) -> bool:
     """Run the main job: the whole lifecycle of every graph on local services, then a summary.
@@ -58,9 +60,10 @@ def main_job(
     Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
     record); runs an A/A experiment behind the router and a batch job; promotes every graph to
-    dev and applies it, then asks each graph on its stable route; promotes `STAGING_GRAPH` to
-    staging and applies it there; prints what is live where. Safe to re-run: what is already up,
-    registered, pinned or applied is reused.
+    dev and applies it, then asks each graph on its stable route; rolls out two versions of
+    `CANARY_GRAPH` by canary; promotes `STAGING_GRAPH` on to staging and applies it there; prints
+    what is live where. Safe to re-run: what is already up, registered, validated, pinned, applied
+    or rolled out is reused, and the sandbox gets no new commit.
 
     Args:
         root: The repository root (with graphs/).
@@ -73,6 +76,8 @@ def main_job(
             (code, models, data) is recorded (default: that one is reused, and said so).
         canary: After dev's first apply, roll out a new version of `CANARY_GRAPH` by canary
             under load (promoted step by step) and a broken one (aborted); `demo.canary`.
+            A re-run shows the round an earlier run made instead of making new versions.
+        canary_again: Roll out two new versions even when an earlier run's round is done.
         multinode: Join a CPU and a logical-GPU worker node to dev's cluster, apply dev with
             `gpus: true` and print where each deployment runs (`graphops.demo.multinode`).
 
@@ -95,12 +100,12 @@ def main_job(
         _experiment(job, names)
     _batch(job, names)
     try:
-        if gitops(job, envs, names, canary):
+        if gitops(job, envs, names, canary, canary_again):
             with job.step("What is live where: graphops status", spinner=False):
                 graphops_command(job, "status")
     except GraphOpsError as exc:  # still summarize what did happen
         errors.print(error_panel(exc))
-        job.problems.append(f"GitOps stopped: {str(exc).splitlines()[0]}")
+        job.problems.append(f"GitOps stopped: {exc.what.splitlines()[0]}")  # the box has the fix
     _summary(job, names, report)
     return not (job.problems or catalog.failures or report.exit_code != 0)
 
@@ -344,7 +349,7 @@ def _canaries(job: DemoJob) -> Table:
             f"{record.get('from', '?')} → {run.version}",
             steps or "-",
             f"[{colour}]{run.outcome}[/] (expected {run.expected})",
-            f"{run.failed}/{run.total}",
+            "-" if run.total is None else f"{run.failed}/{run.total}",
             record.get("mlflow_run") or "-",
         )
     return table

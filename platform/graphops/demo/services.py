@@ -49,6 +49,14 @@ METRICS_PORT_ENV = {
 """Ports a head's monitor and dashboard serve Prometheus metrics on; Ray has no flag for them,
 only these variables, and fixed defaults (44217, 44227) that a second cluster cannot bind."""
 
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+"""`ray start --block` drains its node on SIGTERM (for a pod beside other nodes), for up to 30 s.
+
+`stop` signals the whole process group at once, so the drain would ask a GCS that got the same
+signal and wait out its timeout (`--down` took 10 s per cluster: the SIGKILL after it). A local
+cluster has no other node to drain to.
+"""
+
 
 class Service(StrictModel):
     """One background process started here: what it is, its pid and where it listens."""
@@ -205,6 +213,15 @@ def start_ray(
         **{variable: str(ports[key]) for key, variable in METRICS_PORT_ENV.items()},
         **(LOOPBACK_ONLY_ENV if loopback else {}),
     }
+    env = (
+        os.environ
+        | NO_DRAIN
+        | {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": token_file.read_text().strip(),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+        }
+    )
     env.pop("RAY_ADDRESS", None)
     if not loopback:
         for variable in LOOPBACK_ONLY_ENV:
@@ -280,6 +297,7 @@ def start_ray_worker(
     env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     for variable in LOOPBACK_ONLY_ENV:  # `ray start --address` refuses to start with it
         env.pop(variable, None)
+    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
@@ -310,7 +328,7 @@ def _spawn(
 def start_mlflow_ui(
     work_dir: Path, tracking_uri: str, port: int | None, taken: set[int]
 ) -> Service:
-    """Start the MLflow UI over the local store (one worker, loopback only)."""
+    """Start the MLflow UI over the local store (one worker, loopback only, no job runners)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     chosen = pick_port(port, taken)
     log = work_dir / "mlflow-ui.log"
@@ -326,7 +344,10 @@ def start_mlflow_ui(
         "--workers",
         "1",
     ]
-    process = _spawn(command, log, cwd=work_dir)
+    # No job execution: it runs seven huey consumers for MLflow's GenAI jobs (scorers, trace
+    # archival) that a UI over runs never uses, and they outlast SIGTERM (`--down` took 10 s).
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = _spawn(command, log, env=env, cwd=work_dir)
     return Service(
         name="mlflow-ui",
         pid=process.pid,
@@ -369,25 +390,54 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
         time.sleep(1)
 
 
-def stop(service: Service, timeout_s: float = 10) -> None:
-    """Stop the service's process group (SIGTERM, then SIGKILL) and remove its temp dir."""
-    if service.alive():
+def stop(service: Service, timeout_s: float = 10, linger_s: float = 1) -> None:
+    """Stop the service's process group and remove its temp dir.
+
+    Every process of the group gets SIGTERM at once, so each cleans up after itself in parallel
+    (a Ray head's GCS, raylet, dashboard and workers; the MLflow UI's server and job runners).
+    The leader (`ray start --block`, `mlflow server`) only waits for them: once it is the last
+    one left, its exit is interpreter teardown (a full garbage collection of all it imported,
+    seconds on a busy machine) with nothing left to clean up, so after ``linger_s`` it gets
+    SIGKILL. Whatever still runs after ``timeout_s`` does too. Checked every 0.1 s.
+    """
+    if service.alive() or _group(service.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(service.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while service.alive() and time.monotonic() < deadline:
-            _reap(service.pid)
-            time.sleep(0.5)
-        if service.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(service.pid, signal.SIGKILL)
-            child = _CHILDREN.pop(service.pid, None)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=5)
-            _reap(service.pid)
+        alone: float | None = None  # when the leader became the last process of its group
+        while service.alive() or _group(service.pid):
+            now = time.monotonic()
+            if service.alive() and _group(service.pid) == [service.pid]:
+                alone = alone or now
+            if now > deadline or (alone is not None and now - alone > linger_s):
+                _kill(service.pid)
+                break
+            time.sleep(0.1)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
+
+
+def _kill(pgid: int) -> None:
+    """SIGKILL the process group ``pgid`` and reap its leader when it is our child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    child = _CHILDREN.pop(pgid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+    _reap(pgid)
+
+
+def _group(pgid: int) -> list[int]:
+    """The running processes of process group ``pgid`` (Linux's /proc; elsewhere none known)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = entry.read_text()
+            state, _, group = text[text.rindex(")") + 2 :].split()[:3]
+            if int(group) == pgid and state not in ("Z", "X"):
+                found.append(int(entry.parent.name))
+    return found
 
 
 def _reap(pid: int) -> None:

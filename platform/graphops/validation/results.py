@@ -73,6 +73,13 @@ class GraphValidation(StrictModel):
         str | None, Field(description="Validation run of the pinned version.")
     ] = None
     run_id: Annotated[str | None, Field(description="MLflow run recording this validation.")] = None
+    reused: Annotated[
+        bool,
+        Field(
+            description="Not run again: a passed validation of the same lock (version, content "
+            "hash, model digests, validation data digest) was found; run_id names it."
+        ),
+    ] = False
     parity: Annotated[
         ParityResult | None,
         Field(description="Online (Serve) answers compared with the offline ones, when checked."),

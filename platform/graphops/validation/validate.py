@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import graphops
+from graphops._git import in_history
 from graphops.diagram import mermaid, svg
 from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
@@ -21,7 +22,7 @@ from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
 from graphops.plan import plan
 from graphops.registry import TRUSTED_ENV, TRUSTED_TAG, Registry, ValidationRecord, where_of
 from graphops.runtime import read_rows
-from graphops.validation.parity import check_parity
+from graphops.validation.parity import ParityResult, check_parity
 from graphops.validation.report import graph_json, graph_markdown
 from graphops.validation.results import (
     TIMED_PARTS,
@@ -30,6 +31,9 @@ from graphops.validation.results import (
     Status,
     ValidationReport,
 )
+
+PARITY_METRIC = "parity.mismatches"
+"""Metric of a validation run that checked online/offline parity (rows that differed)."""
 
 
 def file_digest(path: Path) -> str:
@@ -178,26 +182,67 @@ def validate_graphs(
     record: bool = True,
     parity: bool = True,
     selection: str = "",
+    reuse: bool = False,
 ) -> ValidationReport:
-    """Validate each graph in turn; one broken graph never hides the others' results."""
-    return ValidationReport(
-        graphs=[
-            validate_graph(
-                repo, n, registry, commit=commit, fuse=fuse, record=record, parity=parity
+    """Validate each graph in turn; one broken graph never hides the others' results.
+
+    With ``reuse``, a graph whose lock already has a passed validation (`passed_validation`)
+    is not run again: that record is shown (``reused`` is set, ``run_id`` names it). A fused,
+    default validation only: ``fuse=False`` always runs.
+    """
+    graphs = []
+    for name in names:
+        again = reusable(repo, name, registry, parity=parity) if reuse and fuse else None
+        graphs.append(
+            again
+            or validate_graph(
+                repo, name, registry, commit=commit, fuse=fuse, record=record, parity=parity
             )
-            for n in names
-        ],
-        selection=selection,
-        tracking_uri=registry.tracking_uri,
-    )
+        )
+    return ValidationReport(graphs=graphs, selection=selection, tracking_uri=registry.tracking_uri)
 
 
-def passed_validation(registry: Registry, package: GraphPackage) -> ValidationRecord | None:
+def reusable(
+    repo: Path, name: str, registry: Registry, *, parity: bool = True
+) -> GraphValidation | None:
+    """The passed validation of ``name``'s lock as it is now, shown again; None when there is none.
+
+    Asked for ``parity``, only a record whose validation checked parity counts. In the trusted
+    job (`TRUSTED_ENV`), only a trusted record of a commit in ``repo``'s history counts: that
+    job's record is what promotion trusts, so it must not lean on a pull request's own run.
+    """
+    try:
+        package = load_graph(repo, name)
+        record = passed_validation(
+            registry,
+            package,
+            parity=parity,
+            trusted_in=repo if os.environ.get(TRUSTED_ENV) == "1" else None,
+        )
+    except GraphOpsError:
+        return None  # validating it reports the problem, with its fix
+    return reused_validation(package, record) if record is not None else None
+
+
+def passed_validation(
+    registry: Registry,
+    package: GraphPackage,
+    *,
+    parity: bool = False,
+    trusted_in: Path | None = None,
+) -> ValidationRecord | None:
     """The newest passed validation of exactly this lock, if the registry holds one.
 
     The same lock means the same graph version and content hash (code and validation data),
     the same model artifacts (each model node's URI resolved now, compared by digest) and the
     same validation data digest.
+
+    Args:
+        registry: The MLflow registry (models, validation records).
+        package: The graph package as it is now.
+        parity: Only a record whose validation also checked online/offline parity.
+        trusted_in: Only a trusted record (`TRUSTED_TAG`) of a commit in this repository's
+            history (None: any record).
 
     Raises:
         RegistryError: A model node's URI cannot be resolved (nothing to compare with).
@@ -212,15 +257,23 @@ def passed_validation(registry: Registry, package: GraphPackage) -> ValidationRe
             and past.content_hash == package.content_hash
             and past.digests == digests
             and past.dataset_digest == data
+            and (not parity or PARITY_METRIC in past.metrics)
+            and (trusted_in is None or _trusted(past, trusted_in))
         ):
             return past
     return None
 
 
+def _trusted(record: ValidationRecord, repo: Path) -> bool:
+    """Written by the trusted job, of a commit in ``repo``'s history."""
+    return record.trusted and record.commit is not None and in_history(repo, record.commit)
+
+
 def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphValidation:
-    """A passed validation record shown as a `GraphValidation` (gates from its metrics)."""
+    """A passed validation record shown as a `GraphValidation` (gates and parity from its metrics)."""
     gates = []
-    for metric in package.graph.validation.metrics if package.graph.validation else []:
+    validation = package.graph.validation
+    for metric in validation.metrics if validation else []:
         value = record.metrics.get(metric.name)
         if value is None:
             continue
@@ -237,6 +290,19 @@ def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphV
             )
         )
     the_plan = plan(package.graph)
+    checked = PARITY_METRIC in record.metrics
+    rows = int(record.metrics.get("rows", 0))
+    parity = (
+        ParityResult(
+            rows=int(record.metrics.get("parity.rows", rows)),
+            requests=int(record.metrics.get("parity.requests", 0)),
+            mismatches=int(record.metrics[PARITY_METRIC]),
+            max_abs_diff=record.metrics.get("parity.max_abs_diff", 0.0),
+            tolerance=validation.parity_tolerance if validation else 0.0,
+        )
+        if checked
+        else None
+    )
     return GraphValidation(
         graph=package.name,
         status="passed",
@@ -246,9 +312,11 @@ def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphV
         models=dict(record.models),
         digests=dict(record.digests),
         gates=gates,
-        rows=int(record.metrics.get("rows", 0)),
+        rows=rows,
         seconds=record.metrics.get("seconds", 0.0),
         run_id=record.run_id,
+        parity=parity,
+        reused=True,
         plan=mermaid(the_plan),
         plan_svg=svg(the_plan),
     )
@@ -350,8 +418,10 @@ def _recorded(
     metrics.update({"rows": result.rows, "seconds": result.seconds})
     metrics.update({f"seconds.{k}": v for k, v in result.timings.items()})
     if result.parity is not None:
-        metrics["parity.mismatches"] = result.parity.mismatches
+        metrics[PARITY_METRIC] = result.parity.mismatches
         metrics["parity.max_abs_diff"] = result.parity.max_abs_diff
+        metrics["parity.rows"] = result.parity.rows
+        metrics["parity.requests"] = result.parity.requests
 
     def reports(run_id: str) -> dict[str, str]:
         result.run_id = run_id
