@@ -206,13 +206,6 @@ def start_ray(
         "--disable-usage-stats",
         *(f"--{key}={ports[key]}" for key in RAY_PORTS),
     ]
-    env = os.environ | {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token_file.read_text().strip(),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        **{variable: str(ports[key]) for key, variable in METRICS_PORT_ENV.items()},
-        **(LOOPBACK_ONLY_ENV if loopback else {}),
-    }
     env = (
         os.environ
         | NO_DRAIN
@@ -220,6 +213,8 @@ def start_ray(
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": token_file.read_text().strip(),
             "MLFLOW_TRACKING_URI": tracking_uri,
+            **{variable: str(ports[key]) for key, variable in METRICS_PORT_ENV.items()},
+            **(LOOPBACK_ONLY_ENV if loopback else {}),
         }
     )
     env.pop("RAY_ADDRESS", None)
