@@ -41,7 +41,8 @@ from graphops.plan import (
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
 from graphops.runtime._table import FORMATS
-from graphops.runtime.schema import GraphSpec, resolve_pins
+from graphops.runtime.checkout import resolve_pins, spec_of
+from graphops.runtime.schema import GraphSpec
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
@@ -277,7 +278,7 @@ def compile_offline(
     tasks = IO_CPUS + sum(o.resources.cpus for o in operators if not o.actors)
     for op, op_keep in zip(operators, kept, strict=True):
         index = tuple(the_plan.stages.index(s) for s in op.stages)
-        spec = StageSpec.of(package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
+        spec = spec_of(StageSpec, package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
         with warnings.catch_warnings():
             # Ray 2.60 takes `max_restarts` (see `_operator`) only through `**ray_remote_args`,
             # deprecated for Ray 2.64 with no named parameter to replace it yet.
