@@ -52,13 +52,21 @@ DEPLOY_TIMEOUT_S = 300.0
 """How long `deploy` waits for an application to run (model downloads included)."""
 
 
-def app(args: dict[str, Any] | AppArgs, split: TrafficSplit | None = None) -> serve.Application:
+def app(args: dict[str, Any] | AppArgs) -> serve.Application:
     """Build a graph's Serve application (the generic builder a Serve config points at).
 
-    Args:
-        args: `AppArgs` or the same as a dict (a Serve config's ``args``).
-        split: How its ingress shares its route (a Serve config gives it as the ingress's
-            ``user_config`` instead).
+    Serve calls it with the config's ``args`` alone (a builder takes exactly one parameter);
+    a split of its route comes as the ingress's ``user_config``.
+
+    Raises:
+        ServeError: The arguments are invalid (the field and the fix are named).
+        GraphOpsError: The graph cannot be loaded, or its files differ from ``content_hash``.
+    """
+    return build(args)
+
+
+def build(args: dict[str, Any] | AppArgs, split: TrafficSplit | None = None) -> serve.Application:
+    """A graph's Serve application from ``args``, its ingress splitting its route by ``split``.
 
     Raises:
         ServeError: The arguments are invalid (the field and the fix are named).
@@ -246,7 +254,7 @@ def deploy(
     app_name = name or package.name
     port = start_http(port)
     started = time.perf_counter()
-    target = serve.RunTarget(target=app(args, split), name=app_name, route_prefix=args.route)
+    target = serve.RunTarget(target=build(args, split), name=app_name, route_prefix=args.route)
     serve.run_many([target], wait_for_applications_running=False)
     try:
         _wait_running(app_name, timeout_s, package.name)
@@ -326,6 +334,7 @@ __all__ = [
     "app",
     "app_args",
     "batch_stats",
+    "build",
     "deploy",
     "ensure_ray",
     "free_port",
