@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -96,6 +95,7 @@ def promote(
     ] = False,
 ) -> None:
     """Check the gates and commit the graph's lock to an environment on a promote/... branch."""
+    from graphops.controller.gates import health_probe
     from graphops.controller.promote import promote as do_promote
     from graphops.graph import graph_names
 
@@ -118,7 +118,7 @@ def promote(
                 registry,
                 version=version,
                 push=push,
-                live=_live_check(repo),
+                live=health_probe(repo),
                 dry_run=dry_run,
             )
         except GraphOpsError as exc:
@@ -160,22 +160,6 @@ def lock_summary(lock: GraphLock) -> str:
         f"lock: {lock.version} · content {lock.content_hash[:19]} · commit {lock.commit[:12]} · "
         f"models {models} · validation {lock.validation_run} · code {lock.package}"
     )
-
-
-def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
-    """live(env, graph, lock) for the gates: None when the lock runs healthy there."""
-    from graphops.controller.status import UNREADABLE, status
-
-    def live(env: str, graph: str, lock: GraphLock) -> str | None:
-        rows = [s for s in status(repo, env) if s.graph == graph]
-        if not rows:
-            return f"{graph} is not released in {env}"
-        row = rows[0]
-        if row.live in UNREADABLE:
-            return None  # no cluster to ask (e.g. CI without access): the soak decides
-        return None if row.live == "RUNNING" else f"{graph} is {row.live} in {env}"
-
-    return live
 
 
 def diff(ctx: typer.Context, env: EnvOption) -> None:
@@ -223,8 +207,9 @@ def apply(
 ) -> None:
     """Reconcile the environment's cluster with git; a failing new version never takes the route.
 
-    With ``rollout.strategy: canary`` a new version walks its canary steps first; an aborted
-    canary exits 1 after putting the stable version back and committing why.
+    With a rollout strategy that has steps (``canary``, ``shadow_canary``) a new version walks
+    them first; an aborted rollout exits 1 after putting the stable version back and committing
+    why.
     """
     from graphops.controller.apply import apply as do_apply
 
@@ -238,7 +223,7 @@ def apply(
         tracking_uri=ctx.obj.tracking_uri,
     )
     for rollout in result.rollouts:
-        console.print(f"canary: {rollout.graph} {rollout.candidate} {rollout.reason}")
+        console.print(f"{rollout.strategy}: {rollout.graph} {rollout.candidate} {rollout.reason}")
     if result.drift:
         verb = "removed" if result.drift_removed else "left in place (use --correct-drift)"
         console.print(
@@ -390,23 +375,20 @@ def _demo_instead(root: Path, env: str | None) -> Path:
 
 
 def _rollouts(root: Path, envs: list[str]) -> None:
-    """The last rollout of each graph that has one (canary records in rollouts.yaml)."""
-    from graphops.controller.rollout import load_rollouts
+    """The last rollout of each graph that has one (records in rollouts.yaml)."""
+    from graphops.controller.rollout import load_records
 
     for env in envs:
-        for graph, records in load_rollouts(root, env).items():
+        for graph, records in load_records(root, env).items():
             if records:
                 last = records[0]
-                steps = " → ".join(
-                    f"{s['share']:g}% {s['decision']}" for s in last.get("steps") or []
-                )
-                colour = "green" if last["outcome"] == "promoted" else "red"
-                run = last.get("mlflow_run")
-                mlflow = f" MLflow run {run}." if run else ""
+                steps = " → ".join(f"{s.label} {s.decision}" for s in last.steps)
+                colour = "green" if last.outcome == "promoted" else "red"
+                mlflow = f" MLflow run {last.mlflow_run}." if last.mlflow_run else ""
                 console.print(
-                    f"{env}: {graph} canary {last['from']} → {last['version']} "
-                    f"[{colour}]{last['outcome']}[/] {last['ended']} by {last['by']}: {steps}. "
-                    f"{last['reason']}{mlflow}",
+                    f"{env}: {graph} {last.strategy} {last.stable} → {last.candidate} "
+                    f"[{colour}]{last.outcome}[/] {last.ended} by {last.by}: {steps}. "
+                    f"{last.reason}{mlflow}",
                     highlight=False,
                 )
 
@@ -422,37 +404,51 @@ def rollouts(
         ),
     ] = False,
 ) -> None:
-    """The canary rollouts recorded in git (environments/<env>/rollouts.yaml), newest first.
+    """The rollouts recorded in git (environments/<env>/rollouts.yaml), newest first.
 
     ``--record`` copies them into MLflow (experiment ``graphops-rollouts/<env>``, one run per
     rollout), reusing the run of a rollout already there: what to run when apply said MLflow
     did not record one.
     """
-    from graphops.controller.records import record_again
-    from graphops.controller.rollout import load_rollouts
+    from graphops.controller.rollout import load_records, record_again
 
     root = ctx.obj.root()
     if record:
-        for name, version, run_id in record_again(root, env, graph, ctx.obj.tracking_uri):
-            console.print(f"{env}: {name} {version}: MLflow run {run_id}", highlight=False)
+        for done in record_again(root, env, graph, ctx.obj.tracking_uri):
+            console.print(
+                f"{env}: {done.graph} {done.candidate}: MLflow run {done.mlflow_run}",
+                highlight=False,
+            )
         return
     table = Table(title=f"Rollouts in {env}", title_justify="left")
-    for column in ("graph", "from", "version", "outcome", "steps", "ended", "by", "MLflow run"):
+    columns = (
+        "graph",
+        "strategy",
+        "from",
+        "version",
+        "outcome",
+        "steps",
+        "ended",
+        "by",
+        "MLflow run",
+    )
+    for column in columns:
         table.add_column(column)
-    for name, records in sorted(load_rollouts(root, env).items()):
+    for name, records in sorted(load_records(root, env).items()):
         if graph is not None and name != graph:
             continue
         for r in records:
-            steps = " → ".join(f"{s['share']:g}% {s['decision']}" for s in r.get("steps") or [])
+            steps = " → ".join(f"{s.label} {s.decision}" for s in r.steps)
             table.add_row(
                 name,
-                str(r["from"]),
-                str(r["version"]),
-                str(r["outcome"]),
+                r.strategy,
+                r.stable,
+                r.candidate,
+                r.outcome,
                 steps,
-                str(r["ended"]),
-                str(r["by"]),
-                str(r.get("mlflow_run") or "-"),
+                r.ended,
+                r.by,
+                r.mlflow_run or "-",
             )
     console.print(table)
 

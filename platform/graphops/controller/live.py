@@ -19,9 +19,9 @@ from typing import Annotated, Any
 import requests
 from pydantic import BaseModel, Field
 
+from graphops.controller.applications import split_in, version_of
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.render import router_name
-from graphops.controller.rollout import split_in, version_of
 from graphops.environments import load_environment, load_release
 from graphops.errors import GraphOpsError
 from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_rates

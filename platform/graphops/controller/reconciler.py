@@ -105,7 +105,7 @@ def round_(
                 "updated": result.updated,
                 "retired": result.retired,
                 "drift": result.drift,
-                "rollouts": [r.record() for r in result.rollouts],
+                "rollouts": [r.git_form() for r in result.rollouts],
             }
             with git.Repo(repo) as r:
                 state.commit = r.head.commit.hexsha  # a rollout record was committed

@@ -110,9 +110,10 @@ def _made(job: DemoJob, graph: str) -> Round:
 
 
 def _records(job: DemoJob, graph: str) -> Mapping[str, Mapping[str, Any]]:
-    from graphops.controller.rollout import load_rollouts
+    from graphops.controller.rollout import load_records
 
-    return latest_records(load_rollouts(job.sandbox, "dev").get(graph) or [])
+    records = load_records(job.sandbox, "dev").get(graph) or []
+    return latest_records([r.git_form() for r in records])
 
 
 def _ran_before(
@@ -244,7 +245,7 @@ def _promote(job: DemoJob, graph: str) -> None:
 
 def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRun:
     """`graphops apply --env dev --push main` under load; the record shown; checked."""
-    from graphops.controller.rollout import load_rollouts
+    from graphops.controller.rollout import load_records
     from graphops.environments import load_release
 
     stable = load_release(job.sandbox, "dev").graphs[graph].lock  # promote changed release only
@@ -255,8 +256,8 @@ def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRu
         console.print(f"load: one request after the other on {url}, from its own process")
         graphops_command(job, "apply", "--env", "dev", "--push", "main", check=False)
     pull_sandbox(job)
-    records = load_rollouts(job.sandbox, "dev").get(graph) or []
-    record = next((r for r in records if r["version"] == version), {})
+    records = load_records(job.sandbox, "dev").get(graph) or []
+    record = next((r.git_form() for r in records if r.candidate == version), {})
     run = CanaryRun(graph, version, expected, record, load.failed, load.total)
     _show(run, stable.version)
     _judge(job, run)

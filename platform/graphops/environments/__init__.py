@@ -17,9 +17,9 @@ from graphops.environments._files import (
     set_scalar,
     write_release,
 )
+from graphops.environments._rollout import CanaryConfig, RolloutConfig, Strategy
 from graphops.environments._schema import (
     Arm,
-    CanaryConfig,
     ClusterConfig,
     CodeConfig,
     EnvironmentConfig,
@@ -30,7 +30,6 @@ from graphops.environments._schema import (
     PolicyConfig,
     Release,
     ReleaseEntry,
-    RolloutConfig,
     Shadow,
     Traffic,
     WorkerGroup,
@@ -52,6 +51,7 @@ __all__ = [
     "ReleaseEntry",
     "RolloutConfig",
     "Shadow",
+    "Strategy",
     "Traffic",
     "WorkerGroup",
     "dump_yaml",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
-import itertools
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from graphops._models import FrozenModel
+from graphops.environments._rollout import RolloutConfig
 from graphops.features import FeaturesConfig
 from graphops.graph import manifest_hash
 from graphops.registry import ResolvedModel
@@ -379,128 +379,6 @@ class PolicyConfig(FrozenModel):
         return self
 
 
-Strategy = Literal["blue_green", "canary"]
-
-
-class CanaryConfig(FrozenModel):
-    """How a canary rollout walks its steps and judges the candidate at each one."""
-
-    steps: Annotated[
-        tuple[float, ...],
-        Field(
-            min_length=1,
-            description="Traffic shares (percent) of the candidate, increasing; each below 100 "
-            "is judged; after the last the candidate takes the route alone (a final 100 is "
-            "that end, written or not).",
-        ),
-    ] = (5, 25, 50, 100)
-    min_seconds: Annotated[
-        float, Field(ge=0, description="Shortest time a step lasts before it may advance.")
-    ] = 30
-    min_requests: Annotated[
-        int,
-        Field(
-            ge=1, description="Requests the candidate must answer in a step before it is judged."
-        ),
-    ] = 50
-    max_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            description="A step that has not seen min_requests by then aborts (too little "
-            "traffic to judge is no proof of health).",
-        ),
-    ] = 600
-    max_error_rate: Annotated[
-        float,
-        Field(ge=0, le=1, description="Highest share of 5xx answers of the candidate in a step."),
-    ] = 0.01
-    max_p99_ratio: Annotated[
-        float,
-        Field(
-            ge=1,
-            description="Highest candidate p99 / stable p99 in a step (both seen by the router).",
-        ),
-    ] = 1.5
-    poll_seconds: Annotated[
-        float, Field(gt=0, description="How often a step's figures are read from the router.")
-    ] = 1.0
-
-    @field_validator("steps")
-    @classmethod
-    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 < v <= 100 for v in value):
-            raise ValueError("every canary step is a share in percent, above 0 and at most 100")
-        if any(b <= a for a, b in itertools.pairwise(value)):
-            raise ValueError("canary steps must increase, e.g. [5, 25, 50, 100]")
-        return value
-
-    @property
-    def judged(self) -> tuple[float, ...]:
-        """The steps that are judged (those below 100)."""
-        return tuple(v for v in self.steps if v < 100)
-
-
-class CanaryOverride(FrozenModel):
-    """A graph's own values for some fields of the environment's canary (the rest are kept)."""
-
-    steps: tuple[float, ...] | None = None
-    min_seconds: Annotated[float | None, Field(ge=0)] = None
-    min_requests: Annotated[int | None, Field(ge=1)] = None
-    max_seconds: Annotated[float | None, Field(gt=0)] = None
-    max_error_rate: Annotated[float | None, Field(ge=0, le=1)] = None
-    max_p99_ratio: Annotated[float | None, Field(ge=1)] = None
-    poll_seconds: Annotated[float | None, Field(gt=0)] = None
-
-
-class GraphRollout(FrozenModel):
-    """One graph's rollout, where it differs from the environment's."""
-
-    strategy: Annotated[Strategy | None, Field(description="None: the environment's.")] = None
-    canary: Annotated[
-        CanaryOverride, Field(description="Fields of the canary that differ for this graph.")
-    ] = CanaryOverride()
-
-
-class RolloutConfig(FrozenModel):
-    """How `apply` moves a graph's stable route to a new version (see promote-and-rollback.md)."""
-
-    strategy: Annotated[
-        Strategy,
-        Field(
-            description="blue_green: the new version takes the route at once after its smoke "
-            "test; canary: it takes growing shares behind the router, judged on live figures, "
-            "and is aborted on a failed step."
-        ),
-    ] = "blue_green"
-    canary: CanaryConfig = CanaryConfig()
-    graphs: Annotated[
-        dict[str, GraphRollout], Field(description="Graph name -> its own strategy/canary.")
-    ] = {}
-
-    def strategy_of(self, graph: str) -> Strategy:
-        """The strategy that applies to ``graph``."""
-        own = self.graphs.get(graph)
-        return own.strategy if own is not None and own.strategy is not None else self.strategy
-
-    def canary_of(self, graph: str) -> CanaryConfig:
-        """The canary that applies to ``graph`` (its own fields over the environment's)."""
-        own = self.graphs.get(graph)
-        if own is None:
-            return self.canary
-        fields = own.canary.model_dump(exclude_none=True)
-        return CanaryConfig.model_validate(self.canary.model_dump() | fields)
-
-    @model_validator(mode="after")
-    def _graph_canaries_valid(self) -> RolloutConfig:
-        for graph in self.graphs:
-            try:
-                self.canary_of(graph)
-            except ValueError as exc:
-                raise ValueError(f"rollout.graphs.{graph}.canary: {exc}") from None
-        return self
-
-
 class EnvironmentConfig(FrozenModel):
     """`environments/<env>/environment.yaml` merged over `environments/base/environment.yaml`."""
 
@@ -522,7 +400,10 @@ class EnvironmentConfig(FrozenModel):
     ] = FeaturesConfig()
     rollout: Annotated[
         RolloutConfig,
-        Field(description="How apply rolls out a new version: blue/green (default) or canary."),
+        Field(
+            description="How apply rolls out a new version: blue_green (default), canary or "
+            "shadow_canary; see graphops.controller.rollout."
+        ),
     ] = RolloutConfig()
 
 

@@ -6,6 +6,7 @@ from graphops.registry._records import (
     ROLLOUT_EXPERIMENT,
     TRUSTED_ENV,
     TRUSTED_TAG,
+    RolloutRun,
     ValidationRecord,
 )
 
@@ -16,6 +17,7 @@ __all__ = [
     "WORK_DIR",
     "Registry",
     "ResolvedModel",
+    "RolloutRun",
     "ValidationRecord",
     "load_pinned",
     "where_of",
