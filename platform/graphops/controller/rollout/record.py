@@ -131,8 +131,12 @@ class RolloutRecord(StrictModel):
         return " -> ".join(f"{s.label} {s.decision}" for s in self.steps)
 
     def git_form(self) -> dict[str, Any]:
-        """Its entry of ``rollouts.yaml``."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Its entry of ``rollouts.yaml`` (a step without a mirror has no ``mirrored`` key)."""
+        data = self.model_dump(mode="json")
+        for step in data["steps"]:
+            if step["mirrored"] is None:
+                del step["mirrored"]
+        return data
 
     @classmethod
     def from_git(cls, env: str, graph: str, entry: dict[str, Any]) -> RolloutRecord:
@@ -154,7 +158,7 @@ class RolloutRecord(StrictModel):
             "graphops.ended": self.ended,
             "graphops.steps": self.steps_line,
         }
-        shown = self.model_dump(mode="json", exclude_none=True, exclude={"mlflow_run"})
+        shown = {k: v for k, v in self.git_form().items() if k != "mlflow_run"}  # not yet known
         return RolloutRun(
             env=self.env,
             key=self.key,
