@@ -17,7 +17,6 @@ from graphops.environments._files import (
     set_scalar,
     write_release,
 )
-from graphops.environments._rollout import CanaryConfig, RolloutConfig, Strategy
 from graphops.environments._schema import (
     Arm,
     ClusterConfig,
@@ -34,6 +33,7 @@ from graphops.environments._schema import (
     Traffic,
     WorkerGroup,
 )
+from graphops.environments.rollout import CanaryConfig, RolloutConfig, Strategy
 
 __all__ = [
     "ENVIRONMENTS_DIR",

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from graphops._models import FrozenModel
-from graphops.environments._rollout import RolloutConfig
+from graphops.environments.rollout import RolloutConfig
 from graphops.features import FeaturesConfig
 from graphops.graph import manifest_hash
 from graphops.registry import ResolvedModel

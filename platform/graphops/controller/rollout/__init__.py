@@ -17,7 +17,7 @@ from graphops.controller.rollout.record import RolloutRecord, StepRecord, load_r
 from graphops.controller.rollout.recording import record_again, record_rollout
 from graphops.controller.rollout.strategy import Reading, RolloutStrategy, Step, Verdict
 from graphops.controller.rollout.walk import Edge, RolloutAborted, walk
-from graphops.environments import RolloutConfig
+from graphops.environments.rollout import RolloutConfig
 
 STRATEGIES: dict[str, type[RolloutStrategy]] = {
     "blue_green": BlueGreen,

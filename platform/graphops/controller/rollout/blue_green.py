@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Self
 
 from graphops.controller.rollout.strategy import Reading, RolloutStrategy, Step, Verdict
-from graphops.environments import RolloutConfig
+from graphops.environments.rollout import RolloutConfig
 
 
 class BlueGreen(RolloutStrategy):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from graphops.controller.rollout.strategy import Reading, RolloutStrategy, Step, Verdict
-from graphops.environments import CanaryConfig, RolloutConfig
+from graphops.environments.rollout import CanaryConfig, RolloutConfig
 from graphops.runtime.split import ArmFigures
 
 

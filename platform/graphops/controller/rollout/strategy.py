@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import Field
 
 from graphops._models import FrozenModel
-from graphops.environments import RolloutConfig
+from graphops.environments.rollout import RolloutConfig
 from graphops.runtime.split import ArmFigures
 
 Action = Literal["wait", "advance", "abort"]

@@ -1,7 +1,7 @@
 """The ``rollout:`` section of `environment.yaml`: which strategy moves a graph to a new version.
 
-Each strategy of `graphops.controller.rollout` reads its own section here (``canary:``, ...),
-overridable per graph under ``rollout.graphs.<graph>.<section>``; a graph's override is checked
+Public: each strategy of `graphops.controller.rollout` imports its own section from here
+(``canary:``, ...); a section is overridable per graph under ``rollout.graphs.<graph>.<section>``; a graph's override is checked
 merged over the environment's section, so an unknown key or a bad value names the graph.
 """
 
