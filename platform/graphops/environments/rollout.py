@@ -1,8 +1,8 @@
 """The ``rollout:`` section of `environment.yaml`: which strategy moves a graph to a new version.
 
 Public: each strategy of `graphops.controller.rollout` imports its own section from here
-(``canary:``, ...); a section is overridable per graph under ``rollout.graphs.<graph>.<section>``; a graph's override is checked
-merged over the environment's section, so an unknown key or a bad value names the graph.
+(``canary:``, ...). A section is overridable per graph under ``rollout.graphs.<graph>.<section>``,
+checked merged over the environment's, so an unknown key or a bad value names the graph.
 """
 
 from __future__ import annotations
