@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from graphops._models import FrozenModel
 
-Strategy = Literal["blue_green", "canary"]
+Strategy = Literal["blue_green", "canary", "shadow_canary"]
 """The strategies `graphops.controller.rollout.STRATEGIES` registers, by name."""
 
 Section = TypeVar("Section", bound=FrozenModel)
@@ -81,6 +81,46 @@ class CanaryConfig(FrozenModel):
         return tuple(v for v in self.steps if v < 100)
 
 
+class ShadowConfig(FrozenModel):
+    """How ``shadow_canary`` mirrors live traffic to the candidate and judges its answers."""
+
+    percent: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=100,
+            description="Percent of live requests copied to the candidate after the stable "
+            "answered them (its answers are compared, never returned).",
+        ),
+    ] = 20
+    min_seconds: Annotated[
+        float, Field(ge=0, description="Shortest time the mirrored step lasts.")
+    ] = 30
+    min_requests: Annotated[
+        int,
+        Field(ge=1, description="Mirrored requests compared with the stable's answers first."),
+    ] = 50
+    max_seconds: Annotated[
+        float,
+        Field(gt=0, description="Without min_requests compared by then, it aborts."),
+    ] = 600
+    max_error_rate: Annotated[
+        float, Field(ge=0, le=1, description="Highest share of failed mirrored requests.")
+    ] = 0.01
+    max_p99_ratio: Annotated[
+        float, Field(ge=1, description="Highest candidate p99 / stable p99 while mirrored.")
+    ] = 1.5
+    min_agreement: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description="Lowest share of compared requests whose main output equals the "
+            "stable's (floats within 1e-6).",
+        ),
+    ] = 0.99
+
+
 class GraphRollout(FrozenModel):
     """One graph's rollout, where it differs from the environment's."""
 
@@ -88,6 +128,10 @@ class GraphRollout(FrozenModel):
     canary: Annotated[
         dict[str, Any],
         Field(description="Fields of the canary section that differ for this graph."),
+    ] = {}
+    shadow: Annotated[
+        dict[str, Any],
+        Field(description="Fields of the shadow section that differ for this graph."),
     ] = {}
 
 
@@ -99,10 +143,15 @@ class RolloutConfig(FrozenModel):
         Field(
             description="blue_green: the new version takes the route at once after its smoke "
             "test; canary: the stable version's ingress gives it growing shares of the route, "
-            "judged on live figures, and it is aborted on a failed step."
+            "judged on live figures, and it is aborted on a failed step; shadow_canary: first "
+            "a copy of some live requests (its answers compared with the stable's, discarded), "
+            "then the canary's steps."
         ),
     ] = "blue_green"
     canary: CanaryConfig = CanaryConfig()
+    shadow: Annotated[
+        ShadowConfig, Field(description="shadow_canary's mirrored step (then canary's steps).")
+    ] = ShadowConfig()
     graphs: Annotated[
         dict[str, GraphRollout],
         Field(description="Graph name -> its own strategy and section fields."),
@@ -138,4 +187,4 @@ class RolloutConfig(FrozenModel):
         return self
 
 
-__all__ = ["CanaryConfig", "GraphRollout", "RolloutConfig", "Strategy"]
+__all__ = ["CanaryConfig", "GraphRollout", "RolloutConfig", "ShadowConfig", "Strategy"]

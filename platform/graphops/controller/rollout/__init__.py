@@ -7,7 +7,8 @@ in git and MLflow (`recording`). Strategies are chosen by ``rollout.strategy`` i
 ``environment.yaml`` (per graph under ``rollout.graphs``), from `STRATEGIES`:
 
 - ``blue_green`` (`blue_green`): no judged step; the candidate takes the route after its smoke;
-- ``canary`` (`canary`): growing shares of the live traffic, judged on errors and p99.
+- ``canary`` (`canary`): growing shares of the live traffic, judged on errors and p99;
+- ``shadow_canary`` (`shadow`): first mirrored (answers compared, discarded), then canary steps.
 """
 
 from graphops.controller.rollout.blue_green import BlueGreen
@@ -15,6 +16,7 @@ from graphops.controller.rollout.canary import Canary
 from graphops.controller.rollout.edge import interrupted_stable, rollouts_due, run_rollout
 from graphops.controller.rollout.record import RolloutRecord, StepRecord, load_records
 from graphops.controller.rollout.recording import record_again, record_rollout
+from graphops.controller.rollout.shadow import ShadowCanary
 from graphops.controller.rollout.strategy import Reading, RolloutStrategy, Step, Verdict
 from graphops.controller.rollout.walk import Edge, RolloutAborted, walk
 from graphops.environments.rollout import RolloutConfig
@@ -22,6 +24,7 @@ from graphops.environments.rollout import RolloutConfig
 STRATEGIES: dict[str, type[RolloutStrategy]] = {
     "blue_green": BlueGreen,
     "canary": Canary,
+    "shadow_canary": ShadowCanary,
 }
 """``rollout.strategy`` -> its class (`graphops.environments.Strategy` lists the same names)."""
 
