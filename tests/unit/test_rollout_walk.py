@@ -44,6 +44,7 @@ class FakeEdge:
 
     script: dict[str, list[tuple[dict[str, Any], dict[str, Any] | None]]]
     events: list[str] = field(default_factory=list)
+    reverted: list[RolloutRecord] = field(default_factory=list)
     clock: float = 0.0
     fail_start: bool = False
 
@@ -66,6 +67,7 @@ class FakeEdge:
 
     def revert(self, record: RolloutRecord) -> str:
         self.events.append(f"revert {record.outcome}")
+        self.reverted.append(record)
         return "git names 1.0.0 again"
 
     def sleep(self, seconds: float) -> None:

@@ -59,7 +59,8 @@ class ShadowCanary(RolloutStrategy):
                 f"max_error_rate {policy.max_error_rate:.1%} (over at least {policy.min_requests}).",
             )
         differ = compared - seen.agreed
-        if differ > (1 - policy.min_agreement) * max(compared, policy.min_requests):
+        allowed = round((1 - policy.min_agreement) * max(compared, policy.min_requests), 9)
+        if differ > allowed:  # rounded: 1 - 0.9 is not 0.1 in binary
             return Verdict(
                 "abort",
                 f"{at}: the candidate disagreed with the stable on {differ} of {compared} "
