@@ -5,6 +5,7 @@
 errors naming the file and the field.
 """
 
+from graphops.environments._cluster import ClusterConfig, Image, PodGroup, WorkerGroup
 from graphops.environments._files import (
     ENVIRONMENTS_DIR,
     dump_yaml,
@@ -17,22 +18,8 @@ from graphops.environments._files import (
     set_scalar,
     write_release,
 )
-from graphops.environments._schema import (
-    Arm,
-    ClusterConfig,
-    CodeConfig,
-    EnvironmentConfig,
-    GraphLock,
-    Image,
-    ModelsConfig,
-    PodGroup,
-    PolicyConfig,
-    Release,
-    ReleaseEntry,
-    Shadow,
-    Traffic,
-    WorkerGroup,
-)
+from graphops.environments._release import Arm, GraphLock, Release, ReleaseEntry, Shadow, Traffic
+from graphops.environments._schema import CodeConfig, EnvironmentConfig, ModelsConfig, PolicyConfig
 from graphops.environments.rollout import CanaryConfig, RolloutConfig, Strategy
 
 __all__ = [

@@ -19,7 +19,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from graphops.environments._schema import EnvironmentConfig, Release
+from graphops.environments._release import Release
+from graphops.environments._schema import EnvironmentConfig
 from graphops.errors import ConfigError, did_you_mean
 
 ENVIRONMENTS_DIR = "environments"
