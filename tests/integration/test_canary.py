@@ -82,12 +82,12 @@ def _slow() -> None:
 BODY = "    return pixels.astype(np.float32) / 16.0\n"
 
 
-@pytest.fixture(scope="module")
-def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def ray_cluster(registry: Registry, folder: Path) -> Iterator[Cluster]:
     """`ray start --head --block`, token auth, loopback; stopped by its process group."""
     service = services.start_ray(
         "ray-canary",
-        tmp_path_factory.mktemp("ray"),
+        folder,
         dashboard_port=None,
         serve_port=None,
         tracking_uri=registry.tracking_uri,
@@ -100,6 +100,13 @@ def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", service.token)
     finally:
         services.stop(service)
+
+
+@pytest.fixture(scope="module")
+def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """This module's own cluster (`ray_cluster`)."""
+    with ray_cluster(registry, tmp_path_factory.mktemp("ray")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
