@@ -8,7 +8,7 @@ from graphops.controller.rollout import STRATEGIES, Reading, Step, Verdict, stra
 from graphops.controller.rollout.canary import Canary
 from graphops.controller.rollout.walk import figures
 from graphops.environments import CanaryConfig, EnvironmentConfig, RolloutConfig
-from graphops.runtime._traffic import ArmStats, rates, subtract
+from graphops.runtime.figures import ArmCounters, delta, rates
 from graphops.runtime.split import ArmFigures
 
 POLICY = CanaryConfig(
@@ -17,7 +17,7 @@ POLICY = CanaryConfig(
 
 
 def arm(requests: int, errors: int = 0, ms: float = 10.0) -> ArmFigures:
-    stats = ArmStats()
+    stats = ArmCounters()
     for i in range(requests):
         stats.record(ms, 500 if i < errors else 200, 1, [])
     return figures(stats.state(), None)
@@ -123,33 +123,31 @@ def test_a_graph_overrides_fields_of_the_environments_canary() -> None:
 
 
 def test_live_rates_come_from_the_difference_of_two_readings() -> None:
-    stats = ArmStats()
+    stats = ArmCounters()
     for _ in range(10):
         stats.record(5.0, 200, 1, [1])
     before = stats.state()
     for i in range(30):
         stats.record(50.0, 500 if i < 3 else 200, 1, [2])
-    delta = subtract(stats.state(), before)
-    assert delta["requests"] == 30 and delta["errors"] == 3
-    assert delta["categories"] == {"2": 30}
-    live = rates(delta, 2.0)
+    delta_ = delta(stats.state(), before)
+    assert delta_["requests"] == 30 and delta_["errors"] == 3
+    assert delta_["categories"] == {"2": 30}
+    live = rates(delta_, 2.0)
     assert live["rps"] == 15.0 and live["error_rate"] == 0.1
     assert live["p50_ms"] is not None and live["p50_ms"] >= 50.0
-    assert subtract(before, None) == before
+    assert delta(before, None) == before
 
 
 def test_a_rollout_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_found() -> None:
     from graphops.controller.applications import split_in, version_of, with_split
-    from graphops.controller.render import router_application
     from graphops.controller.rollout.edge import interrupted_stable, split_for
-    from graphops.runtime.schema import RouteArm, RouterConfig
 
     stable_name, name = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
     assert version_of("digits", name) == "1.1.0"
     args = {"graph": "digits", "content_hash": "abc"}
     candidate = {"name": name, "route_prefix": "/x", "args": args}
-    scaled = [{"name": "ingress"}, {"name": "logits", "num_replicas": 2}]  # as rendered
-    stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": scaled}
+    rendered = [{"name": "ingress", "user_config": {}}, {"name": "logits", "num_replicas": 2}]
+    stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": rendered}
     split = split_for("digits", stable_name, candidate, Step(share=5))
     assert (split.purpose, split.own_version, split.mirror) == ("rollout", "1.0.0", None)
     [arm] = split.arms
@@ -162,7 +160,7 @@ def test_a_rollout_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_
     zero = split_for("digits", stable_name, candidate, None)
     assert (zero.arms, zero.mirror, zero.name) == ((), None, split.name)  # names no app
     splitting = with_split(stable, split)
-    assert splitting["deployments"][1] == scaled[1]  # other entries kept as they are
+    assert splitting["deployments"][1] == rendered[1]  # other entries kept as they are
     assert split_in(splitting) == split and split_in(stable) is None
     assert with_split(splitting, None) == stable  # exactly what git renders again
     assert with_split({"name": "a"}, None) == {"name": "a"}
@@ -171,9 +169,13 @@ def test_a_rollout_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_
     assert interrupted_stable("digits", {stable_name: stable, name: candidate}) is None
     assert interrupted_stable("feed_ranking", {stable_name: splitting}) is None
     # A router left by a controller from before the split moved into the ingress.
-    arms = (RouteArm(version="1.0.0", app=stable_name, weight=95),)
-    old = router_application("digits", RouterConfig(experiment="digits-canary-x", arms=arms))
+    arms = [{"version": "1.0.0", "app": stable_name, "weight": 95}]
+    old = {
+        "deployments": [
+            {"name": "Router", "user_config": {"experiment": "digits-canary-x", "arms": arms}}
+        ]
+    }
     assert interrupted_stable("digits", {"digits-router": old}) == stable_name
-    experiment = router_application("digits", RouterConfig(experiment="ab", arms=arms))
-    assert interrupted_stable("digits", {"digits-router": experiment}) is None
+    ab = {"deployments": [{"name": "Router", "user_config": {"experiment": "ab", "arms": arms}}]}
+    assert interrupted_stable("digits", {"digits-router": ab}) is None
     assert interrupted_stable("digits", {}) is None

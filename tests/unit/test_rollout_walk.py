@@ -24,7 +24,7 @@ from graphops.controller.rollout.record import (
 )
 from graphops.controller.rollout.walk import Tally
 from graphops.environments import CanaryConfig
-from graphops.runtime._traffic import ArmStats
+from graphops.runtime.figures import ArmCounters
 from graphops.runtime.split import ArmFigures
 
 POLICY = CanaryConfig(steps=(10, 50), min_seconds=1, min_requests=5, max_error_rate=0.05)
@@ -32,7 +32,7 @@ POLICY = CanaryConfig(steps=(10, 50), min_seconds=1, min_requests=5, max_error_r
 
 def counters(requests: int, errors: int = 0, ms: float = 10.0) -> dict[str, Any]:
     """Raw totals of an arm that answered ``requests`` (the first ``errors`` of them failed)."""
-    stats = ArmStats()
+    stats = ArmCounters()
     for i in range(requests):
         stats.record(ms, 500 if i < errors else 200, 1, [])
     return stats.state()

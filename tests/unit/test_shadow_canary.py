@@ -104,10 +104,10 @@ def test_it_is_chosen_by_config_with_its_own_section_per_graph() -> None:
 
 
 def test_walked_a_disagreeing_candidate_is_aborted_before_it_answers_a_client() -> None:
-    from graphops.runtime._traffic import ArmStats
+    from graphops.runtime.figures import ArmCounters
 
     def mirrored(requests: int, agreed: int) -> dict[str, object]:
-        stats = ArmStats()
+        stats = ArmCounters()
         for _ in range(requests):
             stats.record(5.0, 200, 1, [])
         stats.compared, stats.agreed = requests, agreed

@@ -77,9 +77,7 @@ class ApplyResult:
         return bool(self.started or self.updated or self.retired or self.drift_removed)
 
 
-def planned_deployments(
-    repo: Path, lock: GraphLock | None, app: AppConfig
-) -> dict[str, DeploymentSpec]:
+def planned_deployments(repo: Path, lock: GraphLock, app: AppConfig) -> dict[str, DeploymentSpec]:
     """The deployments an application runs, as its locked code plans them (name -> spec).
 
     The graph's code is staged from ``lock``'s commit and planned with the application's args
@@ -87,32 +85,16 @@ def planned_deployments(
 
     Args:
         repo: Repository root.
-        lock: The application's lock; None means the experiment router (one small deployment).
+        lock: The application's lock.
         app: The application's Serve config (its ``args`` name the graph).
 
     Returns:
         Deployment name -> DeploymentSpec.
     """
-    from graphops.graph import LockedCode, Scaling, load_locked
+    from graphops.graph import LockedCode, load_locked
     from graphops.plan import plan
-    from graphops.runtime.schema import (
-        ROUTER_CPUS,
-        ROUTER_MAX_ONGOING,
-        AppArgs,
-        deployment_specs,
-    )
-    from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
+    from graphops.runtime.schema import AppArgs, deployment_specs
 
-    if lock is None:
-        router = DeploymentSpec(
-            name=DEPLOYMENT,
-            stages=(),
-            nodes=(),
-            cpus=ROUTER_CPUS,
-            scaling=Scaling(),
-            max_ongoing_requests=ROUTER_MAX_ONGOING,
-        )
-        return {DEPLOYMENT: router}
     with tempfile.TemporaryDirectory(prefix="graphops-specs-") as tmp:
         graph = app["args"]["graph"]
         code = stage_code(repo, graph, lock.commit, Path(tmp))

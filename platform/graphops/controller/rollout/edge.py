@@ -31,7 +31,7 @@ from graphops.controller.applications import (
     with_split,
 )
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.render import Rendered, app_name, router_name
+from graphops.controller.render import Rendered, app_name
 from graphops.controller.rollout.record import RolloutRecord, utc_now, who
 from graphops.controller.rollout.recording import last_good_entry, record_rollout
 from graphops.controller.rollout.strategy import RolloutStrategy, Step
@@ -76,7 +76,7 @@ def interrupted_stable(graph: str, live: dict[str, AppConfig]) -> str | None:
         split = split_in(app) if (app.get("args") or {}).get("graph") == graph else None
         if split is not None and split.purpose == "rollout":
             return name
-    router = live.get(router_name(graph))
+    router = live.get(f"{graph}-router")
     for deployment in (router or {}).get("deployments") or []:
         config = deployment.get("user_config") or {}
         if str(config.get("experiment", "")).startswith(f"{graph}-canary-"):
@@ -232,9 +232,8 @@ class ClusterEdge:
     def abort(self) -> None:
         """Traffic back to the stable version in place, then the split dropped; candidate removed.
 
-        The split goes to zero first: Serve calls no ``reconfigure`` when a ``user_config`` is
-        taken out of the config, so a replica keeps its last split; it must not name a removed
-        application.
+        The split goes to zero first (naming no application), so no replica of the stable
+        ingress can still send a request to the candidate when it is removed.
         """
         names = [self.stable["name"], self.candidate["name"]]
         self._put(self.config(self._split(None)), names)
@@ -288,7 +287,7 @@ def run_rollout(
         ApplyError: The candidate failed to start or to answer its smoke example.
         RolloutAborted: A step aborted; the stable version serves alone, git is committed.
     """
-    drop = {stable["name"], candidate["name"], router_name(graph)}  # the router: older canaries
+    drop = {stable["name"], candidate["name"], f"{graph}-router"}  # older controllers' canaries
     edge = ClusterEdge(
         repo=repo,
         cluster=cluster,

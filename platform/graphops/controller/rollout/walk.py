@@ -13,7 +13,7 @@ tests pass a fake one.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 from pydantic import Field
 
@@ -27,11 +27,8 @@ from graphops.controller.rollout.strategy import (
     Verdict,
 )
 from graphops.errors import ApplyError
-from graphops.runtime.schema import arm_delta, arm_summary
+from graphops.runtime.figures import Raw, delta, figures_of
 from graphops.runtime.split import ArmFigures
-
-Raw = dict[str, Any]
-"""An arm's raw counters as the ingress reports them (`graphops.runtime.split.ArmReport.raw`)."""
 
 
 class RolloutAborted(ApplyError):
@@ -82,19 +79,7 @@ class Edge(Protocol):
 
 def figures(after: Raw | None, before: Raw | None) -> ArmFigures:
     """What an arm did between two readings of its totals (`NO_REQUESTS` without any)."""
-    if after is None:
-        return NO_REQUESTS
-    delta = arm_delta(after, before)
-    summary = arm_summary(delta)
-    return ArmFigures(
-        requests=summary["requests"],
-        errors=summary["errors"],
-        error_rate=summary["error_rate"],
-        p50_ms=summary["p50_ms"],
-        p99_ms=summary["p99_ms"],
-        compared=int(delta.get("compared") or 0),
-        agreed=int(delta.get("agreed") or 0),
-    )
+    return NO_REQUESTS if after is None else figures_of(delta(after, before))
 
 
 def reading(first: Tally, last: Tally) -> Reading:
@@ -168,4 +153,4 @@ def walk(strategy: RolloutStrategy, edge: Edge, record: RolloutRecord) -> Rollou
     return record
 
 
-__all__ = ["Edge", "Raw", "RolloutAborted", "Tally", "figures", "reading", "walk", "walk_step"]
+__all__ = ["Edge", "RolloutAborted", "Tally", "figures", "reading", "walk", "walk_step"]
