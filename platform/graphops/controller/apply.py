@@ -167,8 +167,8 @@ def apply(
 ) -> ApplyResult:
     """Make ``env_name``'s cluster run what its committed files say; see the module docstring.
 
-    A graph whose strategy is ``canary`` (``rollout`` in environment.yaml) first walks its
-    canary steps (`graphops.controller.rollout`); its record is committed on the checked-out
+    A graph whose strategy has steps (``rollout`` in environment.yaml) first walks them
+    (`graphops.controller.rollout`); its record is committed on the checked-out
     branch (pushed to ``push`` of origin when given) and copied into MLflow at ``tracking_uri``
     (default: ``$MLFLOW_TRACKING_URI``, else the repository's store; a failure there is logged).
 
@@ -177,7 +177,7 @@ def apply(
     MLflow at ``tracking_uri``, and the code each running application reports.
 
     Raises:
-        RolloutAborted: A canary was aborted: the stable version serves alone again, and git
+        RolloutAborted: A rollout was aborted: the stable version serves alone again, and git
             names it again (committed with the record of why).
         ConfigError: The rendered files are stale (run `graphops render`).
         UnsignedCommitError, LockVerificationError, TamperingError: Refused before any change.

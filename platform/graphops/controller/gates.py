@@ -4,7 +4,9 @@ A gate is a named verdict with a detail line. `verify_lock` is the one eligibili
 lock: a passed validation of exactly that lock (when the environment's policy requires one) and
 model digests unchanged in the registry, with the gates of where the lock has run upstream
 (upstream pin, `Soak`, health) listed between them. Promotion, carrying an experiment downstream
-and starting an experiment all call it; so should any new way of placing a lock (a canary).
+and starting an experiment all call it; so should any new way of placing a lock. The gates of a
+promotion (`promotion_gates`: upstream pin, soak, healthy upstream through `health_probe`, then
+`verify_lock`) are built here too, so `promote` and the CLI only ask.
 """
 
 from __future__ import annotations
