@@ -265,10 +265,9 @@ def start_ray_worker(
         *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
         *([f"--resources={resources}"] if resources else []),
     ]
-    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     for variable in LOOPBACK_ONLY_ENV:  # `ray start --address` refuses to start with it
         env.pop(variable, None)
-    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
