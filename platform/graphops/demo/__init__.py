@@ -1,7 +1,9 @@
 """The main job (`graphops demo`): local stand-ins for the environments' services and its steps.
 
-`services` starts and stops local Ray clusters and the MLflow UI; `job`, `gitops`, `canary` and
-`experiment` are the steps `run` strings together. Sits between the CLI and the scaffold.
+`services` starts and stops local Ray clusters and the MLflow UI; `sandbox` is the GitOps clone
+and `graphops` run in it; `validation`, `experiment`, `gitops`, `multinode` and `rollout` are the
+steps, and `run` alone strings them together (no step imports another). Sits between the CLI and
+the scaffold.
 """
 
 from __future__ import annotations

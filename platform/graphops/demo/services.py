@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import requests
 from pydantic import Field
 
 from graphops._models import StrictModel
+from graphops._net import free_port
 from graphops.errors import ConfigError
 from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
 
@@ -131,30 +131,6 @@ def save_state(path: Path, state: LocalState) -> None:
     tmp.replace(path)
 
 
-def port_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:``port``."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_port(preferred: int | None, taken: set[int]) -> int:
-    """``preferred`` when it is free (and not ``taken``), else any free port."""
-    if preferred and preferred not in taken and port_free(preferred):
-        taken.add(preferred)
-        return preferred
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
 def console_script(name: str) -> str:
     """The console script ``name`` of this Python environment."""
     path = Path(sys.executable).with_name(name)
@@ -186,10 +162,10 @@ def start_ray(
     if not token_file.is_file():
         token_file.write_text(secrets.token_hex(24))
         token_file.chmod(0o600)
-    ports = {key: pick_port(None, taken) for key in RAY_PORTS}
-    ports["dashboard-port"] = pick_port(dashboard_port, taken)
-    ports["serve"] = pick_port(serve_port, taken)
-    ports |= {key: pick_port(None, taken) for key in METRICS_PORT_ENV}
+    ports = {key: free_port(None, taken) for key in RAY_PORTS}
+    ports["dashboard-port"] = free_port(dashboard_port, taken)
+    ports["serve"] = free_port(serve_port, taken)
+    ports |= {key: free_port(None, taken) for key in METRICS_PORT_ENV}
     # Unix socket paths are short (107 bytes): the temp dir lives under /tmp, named by the work dir.
     tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:8]
     temp_dir = Path("/tmp") / f"graphops-{tag}-{name}"
@@ -273,7 +249,7 @@ def start_ray_worker(
             f"{head.name} has no token file: a worker node must present the head's token.",
             fix="Start the head with `start_ray` (token auth on).",
         )
-    ports = {key: pick_port(None, taken) for key in WORKER_PORTS}
+    ports = {key: free_port(None, taken) for key in WORKER_PORTS}
     log = Path(head.log).with_name(f"{name}.log")
     temp_dir = f"{head.temp_dir or '/tmp/graphops'}-{name}"
     command = [
@@ -289,10 +265,9 @@ def start_ray_worker(
         *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
         *([f"--resources={resources}"] if resources else []),
     ]
-    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     for variable in LOOPBACK_ONLY_ENV:  # `ray start --address` refuses to start with it
         env.pop(variable, None)
-    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
@@ -325,7 +300,7 @@ def start_mlflow_ui(
 ) -> Service:
     """Start the MLflow UI over the local store (one worker, loopback only, no job runners)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    chosen = pick_port(port, taken)
+    chosen = free_port(port, taken)
     log = work_dir / "mlflow-ui.log"
     command = [
         console_script("mlflow"),

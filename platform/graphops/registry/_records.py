@@ -58,7 +58,7 @@ class ValidationRecord(FrozenModel):
     ] = False
 
 
-class RolloutRun(FrozenModel):
+class RolloutRunForm(FrozenModel):
     """A rollout as one MLflow run: what `graphops.controller.rollout.RolloutRecord` makes of itself."""
 
     env: Annotated[str, Field(description="Environment (selects the experiment).")]
@@ -164,7 +164,7 @@ class RunRecords:
 
     # -- rollout records -----------------------------------------------------------------------
 
-    def record_rollout(self, run: RolloutRun) -> str:
+    def record_rollout(self, run: RolloutRunForm) -> str:
         """Log one rollout as a run of ``graphops-rollouts/<env>`` (left RUNNING); its run id.
 
         The run tagged ``graphops.rollout = key`` is reused when there is one (tags and texts

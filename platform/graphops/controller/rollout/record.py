@@ -6,7 +6,7 @@ Its **git form** is its entry in ``environments/<env>/rollouts.yaml`` (`load_rec
 `write_record`; files written before strategies had names still load: ``strategy`` defaults to
 ``canary``, ``path`` and the mirror fields are optional). Its **MLflow form** is
 `RolloutRecord.mlflow_form`: the tags, params and one metric series per figure
-(`graphops.registry.RolloutRun`), which the registry writes as one run.
+(`graphops.registry.RolloutRunForm`), which the registry writes as one run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from graphops._models import FrozenModel, StrictModel
 from graphops.controller.rollout.strategy import Step
 from graphops.environments import ENVIRONMENTS_DIR, dump_yaml, read_yaml
 from graphops.errors import ConfigError
-from graphops.registry import RolloutRun
+from graphops.registry import RolloutRunForm
 from graphops.runtime.split import ArmFigures
 
 ROLLOUTS_FILE = "rollouts.yaml"
@@ -143,7 +143,7 @@ class RolloutRecord(StrictModel):
         """The record of one ``rollouts.yaml`` entry of ``graph`` (any format written so far)."""
         return cls.model_validate({**entry, "graph": graph, "env": env})
 
-    def mlflow_form(self) -> RolloutRun:
+    def mlflow_form(self) -> RolloutRunForm:
         """Its MLflow run: ``graphops.*`` tags, ``policy.*`` params, one metric per figure."""
         tags = {
             "graphops.graph": self.graph,
@@ -159,7 +159,7 @@ class RolloutRecord(StrictModel):
             "graphops.steps": self.steps_line,
         }
         shown = {k: v for k, v in self.git_form().items() if k != "mlflow_run"}  # not yet known
-        return RolloutRun(
+        return RolloutRunForm(
             env=self.env,
             key=self.key,
             run_name=f"{self.graph} {self.stable} -> {self.candidate}",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from graphops.demo.canary_history import (
+from graphops.demo.rollout_history import (
     BODY,
     Round,
     bumped,

@@ -1,4 +1,4 @@
-"""The main job's canary: a new version stepped through its shares under load, a broken one aborted.
+"""The main job's rollouts: a new version stepped through its shares under load, a bad one aborted.
 
 In the GitOps sandbox, after dev's first apply: dev's ``environment.yaml`` gets a canary policy
 (`POLICY`: short steps, 10 -> 50 -> 100 %), then two versions of the graph are committed,
@@ -16,7 +16,7 @@ before `graphops promote`: the lock of a version needs a passed validation of it
 Each rollout's record is read back from ``rollouts.yaml`` (and names its MLflow run). A good
 version not promoted, or a broken one not aborted, is a problem: the demo exits 1.
 
-A re-run makes no new version (`graphops.demo.canary_history`): a finished round is shown again
+A re-run makes no new version (`graphops.demo.rollout_history`): a finished round is shown again
 in one line, an unfinished one goes on from where it stopped; ``again`` (``--canary-again``)
 makes two new versions.
 """
@@ -24,17 +24,18 @@ makes two new versions.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import git
 import yaml
-from rich.table import Table
 
 from graphops._views import console
-from graphops.demo.canary_history import (
+from graphops.demo.job import DemoJob
+from graphops.demo.load import Load
+from graphops.demo.rollout_history import (
     BODY,
     FAILING,
+    RolloutRun,
     Round,
     bumped,
     commit_message,
@@ -42,9 +43,8 @@ from graphops.demo.canary_history import (
     history,
     latest_records,
 )
-from graphops.demo.gitops import graphops_command, pull_sandbox
-from graphops.demo.job import DemoJob
-from graphops.demo.load import Load
+from graphops.demo.sandbox import graphops_command, pull_sandbox
+from graphops.demo.summary import show_rollout
 
 POLICY: dict[str, Any] = {
     "strategy": "canary",
@@ -62,25 +62,7 @@ POLICY: dict[str, Any] = {
 }
 
 
-@dataclass
-class CanaryRun:
-    """One canary of the demo: what was expected, what its record says, what the load saw."""
-
-    graph: str
-    version: str
-    expected: str
-    record: Mapping[str, Any]
-    failed: int | None
-    total: int | None
-    """What the load saw (None: an earlier run's rollout, shown again)."""
-
-    @property
-    def outcome(self) -> str:
-        """The record's outcome (``missing`` when no record of this version was made)."""
-        return str(self.record.get("outcome", "missing"))
-
-
-def canary_demo(job: DemoJob, graph: str, again: bool = False) -> list[CanaryRun]:
+def rollout_demo(job: DemoJob, graph: str, again: bool = False) -> list[RolloutRun]:
     """Dev's canary policy, then a good and a broken version of ``graph`` (module docstring).
 
     A round an earlier run finished is shown again, not repeated, unless ``again``.
@@ -99,12 +81,12 @@ def canary_demo(job: DemoJob, graph: str, again: bool = False) -> list[CanaryRun
             if not made.reverted:
                 _revert_broken(job, graph, bad.version)
         runs = [good, bad]
-    job.canaries.extend(runs)
+    job.rollouts.extend(runs)
     return runs
 
 
 def _made(job: DemoJob, graph: str) -> Round:
-    """The canary's latest round in the sandbox's main (`canary_history.history`)."""
+    """The canary's latest round in the sandbox's main (`rollout_history.history`)."""
     with git.Repo(job.sandbox) as clone:
         return history((_summary(c) for c in clone.iter_commits("main")), graph)
 
@@ -118,12 +100,12 @@ def _records(job: DemoJob, graph: str) -> Mapping[str, Mapping[str, Any]]:
 
 def _ran_before(
     job: DemoJob, graph: str, made: Round, records: Mapping[str, Mapping[str, Any]]
-) -> list[CanaryRun]:
+) -> list[RolloutRun]:
     """An earlier run's finished round, in one line (the summary shows its records)."""
     assert made.good and made.broken
     runs = [
-        CanaryRun(graph, made.good, "promoted", records[made.good], None, None),
-        CanaryRun(graph, made.broken, "aborted", records[made.broken], None, None),
+        RolloutRun(graph, made.good, "promoted", records[made.good], None, None),
+        RolloutRun(graph, made.broken, "aborted", records[made.broken], None, None),
     ]
     with job.step(f"{graph}: canary rollouts in dev", False):
         console.print(
@@ -146,7 +128,7 @@ def _stage(
     *,
     broken: bool,
     stop: bool,
-) -> CanaryRun:
+) -> RolloutRun:
     """One version: committed (unless an earlier run did), validated, promoted, rolled out.
 
     An earlier run's version is rolled out again only while it is still main's code (not
@@ -155,8 +137,8 @@ def _stage(
     expected = "aborted" if broken else "promoted"
     if version is not None and (version in records or stop):
         console.print(f"{graph} {version} was rolled out by an earlier run: its record is shown")
-        run = CanaryRun(graph, version, expected, records.get(version) or {}, None, None)
-        _show(run, str(run.record.get("from", "?")))
+        run = RolloutRun(graph, version, expected, records.get(version) or {}, None, None)
+        show_rollout(run, str(run.record.get("from", "?")))
         _judge(job, run)
         return run
     if version is None:
@@ -243,7 +225,7 @@ def _promote(job: DemoJob, graph: str) -> None:
     pull_sandbox(job)
 
 
-def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRun:
+def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> RolloutRun:
     """`graphops apply --env dev --push main` under load; the record shown; checked."""
     from graphops.controller.rollout import load_records
     from graphops.environments import load_release
@@ -258,13 +240,13 @@ def _roll_out(job: DemoJob, graph: str, version: str, expected: str) -> CanaryRu
     pull_sandbox(job)
     records = load_records(job.sandbox, "dev").get(graph) or []
     record = next((r.git_form() for r in records if r.candidate == version), {})
-    run = CanaryRun(graph, version, expected, record, load.failed, load.total)
-    _show(run, stable.version)
+    run = RolloutRun(graph, version, expected, record, load.failed, load.total)
+    show_rollout(run, stable.version)
     _judge(job, run)
     return run
 
 
-def _judge(job: DemoJob, run: CanaryRun) -> None:
+def _judge(job: DemoJob, run: RolloutRun) -> None:
     """A good version not promoted, or a broken one not aborted, is a problem (exit 1)."""
     if run.outcome != run.expected:
         job.problems.append(
@@ -276,62 +258,6 @@ def _example(job: DemoJob, graph: str) -> Any:
     from graphops.environments import load_release
 
     return load_release(job.sandbox, "dev").graphs[graph].lock.example
-
-
-def _show(run: CanaryRun, stable: str) -> None:
-    """Each step's share and both arms' figures, the outcome, and what the load saw."""
-    record = run.record
-    if not record:
-        console.print(f"[red]no rollout record of {run.graph} {run.version}[/]")
-        return
-    table = Table(
-        title=f"Canary {run.graph} {record['from']} → {run.version} (dev)", title_justify="left"
-    )
-    for column in (
-        "share",
-        "s",
-        "arm",
-        "requests",
-        "rps",
-        "errors",
-        "p50 ms",
-        "p99 ms",
-        "decision",
-    ):
-        table.add_column(column, justify="right" if column not in ("arm", "decision") else "left")
-    for step in record["steps"]:
-        seconds = float(step["seconds"]) or 1.0
-        for arm in ("stable", "candidate"):
-            f = step[arm]
-            table.add_row(
-                f"{step['share']:g} %" if arm == "stable" else "",
-                f"{step['seconds']:g}" if arm == "stable" else "",
-                f"{arm} {record['from'] if arm == 'stable' else run.version}",
-                str(f["requests"]),
-                f"{f['requests'] / seconds:.1f}",
-                f"{f['errors']} ({f['error_rate']:.1%})",
-                f"≤{f['p50_ms']:g}" if f.get("p50_ms") is not None else "-",
-                f"≤{f['p99_ms']:g}" if f.get("p99_ms") is not None else "-",
-                step["decision"] if arm == "candidate" else "",
-            )
-    console.print(table)
-    colour = "green" if run.outcome == run.expected else "red"
-    console.print(
-        f"outcome: [{colour}]{run.outcome}[/] ({record['reason']}) by {record['by']}",
-        highlight=False,
-    )
-    stable_errors = sum(int(step["stable"]["errors"]) for step in record["steps"])
-    if run.total is not None:
-        console.print(
-            f"load on the stable route: {run.failed} failed of {run.total} requests; the split "
-            f"counted {stable_errors} errors of the stable arm {record['from']} in the steps",
-            highlight=False,
-        )
-    console.print(
-        f"record: environments/dev/rollouts.yaml; MLflow run {record.get('mlflow_run') or '-'} "
-        f"in graphops-rollouts/dev",
-        highlight=False,
-    )
 
 
 def _revert_broken(job: DemoJob, graph: str, version: str) -> None:

@@ -1,10 +1,11 @@
-"""What the main job's canary commits, and what earlier runs of it left in the sandbox.
+"""What the main job's rollouts commit, and what earlier runs of them left in the sandbox.
 
-The canary commits two versions of a graph in the sandbox (`GOOD`, then `BROKEN`) and reverts
+The rollout step (`graphops.demo.rollout`) commits two versions of a graph in the sandbox (`GOOD`, then `BROKEN`) and reverts
 the broken one; `apply` writes a record of each rollout in ``rollouts.yaml``. A re-run reads
 that history back (`history`): a finished round is shown again, an unfinished one is taken up
 where it stopped, and new versions are only made on request (``--canary-again``), each with a
-patch number no validation recorded at other files (`free_version`).
+patch number no validation recorded at other files (`free_version`). `RolloutRun` is what one
+rollout of a run expected, recorded and saw.
 """
 
 from __future__ import annotations
@@ -121,3 +122,21 @@ def free_version(text: str, taken: Callable[[str, str], bool], tries: int = 100)
         if not taken(version, bumped(text, version)):
             return version
     raise ValueError(f"no free version in {tries} patch numbers after {found.group(0)}")
+
+
+@dataclass
+class RolloutRun:
+    """One rollout of the demo: what was expected, what its record says, what the load saw."""
+
+    graph: str
+    version: str
+    expected: str
+    record: Mapping[str, Any]
+    failed: int | None
+    total: int | None
+    """What the load saw (None: an earlier run's rollout, shown again)."""
+
+    @property
+    def outcome(self) -> str:
+        """The record's outcome (``missing`` when no record of this version was made)."""
+        return str(self.record.get("outcome", "missing"))
