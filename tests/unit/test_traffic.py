@@ -236,3 +236,44 @@ def test_invalid_experiments_are_refused_at_render(
     with pytest.raises(ConfigError, match=message) as caught:
         render(repo, "dev")
     assert caught.value.file == str(path) and caught.value.fix
+
+
+def test_live_figures_of_a_split_route_come_from_two_split_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from graphops.controller import live
+
+    def report(requests: int) -> dict[str, object]:
+        stats = ArmCounters()
+        for _ in range(requests):
+            stats.record(5.0, 200, 1, [])
+        arms = [
+            {"role": "stable", "version": "1.0.0", "app": "a", "weight": 90, "raw": stats.state()},
+            {"role": "arm", "version": "1.1.0", "app": "b", "weight": 10, "raw": stats.state()},
+        ]
+        split = {"graph": "digits", "name": "n", "purpose": "experiment", "since": 0, "now": 1}
+        return SplitReport.model_validate(split | {"arms": arms}).model_dump(mode="json")
+
+    readings = iter([report(10), report(30)])
+    asked: list[str] = []
+
+    def get(url: str, timeout_s: float, headers: object = None) -> dict[str, object]:
+        asked.append(url)
+        return next(readings)
+
+    monkeypatch.setattr(live, "_get", get)
+    split = TrafficSplit(
+        name="n", purpose="experiment", arms=({"app": "b", "version": "1.1.0", "weight": 10},)
+    )
+    config = {
+        "args": {"graph": "digits"},
+        "route_prefix": "/digits",
+        "deployments": [{"name": "ingress", "user_config": split.model_dump(mode="json")}],
+    }
+    apps = {"a": {"deployed_app_config": config, "route_prefix": "/digits"}}
+    rows = live.read_graph("dev", "digits", "http://x", apps, seconds=2.0, sleep=lambda _: None)
+    assert asked == ["http://x/digits/split"] * 2
+    assert [(r.version, r.role, r.weight, r.requests) for r in rows] == [
+        ("1.0.0", "stable", 90, 20),
+        ("1.1.0", "arm", 10, 20),
+    ]
