@@ -7,14 +7,10 @@ errors naming the file and the field.
 
 from graphops.environments._files import (
     ENVIRONMENTS_DIR,
-    dump_yaml,
     environment_names,
     load_environment,
     load_release,
-    parse_yaml,
-    read_yaml,
     release_path,
-    set_scalar,
     write_release,
 )
 from graphops.environments._schema import (
@@ -35,6 +31,7 @@ from graphops.environments._schema import (
     Traffic,
     WorkerGroup,
 )
+from graphops.environments._yaml import dump_yaml, parse_yaml, read_yaml, set_scalar
 
 __all__ = [
     "ENVIRONMENTS_DIR",
