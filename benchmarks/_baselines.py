@@ -319,7 +319,6 @@ class Bench:
 
 def stage_monitor() -> Any:
     """A new instance of the actor graphops' stage workers report to once per batch (private)."""
-    import graphops.runtime.offline as offline
+    from graphops.runtime._workers import Monitor
 
-    cls = getattr(offline, "_Monitor", None) or offline._Timer  # type: ignore[attr-defined]
-    return cls.remote()
+    return Monitor.remote()

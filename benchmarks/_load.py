@@ -4,7 +4,8 @@
     python -m benchmarks._load URL BODY_FILE --concurrency 1 --requests 300
 
 Prints one JSON object: requests, errors, seconds, throughput (req/s), p50/p90/p99/mean (ms).
-Every request is a POST of BODY_FILE's bytes; non-200 answers count as errors.
+Every request is a POST of BODY_FILE's bytes, or, for a ``.jsonl`` file, of its lines in turn
+(different sticky keys); non-200 answers count as errors.
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 async def _load(
-    url: str, body: bytes, concurrency: int, requests: int | None, seconds: float | None
+    url: str, bodies: list[bytes], concurrency: int, requests: int | None, seconds: float | None
 ) -> dict[str, float]:
     headers = {"Content-Type": "application/json"}
+    turn = 0
+
+    def next_body() -> bytes:
+        nonlocal turn
+        turn += 1
+        return bodies[turn % len(bodies)]
+
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(WARMUP):
-            async with session.post(url, data=body, headers=headers) as answer:
+            async with session.post(url, data=next_body(), headers=headers) as answer:
                 await answer.read()
         sent = 0
         started = time.perf_counter()
@@ -51,7 +59,7 @@ async def _load(
                         return
                     sent += 1
                 t0 = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as answer:
+                async with session.post(url, data=next_body(), headers=headers) as answer:
                     await answer.read()
                     if answer.status != 200:
                         errors += 1
@@ -82,9 +90,9 @@ def main() -> None:
     group.add_argument("--requests", type=int)
     group.add_argument("--seconds", type=float)
     args = parser.parse_args()
-    result = asyncio.run(
-        _load(args.url, args.body.read_bytes(), args.concurrency, args.requests, args.seconds)
-    )
+    data = args.body.read_bytes()
+    bodies = data.splitlines() if args.body.suffix == ".jsonl" else [data]
+    result = asyncio.run(_load(args.url, bodies, args.concurrency, args.requests, args.seconds))
     print(json.dumps(result))
 
 

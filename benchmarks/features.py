@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from graphops.graph import load_graph
     from graphops.registry import Registry
+    from graphops.runtime.checkout import request_example
     from graphops.runtime.online import deploy, ensure_ray, start_http, undeploy
-    from graphops.runtime.schema import request_example
 
     result: dict[str, Any] = {
         "benchmark": "feature lookups and feed_ranking online with vs without fetching",

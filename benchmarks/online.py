@@ -10,21 +10,19 @@ machine, each repeated with the systems alternating and reported as medians and 
     without fusion (2 vs 6 deployments);
 (c) ``hand_serve`` vs ``uvicorn``: plain FastAPI under uvicorn, same work in-process, no Ray
     (a calibration row: what Serve itself costs on this machine);
-(d) ``experiment`` vs ``single``: the stable route under a 2-arm experiment (the graphops router,
-    sticky key, 50/50 between two applications of the digits graph) vs one version answering
-    on its own route (no router): what an A/B experiment costs per request. This is P3 (a
-    canary puts the router on every rollout's path): targets p50 <= 1.15x and throughput
-    >= 0.9x of single, as medians with the spread of the per-repeat ratios (each repeat
-    measures both systems back to back, order alternating). A third system,
-    ``experiment_serve_defaults``, is the same router with Serve's default threading (user code
-    and handle routing on threads of their own): what `graphops.runtime.router.REPLICA_ENV`
-    saves.
-(e) P3 as canaries now split: ``split_same_code`` (a 50/50 split done by the stable version's
-    own ingress, `IngressSplit` in its ``user_config``, the other version running the same code:
-    half the requests answered in place, half by the other version's model deployment called
-    directly, no extra hop), ``split_other_code`` (the same split when the code differs: half
-    forwarded by handle to the other version's ingress, one hop), ``experiment`` (the router)
-    and ``single`` (one version alone), same run, order rotating, ratios per repeat.
+(d) ``experiment`` vs ``single``: P3, what an A/B experiment costs per request. The stable route
+    under a 50/50 experiment between two applications of the same digits code, sticky key
+    ``pixels``, split by the stable version's own ingress (`TrafficSplit` in its
+    ``user_config``: its share answered in place, the other arm's by that application's model
+    deployment called directly, no hop), vs one version answering alone. Both get the same 64
+    different requests in turn, so the sticky key spreads them over both arms (the arm counts
+    are in the result). Targets: p50 <= 1.10x and throughput >= 0.9x of single, as medians with
+    the spread of the per-repeat ratios (each repeat measures both systems back to back, order
+    alternating).
+(e) a canary's 50/50 split in the stable ingress (no sticky key): ``split_same_code`` (the other
+    version runs the same code: its model deployment called directly, no hop) and
+    ``split_other_code`` (its ingress asked by handle, one hop) vs ``single``, same run, order
+    rotating, ratios per repeat.
 
 Latency is measured at concurrency 1 (p50/p99 over ``--requests``); throughput at
 ``--concurrency`` for ``--seconds``. Run it with ``nox -s bench`` or::
@@ -54,7 +52,7 @@ TARGETS = {
     "p99": 1.25,
     "throughput": 0.9,
     "fusion_throughput": 1.5,
-    "p3_p50": 1.15,
+    "p3_p50": 1.10,
     "p3_throughput": 0.9,
 }
 CPU_BUDGET = 0.75  # per application: two applications side by side fit a 2-CPU machine
@@ -206,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from graphops.graph import load_graph
     from graphops.registry import Registry
+    from graphops.runtime.checkout import request_example
     from graphops.runtime.online import ensure_ray, free_port, start_http
-    from graphops.runtime.schema import request_example
 
     result: dict[str, Any] = {
         "benchmark": "online latency and throughput over HTTP",
@@ -236,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.pinned = digits.trainer()(bench.registry)  # type: ignore[misc]
         ensure_ray(repo, num_cpus=os.cpu_count())
         bench.port = start_http(free_port())
-        bench.body.write_text(json.dumps(request_example(digits)))
+        example = request_example(digits)
+        bench.body.write_text(json.dumps(example))
+        bench.bodies.write_text(varied(example, 64))
         if "a" in args.parts:
             result["a_graphops_vs_hand_serve"] = bench.graphops_vs_hand()
         if "c" in args.parts:
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         if "d" in args.parts:
             result["d_experiment_vs_single"] = bench.experiment_vs_single()
         if "e" in args.parts:
-            result["e_ingress_split_vs_single"] = bench.ingress_split_vs_single()
+            result["e_canary_split_vs_single"] = bench.canary_split_vs_single()
         serve.shutdown()
     verdict = {}
     if "a_graphops_vs_hand_serve" in result:
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         p3 = result["d_experiment_vs_single"]["p3"]
         verdict["p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
         verdict["p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
-    if "p3" in result.get("e_ingress_split_vs_single", {}):
-        p3 = result["e_ingress_split_vs_single"]["p3"]
+    if "p3" in result.get("e_canary_split_vs_single", {}):
+        p3 = result["e_canary_split_vs_single"]["p3"]
         verdict["e_p3_p50"] = p3["p50"]["median"] <= TARGETS["p3_p50"]
         verdict["e_p3_throughput"] = p3["throughput"]["median"] >= TARGETS["p3_throughput"]
     result["verdict"] = verdict
@@ -283,6 +283,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, repo: Path, registry: Any, body: Path) -> None:
         self.args, self.repo, self.registry, self.body = args, repo, registry, body
+        self.bodies = body.with_name("bodies.jsonl")  # 64 requests with different pixels
         self.pinned: Any = None
         self.port = 0
 
@@ -397,156 +398,98 @@ class Bench:
         return {"systems": b, "ratios": ratios(b, "fused", "unfused")}, counts
 
     def experiment_vs_single(self) -> dict[str, Any]:
-        """(d) A 2-arm experiment on the stable route (router hop) vs one version alone."""
-        from ray import serve
+        """(d) P3: a same-code A/B experiment split by the stable ingress vs one version alone."""
+        import requests
 
         from graphops.graph import load_graph
-        from graphops.runtime._serve import deployment_of
         from graphops.runtime.online import deploy, undeploy
-        from graphops.runtime.router import Router, router_app
-        from graphops.runtime.schema import (
-            ROUTER_CPUS,
-            ROUTER_MAX_ONGOING,
-            RouteArm,
-            RouterArgs,
-            RouterConfig,
-        )
+        from graphops.runtime.split import SPLIT_ROUTE, SplitArm, SplitReport, TrafficSplit
 
-        print("(d) a 2-arm experiment (router) vs a single version", flush=True)
+        print("(d) a same-code A/B experiment (ingress split, sticky) vs a single version")
         digits = load_graph(self.repo, "digits")
-        common = {"port": self.port, "cpu_budget": CPU_BUDGET}
+        common = {"port": self.port, "cpu_budget": 0.6}  # three applications fit 2 CPUs
         single = deploy(digits, self.registry, **common)
         other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
-        config = RouterConfig(
-            experiment="bench",
+        split = TrafficSplit(
+            name="bench-ab",
+            purpose="experiment",
+            own_version="a",
             arms=(
-                RouteArm(version="a", app=single.name, weight=50),
-                RouteArm(version="b", app=other.name, weight=50),
+                SplitArm(app=other.name, version="b", content_hash=digits.content_hash, weight=50),
             ),
             sticky_key="pixels",
         )
-        args = RouterArgs(graph="digits", route="/split")
-        serve.run(router_app(args, config), name="split", route_prefix="/split", blocking=False)
-        defaults = (  # the same router, with Serve's default threading
-            deployment_of(Router)
-            .options(
-                name="Router",
-                ray_actor_options={"num_cpus": ROUTER_CPUS},
-                max_ongoing_requests=ROUTER_MAX_ONGOING,
-                logging_config={"enable_access_log": False},
-                user_config=config.model_dump(mode="json"),
-            )
-            .bind(RouterArgs(graph="digits", route="/split-defaults").model_dump(mode="json"))
+        ab = deploy(digits, self.registry, name="digits-ab", route="/ab", split=split, **common)
+        d = measure({"experiment": ab.url, "single": single.url}, self.bodies, self.args)
+        time.sleep(1.5)  # the ingress replicas flush their counters every second
+        report = SplitReport.model_validate_json(
+            requests.get(ab.url + SPLIT_ROUTE, timeout=30).content
         )
-        serve.run(defaults, name="split-defaults", route_prefix="/split-defaults", blocking=False)
-        wait_http(f"{self.base}/split", self.body.read_bytes())
-        wait_http(f"{self.base}/split-defaults", self.body.read_bytes())
-        d = measure(
-            {
-                "experiment": f"{self.base}/split",
-                "single": single.url,
-                "experiment_serve_defaults": f"{self.base}/split-defaults",
-            },
-            self.body,
-            self.args,
-        )
-        for name in ("split", "split-defaults", single.name, other.name):
+        for name in (ab.name, single.name, other.name):
             undeploy(name)
         figures = ratios(d, "experiment", "single")
         figures["p50_added_ms"] = d["experiment"]["p50_ms"] - d["single"]["p50_ms"]
         return {
             "systems": d,
             "ratios": figures,
-            "ratios_serve_defaults": ratios(d, "experiment_serve_defaults", "single"),
             "p3": p3(d, "experiment", "single"),
-            "p3_serve_defaults": p3(d, "experiment_serve_defaults", "single"),
+            "arm_requests": {a.version: a.raw["requests"] for a in report.arms},
+            "same_code": report.same_code,
         }
 
-    def ingress_split_vs_single(self) -> dict[str, Any]:
-        """(e) 50/50 splits in the stable ingress (same code, other code) vs router vs single."""
-        from ray import serve
-
+    def canary_split_vs_single(self) -> dict[str, Any]:
+        """(e) A canary's 50/50 split in the stable ingress (same code, other code) vs single."""
         from graphops.graph import load_graph
-        from graphops.plan import plan
-        from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
-        from graphops.runtime.online import app_args, deploy, undeploy
-        from graphops.runtime.router import router_app
-        from graphops.runtime.schema import (
-            INGRESS,
-            IngressSplit,
-            RouteArm,
-            RouterArgs,
-            RouterConfig,
-            deployment_specs,
-        )
+        from graphops.runtime.online import deploy, undeploy
+        from graphops.runtime.split import SplitArm, TrafficSplit
 
-        print("(e) 50/50 splits in the stable ingress vs the router vs a single version")
+        print("(e) a canary's 50/50 split in the stable ingress vs a single version")
         digits = load_graph(self.repo, "digits")
-        budget = 0.45  # four applications of digits and a router fit 2 CPUs (reservations)
-        common = {"port": self.port, "cpu_budget": budget}
+        common = {"port": self.port, "cpu_budget": 0.45}  # four applications fit 2 CPUs
         single = deploy(digits, self.registry, **common)
         other = deploy(digits, self.registry, name="digits-b", route="/_arm/digits-b", **common)
-
-        def splitting(route: str, content_hash: str | None) -> None:
-            args = app_args(digits, self.registry, cpu_only=True, cpu_budget=budget, route=route)
-            specs = deployment_specs(plan(digits.graph, fuse=args.fuse), args)
-            payload = args.model_dump(mode="json")
-            stages = {
-                s.name: deployment_of(StageDeployment)
-                .options(**s.options())
-                .bind(payload, s.stages[0])
-                for s in specs
-                if s.name != INGRESS
-            }
-            split = IngressSplit(
-                app=other.name,
-                version="b",
-                share=50,
-                experiment=f"bench{route.replace('/', '-')}",
-                content_hash=content_hash,  # None: the other code path (its ingress is asked)
+        splits = {}
+        for route, content_hash in (("/split-same", digits.content_hash), ("/split-other", None)):
+            split = TrafficSplit(  # content hash None: the other code path (its ingress asked)
+                name=f"bench{route.replace('/', '-')}",
+                purpose="rollout",
+                own_version="a",
+                arms=(SplitArm(app=other.name, version="b", content_hash=content_hash, weight=50),),
             )
-            ingress = next(s for s in specs if s.name == INGRESS)
-            app = (
-                deployment_of(GraphIngress)
-                .options(**ingress.options(), user_config=split.model_dump(mode="json"))
-                .bind(payload, stages)
+            name = route.strip("/")
+            splits[name] = deploy(
+                digits, self.registry, name=name, route=route, split=split, **common
             )
-            serve.run(app, name=route.strip("/"), route_prefix=route, blocking=False)
-
-        splitting("/split-same", digits.content_hash)
-        splitting("/split-other", None)
-        config = RouterConfig(
-            experiment="bench",
-            arms=(
-                RouteArm(version="a", app=single.name, weight=50),
-                RouteArm(version="b", app=other.name, weight=50),
-            ),
-        )
-        routed = router_app(RouterArgs(graph="digits", route="/split"), config)
-        serve.run(routed, name="split", route_prefix="/split", blocking=False)
-        for route in ("/split-same", "/split-other", "/split"):
-            wait_http(f"{self.base}{route}", self.body.read_bytes())
         e = measure(
             {
-                "split_same_code": f"{self.base}/split-same",
+                "split_same_code": splits["split-same"].url,
                 "single": single.url,
-                "split_other_code": f"{self.base}/split-other",
-                "experiment": f"{self.base}/split",
+                "split_other_code": splits["split-other"].url,
             },
-            self.body,
+            self.bodies,
             self.args,
         )
-        for name in ("split-same", "split-other", "split", single.name, other.name):
+        for name in (*splits, single.name, other.name):
             undeploy(name)
         return {
             "systems": e,
             "ratios": ratios(e, "split_same_code", "single"),
             "ratios_other_code": ratios(e, "split_other_code", "single"),
-            "ratios_router": ratios(e, "experiment", "single"),
             "p3": p3(e, "split_same_code", "single"),
             "p3_other_code": p3(e, "split_other_code", "single"),
-            "p3_router": p3(e, "experiment", "single"),
         }
+
+
+def varied(example: dict[str, Any] | None, count: int) -> str:
+    """``count`` requests like ``example``, each with other pixels (JSON lines)."""
+    import random
+
+    rng = random.Random(0)
+    assert example is not None and "pixels" in example  # the digits graph's request
+    rows = [
+        example | {"pixels": [rng.randint(0, 16) for _ in example["pixels"]]} for _ in range(count)
+    ]
+    return "\n".join(json.dumps(r) for r in rows) + "\n"
 
 
 def p3(summary: dict[str, Any], system: str, baseline: str) -> dict[str, dict[str, float]]:

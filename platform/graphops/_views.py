@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the CLI imports numpy, MLflow and torch only for commands t
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
     from graphops.runtime.schema import DeploymentSpec
+    from graphops.runtime.split import SplitReport
     from graphops.validation import GraphValidation, ValidationReport
 
 # Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
@@ -293,29 +294,29 @@ def deployments_table(specs: Sequence[DeploymentSpec], title: str) -> Table:
     return table
 
 
-def report_table(figures: dict[str, Any]) -> Table:
-    """The report as a Rich table: one row per arm, then the shadow."""
-    sticky = figures.get("sticky_key") or "none (random)"
+def report_table(report: SplitReport) -> Table:
+    """A split's report as a Rich table: one row per arm (the stable first), then the mirror."""
+    sticky = report.sticky_key or "none (random)"
     table = Table(
-        title=f"Experiment {figures['experiment']} · sticky key: {sticky}", title_justify="left"
+        title=f"{report.purpose.capitalize()} {report.name} · sticky key: {sticky}",
+        title_justify="left",
     )
     for column in ("arm", "weight", "requests", "rows", "errors", "p50 ms", "p99 ms", "output"):
         table.add_column(column, justify="right" if column != "output" else "left")
     table.add_column("agreement", justify="right")
-    rows = [(a, f"{a['weight']:g}%") for a in figures["arms"]]
-    if "shadow" in figures:
-        rows.append((figures["shadow"], f"shadow {figures['shadow']['percent']:g}%"))
-    for arm, share in rows:
+    for arm in report.arms:
+        f = arm.figures
+        share = f"mirror {arm.weight:g}%" if arm.role == "mirror" else f"{arm.weight:g}%"
         table.add_row(
-            arm["version"],
+            arm.version,
             share,
-            str(arm["requests"]),
-            str(arm["rows"]),
-            str(arm["errors"]),
-            _ms(arm.get("p50_ms")),
-            _ms(arm.get("p99_ms")),
-            _output(arm),
-            f"{arm['agreement']:.1%}" if "agreement" in arm else "",
+            str(f.get("requests", 0)),
+            str(f.get("rows", 0)),
+            str(f.get("errors", 0)),
+            _ms(f.get("p50_ms")),
+            _ms(f.get("p99_ms")),
+            _output(f),
+            f"{f['agreement']:.1%}" if "agreement" in f else "",
         )
     return table
 

@@ -41,7 +41,7 @@ from graphops.demo import services
 from graphops.environments import GraphLock, Release, ReleaseEntry, load_release, write_release
 from graphops.graph import load_graph
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime.schema import request_example
+from graphops.runtime.checkout import request_example
 from tests.integration.test_gitops import Cluster, _identity, environments, under_load
 
 pytestmark = pytest.mark.usefixtures("champion")

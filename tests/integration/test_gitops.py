@@ -25,7 +25,7 @@ import yaml
 
 from graphops.controller.apply import apply
 from graphops.controller.promote import carry_experiment, promote
-from graphops.controller.render import render
+from graphops.controller.render import app_name, render
 from graphops.controller.status import diff, status
 from graphops.demo import services
 from graphops.environments import GraphLock, load_environment, load_release, write_release
@@ -467,7 +467,9 @@ def test_an_experiment_splits_by_weight_sticks_and_reweighs_in_place(
     traffic = load_release(ci, "dev").graphs["digits"].traffic
     assert traffic is not None and traffic.weight == 90 and traffic.arms["1.1.0"].weight == 10
     result = apply(ci, "dev", timeout_s=240)
-    assert sorted(a.split("-")[1] for a in result.started) == ["1.1.0", "router"]
+    control = app_name("digits", load_release(ci, "dev").graphs["digits"].lock)
+    assert [a.split("-")[1] for a in result.started] == ["1.1.0"]
+    assert result.updated == [control]  # its ingress splits /digits: no router, in place
 
     keys = np.random.default_rng(0).integers(0, 17, size=(10_000, 64)).tolist()
     first = split(cluster, keys)
@@ -496,9 +498,9 @@ def test_an_experiment_splits_by_weight_sticks_and_reweighs_in_place(
     render(ci, "dev").write()
     commit_all(ci, "digits: 50/50")
     changes = {(c.app, c.change) for c in diff(ci, "dev") if c.change != "unchanged"}
-    assert changes == {("digits-router", "in place")}
+    assert changes == {(control, "in place")}
     result = apply(ci, "dev", timeout_s=240)
-    assert result.updated == ["digits-router"] and not result.started and not result.retired
+    assert result.updated == [control] and not result.started and not result.retired
     assert replicas(ci) == before  # not one replica restarted
     second = split(cluster, keys)
     share = second.count("1.1.0") / len(second)
@@ -506,10 +508,12 @@ def test_an_experiment_splits_by_weight_sticks_and_reweighs_in_place(
     assert all(b == "1.1.0" for a, b in zip(first, second, strict=True) if a == "1.1.0")
 
     report = experiment.report(ci, "digits", "dev")
-    by_version = {a["version"]: a for a in report["arms"]}
+    assert report.purpose == "experiment" and report.name == "digits-1.0.0-vs-1.1.0"
+    by_version = {a.version: a.figures for a in report.arms}
     assert by_version["1.1.0"]["rows"] >= first.count("1.1.0") + second.count("1.1.0")
     assert by_version["1.0.0"]["errors"] == 0 and by_version["1.0.0"]["p50_ms"] > 0
     assert sum(by_version["1.0.0"]["output"].values()) == pytest.approx(1.0)
+    assert [a.role for a in report.arms] == ["stable", "arm"]
     [row] = status(ci, "dev")
     assert row.live == "RUNNING" and row.traffic.startswith("1.0.0 50% · 1.1.0 50%")
 
@@ -531,47 +535,54 @@ def test_shadow_traffic_never_changes_the_answers_then_conclude(
     ci: Path, cluster: Cluster, registry: Registry
 ) -> None:
     from graphops.controller import experiment
-    from graphops.controller.render import ARM_ROUTE, app_name
 
     with pytest.raises(PromotionError, match="runs an experiment in dev"):
         promote(ci, "digits", "dev", registry)
     concluded = experiment.conclude(ci, "digits", "dev", "1.0.0")
-    shadowed = None
     with git.Repo(ci) as r:
         r.git.merge(concluded.branch)
-        shadowed = experiment.start(ci, "digits", "dev", registry, shadow=100)
-        r.git.merge(shadowed.branch)
-    before = replicas(ci)
-    result = apply(ci, "dev", timeout_s=240)
-    assert result.updated == ["digits-router"] and not result.started  # in place again
-    assert replicas(ci) == before
     control = load_release(ci, "dev").graphs["digits"].lock
-    direct = f"{cluster.serve}{ARM_ROUTE}{app_name('digits', control)}"
+    stable = app_name("digits", control)
+    before = replicas(ci)
+    result = apply(ci, "dev", timeout_s=240)  # the split ends in place; the arm is retired
+    assert result.updated == [stable] and [a.split("-")[1] for a in result.retired] == ["1.1.0"]
+    assert replicas(ci)[stable] == before[stable]
     example = control.example
     bodies = [json.dumps(example)] * 20 + [
         json.dumps({"pixels": [1] * 10}),  # 422: too short
         json.dumps([example, {"pixels": [99] * 64}]),  # 422 in row 2
         "not json",
     ]
-    for body in bodies:
+    alone = [requests.post(f"{cluster.serve}/digits", data=b, timeout=30) for b in bodies]
+    assert all("x-graphops-arm" not in a.headers for a in alone)  # not split: no header
+
+    with git.Repo(ci) as r:
+        shadowed = experiment.start(ci, "digits", "dev", registry, shadow=100)
+        r.git.merge(shadowed.branch)
+    result = apply(ci, "dev", timeout_s=240)
+    shadow = next(a for a in result.started if a.split("-")[1] == "1.1.0")
+    assert result.updated == [stable] and replicas(ci)[stable] == before[stable]
+    for body, was in zip(bodies, alone, strict=True):
         routed = requests.post(f"{cluster.serve}/digits", data=body, timeout=30)
-        alone = requests.post(direct, data=body, timeout=30)
-        assert (routed.status_code, routed.json()) == (alone.status_code, alone.json())
+        assert (routed.status_code, routed.json()) == (was.status_code, was.json())
         assert arms_of(routed) == ["1.0.0"]
+    valid = 20  # what the control refuses is never copied
     deadline = time.time() + 30
     while time.time() < deadline:  # the shadow answers in the background
         report = experiment.report(ci, "digits", "dev")
-        if report["shadow"]["requests"] >= len(bodies):
+        mirror = report.arm(shadow)
+        if mirror is not None and mirror.figures["requests"] >= valid:
             break
         time.sleep(1)
-    assert report["shadow"]["version"] == "1.1.0" and report["shadow"]["requests"] >= len(bodies)
-    assert report["shadow"]["agreement"] == 1.0 and report["shadow"]["compared"] >= 20
+    assert mirror is not None and mirror.role == "mirror" and mirror.version == "1.1.0"
+    assert mirror.figures["requests"] >= valid and mirror.weight == 100
+    assert mirror.figures["agreement"] == 1.0 and mirror.figures["compared"] >= valid
 
     final = experiment.conclude(ci, "digits", "dev", "1.0.0")
     with git.Repo(ci) as r:
         r.git.merge(final.branch)
     result = apply(ci, "dev", timeout_s=240)
-    assert "digits-router" in result.retired
+    assert shadow in result.retired and result.updated == [stable]
     health = requests.get(f"{cluster.serve}/digits/health", timeout=30).json()
     assert health["version"] == "1.0.0" and "experiment" not in health
 

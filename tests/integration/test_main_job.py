@@ -44,7 +44,7 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
     sandbox = checkout / ".graphops" / "demo" / "gitops"
     services: dict[str, dict[str, object]] = {}
     try:
-        first = graphops(  # the A/A experiment is left out here: test_gitops runs the router
+        first = graphops(  # the A/A experiment is left out here: test_gitops splits routes
             checkout, "demo", "--graph", "digits", "--no-experiment", timeout=1500
         )
         out = first.stdout

@@ -46,7 +46,7 @@ def test_stats_answer_only_to_the_cluster_token(served: OnlineApp, token: str) -
         assert refused.status_code == 401, refused.text
         assert refused.headers["www-authenticate"] == 'Bearer realm="ray"'
         body = refused.json()
-        assert set(body) == {"error", "fix"}, body
+        assert set(body) == {"error", "fix", "code"}, body
         assert body["error"].startswith("GET /digits/stats needs the cluster's token"), body
         assert "replica" not in refused.text and token not in refused.text
         print(refused.status_code, refused.text)
@@ -80,6 +80,6 @@ def test_headers_over_64_kib_get_431_through_serves_proxy(served: OnlineApp) -> 
         answer = requests.request(method, served.url + sub, json=example, headers=huge, timeout=60)
         assert answer.status_code == 431, (method, sub, answer.status_code, answer.text[:300])
         body = answer.json()
-        assert set(body) == {"error", "fix"}, body
+        assert set(body) == {"error", "fix", "code"}, body
         assert "hold 1,048," in body["error"] and "65,536" in body["error"], body
     print(answer.status_code, json.dumps(body))

@@ -6,7 +6,7 @@ import pytest
 
 from graphops.controller.canary import figures, judge, shares
 from graphops.environments import CanaryConfig, EnvironmentConfig
-from graphops.runtime._traffic import ArmStats, rates, subtract
+from graphops.runtime.figures import ArmCounters, delta, rates
 
 POLICY = CanaryConfig(
     steps=(5, 25, 50, 100), min_seconds=10, min_requests=20, max_seconds=60, max_error_rate=0.05
@@ -14,7 +14,7 @@ POLICY = CanaryConfig(
 
 
 def arm(requests: int, errors: int = 0, ms: float = 10.0) -> dict[str, object]:
-    stats = ArmStats()
+    stats = ArmCounters()
     for i in range(requests):
         stats.record(ms, 500 if i < errors else 200, 1, [])
     return figures(stats.state())
@@ -90,23 +90,22 @@ def test_a_graph_overrides_fields_of_the_environments_canary() -> None:
 
 
 def test_live_rates_come_from_the_difference_of_two_readings() -> None:
-    stats = ArmStats()
+    stats = ArmCounters()
     for _ in range(10):
         stats.record(5.0, 200, 1, [1])
     before = stats.state()
     for i in range(30):
         stats.record(50.0, 500 if i < 3 else 200, 1, [2])
-    delta = subtract(stats.state(), before)
-    assert delta["requests"] == 30 and delta["errors"] == 3
-    assert delta["categories"] == {"2": 30}
-    live = rates(delta, 2.0)
+    delta_ = delta(stats.state(), before)
+    assert delta_["requests"] == 30 and delta_["errors"] == 3
+    assert delta_["categories"] == {"2": 30}
+    live = rates(delta_, 2.0)
     assert live["rps"] == 15.0 and live["error_rate"] == 0.1
     assert live["p50_ms"] is not None and live["p50_ms"] >= 50.0
-    assert subtract(before, None) == before
+    assert delta(before, None) == before
 
 
 def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_found() -> None:
-    from graphops.controller.render import router_application
     from graphops.controller.rollout import (
         interrupted_stable,
         split_in,
@@ -114,19 +113,20 @@ def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is
         version_of,
         with_split,
     )
-    from graphops.runtime.schema import RouteArm, RouterConfig
 
     stable_name, name = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
     assert version_of("digits", name) == "1.1.0"
     args = {"graph": "digits", "content_hash": "abc"}
     candidate = {"name": name, "route_prefix": "/x", "args": args}
-    scaled = [{"name": "ingress"}, {"name": "logits", "num_replicas": 2}]  # as rendered
-    stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": scaled}
+    rendered = [{"name": "ingress", "user_config": {}}, {"name": "logits", "num_replicas": 2}]
+    stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": rendered}
     split = split_of("digits", stable_name, candidate, 5)
-    assert (split.app, split.version, split.own_version, split.share) == (name, "1.1.0", "1.0.0", 5)
-    assert (split.content_hash, split.fuse) == ("abc", True)  # the ingress compares its own
+    [arm] = split.arms
+    assert (arm.app, arm.version, split.own_version, arm.weight) == (name, "1.1.0", "1.0.0", 5)
+    assert (arm.content_hash, arm.fuse) == ("abc", True)  # the ingress compares its own
+    assert split.purpose == "rollout" and split.own_weight == 95
     splitting = with_split(stable, split)
-    assert splitting["deployments"][1] == scaled[1]  # other entries kept as they are
+    assert splitting["deployments"][1] == rendered[1]  # other entries kept as they are
     assert split_in(splitting) == split and split_in(stable) is None
     assert with_split(splitting, None) == stable  # exactly what git renders again
     assert with_split({"name": "a"}, None) == {"name": "a"}
@@ -135,9 +135,13 @@ def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is
     assert interrupted_stable("digits", {stable_name: stable, name: candidate}) is None
     assert interrupted_stable("feed_ranking", {stable_name: splitting}) is None
     # A router left by a controller from before the split moved into the ingress.
-    arms = (RouteArm(version="1.0.0", app=stable_name, weight=95),)
-    old = router_application("digits", RouterConfig(experiment="digits-canary-x", arms=arms))
+    arms = [{"version": "1.0.0", "app": stable_name, "weight": 95}]
+    old = {
+        "deployments": [
+            {"name": "Router", "user_config": {"experiment": "digits-canary-x", "arms": arms}}
+        ]
+    }
     assert interrupted_stable("digits", {"digits-router": old}) == stable_name
-    experiment = router_application("digits", RouterConfig(experiment="ab", arms=arms))
-    assert interrupted_stable("digits", {"digits-router": experiment}) is None
+    ab = {"deployments": [{"name": "Router", "user_config": {"experiment": "ab", "arms": arms}}]}
+    assert interrupted_stable("digits", {"digits-router": ab}) is None
     assert interrupted_stable("digits", {}) is None

@@ -121,7 +121,11 @@ def test_scaling_overrides_go_to_serve_resources_to_the_builder(repo: Path) -> N
     ]
     # Serve applies these in place (lightweight updates): no replica restarts.
     assert app["deployments"] == [
-        {"name": "ingress", "autoscaling_config": {"min_replicas": 1, "max_replicas": 4}},
+        {
+            "name": "ingress",
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": 4},
+            "user_config": {},
+        },
         {"name": "logits", "num_replicas": 2, "max_ongoing_requests": 16},
     ]
     # Resources change the replicas themselves: they stay with the builder.

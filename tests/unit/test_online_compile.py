@@ -10,7 +10,8 @@ import pytest
 from graphops import PlanError, ServeError
 from graphops.graph import Scaling
 from graphops.plan import plan
-from graphops.runtime._http import GraphHttp, HttpError
+from graphops.runtime._errors import HttpError
+from graphops.runtime._http import GraphHttp
 from graphops.runtime.online import app
 from graphops.runtime.schema import AppArgs, DeploymentOverride, deployment_specs
 from graphops.validation.parity import _compare

@@ -62,7 +62,8 @@ def test_render_puts_the_floor_in_args_and_in_scaling_overrides() -> None:
 
     assert app["args"]["min_replicas"] == 2
     assert app["deployments"] == [
-        {"name": "ingress"},  # always listed: a canary's split is then an in-place update
+        # Always listed, split or not ({}): a split is then an in-place update, both ways.
+        {"name": "ingress", "user_config": {}},
         {"name": "logits", "num_replicas": 2, "max_ongoing_requests": 8},
     ]
     assert floored_override(DeploymentOverride(replicas=1), 1) == DeploymentOverride(replicas=1)

@@ -12,8 +12,10 @@ import pytest
 from ray.exceptions import ActorDiedError
 from starlette.requests import Request
 
-from graphops.runtime._http import BodyReader, GraphHttp, HttpError
-from graphops.runtime._serve import call_with_retry
+from graphops.runtime._body import BodyReader
+from graphops.runtime._errors import HttpError
+from graphops.runtime._handles import call_with_retry
+from graphops.runtime._http import GraphHttp
 from tests.fixtures.graphs import valid
 
 
@@ -255,11 +257,17 @@ def test_a_stage_that_hangs_is_a_504_and_its_call_is_cancelled() -> None:
     assert hanging.cancelled
 
 
-def test_ingress_and_router_read_bodies_by_their_args_limits() -> None:
-    from graphops.runtime.schema import AppArgs, RouterArgs
+def test_the_ingress_reads_bodies_by_its_args_limits() -> None:
+    from graphops.runtime.schema import AppArgs
 
-    app = AppArgs(graph="g", repo=".", content_hash="sha256:x", body_timeout_s=3, max_slow_bodies=4)
-    router = RouterArgs(graph="g", max_body_bytes=100)
+    app = AppArgs(
+        graph="g",
+        repo=".",
+        content_hash="sha256:x",
+        body_timeout_s=3,
+        max_slow_bodies=4,
+        max_body_bytes=100,
+    )
 
     assert (BodyReader.of("g", app).timeout_s, BodyReader.of("g", app).max_slow) == (3, 4)
-    assert BodyReader.of("g", router).max_body_bytes == 100
+    assert BodyReader.of("g", app).max_body_bytes == 100

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from graphops.runtime._auth import MAX_HEADER_BYTES, check_headers, require_token
-from graphops.runtime._http import HttpError
+from graphops.runtime._errors import HttpError
 from graphops.runtime._ray import _on_loopback
 from graphops.runtime.loopback import is_loopback
 
@@ -21,7 +21,7 @@ def test_headers_up_to_64_kib_pass_and_one_byte_more_is_431() -> None:
         check_headers("digits", [(name, b"a" * (MAX_HEADER_BYTES - len(name) + 1))])
     assert caught.value.status == 431
     body = json.loads(caught.value.json())
-    assert set(body) == {"error", "fix"}
+    assert set(body) == {"error", "fix", "code"} and body["code"] == "headers_too_large"
     assert "65,537 bytes" in body["error"] and "65,536" in body["error"], body
 
 

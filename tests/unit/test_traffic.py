@@ -1,4 +1,4 @@
-"""Traffic splitting without Ray: arm choice, stickiness, statistics, and the render-time checks."""
+"""Traffic splitting without Ray: arm choice, stickiness, counters, and the render-time checks."""
 
 from __future__ import annotations
 
@@ -7,56 +7,73 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from graphops.controller.render import ARM_ROUTE, app_name, render, router_name
+from graphops.controller.render import ARM_ROUTE, app_name, render
 from graphops.environments import Arm, Release, ReleaseEntry, Shadow, Traffic, write_release
 from graphops.errors import ConfigError
-from graphops.runtime._traffic import ArmStats, Picker, agree, merge, outputs, summary
-from graphops.runtime.router import _renumber
-from graphops.runtime.schema import RouteArm, RouterConfig
+from graphops.runtime._traffic import Picker, agree, column_outputs, groups, outputs, renumber
+from graphops.runtime.figures import ArmCounters, delta, figures_of, merge, summary
+from graphops.runtime.split import SplitReport, TrafficSplit
 from tests.fixtures.locks import lock
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
 
 
-def config(*weights: float, experiment: str = "e") -> RouterConfig:
-    arms = tuple(
-        RouteArm(version=f"1.{i}.0", app=f"app{i}", weight=w) for i, w in enumerate(weights)
-    )
-    return RouterConfig(experiment=experiment, arms=arms, sticky_key="member")
-
-
 def test_keys_split_by_weight_and_stick() -> None:
-    picker = Picker(config(90, 10))
+    picker = Picker([90, 10], "e")
     picks = [picker.pick(f"member-{i}") for i in range(10_000)]
     assert abs(picks.count(1) / len(picks) - 0.10) <= 0.02
     assert [picker.pick(f"member-{i}") for i in range(1000)] == picks[:1000]
-    assert Picker(config(90, 10)).pick({"a": [1, 2]}) == picker.pick({"a": [1, 2]})
+    assert Picker([90, 10], "e").pick({"a": [1, 2]}) == picker.pick({"a": [1, 2]})
+    # A parsed column's value (numpy) lands where its JSON value does.
+    assert picker.pick(np.array([1, 2])) == picker.pick([1, 2])
+    assert picker.pick(np.int64(7)) == picker.pick(7)
 
 
 def test_reweighing_only_moves_keys_towards_the_growing_arm() -> None:
-    before, after = Picker(config(90, 10)), Picker(config(50, 50))
+    before, after = Picker([90, 10], "e"), Picker([50, 50], "e")
     keys = [f"k{i}" for i in range(5000)]
     moved = [(before.pick(k), after.pick(k)) for k in keys]
     assert all(b == 1 for a, b in moved if a == 1)  # the 10% keep their arm
     assert abs(sum(b for _, b in moved) / len(keys) - 0.5) <= 0.02
 
 
-def test_another_experiment_reshuffles_and_zero_weight_gets_nothing() -> None:
-    a, b = Picker(config(50, 50, experiment="x")), Picker(config(50, 50, experiment="y"))
+def test_another_name_reshuffles_and_zero_weight_gets_nothing() -> None:
+    a, b = Picker([50, 50], "x"), Picker([50, 50], "y")
     keys = [str(i) for i in range(2000)]
     assert sum(a.pick(k) != b.pick(k) for k in keys) > 500
-    only = Picker(config(100, 0))
+    only = Picker([100, 0], "e")
     assert {only.pick(k) for k in keys} == {0} and {only.pick() for _ in range(200)} == {0}
-    random_split = [Picker(config(50, 50)).pick() for _ in range(4000)]
+    middle = Picker([0, 100, 0], "e")
+    assert {middle.pick(k) for k in keys} == {1}
+    last_empty = Picker([30, 70, 0], "e")
+    assert {last_empty.pick(k) for k in keys} == {0, 1}
+    random_split = [Picker([50, 50], "e").pick() for _ in range(4000)]
     assert 0.45 < sum(random_split) / len(random_split) < 0.55
 
 
+def test_a_split_keeps_the_rest_and_refuses_more_than_all() -> None:
+    arm = {"app": "b", "version": "1.1.0", "weight": 30}
+    split = TrafficSplit(name="s", purpose="experiment", arms=(arm,))
+    assert split.own_weight == 70
+    with pytest.raises(ValueError, match="sum to 130"):
+        TrafficSplit(name="s", purpose="rollout", arms=(arm, arm | {"app": "c", "weight": 100}))
+    with pytest.raises(ValueError, match="named by two arms"):
+        TrafficSplit(name="s", purpose="rollout", arms=(arm, arm))
+
+
+def test_rows_group_by_arm_in_order() -> None:
+    assert groups([0, 1, 0, 2, 1]) == {0: [0, 2], 1: [1, 4], 2: [3]}
+    assert column_outputs(np.array([[0.1, 0.9], [0.8, 0.2]])) == [0.1, 0.8]
+    assert column_outputs(np.array([3, 4])) == [3, 4]
+
+
 def test_stats_merge_and_summarize() -> None:
-    one, two = ArmStats(), ArmStats()
+    one, two = ArmCounters(), ArmCounters()
     for ms in (1, 2, 3, 4, 100):
         one.record(ms, 200, 1, [7])
     two.record(5, 500, 1, [])
@@ -66,7 +83,7 @@ def test_stats_merge_and_summarize() -> None:
     assert (figures["requests"], figures["rows"], figures["errors"]) == (7, 8, 1)
     assert figures["output"] == {"7": pytest.approx(5 / 7), "3": pytest.approx(2 / 7)}
     assert 2 <= figures["p50_ms"] <= 5.8 and figures["p99_ms"] >= 100
-    scores = ArmStats()
+    scores = ArmCounters()
     scores.record(1, 200, 2, [0.25, 0.75])
     assert summary(scores.state())["output_numeric"]["mean"] == pytest.approx(0.5)
 
@@ -83,7 +100,7 @@ def test_split_list_errors_name_the_clients_rows() -> None:
         "error": "1 error(s) in the request to graph 'digits'; first: row 2, field pixels: bad.",
         "detail": [{"loc": ["body", 1, "pixels"], "msg": "bad"}],
     }
-    fixed = json.loads(_renumber(json.dumps(error).encode(), [0, 5]))
+    fixed = json.loads(renumber(json.dumps(error).encode(), [0, 5]))
     assert "first: row 6, field pixels" in fixed["error"]
     assert fixed["detail"][0]["loc"] == ["body", 5, "pixels"]
 
@@ -107,7 +124,7 @@ def arm(version: str, weight: float) -> Arm:
     return Arm(lock=fields(version), weight=weight, promoted_at=NOW)
 
 
-def test_render_an_experiment_router_and_private_routes(repo: Path) -> None:
+def test_render_an_experiment_as_a_split_of_the_control_ingress(repo: Path) -> None:
     shadow = Shadow(lock=fields("1.2.0"), percent=5, promoted_at=NOW)
     traffic = Traffic(weight=90, sticky_key="member_id", arms={"1.1.0": arm("1.1.0", 10)})
     release_with(repo, traffic.model_copy(update={"shadow": shadow}))
@@ -119,13 +136,46 @@ def test_render_an_experiment_router_and_private_routes(repo: Path) -> None:
         ]
     }
     control = app_name("digits", fields("1.0.0"))
-    assert apps[router_name("digits")]["route_prefix"] == "/digits"
-    assert apps[control]["route_prefix"] == ARM_ROUTE + control
-    [deployment] = apps[router_name("digits")]["deployments"]
-    routed = RouterConfig.model_validate(deployment["user_config"])
-    assert [(a.version, a.weight) for a in routed.arms] == [("1.0.0", 90), ("1.1.0", 10)]
-    assert routed.shadow is not None and routed.shadow.version == "1.2.0"
-    assert routed.sticky_key == "member_id" and len(apps) == 4
+    candidate, shadowed = app_name("digits", fields("1.1.0")), app_name("digits", fields("1.2.0"))
+    assert len(apps) == 3  # no router: the control's own ingress splits its route
+    assert apps[control]["route_prefix"] == "/digits"
+    assert apps[candidate]["route_prefix"] == ARM_ROUTE + candidate
+    assert apps[shadowed]["route_prefix"] == ARM_ROUTE + shadowed
+    [ingress] = [d for d in apps[control]["deployments"] if d["name"] == "ingress"]
+    split = TrafficSplit.model_validate(ingress["user_config"])
+    assert split.name == "digits-1.0.0-vs-1.1.0" and split.purpose == "experiment"
+    assert split.own_version == "1.0.0" and split.own_weight == 90
+    assert [(a.app, a.version, a.weight) for a in split.arms] == [(candidate, "1.1.0", 10)]
+    assert split.arms[0].content_hash == fields("1.1.0").content_hash
+    assert split.mirror is not None and (split.mirror.app, split.mirror.percent) == (shadowed, 5)
+    assert split.sticky_key == "member_id"
+    for name in (candidate, shadowed):  # not split: an empty user_config ends any split
+        [other] = [d for d in apps[name]["deployments"] if d["name"] == "ingress"]
+        assert other["user_config"] == {}
+
+
+def test_a_split_report_reads_back_and_its_figures_come_from_deltas() -> None:
+    one = ArmCounters()
+    for ms in (1, 2, 3):
+        one.record(ms, 200, 1, [1])
+    before = one.state()
+    one.record(200, 500, 1, [])
+    one.compared, one.agreed = 4, 3
+    figures = figures_of(delta(one.state(), before))
+    assert (figures.requests, figures.errors, figures.error_rate) == (1, 1, 1.0)
+    assert figures.p50_ms is not None and figures.p50_ms >= 200
+    assert figures.agreement == 0.75
+    report = SplitReport(
+        graph="digits",
+        name="s",
+        purpose="experiment",
+        since=0,
+        now=1,
+        arms=({"role": "stable", "version": "1", "app": "a", "weight": 90, "raw": before},),
+    )
+    back = SplitReport.model_validate_json(report.model_dump_json())
+    assert back.arm("a") is not None and back.arm("a").raw == before  # type: ignore[union-attr]
+    assert back.arm("b") is None
 
 
 @pytest.mark.parametrize(
@@ -164,6 +214,19 @@ def test_render_an_experiment_router_and_private_routes(repo: Path) -> None:
             r"arms\.1\.1\.0 \(1\.1\.0\) names no validation run",
         ),
         (Traffic(), r"declares neither arms nor a shadow"),
+        (
+            Traffic(
+                weight=90,
+                arms={
+                    "1.1.0": arm("1.1.0", 10).model_copy(
+                        update={
+                            "lock": fields("1.1.0").model_copy(update={"request_fields": ("x",)})
+                        }
+                    )
+                },
+            ),
+            r"arms\.1\.1\.0 \(1\.1\.0\) takes the request fields x; the control 1\.0\.0 takes",
+        ),
     ],
 )
 def test_invalid_experiments_are_refused_at_render(

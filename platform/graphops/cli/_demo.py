@@ -29,7 +29,7 @@ def demo(
     ] = True,
     mlflow_ui: Annotated[bool, typer.Option(help="Start the MLflow UI over the store.")] = True,
     experiment: Annotated[
-        bool, typer.Option(help="Run an A/A experiment behind the router (90/10, sticky).")
+        bool, typer.Option(help="Run an A/A experiment split by its ingress (90/10, sticky).")
     ] = True,
     canary: Annotated[
         bool,
@@ -69,7 +69,7 @@ def demo(
     Starts (or reuses) a Ray cluster per environment (token auth; dashboard and Serve HTTP on
     127.0.0.1, some of Ray's internal ports on all interfaces) and the MLflow UI (127.0.0.1);
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
-    record); runs an A/A experiment behind the router and a batch job; promotes every graph to
+    record); runs an A/A experiment split by its ingress and a batch job; promotes every graph to
     dev and applies it, then asks each graph on its stable route; rolls out a new version of
     digits in dev by canary under load, then a broken one (aborted); promotes digits from dev to
     staging and applies it there; prints what is live where. Safe to re-run: what is already up,

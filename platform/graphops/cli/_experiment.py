@@ -94,15 +94,16 @@ def report(
     from graphops.environments import load_release
 
     figures = do_report(ctx.obj.root(), graph, env)
+    run = None
     if mlflow:
         entry = load_release(ctx.obj.root(), env).graphs[graph]
-        figures["mlflow_run"] = log_report(ctx.obj.registry(), env, entry, figures)
+        run = log_report(ctx.obj.registry(), env, entry, figures)
     if as_json:
-        print(json.dumps(figures, indent=2))
+        print(json.dumps(figures.model_dump(mode="json") | {"mlflow_run": run}, indent=2))
         return
     console.print(report_table(figures))
-    if figures.get("mlflow_run"):
-        console.print(f"Logged to MLflow run {figures['mlflow_run']}")
+    if run:
+        console.print(f"Logged to MLflow run {run}")
 
 
 @experiment_app.command("conclude")

@@ -80,7 +80,7 @@ def graph_of(app: dict[str, Any]) -> str | None:
     return args.get("graph") if app.get("import_path", "").startswith("graphops.") else None
 
 
-def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any]) -> dict[str, Any]:
+def planned_deployments(repo: Path, lock: GraphLock, app: dict[str, Any]) -> dict[str, Any]:
     """The deployments an application runs, as its locked code plans them (name -> spec).
 
     The graph's code is staged from ``lock``'s commit and planned with the application's args
@@ -88,33 +88,16 @@ def planned_deployments(repo: Path, lock: GraphLock | None, app: dict[str, Any])
 
     Args:
         repo: Repository root.
-        lock: The application's lock; None means the experiment router (one small deployment).
+        lock: The application's lock.
         app: The application's Serve config (its ``args`` name the graph).
 
     Returns:
         Deployment name -> DeploymentSpec.
     """
-    from graphops.graph import LockedCode, Scaling, load_locked
+    from graphops.graph import LockedCode, load_locked
     from graphops.plan import plan
-    from graphops.runtime.schema import (
-        ROUTER_CPUS,
-        ROUTER_MAX_ONGOING,
-        AppArgs,
-        DeploymentSpec,
-        deployment_specs,
-    )
-    from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
+    from graphops.runtime.schema import AppArgs, deployment_specs
 
-    if lock is None:
-        router = DeploymentSpec(
-            name=DEPLOYMENT,
-            stages=(),
-            nodes=(),
-            cpus=ROUTER_CPUS,
-            scaling=Scaling(),
-            max_ongoing_requests=ROUTER_MAX_ONGOING,
-        )
-        return {DEPLOYMENT: router}
     with tempfile.TemporaryDirectory(prefix="graphops-specs-") as tmp:
         graph = app["args"]["graph"]
         code = stage_code(repo, graph, lock.commit, Path(tmp))
@@ -356,15 +339,11 @@ def smoke(
 ) -> dict[str, str]:
     """POST each candidate its example request; app name -> problem for those that fail.
 
-    A router is sent the example of its first arm, so the smoke test crosses the router hop.
+    A control version that splits its route under an experiment crosses its split as well.
     """
     problems = {}
     for name, app in apps.items():
         example = (app.get("args") or {}).get("example")
-        for deployment in app.get("deployments") or []:
-            arms = (deployment.get("user_config") or {}).get("arms") or []
-            if arms and arms[0]["app"] in wanted:
-                example = (wanted[arms[0]["app"]].get("args") or {}).get("example")
         url = base_url + CANDIDATE + name
         try:
             if example is None:

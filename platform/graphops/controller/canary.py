@@ -1,7 +1,7 @@
 """Canary decisions as pure functions: judge one step of a rollout from its per-arm figures.
 
 `graphops.controller.rollout` walks the steps on a cluster and calls `judge` on every reading;
-unit tests call it directly. Figures are raw counters of the two arms (`ArmStats.state`) as the
+unit tests call it directly. Figures are raw counters of the two arms (`ArmCounters.state`) as the
 stable version's splitting ingress counts them (merged across its replicas), already reduced to
 what happened during the step (the ingress keeps totals; the rollout diffs the reading at the
 step's start from the current one).
@@ -27,10 +27,11 @@ class Verdict:
 
 def figures(raw: dict[str, Any]) -> dict[str, Any]:
     """Requests, errors, error rate, p50/p99 (ms) of raw counters: what a step records per arm."""
-    from graphops.runtime.schema import arm_summary
+    from graphops.runtime.figures import figures_of
 
-    full = arm_summary(raw)
-    return {k: full[k] for k in ("requests", "errors", "error_rate", "p50_ms", "p99_ms")}
+    return figures_of(raw).model_dump(
+        include={"requests", "errors", "error_rate", "p50_ms", "p99_ms"}
+    )
 
 
 def judge(

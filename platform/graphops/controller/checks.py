@@ -15,7 +15,11 @@ from graphops.errors import ConfigError, did_you_mean
 
 
 def check_traffic(env: EnvironmentConfig, release: Release, where: Path) -> None:
-    """Refuse an invalid experiment: weights, versions, validation and the sticky key.
+    """Refuse an invalid experiment: weights, versions, validation, request fields, sticky key.
+
+    The control version's ingress splits ``/<graph>`` and validates every request with its own
+    schema before an arm answers it, so every arm and the shadow must take the same request
+    fields as the control.
 
     Raises:
         ConfigError: Naming the graph, the field and the fix.
@@ -74,6 +78,17 @@ def check_traffic(env: EnvironmentConfig, release: Release, where: Path) -> None
                         "validated version.",
                         f"{field}.{name}" if name != "lock" else f"graphs.{graph}.lock",
                     )
+        fields = entry.lock.request_fields
+        for name, lock in pinned[1:]:
+            if fields and lock.request_fields and set(lock.request_fields) != set(fields):
+                refuse(
+                    f"{name} ({lock.version}) takes the request fields "
+                    f"{', '.join(lock.request_fields)}; the control {control} takes "
+                    f"{', '.join(fields)}, and its ingress validates every request of /{graph}.",
+                    "Experiment only between versions with the same request schema (a new "
+                    "field needs a release of its own first).",
+                    f"{field}.{name}",
+                )
         key = traffic.sticky_key
         if key is not None:
             for name, lock in pinned:

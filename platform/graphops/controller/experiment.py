@@ -3,17 +3,15 @@
 ``start`` adds a validated version of a graph as an arm (with a weight) or as the shadow, next to
 the version the environment already pins (the control); ``conclude`` keeps one version at 100%
 and removes the others. Both commit on a branch, ready for a pull request, like a promotion.
-``report`` reads the router's per-arm figures from the environment's stable route.
+``report`` reads the per-arm figures of the control version's split at ``GET /<graph>/split``.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import requests
 
@@ -36,6 +34,7 @@ from graphops.environments import (
 from graphops.errors import ExperimentError
 from graphops.graph import load_graph
 from graphops.registry import Registry
+from graphops.runtime.split import SPLIT_ROUTE, SplitReport
 
 
 @dataclass
@@ -269,11 +268,11 @@ def _commit(
     result.commit, result.files, result.pushed = done.commit, done.files, done.pushed
 
 
-def report(repo: Path, graph: str, env_name: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The experiment's per-arm figures, read from the router on the environment's stable route.
+def report(repo: Path, graph: str, env_name: str, *, timeout_s: float = 10.0) -> SplitReport:
+    """The experiment's per-arm figures, read from the split of the control version's ingress.
 
     Raises:
-        ExperimentError: No experiment in git, or the router cannot be reached.
+        ExperimentError: No experiment in git, or its split cannot be read.
     """
     entry = _entry(repo, graph, env_name)
     if entry.traffic is None:
@@ -282,12 +281,12 @@ def report(repo: Path, graph: str, env_name: str, *, timeout_s: float = 10.0) ->
             fix=f"Start one: graphops experiment start {graph} --env {env_name} --weight 10",
             graph=graph,
         )
-    url = f"{serve_url(load_environment(repo, env_name))}/{graph}/experiment"
+    url = f"{serve_url(load_environment(repo, env_name))}/{graph}{SPLIT_ROUTE}"
     try:
         answer = requests.get(url, timeout=timeout_s)
     except requests.RequestException as exc:
         raise ExperimentError(
-            f"The router of {graph} in {env_name} did not answer at {url}: {exc}",
+            f"The split of {graph} in {env_name} did not answer at {url}: {exc}",
             fix=f"Run `graphops apply --env {env_name}` and `graphops status --env {env_name}`.",
             graph=graph,
         ) from exc
@@ -297,10 +296,10 @@ def report(repo: Path, graph: str, env_name: str, *, timeout_s: float = 10.0) ->
             fix=f"Apply the experiment first: graphops apply --env {env_name}",
             graph=graph,
         )
-    return answer.json()
+    return SplitReport.model_validate_json(answer.content)
 
 
-def log_report(registry: Registry, env: str, entry: ReleaseEntry, figures: dict[str, Any]) -> str:
+def log_report(registry: Registry, env: str, entry: ReleaseEntry, figures: SplitReport) -> str:
     """Log a report to MLflow as a run tied to every arm's lock; returns the run id."""
     import mlflow
 
@@ -314,10 +313,10 @@ def log_report(registry: Registry, env: str, entry: ReleaseEntry, figures: dict[
     exp_id = (
         experiment.experiment_id if experiment else client.create_experiment("graphops-experiments")
     )
-    graph = figures["graph"]
+    graph = figures.graph
     run = client.create_run(
         exp_id,
-        run_name=f"{graph}-{env}-{figures['experiment']}",
+        run_name=f"{graph}-{env}-{figures.name}",
         tags={"graphops.graph": graph, "graphops.env": env, "graphops.kind": "experiment"},
     )
     rid = run.info.run_id
@@ -325,15 +324,15 @@ def log_report(registry: Registry, env: str, entry: ReleaseEntry, figures: dict[
         client.log_param(rid, f"lock.{version}.content_hash", lock.content_hash)
         client.log_param(rid, f"lock.{version}.validation_run", lock.validation_run or "-")
     metrics = []
-    for arm in [*figures["arms"], *([figures["shadow"]] if "shadow" in figures else [])]:
+    for arm in figures.arms:
         for name in ("requests", "errors", "error_rate", "p50_ms", "p99_ms", "agreement"):
-            if arm.get(name) is not None:
-                metrics.append((f"{arm['version']}.{name}", float(arm[name])))
+            if arm.figures.get(name) is not None:
+                metrics.append((f"{arm.version}.{name}", float(arm.figures[name])))
     now = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
     client.log_batch(
         rid, metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in metrics], synchronous=True
     )
-    client.log_text(rid, json.dumps(figures, indent=2), "experiment.json")
+    client.log_text(rid, figures.model_dump_json(indent=2), "experiment.json")
     client.set_terminated(rid)
     return rid
 

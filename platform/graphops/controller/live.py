@@ -2,9 +2,9 @@
 
 No Prometheus is needed: every graph's ingress keeps its own totals and serves them at
 ``GET /<graph>/stats`` (to the cluster's token, sent as to the dashboard; one replica per
-answer, so the reader asks until it has seen every RUNNING ingress replica Serve lists), and a graph whose route is split is read at
-``GET /<graph>/experiment`` (per arm, totals merged across the replicas of what splits: the
-router of an experiment, or the stable version's ingress during a canary). Each source is read
+answer, so the reader asks until it has seen every RUNNING ingress replica Serve lists), and a
+graph whose route is split (an experiment, a canary) is read at ``GET /<graph>/split`` (its
+`SplitReport`: per arm, totals merged across the stable ingress's replicas). Each source is read
 twice, ``seconds`` apart; the figures are what happened in between: requests per second, error
 rate, p50 and p99 (ms, histogram buckets 15% apart).
 """
@@ -20,24 +20,29 @@ import requests
 from pydantic import BaseModel, Field
 
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.render import router_name
-from graphops.controller.rollout import split_in, version_of
+from graphops.controller.rollout import version_of
 from graphops.environments import load_environment, load_release
 from graphops.errors import GraphOpsError
-from graphops.runtime.schema import INGRESS, arm_delta, arm_merge, arm_rates
+from graphops.runtime.figures import Raw, delta, merge, rates
+from graphops.runtime.schema import INGRESS
+from graphops.runtime.split import SPLIT_ROUTE, SplitReport
 
 STATS_TRIES = 24
 """GETs of ``/<graph>/stats`` spent finding every ingress replica (the proxy picks one each)."""
 
 
 class LiveFigures(BaseModel):
-    """One arm (or one graph without a router) over the reading's window."""
+    """One arm of a split (or the one version serving a route) over the reading's window."""
 
     env: str
     graph: str
     version: str
     role: Annotated[
-        str, Field(description="serving (alone), or arm of a split (experiment or canary).")
+        str,
+        Field(
+            description="serving (alone), or the stable, an arm or the mirror of a split "
+            "(experiment or canary)."
+        ),
     ]
     weight: Annotated[float, Field(description="Percent of the route's requests it gets.")]
     app: str
@@ -49,7 +54,7 @@ class LiveFigures(BaseModel):
     p50_ms: float | None = None
     p99_ms: float | None = None
     replicas: Annotated[
-        str, Field(description="Ingress replicas read / listed (no router), e.g. '2/2'.")
+        str, Field(description="Ingress replicas read / listed (route not split), e.g. '2/2'.")
     ] = ""
     problem: Annotated[str, Field(description="Why it could not be read (empty when read).")] = ""
 
@@ -79,8 +84,15 @@ def ingress_totals(
     return seen
 
 
-def _window(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
-    return arm_rates(arm_delta(after, before), seconds)
+def _window(before: Raw | None, after: Raw, seconds: float) -> dict[str, Any]:
+    return rates(delta(after, before), seconds)
+
+
+def split(app: Mapping[str, Any]) -> bool:
+    """Whether an application's config splits its route (a split in its ingress's user_config)."""
+    return any(
+        d.get("name") == INGRESS and d.get("user_config") for d in app.get("deployments") or []
+    )
 
 
 def read_graph(
@@ -104,24 +116,23 @@ def read_graph(
         if ((app.get("deployed_app_config") or {}).get("args") or {}).get("graph") == graph
         and app.get("route_prefix") == f"/{graph}"
     ]
-    canary = bool(serving) and split_in(serving[0][1].get("deployed_app_config") or {}) is not None
-    if router_name(graph) in apps or canary:
-        url = f"{base_url}/{graph}/experiment"
-        first, t0 = _get(url, 10.0), time.monotonic()
+    if serving and split(serving[0][1].get("deployed_app_config") or {}):
+        url = f"{base_url}/{graph}{SPLIT_ROUTE}"
+        old, t0 = SplitReport.model_validate(_get(url, 10.0)), time.monotonic()
         sleep(seconds)
-        second, t1 = _get(url, 10.0), time.monotonic()
-        was = {a["version"]: a.get("raw") for a in first["arms"]}
+        new, t1 = SplitReport.model_validate(_get(url, 10.0)), time.monotonic()
         out = []
-        for arm in second["arms"]:
+        for arm in new.arms:
+            was = old.arm(arm.app) if old.name == new.name else None
             out.append(
                 LiveFigures(
                     **common,
-                    version=arm["version"],
-                    role="arm",
-                    weight=arm["weight"],
-                    app=arm["app"],
+                    version=arm.version,
+                    role=arm.role,
+                    weight=arm.weight,
+                    app=arm.app,
                     seconds=t1 - t0,
-                    **_window(was.get(arm["version"]) or {}, arm["raw"], t1 - t0),
+                    **_window(was.raw if was else None, arm.raw, t1 - t0),
                 )
             )
         return out
@@ -162,10 +173,10 @@ def read_graph(
     ]
 
 
-def _sum(parts: Any) -> dict[str, Any]:
-    total: dict[str, Any] = {}
+def _sum(parts: Any) -> Raw:
+    total: Raw = {}
     for part in parts:
-        total = arm_merge(total, part)
+        total = merge(total, part)
     return total
 
 
@@ -182,7 +193,7 @@ def live(
     config = load_environment(repo, env)
     release = load_release(repo, env)
     cluster = Cluster(config, timeout_s=10)
-    apps = {  # an application being deleted (a retired router) answers nothing any more
+    apps = {  # an application being deleted (a retired arm) answers nothing any more
         name: app for name, app in cluster.applications().items() if app.get("status") != "DELETING"
     }
     base = serve_url(config)

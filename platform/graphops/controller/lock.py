@@ -39,7 +39,7 @@ def lock_from_checkout(repo: Path, graph: str, registry: Registry) -> GraphLock:
             fix="Commit (and validate) the change first.",
             graph=graph,
         )
-    from graphops.runtime.schema import request_example
+    from graphops.runtime.checkout import request_example
 
     package = load_graph(repo, graph)
     record = passed_record(registry, graph, package.graph.version, package.content_hash)

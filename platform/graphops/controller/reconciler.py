@@ -4,7 +4,7 @@ One process beside the cluster. Each round it fetches ``origin``, fast-forwards 
 ``origin/<branch>`` when the branch moved, and applies the environment with its own strategy
 (blue/green or canary, `graphops.controller.apply`), pushing a canary's record (and an abort's
 revert) back to ``<branch>``. The first round always applies, so a restarted controller resumes
-what it left: an interrupted canary (its router still on the route) starts again from its first
+what it left: an interrupted canary (the stable ingress still splitting) starts again from its first
 step, drift is reported (and removed with ``heal``). Its state is written to
 ``.graphops/controller-<env>.json`` after every round.
 """

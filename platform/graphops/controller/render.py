@@ -36,13 +36,8 @@ from graphops.runtime.schema import (
     REQUEST_TIMEOUT_S,
     AppArgs,
     DeploymentOverride,
-    RouteArm,
-    RouterArgs,
-    RouterConfig,
-    RouteShadow,
 )
-from graphops.runtime.schema import ROUTER_DEPLOYMENT as DEPLOYMENT
-from graphops.runtime.schema import ROUTER_IMPORT_PATH as ROUTER_PATH
+from graphops.runtime.split import Mirror, SplitArm, TrafficSplit
 
 SERVE_FILE = "serve.yaml"
 RAYSERVICE_FILE = "rayservice.yaml"
@@ -62,7 +57,7 @@ DELIVERY = {
 
 
 ARM_ROUTE = "/_graphops/arm/"
-"""Private route of each version of a graph under an experiment (the router owns the stable one)."""
+"""Private route of the arms and shadow of an experiment (the control version keeps ``/<graph>``)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +65,9 @@ class Version:
     """One application a release asks for: a pinned version of a graph and how it is scaled."""
 
     graph: str
-    role: str  # "serving" (owns the stable route), "arm" or "shadow"
+    role: (
+        str  # "serving" (owns the stable route; under an experiment, the control), "arm", "shadow"
+    )
     lock: GraphLock
     deployments: dict[str, DeploymentOverride]
     weight: float = 100.0
@@ -98,17 +95,12 @@ def app_name(graph: str, lock: GraphLock) -> str:
     return f"{graph}-{lock.version}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
-def router_name(graph: str) -> str:
-    """The Serve application that owns a graph's stable route during an experiment."""
-    return f"{graph}-router"
-
-
 def versions(graph: str, entry: ReleaseEntry) -> list[Version]:
     """The applications of one graph: its lock, then (under an experiment) arms and shadow."""
     traffic = entry.traffic
     if traffic is None:
         return [Version(graph, "serving", entry.lock, entry.deployments)]
-    out = [Version(graph, "arm", entry.lock, entry.deployments, traffic.weight)]
+    out = [Version(graph, "serving", entry.lock, entry.deployments, traffic.weight)]
     for _, arm in sorted(traffic.arms.items()):
         out.append(Version(graph, "arm", arm.lock, arm.deployments, arm.weight))
     if traffic.shadow is not None:
@@ -116,8 +108,54 @@ def versions(graph: str, entry: ReleaseEntry) -> list[Version]:
     return out
 
 
-def application(version: Version, env: EnvironmentConfig) -> dict[str, Any]:
-    """One application of the Serve config: ``version`` of its graph.
+def experiment_name(graph: str, entry: ReleaseEntry) -> str:
+    """The stable id of an experiment: its graph and the versions of its control and arms."""
+    answering = [v for v in versions(graph, entry) if v.role != "shadow"]
+    return f"{graph}-" + "-vs-".join(v.lock.version for v in answering)
+
+
+def experiment_split(graph: str, entry: ReleaseEntry) -> TrafficSplit | None:
+    """How the control version's ingress splits ``/<graph>`` under ``entry``'s experiment."""
+    traffic = entry.traffic
+    if traffic is None:
+        return None
+    all_versions = versions(graph, entry)
+    shadow = next((v for v in all_versions if v.role == "shadow"), None)
+    return TrafficSplit(
+        name=experiment_name(graph, entry),
+        purpose="experiment",
+        own_version=entry.lock.version,
+        arms=tuple(
+            SplitArm(
+                app=v.app,
+                version=v.lock.version,
+                content_hash=v.lock.content_hash,
+                weight=v.weight,
+            )
+            for v in all_versions
+            if v.role == "arm"
+        ),
+        sticky_key=traffic.sticky_key,
+        mirror=Mirror(
+            app=shadow.app,
+            version=shadow.lock.version,
+            content_hash=shadow.lock.content_hash,
+            percent=traffic.shadow.percent,
+        )
+        if shadow is not None and traffic.shadow is not None
+        else None,
+        output=traffic.output,
+    )
+
+
+def application(
+    version: Version, env: EnvironmentConfig, split: TrafficSplit | None = None
+) -> dict[str, Any]:
+    """One application of the Serve config: ``version`` of its graph, its ingress split by ``split``.
+
+    The ingress is always listed with a ``user_config``: ``{}`` when the route is not split, so
+    that ending a split is a ``reconfigure`` too (Serve calls none when a ``user_config`` is
+    removed, and the replica would keep splitting).
 
     Raises:
         ConfigError: The lock predates per-file manifests (it must be locked again).
@@ -170,9 +208,12 @@ def application(version: Version, env: EnvironmentConfig) -> dict[str, Any]:
     if not any(d["name"] == INGRESS for d in scaling):
         # Listed even without overrides: Serve merges the application's runtime_env into the
         # actor options of the deployments its config lists, and only those, so listing the
-        # ingress later (a canary's split in its user_config) would restart its replicas.
+        # ingress later (a split in its user_config) would restart its replicas.
         scaling = sorted([*scaling, {"name": INGRESS}], key=lambda d: str(d["name"]))
-    out["deployments"] = scaling
+    user_config = split.model_dump(mode="json") if split is not None else {}
+    out["deployments"] = [
+        d | {"user_config": user_config} if d["name"] == INGRESS else d for d in scaling
+    ]
     return out
 
 
@@ -225,40 +266,6 @@ def scaling_overrides(overrides: dict[str, DeploymentOverride]) -> list[dict[str
     return out
 
 
-def router(graph: str, entry: ReleaseEntry) -> dict[str, Any]:
-    """The router application of a graph under an experiment (arms in its ``user_config``)."""
-    traffic = entry.traffic
-    assert traffic is not None
-    all_versions = versions(graph, entry)
-    arms = [v for v in all_versions if v.role == "arm"]
-    shadow = next((v for v in all_versions if v.role == "shadow"), None)
-    config = RouterConfig(
-        experiment=f"{graph}-" + "-vs-".join(v.lock.version for v in arms),
-        arms=tuple(RouteArm(version=v.lock.version, app=v.app, weight=v.weight) for v in arms),
-        sticky_key=traffic.sticky_key,
-        shadow=RouteShadow(
-            version=shadow.lock.version, app=shadow.app, percent=traffic.shadow.percent
-        )
-        if shadow is not None and traffic.shadow is not None
-        else None,
-        output=traffic.output,
-    )
-    return router_application(graph, config)
-
-
-def router_application(graph: str, config: RouterConfig) -> dict[str, Any]:
-    """The Serve application of ``graph``'s router on its stable route, arms from ``config``."""
-    return {
-        "name": router_name(graph),
-        "route_prefix": f"/{graph}",
-        "import_path": ROUTER_PATH,
-        "args": RouterArgs(graph=graph, route=f"/{graph}").model_dump(
-            mode="json", exclude_defaults=True
-        ),
-        "deployments": [{"name": DEPLOYMENT, "user_config": config.model_dump(mode="json")}],
-    }
-
-
 def code_uri_for(env: EnvironmentConfig, graph: str, lock: GraphLock) -> str | None:
     """The zip a graph version's replicas fetch and check themselves (``code.mode: uri``).
 
@@ -276,13 +283,12 @@ def code_uri_for(env: EnvironmentConfig, graph: str, lock: GraphLock) -> str | N
 
 
 def serve_config(env: EnvironmentConfig, release: Release) -> dict[str, Any]:
-    """The environment's Serve config (``ServeDeploySchema``): every version, routers if split."""
+    """The environment's Serve config (``ServeDeploySchema``): every version of every graph."""
     apps = []
     for graph, entry in sorted(release.graphs.items()):
+        split = experiment_split(graph, entry)
         for version in versions(graph, entry):
-            apps.append(application(version, env))
-        if entry.traffic is not None:
-            apps.append(router(graph, entry))
+            apps.append(application(version, env, split if version.role == "serving" else None))
     return {
         "proxy_location": "EveryNode",
         "http_options": {

@@ -2,14 +2,13 @@
 
 `graphops.controller.apply` calls `canary` for each graph whose environment (or own entry of
 ``rollout.graphs``) says ``strategy: canary`` and whose serving version changes. Every move is a
-complete Serve config, as in the rest of apply. No router is involved (it stays for the A/B
-experiments and shadows of ``release.yaml``):
+complete Serve config, as in the rest of apply:
 
 1. the candidate starts beside the running version on a private route and must answer its smoke
    example (a failure restores the config, as for blue/green); the stable keeps ``/<graph>``;
 2. each judged step sets the candidate's share in the stable ingress's ``user_config``
-   (`graphops.runtime.schema.IngressSplit`, an in-place update: no replica restarts) and reads
-   both arms' totals, merged across ingress replicas at ``GET /<graph>/experiment``, until
+   (`graphops.runtime.split.TrafficSplit`, an in-place update: no replica restarts) and reads
+   both arms' totals, merged across ingress replicas at ``GET /<graph>/split``, until
    `graphops.controller.canary.judge` decides. A candidate with the stable's code (same content
    hash and fusion: a new model) is answered by its own stage deployments, called by the stable
    ingress directly (no extra hop); other code is asked through its ingress (one hop);
@@ -45,7 +44,7 @@ import requests
 from graphops.controller.apply import CANDIDATE, comparable, smoke
 from graphops.controller.canary import figures, judge, shares
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.render import Rendered, app_name, render, router_name
+from graphops.controller.render import Rendered, app_name, render
 from graphops.environments import (
     ENVIRONMENTS_DIR,
     CanaryConfig,
@@ -58,7 +57,9 @@ from graphops.environments import (
     write_release,
 )
 from graphops.errors import ApplyError
-from graphops.runtime.schema import INGRESS, AppArgs, IngressSplit, arm_delta
+from graphops.runtime.figures import delta
+from graphops.runtime.schema import INGRESS, AppArgs
+from graphops.runtime.split import SPLIT_ROUTE, SplitArm, SplitReport, TrafficSplit
 
 ROLLOUTS_FILE = "rollouts.yaml"
 KEPT = 10
@@ -122,23 +123,26 @@ def version_of(graph: str, app: str) -> str:
     return app[len(graph) + 1 : -9]
 
 
-def split_of(graph: str, stable: str, candidate: dict[str, Any], share: float) -> IngressSplit:
+def split_of(graph: str, stable: str, candidate: dict[str, Any], share: float) -> TrafficSplit:
     """The split of a canary in the stable ingress: ``share`` percent to the ``candidate`` app."""
     args = AppArgs.model_validate(candidate["args"])
     name = candidate["name"]
-    return IngressSplit(
+    arm = SplitArm(
         app=name,
         version=version_of(graph, name),
-        own_version=version_of(graph, stable),
-        share=share,
-        experiment=f"{graph}-{CANARY_PREFIX}-{version_of(graph, stable)}-vs-"
-        f"{version_of(graph, name)}",
         content_hash=args.content_hash,
         fuse=args.fuse,
+        weight=share,
+    )
+    return TrafficSplit(
+        name=f"{graph}-{CANARY_PREFIX}-{version_of(graph, stable)}-vs-{version_of(graph, name)}",
+        purpose="rollout",
+        own_version=version_of(graph, stable),
+        arms=(arm,),
     )
 
 
-def with_split(app: dict[str, Any], split: IngressSplit | None) -> dict[str, Any]:
+def with_split(app: dict[str, Any], split: TrafficSplit | None) -> dict[str, Any]:
     """``app`` with its ingress's ``user_config`` set to ``split`` (None: removed).
 
     `render` lists the ingress in every graph application's ``deployments`` so that this is
@@ -150,19 +154,18 @@ def with_split(app: dict[str, Any], split: IngressSplit | None) -> dict[str, Any
         deployments.append({"name": INGRESS})
     for d in deployments:
         if d.get("name") == INGRESS:
-            d.pop("user_config", None)
-            if split is not None:
-                d["user_config"] = split.model_dump(mode="json")
+            # {} rather than none: Serve calls no reconfigure when a user_config is removed
+            d["user_config"] = split.model_dump(mode="json") if split is not None else {}
     out = {k: v for k, v in app.items() if k != "deployments"}
     return out | {"deployments": deployments} if deployments else out
 
 
-def split_in(app: dict[str, Any]) -> IngressSplit | None:
+def split_in(app: dict[str, Any]) -> TrafficSplit | None:
     """The split an application's ingress is configured with, if any (and if readable)."""
     for d in app.get("deployments") or []:
         if d.get("name") == INGRESS and d.get("user_config"):
             try:
-                return IngressSplit.model_validate(d["user_config"])
+                return TrafficSplit.model_validate(d["user_config"])
             except ValueError:  # not one this controller wrote: no canary of ours
                 return None
     return None
@@ -176,9 +179,9 @@ def interrupted_stable(graph: str, live: dict[str, dict[str, Any]]) -> str | Non
     """
     for name, app in sorted(live.items()):
         split = split_in(app) if (app.get("args") or {}).get("graph") == graph else None
-        if split is not None and split.experiment.startswith(f"{graph}-{CANARY_PREFIX}-"):
+        if split is not None and split.name.startswith(f"{graph}-{CANARY_PREFIX}-"):
             return name
-    router = live.get(router_name(graph))
+    router = live.get(f"{graph}-router")  # from controllers of before the ingress split
     for deployment in (router or {}).get("deployments") or []:
         config = deployment.get("user_config") or {}
         if str(config.get("experiment", "")).startswith(f"{graph}-{CANARY_PREFIX}-"):
@@ -229,31 +232,31 @@ class Canary:
     def arms(self, share: float) -> tuple[dict[str, Any], dict[str, Any], float]:
         """Raw totals of the stable and candidate arms as the stable ingress counts them, and when.
 
-        Totals merged across the ingress replicas (`graphops.runtime.schema.IngressSplit`). A
+        Totals merged across the ingress replicas (`graphops.runtime.split.SplitReport`). A
         config is applied after Serve answers the PUT: until an ingress replica answers with
         ``share`` (a 404 before its first split), it is asked again.
         """
         deadline = time.monotonic() + self.timeout_s
         while True:
-            answer = requests.get(f"{self.url}/{self.graph}/experiment", timeout=10)
+            answer = requests.get(f"{self.url}/{self.graph}{SPLIT_ROUTE}", timeout=10)
             if answer.status_code != 404:
                 answer.raise_for_status()
-                report = answer.json()
-                raw = {a["app"]: a for a in report["arms"]}
-                arm = raw.get(self.candidate["name"])
-                if arm is not None and arm["weight"] == share:
+                report = SplitReport.model_validate_json(answer.content)
+                arm = report.arm(self.candidate["name"])
+                own = report.arm(self.stable["name"])
+                if arm is not None and own is not None and arm.weight == share:
                     break
             if time.monotonic() > deadline:
                 raise ApplyError(
                     f"canary of {self.graph}: the ingress of {self.stable['name']} did not take "
                     f"the split at {share:g}% within {self.timeout_s:g} s (GET "
-                    f"/{self.graph}/experiment answered {answer.status_code}).",
+                    f"/{self.graph}{SPLIT_ROUTE} answered {answer.status_code}).",
                     fix="Run `graphops status`; see the Serve logs of its ingress; apply again "
                     "to resume.",
                 )
             time.sleep(0.25)
-        self.same_code = bool(report.get("same_code"))
-        return raw[self.stable["name"]]["raw"], arm["raw"], time.monotonic()
+        self.same_code = report.same_code.get(self.candidate["name"], False)
+        return own.raw, arm.raw, time.monotonic()
 
     def step(
         self, policy: CanaryConfig, share: float, sleep: Callable[[float], None]
@@ -266,8 +269,8 @@ class Canary:
         while True:
             sleep(policy.poll_seconds)
             stable1, candidate1, t1 = self.arms(share)
-            stable = figures(arm_delta(stable1, stable0))
-            candidate = figures(arm_delta(candidate1, candidate0))
+            stable = figures(delta(stable1, stable0))
+            candidate = figures(delta(candidate1, candidate0))
             verdict = judge(policy, share, t1 - t0, stable, candidate)
             if verdict.action != "wait":
                 self.log(f"{self.graph} at {share:g}%: {verdict.action}: {verdict.reason}")
@@ -338,7 +341,7 @@ def run_canary(
     env = rendered.environment
     policy = env.rollout.canary_of(graph)
     base = {k: v for k, v in rendered.config.items() if k != "applications"}
-    drop = {stable["name"], candidate["name"], router_name(graph)}  # the router: older canaries
+    drop = {stable["name"], candidate["name"], f"{graph}-router"}  # the router: older canaries
     others = [comparable(a) for n, a in live.items() if n not in drop]
     url = serve_url(env)
     run = Canary(cluster, base, url, graph, others, comparable(stable), candidate, timeout_s, log)

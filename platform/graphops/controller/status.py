@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from graphops.controller.apply import comparable, graph_of, planned_deployments
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.render import router_name, serve_config, versions
+from graphops.controller.render import serve_config, versions
 from graphops.controller.verify import running
 from graphops.environments import (
     ReleaseEntry,
@@ -115,7 +115,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
     live = Cluster(env).applications()
     changes: list[DeploymentChange] = []
     for name, app in wanted.items():
-        lock = locks.get(name)
+        lock = locks[name]
         specs = planned_deployments(repo, lock, app)
         if name not in live:
             for spec in specs.values():
@@ -125,7 +125,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                         app=name,
                         deployment=spec.name,
                         change="new",
-                        why=f"lock {lock.version}" if lock else "experiment router",
+                        why=f"lock {lock.version}",
                         cpus=spec.cpus * r,
                         gpus=spec.gpus * r,
                         replicas=r,
@@ -137,18 +137,6 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
         live_res = _live_deployments(live[name])
         for spec in specs.values():
             old_o, new_o = _override(before, spec.name), _override(after, spec.name)
-            if lock is None:  # the router: only its user_config (arms, weights) may differ
-                moved = before.get("deployments") != after.get("deployments")
-                changes.append(
-                    DeploymentChange(
-                        app=name,
-                        deployment=spec.name,
-                        change="in place" if moved else "unchanged",
-                        why="traffic (user_config)" if moved else "",
-                        replicas=_replicas(new_o, spec.scaling.replicas),
-                    )
-                )
-                continue
             other_before, other_after = _code(before), _code(after)
             keys = {k for k in set(old_o) | set(new_o) if old_o.get(k) != new_o.get(k)}
             if before.get("route_prefix") != after.get("route_prefix"):
@@ -306,8 +294,6 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                 for n in names
                 if (r := reports.get(n)) is not None and r.tampered
             ]
-            if entry.traffic is not None:
-                names.insert(0, router_name(graph))
             states, drift, single = [], False, []
             placement: dict[str, list[str]] = {}
             for app_name in names:

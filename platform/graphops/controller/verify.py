@@ -241,8 +241,7 @@ def running(
         timeout_s: Per request.
 
     Returns:
-        One entry per application checked (applications without a route are reached only
-        through a router and are not asked).
+        One entry per application checked (applications without a route are not asked).
     """
     out = []
     for name, lock in sorted(locks.items()):

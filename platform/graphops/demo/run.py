@@ -1,7 +1,7 @@
 """The main job, end to end on embedded defaults: the whole lifecycle of every graph in one command.
 
 Train and register, plan, run locally, validate on Ray Data (report, MLflow record), an A/A
-experiment behind the router, a batch job, then GitOps for real on local clusters: promote to dev
+experiment split by its ingress, a batch job, then GitOps for real on local clusters: promote to dev
 and apply, answer on the stable routes, roll out two new versions of digits in dev by canary
 under load (one promoted, one aborted), promote digits on to staging (a second cluster) and
 apply, and print what is live where. Services, validations, the GitOps sandbox and its canaries
@@ -65,7 +65,7 @@ def main_job(
 
     Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
-    record); runs an A/A experiment behind the router and a batch job; promotes every graph to
+    record); runs an A/A experiment split by its ingress and a batch job; promotes every graph to
     dev and applies it, then asks each graph on its stable route; rolls out two versions of
     `CANARY_GRAPH` by canary; promotes `STAGING_GRAPH` on to staging and applies it there; prints
     what is live where. Safe to re-run: what is already up, registered, validated, pinned, applied
@@ -77,7 +77,7 @@ def main_job(
         graphs: Only these graphs (default: all).
         staging: Also promote `STAGING_GRAPH` to staging on a second local cluster.
         mlflow_ui: Start the MLflow UI over the store.
-        experiment: Run an A/A experiment behind the router (90/10, sticky).
+        experiment: Run an A/A experiment split by its ingress (90/10, sticky).
         revalidate: Validate every graph again, even when a passed validation of the same lock
             (code, models, data) is recorded (default: that one is reused, and said so).
         canary: After dev's first apply, roll out a new version of `CANARY_GRAPH` by canary
@@ -293,7 +293,7 @@ def _experiment(job: DemoJob, names: list[str]) -> None:
 
     pkg = _first_with_data(job, names)
     if pkg is not None:
-        with job.step(f"{pkg.name}: an A/A experiment behind the router (90/10, sticky)"):
+        with job.step(f"{pkg.name}: an A/A experiment split by its ingress (90/10, sticky)"):
             experiment_demo(pkg, job.registry)
 
 

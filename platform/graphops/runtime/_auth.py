@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
-from graphops.runtime._http import HttpError
+from graphops.runtime._errors import HeadersTooLarge, Unauthorized
 
 MAX_HEADER_BYTES = 64 * 1024
 """Request headers (names and values, all together) a graph's routes accept."""
@@ -49,18 +49,14 @@ def check_headers(graph: str, headers: Iterable[tuple[bytes, bytes]]) -> None:
     """Refuse headers over `MAX_HEADER_BYTES` (ASGI ``scope["headers"]``, names and values).
 
     Raises:
-        HttpError: 431, with the size sent and the limit.
+        HeadersTooLarge: 431, with the size sent and the limit.
     """
     size = sum(len(name) + len(value) for name, value in headers)
     if size > MAX_HEADER_BYTES:
-        raise HttpError(
-            431,
-            {
-                "error": f"The request's headers hold {size:,} bytes; graph '{graph}' accepts "
-                f"at most {MAX_HEADER_BYTES:,} bytes (64 KiB) of headers.",
-                "fix": "Send smaller headers (cookies and tokens included); put data in the "
-                "JSON body.",
-            },
+        raise HeadersTooLarge(
+            f"The request's headers hold {size:,} bytes; graph '{graph}' accepts at most "
+            f"{MAX_HEADER_BYTES:,} bytes (64 KiB) of headers.",
+            "Send smaller headers (cookies and tokens included); put data in the JSON body.",
         )
 
 
@@ -68,19 +64,15 @@ def require_token(what: str, authorization: str | None, token: str | None) -> No
     """Let ``what`` (e.g. ``GET /digits/stats``) through only with the cluster's token.
 
     Raises:
-        HttpError: 401 when no token or another one was sent, or the cluster has none.
+        Unauthorized: 401 when no token or another one was sent, or the cluster has none.
     """
     if token is None:
-        raise HttpError(
-            401,
-            {
-                "error": f"{what} needs the cluster's token, and this cluster runs without "
-                "token authentication, so there is none to check.",
-                "fix": "Start the cluster with token authentication (RAY_AUTH_MODE=token and "
-                "a token in RAY_AUTH_TOKEN or ~/.ray/auth_token: `ray get-auth-token "
-                "--generate`; KubeRay: authOptions mode token).",
-            },
-            headers={"WWW-Authenticate": 'Bearer realm="ray"'},
+        raise Unauthorized(
+            f"{what} needs the cluster's token, and this cluster runs without token "
+            "authentication, so there is none to check.",
+            "Start the cluster with token authentication (RAY_AUTH_MODE=token and a token in "
+            "RAY_AUTH_TOKEN or ~/.ray/auth_token: `ray get-auth-token --generate`; KubeRay: "
+            "authOptions mode token).",
         )
     scheme, _, sent = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(
@@ -88,11 +80,7 @@ def require_token(what: str, authorization: str | None, token: str | None) -> No
     ):
         return
     problem = "the request sent none" if not authorization else "the token sent is not this one"
-    raise HttpError(
-        401,
-        {"error": f"{what} needs the cluster's token; {problem}.", "fix": TOKEN_FIX},
-        headers={"WWW-Authenticate": 'Bearer realm="ray"'},
-    )
+    raise Unauthorized(f"{what} needs the cluster's token; {problem}.", TOKEN_FIX)
 
 
 __all__ = ["MAX_HEADER_BYTES", "check_headers", "cluster_token", "require_token"]

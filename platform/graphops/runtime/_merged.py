@@ -1,13 +1,13 @@
 """Per-arm totals merged across replicas: each replica counts, then flushes deltas to one actor.
 
-A split's figures (the router's arms, or the arms of a split in a stable ingress) must add up
-across every replica that routes its requests. Each replica keeps `ArmStats` per key (e.g.
-``arm:<version>``) and sends them every `FLUSH_S` to a detached named actor of the experiment,
-which adds them up; a report flushes the asking replica first, then reads the actor's totals
+A split's figures must add up across every replica of the stable ingress that splits the route.
+Each replica keeps `ArmCounters` per key (the arm's application) and sends them every `FLUSH_S`
+to the graph's one detached named actor, which adds them up under the split's name (a new name
+starts from zero); a report flushes the asking replica first, then reads the actor's totals
 (the other replicas' last second may still be on its way). The same requests are counted in
 Prometheus through Ray Serve's metrics: ``graphops_arm_requests``, ``graphops_arm_errors`` and
-``graphops_arm_latency_ms``, tagged ``graph``, ``arm`` (a version) and ``role`` (``arm`` and
-``shadow`` behind the router, ``canary`` in a splitting ingress).
+``graphops_arm_latency_ms``, tagged ``graph``, ``arm`` (a version) and ``role`` (``stable``,
+``arm`` or ``mirror``).
 """
 
 from __future__ import annotations
@@ -20,36 +20,47 @@ from typing import Any
 import ray
 from ray.serve.metrics import Counter, Histogram
 
-from graphops.runtime._traffic import LATENCY_BOUNDS_MS, ArmStats, merge
+from graphops.runtime.figures import LATENCY_BOUNDS_MS, ArmCounters, Raw, merge
 
 STATS_NAMESPACE = "graphops"
 FLUSH_S = 1.0
+KEPT_SPLITS = 8
+"""Splits of one graph whose totals its actor keeps (the newest); older ones are dropped."""
 
 
-class _ExperimentStatsState:
-    """Totals of one experiment, merged from every replica's periodic deltas."""
+class _SplitTotalsState:
+    """Totals of a graph's splits by name, merged from every replica's periodic deltas."""
 
     def __init__(self) -> None:
-        self.totals: dict[str, dict[str, Any]] = {}
-        self.started = time.time()
+        self.totals: dict[str, dict[str, Raw]] = {}
+        self.started: dict[str, float] = {}
 
-    def add(self, parts: dict[str, dict[str, Any]]) -> None:
-        """Add per-key raw counters (``role:version`` -> `ArmStats.state`)."""
+    def _split(self, name: str) -> dict[str, Raw]:
+        if name not in self.totals:
+            for old in sorted(self.started, key=self.started.__getitem__)[: -KEPT_SPLITS + 1]:
+                del self.totals[old], self.started[old]
+            self.totals[name], self.started[name] = {}, time.time()
+        return self.totals[name]
+
+    def add(self, name: str, parts: dict[str, Raw]) -> None:
+        """Add per-key raw counters (arm app -> `ArmCounters.state`) to split ``name``."""
+        totals = self._split(name)
         for key, part in parts.items():
-            self.totals[key] = merge(self.totals.get(key, {}), part)
+            totals[key] = merge(totals.get(key, {}), part)
 
-    def read(self) -> dict[str, Any]:
-        """Raw totals and when counting started."""
-        return {"since": self.started, "totals": self.totals}
-
-
-ExperimentStats = ray.remote(num_cpus=0)(_ExperimentStatsState)  # the actor class
+    def read(self, name: str) -> dict[str, Any]:
+        """Raw totals of split ``name`` and when counting began."""
+        totals = self._split(name)
+        return {"since": self.started[name], "totals": totals}
 
 
-def stats_actor(graph: str, experiment: str) -> Any:
-    """The (detached, named) statistics actor of one experiment; created on first use."""
-    return ExperimentStats.options(
-        name=f"experiment:{graph}:{experiment}",
+SplitTotals = ray.remote(num_cpus=0)(_SplitTotalsState)  # the actor class
+
+
+def totals_actor(graph: str) -> Any:
+    """The (detached, named) totals actor of a graph's splits; created on first use."""
+    return SplitTotals.options(
+        name=f"splits:{graph}",
         namespace=STATS_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
@@ -74,13 +85,12 @@ def arm_metrics() -> tuple[Counter, Counter, Histogram]:
 
 
 class MergedCounters:
-    """One replica's per-key counters of one experiment, flushed to its actor every `FLUSH_S`."""
+    """One replica's per-key counters of split ``name``, flushed to its actor every `FLUSH_S`."""
 
-    def __init__(self, graph: str, experiment: str, actor: str | None = None) -> None:
-        """Counters of ``experiment``, flushed to the actor named ``actor`` (default: the same)."""
-        self.experiment = experiment
-        self.stats: dict[str, ArmStats] = {}
-        self.actor = stats_actor(graph, actor or experiment)
+    def __init__(self, graph: str, name: str) -> None:
+        self.name = name
+        self.stats: dict[str, ArmCounters] = {}
+        self.actor = totals_actor(graph)
         self.flusher: asyncio.Task[Any] | None = None
 
     def record(
@@ -91,14 +101,16 @@ class MergedCounters:
         rows: int,
         values: list[Any],
         tags: dict[str, str],
-    ) -> ArmStats:
+    ) -> ArmCounters:
         """Count one answered request under ``key`` (and in Prometheus, with ``tags``).
 
         Starts the flushing on first use.
         """
         if self.flusher is None:
             self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
-        stats = self.stats.setdefault(key, ArmStats())
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = ArmCounters()
         stats.record(ms, status, rows, values)
         requests, errors, latency = arm_metrics()
         requests.inc(tags=tags)
@@ -113,25 +125,20 @@ class MergedCounters:
             await self.flush()
 
     async def flush(self) -> None:
-        """Send this replica's counters to the experiment's actor and start again from zero."""
+        """Send this replica's counters to the actor and start again from zero."""
         parts = {k: s.state() for k, s in self.stats.items() if s.requests}
         if parts:
             for s in self.stats.values():
                 s.reset()
-            await self.actor.add.remote(parts)
+            await self.actor.add.remote(self.name, parts)
 
     async def totals(self) -> dict[str, Any]:
         """Every replica's totals (this one's flushed first): ``since`` and ``totals`` by key."""
         await self.flush()
-        result: dict[str, Any] = await self.actor.read.remote()
+        result: dict[str, Any] = await self.actor.read.remote(self.name)
         return result
 
     def stop(self) -> None:
-        """Stop flushing (the experiment changed); unflushed counts of the last second are lost."""
+        """Stop flushing (the split's name changed); the last second's counts are lost."""
         if self.flusher is not None:
             self.flusher.cancel()
-
-
-def empty() -> dict[str, Any]:
-    """Raw counters of an arm that answered nothing yet."""
-    return ArmStats().state()

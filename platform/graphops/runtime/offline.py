@@ -14,21 +14,19 @@ The node code is the local runner's, so outputs are equal.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
 import numpy as np
 import ray
 import ray.data
-from pydantic import Field
 
 from graphops.errors import GraphOpsError, InputDataError, RunError
-from graphops.graph import Batch, GraphPackage, dense_columns
+from graphops.graph import Batch, GraphPackage
 from graphops.plan import (
     Operator,
     Plan,
@@ -39,9 +37,9 @@ from graphops.plan import (
     read_blocks,
 )
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
-from graphops.runtime._table import FORMATS
-from graphops.runtime.schema import GraphSpec, resolve_pins
+from graphops.runtime._datasets import check_output, read_dataset, write_dataset
+from graphops.runtime._workers import Monitor, StageSpec, StageTask, StageWorker
+from graphops.runtime.checkout import resolve_pins, spec_of
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
@@ -53,97 +51,6 @@ alive and the write tasks just ended (the cluster's resource view lags): on a cl
 the pool and the writes held, it warns that the job "will hang". So the pools leave this much
 and the write tasks (file I/O) reserve no CPU.
 """
-
-
-class StageSpec(GraphSpec):
-    """Everything a Ray worker needs to rebuild one operator (picklable, hashable: a cache key)."""
-
-    stages: Annotated[
-        tuple[int, ...],
-        Field(description="Positions in the plan of the stages the operator runs, in order."),
-    ]
-    keep: Annotated[
-        tuple[str, ...] | None,
-        Field(
-            description="Columns the operator outputs (those later operators or the result "
-            "read); None: every column."
-        ),
-    ] = None
-
-
-class _MonitorState:
-    """Collects seconds and rows per stage from the workers, and the first node failure."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.rows: dict[str, int] = {}
-        self.failure: GraphOpsError | None = None
-
-    def fail(self, error: GraphOpsError) -> None:
-        self.failure = self.failure or error
-
-    def first_failure(self) -> GraphOpsError | None:
-        return self.failure
-
-    def add(self, stage: str, seconds: float, rows: int) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-        self.rows[stage] = self.rows.get(stage, 0) + rows
-
-    def totals(self) -> tuple[dict[str, float], dict[str, int]]:
-        return self.seconds, self.rows
-
-
-_Monitor = ray.remote(num_cpus=0)(_MonitorState)  # an actor class (typed, unlike a class decorator)
-
-
-class _StageWorker:
-    """Runs one operator's stages on numpy batches; built once per actor (model loaded once)."""
-
-    def __init__(self, spec: StageSpec, monitor: Any) -> None:
-        package = open_graph(spec)
-        stages = plan(package.graph, fuse=spec.fuse).stages
-        # No MLflow tracking client in a worker: the driver checked the pins against the registry,
-        # a model stage checks the artifacts it downloads against them; CPU stages load nothing.
-        loader = PinnedLoader(spec.tracking_uri)
-        self.runners = [
-            (stages[i].name, stage_runner(package, stages[i], loader, spec.models))
-            for i in spec.stages
-        ]
-        self.keep = frozenset(spec.keep) if spec.keep is not None else None
-        self.monitor = monitor
-
-    def __call__(self, batch: Batch) -> Batch:
-        columns = dense_columns(batch)
-        for name, runner in self.runners:
-            started = time.perf_counter()
-            try:
-                out = runner.run_batch(columns)
-            except GraphOpsError as exc:  # Ray wraps it beyond recognition: hand it over intact
-                ray.get(self.monitor.fail.remote(exc))
-                raise
-            rows = len(next(iter(out.values()))) if out else 0
-            # Not awaited: the driver waits for the totals once, at the end (see `_totals`).
-            self.monitor.add.remote(name, time.perf_counter() - started, rows)
-            columns = out
-        if self.keep is not None:
-            columns = {k: v for k, v in columns.items() if k in self.keep}
-        return columns
-
-
-class _StageTask:
-    """A picklable function for CPU stages; each worker process builds its stage once."""
-
-    _cache: ClassVar[dict[StageSpec, _StageWorker]] = {}  # per worker process, by design
-
-    def __init__(self, spec: StageSpec, monitor: Any) -> None:
-        self.spec, self.monitor = spec, monitor
-
-    def __call__(self, batch: Batch) -> Batch:
-        worker = self._cache.get(self.spec)
-        if worker is None:
-            worker = self._cache[self.spec] = _StageWorker(self.spec, self.monitor)
-        worker.monitor = self.monitor  # a reused worker process may have served an earlier run
-        return worker(batch)
 
 
 @dataclass
@@ -165,41 +72,6 @@ class OfflineRun:
     def rows_per_second(self) -> float:
         """Throughput of the whole run."""
         return self.rows / self.seconds if self.seconds else 0.0
-
-
-def read_dataset(path: Path) -> ray.data.Dataset:
-    """Open Parquet, JSON lines or CSV (a file or a folder of them) as a Ray dataset."""
-    suffix = (next(iter(sorted(path.iterdir())), path) if path.is_dir() else path).suffix.lower()
-    if not path.exists():
-        raise InputDataError(f"Input {path} does not exist.", fix="Check the path.", file=path)
-    if suffix == ".csv":
-        return ray.data.read_csv(str(path))
-    kind = FORMATS.get(suffix)
-    if kind == "parquet":
-        return _read_parquet(path)
-    if kind == "jsonl":
-        return ray.data.read_json(str(path), lines=True)
-    raise InputDataError(
-        f'Got "{path.name}": unknown file type "{suffix}".',
-        fix="Use Parquet (.parquet), JSON lines (.jsonl) or CSV (.csv).",
-        file=path,
-    )
-
-
-def _read_parquet(path: Path) -> ray.data.Dataset:
-    """Parquet through Ray Data's V1 datasource unless ``RAY_DATA_USE_DATASOURCE_V2`` is set.
-
-    On Ray 2.60 the V2 path starts a pool of footer-reading actors: 6.6-9 s for 1,000 rows against
-    0.5-1.4 s with V1 (docs/performance.md), for the same blocks.
-    """
-    context = ray.data.DataContext.get_current()
-    before = context.use_datasource_v2
-    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
-        context.use_datasource_v2 = False
-    try:
-        return ray.data.read_parquet(str(path))
-    finally:
-        context.use_datasource_v2 = before
 
 
 def kept_columns(units: Plan | Sequence[Operator], keep: Sequence[str]) -> list[tuple[str, ...]]:
@@ -252,7 +124,7 @@ def compile_offline(
         colocate: Run CPU stages next to a model stage inside its actor where the plan allows
             (`graphops.plan.offline_operators`); False: one operator per stage.
         gpus: Whether the cluster has GPUs; without, GPU requests become CPU-only.
-        monitor: A `_Monitor` actor collecting per-stage seconds (created when omitted).
+        monitor: A `Monitor` actor collecting per-stage seconds (created when omitted).
         keep: The columns the result needs; each operator then outputs only those and what
             later operators read (column pruning). None: every column flows to the end.
         cluster: The cluster's size, for the actor pools (default: the connected cluster's).
@@ -262,7 +134,7 @@ def compile_offline(
     """
     the_plan = plan(package.graph, fuse=fuse)
     operators = offline_operators(the_plan, colocate=colocate)
-    monitor = monitor or _Monitor.remote()
+    monitor = monitor or Monitor.remote()
     missing = [f for f in package.graph.request_fields if f not in dataset.columns()]
     if missing:
         raise InputDataError(
@@ -277,7 +149,7 @@ def compile_offline(
     tasks = IO_CPUS + sum(o.resources.cpus for o in operators if not o.actors)
     for op, op_keep in zip(operators, kept, strict=True):
         index = tuple(the_plan.stages.index(s) for s in op.stages)
-        spec = StageSpec.of(package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
+        spec = spec_of(StageSpec, package, registry, pins, fuse=fuse, stages=index, keep=op_keep)
         with warnings.catch_warnings():
             # Ray 2.60 takes `max_restarts` (see `_operator`) only through `**ray_remote_args`,
             # deprecated for Ray 2.64 with no named parameter to replace it yet.
@@ -300,10 +172,10 @@ def _operator(
     if op.resources.memory:
         common["memory"] = op.resources.memory
     if not op.actors:
-        return {"fn": _StageTask(spec, monitor), **common}
+        return {"fn": StageTask(spec, monitor), **common}
     low, high = pool_size(op, cluster.cpus, cluster.gpus if gpus else 0.0, others=tasks)
     return {
-        "fn": _StageWorker,
+        "fn": StageWorker,
         "fn_constructor_kwargs": {"spec": spec, "monitor": monitor},
         "compute": ray.data.ActorPoolStrategy(min_size=low, max_size=high),
         # Not restarted: Ray Data hands every pool actor its DataContext and transform chain as
@@ -371,7 +243,7 @@ def run_offline(
     context.execution_options.preserve_order = output is None  # collected results keep input order
     if blocks:  # few large blocks: each costs every operator a task or call (see read_blocks)
         context.read_op_min_num_blocks = read_blocks(cluster.cpus)
-    monitor: Any = _Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
+    monitor: Any = Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
     started = time.perf_counter()
     try:
         dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
@@ -398,7 +270,7 @@ def run_offline(
             parts = list(dataset.iter_batches(batch_format="numpy", batch_size=None))
             columns = {k: np.concatenate([p[k] for p in parts]) for k in keep} if parts else {}
         else:
-            _write(dataset, output)
+            write_dataset(dataset, output)
     except ray.exceptions.RayError as exc:
         failure = ray.get(monitor.first_failure.remote())
         ray.kill(monitor)
@@ -459,28 +331,3 @@ def _unwrap(exc: BaseException, graph: str) -> GraphOpsError:
         fix="See the worker logs under /tmp/ray/session_latest/logs for the full trace.",
         graph=graph,
     )
-
-
-def check_output(output: Path) -> str:
-    """The writer for ``output``'s suffix; raise before any work when it is unknown."""
-    suffix = output.suffix.lower()
-    kind = "csv" if suffix == ".csv" else FORMATS.get(suffix)
-    if kind is None:
-        raise InputDataError(
-            f'Got "{output.name}" for the output: unknown file type "{suffix}".',
-            fix="End the output folder name in .parquet, .jsonl or .csv.",
-            file=output,
-        )
-    return kind
-
-
-def _write(dataset: ray.data.Dataset, output: Path) -> None:
-    """Write the result; the write tasks reserve no CPU (see `IO_CPUS`)."""
-    kind = check_output(output)
-    io: dict[str, Any] = {"num_cpus": 0}
-    if kind == "csv":
-        dataset.write_csv(str(output), ray_remote_args=io)
-    elif kind == "parquet":
-        dataset.write_parquet(str(output), ray_remote_args=io)
-    else:
-        dataset.write_json(str(output), ray_remote_args=io)

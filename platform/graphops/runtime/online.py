@@ -33,6 +33,7 @@ from graphops.runtime._ray import (
 )
 from graphops.runtime._remote import open_graph
 from graphops.runtime._serve import GraphIngress, StageDeployment, deployment_of
+from graphops.runtime.checkout import request_example, resolve_pins, spec_of
 from graphops.runtime.schema import (
     APP_IMPORT_PATH,
     INGRESS,
@@ -41,9 +42,8 @@ from graphops.runtime.schema import (
     DeploymentOverride,
     DeploymentSpec,
     deployment_specs,
-    request_example,
-    resolve_pins,
 )
+from graphops.runtime.split import TrafficSplit
 
 IMPORT_PATH = APP_IMPORT_PATH
 
@@ -55,8 +55,18 @@ DEPLOY_TIMEOUT_S = 300.0
 def app(args: dict[str, Any] | AppArgs) -> serve.Application:
     """Build a graph's Serve application (the generic builder a Serve config points at).
 
-    Args:
-        args: `AppArgs` or the same as a dict (a Serve config's ``args``).
+    Serve calls it with the config's ``args`` alone (a builder takes exactly one parameter);
+    a split of its route comes as the ingress's ``user_config``.
+
+    Raises:
+        ServeError: The arguments are invalid (the field and the fix are named).
+        GraphOpsError: The graph cannot be loaded, or its files differ from ``content_hash``.
+    """
+    return build(args)
+
+
+def build(args: dict[str, Any] | AppArgs, split: TrafficSplit | None = None) -> serve.Application:
+    """A graph's Serve application from ``args``, its ingress splitting its route by ``split``.
 
     Raises:
         ServeError: The arguments are invalid (the field and the fix are named).
@@ -72,8 +82,10 @@ def app(args: dict[str, Any] | AppArgs) -> serve.Application:
         for s in specs
         if s.name != INGRESS
     }
-    ingress = next(s for s in specs if s.name == INGRESS)
-    return deployment_of(GraphIngress).options(**ingress.options()).bind(payload, handles)
+    options = next(s for s in specs if s.name == INGRESS).options()
+    if split is not None:
+        options["user_config"] = split.model_dump(mode="json")
+    return deployment_of(GraphIngress).options(**options).bind(payload, handles)
 
 
 def _parse(args: dict[str, Any] | AppArgs) -> AppArgs:
@@ -121,7 +133,8 @@ def app_args(
         "stage_timeout_s": stage_timeout_s,
     }
     extra = {k: v for k, v in limits.items() if v is not None}
-    return AppArgs.of(
+    return spec_of(
+        AppArgs,
         package,
         registry,
         resolve_pins(package, registry, pins),
@@ -205,6 +218,7 @@ def deploy(
     port: int = DEFAULT_PORT,
     address: str | None = None,
     timeout_s: float = DEPLOY_TIMEOUT_S,
+    split: TrafficSplit | None = None,
     **options: Any,
 ) -> OnlineApp:
     """Serve ``package`` on Ray (``address``, ``$RAY_ADDRESS`` or a local cluster) and wait until healthy.
@@ -219,6 +233,7 @@ def deploy(
         port: HTTP port of Serve's proxy on 127.0.0.1.
         address: Ray cluster address.
         timeout_s: How long replicas may take to be scheduled and start.
+        split: How its ingress shares its route with other applications (already running).
         **options: Passed to `app_args` (pins, fuse, route, overrides, max_body_bytes...).
 
     Raises:
@@ -239,7 +254,7 @@ def deploy(
     app_name = name or package.name
     port = start_http(port)
     started = time.perf_counter()
-    target = serve.RunTarget(target=app(args), name=app_name, route_prefix=args.route)
+    target = serve.RunTarget(target=build(args, split), name=app_name, route_prefix=args.route)
     serve.run_many([target], wait_for_applications_running=False)
     try:
         _wait_running(app_name, timeout_s, package.name)
@@ -319,6 +334,7 @@ __all__ = [
     "app",
     "app_args",
     "batch_stats",
+    "build",
     "deploy",
     "ensure_ray",
     "free_port",

@@ -1,37 +1,29 @@
 """The runtime's public contract: what render, apply, environments and the CLI exchange with it.
 
-Plain data and pure functions (no Ray), the way Ray Serve keeps ``serve/schema.py`` public over
-its ``_private`` package: the arguments of the graph and router applications, the router's traffic
-split, a graph's Serve deployments and an environment's overrides of them, and `GraphSpec`, the one
-carrier of what a worker needs to rebuild a graph (online: `AppArgs`; offline: one per stage).
-The ``graphops.runtime._*`` modules are private (an import-linter contract keeps them so).
-A little under 500 lines on purpose: the contract is one file to read, as in Ray Serve.
+Plain data and pure functions (no Ray, no files, no registry), the way Ray Serve keeps
+``serve/schema.py`` public over its ``_private`` package: the arguments of a graph application,
+its Serve deployments and an environment's overrides of them, and `GraphSpec`, the one carrier of
+what a worker needs to rebuild a graph (online: `AppArgs`; offline: one per stage). How a route
+is split is the other half of the contract, in `graphops.runtime.split`; filling a spec from a
+checkout (pins, example) is `graphops.runtime.checkout`. The ``graphops.runtime._*`` modules are
+private (an import-linter contract keeps them so).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from graphops._models import FrozenModel
 from graphops.errors import PlanError, did_you_mean
 from graphops.features import FeaturesConfig
-from graphops.graph import GraphPackage, Scaling
+from graphops.graph import Scaling
 from graphops.plan import Boundary, Plan, Stage
-from graphops.registry import Registry, ResolvedModel
-from graphops.runtime._table import read_rows
+from graphops.registry import ResolvedModel
 
 APP_IMPORT_PATH = "graphops.runtime.online:app"
 """What a Serve config's ``import_path`` names for every graph application."""
-ROUTER_IMPORT_PATH = "graphops.runtime.router:app"
-"""What a Serve config's ``import_path`` names for the router of a graph under an experiment."""
-ROUTER_DEPLOYMENT = "Router"
-"""Name of the router's one deployment."""
-ROUTER_CPUS = 0.05
-"""The router parses JSON and awaits handles: it needs little CPU and holds many requests."""
-ROUTER_MAX_ONGOING = 512
 INGRESS = "ingress"
 """Name of the HTTP ingress deployment of every graph application."""
 INGRESS_CPUS = 0.1
@@ -41,6 +33,7 @@ INGRESS_MAX_ONGOING = 256
 STAGE_MAX_ONGOING = 64
 """A remote CPU stage without batching; enough in flight to keep its replica busy."""
 MAX_BODY_BYTES = 1024 * 1024
+"""Default payload limit of a graph's route (1 MiB); larger bodies get a 413."""
 BODY_TIMEOUT_S = 10.0
 """Longest a replica waits for a request's body to arrive (then 408): slow clients hold a slot."""
 MAX_SLOW_BODIES = 32
@@ -51,7 +44,6 @@ STAGE_TIMEOUT_S = 30.0
 """Longest the ingress waits for one remote stage's answer (then 504)."""
 REQUEST_TIMEOUT_S = 60.0
 """Serve's ``http_options.request_timeout_s``: the proxy answers 408 to anything older."""
-"""Default payload limit of a graph's route (1 MiB); larger bodies get a 413."""
 
 
 class GraphSpec(FrozenModel):
@@ -112,42 +104,6 @@ class GraphSpec(FrozenModel):
         # A frozen model hashes field by field, and `models` is a dict: hash the JSON instead.
         return hash((type(self), self.model_dump_json()))
 
-    @classmethod
-    def of(
-        cls,
-        package: GraphPackage,
-        registry: Registry,
-        models: Mapping[str, ResolvedModel],
-        **fields: Any,
-    ) -> Self:
-        """The spec of ``package`` in this checkout; workers load ``models`` from ``registry``.
-
-        ``models`` come from `resolve_pins`; ``fields`` are the subclass's own (and ``fuse``).
-        """
-        return cls(
-            graph=package.name,
-            repo=str(package.repo),
-            content_hash=package.content_hash,
-            manifest=dict(package.manifest),
-            models=dict(models),
-            tracking_uri=registry.tracking_uri,
-            work_dir=str(registry.work_dir),
-            **fields,
-        )
-
-
-def resolve_pins(
-    package: GraphPackage, registry: Registry, pins: Mapping[str, ResolvedModel] | None = None
-) -> dict[str, ResolvedModel]:
-    """The exact model version per model node: ``pins`` (from a lock) or the aliases resolved now.
-
-    Resolving once, before any worker starts, means every replica loads the same version whatever
-    happens to the alias later.
-    """
-    if pins:
-        return dict(pins)
-    return {n.name: registry.resolve(n.uri) for n in package.graph.model_nodes}
-
 
 class DeploymentOverride(FrozenModel):
     """An environment's change to one deployment (scaling and resources), by deployment name."""
@@ -163,7 +119,7 @@ class DeploymentOverride(FrozenModel):
 
 
 class BodyLimits(FrozenModel):
-    """How an HTTP replica (a graph's ingress, the experiment router) reads request bodies."""
+    """How an HTTP replica (a graph's ingress) reads request bodies."""
 
     max_body_bytes: Annotated[
         int, Field(gt=0, description="Payload limit per request; larger bodies get a 413.")
@@ -227,72 +183,6 @@ class AppArgs(GraphSpec, BodyLimits):
         dict[str, Any] | None,
         Field(description="One request object, shown in the OpenAPI document."),
     ] = None
-
-
-class RouterArgs(BodyLimits):
-    """Arguments of ``graphops.runtime.router:app`` (the arms live in the ``user_config``)."""
-
-    graph: Annotated[str, Field(description="Graph name.")]
-    route: Annotated[str | None, Field(description="The stable route (default /<graph>).")] = None
-
-
-class RouteArm(FrozenModel):
-    """One arm as the router sees it."""
-
-    version: Annotated[str, Field(description="Graph version of the arm.")]
-    app: Annotated[str, Field(description="Serve application answering for the arm.")]
-    weight: Annotated[float, Field(ge=0, le=100, description="Percent of requests.")]
-
-
-class RouteShadow(FrozenModel):
-    """The shadow as the router sees it."""
-
-    version: Annotated[str, Field(description="Graph version of the shadow.")]
-    app: Annotated[str, Field(description="Serve application answering for the shadow.")]
-    percent: Annotated[float, Field(gt=0, le=100, description="Percent of requests copied.")]
-
-
-class RouterConfig(FrozenModel):
-    """The router's ``user_config``: everything that may change without restarting a replica."""
-
-    experiment: Annotated[str, Field(description="Experiment id (salts the hash, names stats).")]
-    arms: Annotated[tuple[RouteArm, ...], Field(min_length=1, description="Arms, in order.")]
-    sticky_key: Annotated[str | None, Field(description="Request field that picks the arm.")] = None
-    shadow: Annotated[RouteShadow | None, Field(description="Shadow traffic.")] = None
-    output: Annotated[str | None, Field(description="Response field measured per arm.")] = None
-
-
-class IngressSplit(FrozenModel):
-    """A graph ingress's ``user_config``: a share of its own route answered by another version.
-
-    The split of a canary, done by the stable version's own ingress instead of the router, so
-    the share it keeps pays no hop. When the other version runs the same code (its
-    ``content_hash`` and ``fuse`` equal this application's: a new model, same graph), the ingress
-    runs its own in-process stages and calls the **other application's stage deployments**
-    directly, so the forwarded share pays no hop either; otherwise it forwards the body to the
-    other version's ingress (one hop). Both arms are counted per replica and merged across
-    replicas under ``experiment`` (read at ``GET <route>/experiment``, as the router's). Changing
-    it is an in-place update (no replica restarts). Measured in docs/performance.md (e).
-    """
-
-    app: Annotated[str, Field(description="Serve application of the other version.")]
-    version: Annotated[str, Field(description="Its graph version (named in x-graphops-arm).")]
-    share: Annotated[float, Field(ge=0, le=100, description="Percent of requests it answers.")]
-    experiment: Annotated[
-        str, Field(description="Names the per-arm figures merged across ingress replicas.")
-    ]
-    own_version: Annotated[
-        str | None,
-        Field(description="This application's version (default: the graph's own version)."),
-    ] = None
-    content_hash: Annotated[
-        str | None,
-        Field(
-            description="The other version's graph content hash: equal to this one's (and the "
-            "same fuse), its stages are called directly, with no hop; None: always forward."
-        ),
-    ] = None
-    fuse: Annotated[bool, Field(description="Whether the other version's plan is fused.")] = True
 
 
 class DeploymentSpec(FrozenModel):
@@ -460,53 +350,3 @@ def _overridden(
                 update[field] = value
         out.append(spec.model_copy(update=update))
     return out
-
-
-def request_example(package: GraphPackage) -> dict[str, Any] | None:
-    """One request object for docs and smoke tests: the first validation row's request fields."""
-    dataset = package.validation_dataset
-    if dataset is None or not dataset.is_file():
-        return None
-    rows = read_rows(dataset)
-    if not rows:
-        return None
-    return {f: _compact(rows[0][f]) for f in package.graph.request_fields if f in rows[0]}
-
-
-def _compact(value: Any) -> Any:
-    """Whole floats as ints (``2`` not ``2.0``): shorter examples, same meaning to the schema."""
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def arm_summary(raw: dict[str, Any]) -> dict[str, Any]:
-    """Readable figures of an arm's raw counters (the router's and the ingress's ``raw``).
-
-    Requests, errors, error rate, p50/p95/p99 in ms (and the output distribution): what
-    `graphops status --live` and a canary's steps show.
-    """
-    from graphops.runtime._traffic import summary  # _traffic imports this module
-
-    return summary(raw)
-
-
-def arm_rates(raw: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Live figures of raw counters gathered over ``seconds``: rps, error rate, p50/p99 (ms)."""
-    from graphops.runtime._traffic import rates
-
-    return rates(raw, seconds)
-
-
-def arm_delta(after: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
-    """Raw counters added between two readings of the same totals (``before`` None: all)."""
-    from graphops.runtime._traffic import subtract
-
-    return subtract(after, before)
-
-
-def arm_merge(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-    """Add raw counters ``part`` to ``into`` (e.g. the readings of several ingress replicas)."""
-    from graphops.runtime._traffic import merge
-
-    return merge(into, part)
