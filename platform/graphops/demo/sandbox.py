@@ -17,7 +17,7 @@ import git
 import yaml
 
 from graphops._views import console
-from graphops.demo import services
+from graphops.demo import processes, services
 from graphops.demo.job import DemoJob
 from graphops.errors import GraphOpsError
 
@@ -117,7 +117,7 @@ def graphops_command(job: DemoJob, *args: str, quiet: bool = False, check: bool 
             env[token_env(name.removeprefix("ray-"))] = service.token
     env.pop("GRAPHOPS_REPO", None)
     env.pop("RAY_ADDRESS", None)
-    command = [services.console_script("graphops"), "--repo", str(job.sandbox), *args]
+    command = [processes.console_script("graphops"), "--repo", str(job.sandbox), *args]
     if not quiet:
         console.print(f"[dim]$ graphops {' '.join(args)}[/]")
     lines: list[str] = []

@@ -8,14 +8,10 @@ and reuses them and `stop` ends exactly the processes started here, by pid.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -25,11 +21,10 @@ from pydantic import Field
 
 from graphops._models import StrictModel
 from graphops._net import free_port
+from graphops.demo import processes
+from graphops.demo.processes import console_script, spawn
 from graphops.errors import ConfigError
 from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
-
-# The processes this one started, kept so they are reaped (and never collected while running).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 RAY_PORTS = (
     "port",
@@ -84,17 +79,7 @@ class Service(StrictModel):
 
     def alive(self) -> bool:
         """Whether the process still runs."""
-        _reap(self.pid)
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # someone else's process reuses the pid
-            return False
-        status = Path(f"/proc/{self.pid}/status")  # Linux: an unreaped zombie is not running
-        if status.is_file():
-            return "\nState:\tZ" not in status.read_text()
-        return True
+        return processes.alive(self.pid)
 
 
 class LocalState(StrictModel):
@@ -129,12 +114,6 @@ def save_state(path: Path, state: LocalState) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(state.model_dump_json(indent=2))
     tmp.replace(path)
-
-
-def console_script(name: str) -> str:
-    """The console script ``name`` of this Python environment."""
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
 
 
 def start_ray(
@@ -197,7 +176,7 @@ def start_ray(
     if not loopback:
         for variable in LOOPBACK_ONLY_ENV:
             env.pop(variable, None)
-    process = _spawn(command, log, env=env)
+    process = spawn(command, log, env=env)
     return Service(
         name=name,
         pid=process.pid,
@@ -271,7 +250,7 @@ def start_ray_worker(
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
-    process = _spawn(command, log, env=env)
+    process = spawn(command, log, env=env)
     return Service(
         name=name,
         pid=process.pid,
@@ -281,18 +260,6 @@ def start_ray_worker(
         temp_dir=temp_dir,
         head=head.name,
     )
-
-
-def _spawn(
-    command: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group, its output to ``log``; remembered for `stop`."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    _CHILDREN[process.pid] = process
-    return process
 
 
 def start_mlflow_ui(
@@ -317,7 +284,7 @@ def start_mlflow_ui(
     # No job execution: it runs seven huey consumers for MLflow's GenAI jobs (scorers, trace
     # archival) that a UI over runs never uses, and they outlast SIGTERM (`--down` took 10 s).
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = _spawn(command, log, env=env, cwd=work_dir)
+    process = spawn(command, log, env=env, cwd=work_dir)
     return Service(
         name="mlflow-ui",
         pid=process.pid,
@@ -361,61 +328,7 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
 
 
 def stop(service: Service, timeout_s: float = 10, linger_s: float = 1) -> None:
-    """Stop the service's process group and remove its temp dir.
-
-    Every process of the group gets SIGTERM at once, so each cleans up after itself in parallel
-    (a Ray head's GCS, raylet, dashboard and workers; the MLflow UI's server and job runners).
-    The leader (`ray start --block`, `mlflow server`) only waits for them: once it is the last
-    one left, its exit is interpreter teardown (a full garbage collection of all it imported,
-    seconds on a busy machine) with nothing left to clean up, so after ``linger_s`` it gets
-    SIGKILL. Whatever still runs after ``timeout_s`` does too. Checked every 0.1 s.
-    """
-    if service.alive() or _group(service.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        alone: float | None = None  # when the leader became the last process of its group
-        while service.alive() or _group(service.pid):
-            now = time.monotonic()
-            if service.alive() and _group(service.pid) == [service.pid]:
-                alone = alone or now
-            if now > deadline or (alone is not None and now - alone > linger_s):
-                _kill(service.pid)
-                break
-            time.sleep(0.1)
+    """Stop the service's process group (`processes.stop_group`) and remove its temp dir."""
+    processes.stop_group(service.pid, timeout_s, linger_s)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
-
-
-def _kill(pgid: int) -> None:
-    """SIGKILL the process group ``pgid`` and reap its leader when it is our child."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    child = _CHILDREN.pop(pgid, None)
-    if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=5)
-    _reap(pgid)
-
-
-def _group(pgid: int) -> list[int]:
-    """The running processes of process group ``pgid`` (Linux's /proc; elsewhere none known)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = entry.read_text()
-            state, _, group = text[text.rindex(")") + 2 :].split()[:3]
-            if int(group) == pgid and state not in ("Z", "X"):
-                found.append(int(entry.parent.name))
-    return found
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our child (else it lingers as a zombie)."""
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
