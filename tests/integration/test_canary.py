@@ -37,11 +37,11 @@ from graphops.controller.reconciler import run
 from graphops.controller.render import app_name, render
 from graphops.controller.rollout import RolloutAborted, RolloutRecord, load_records
 from graphops.controller.status import status
-from graphops.demo import services
 from graphops.environments import GraphLock, Release, ReleaseEntry, load_release, write_release
 from graphops.graph import load_graph
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime.checkout import request_example
+from tests.integration._clusters import fresh_cluster, serve_url
 from tests.integration.test_gitops import Cluster, _identity, environments, under_load
 
 pytestmark = pytest.mark.usefixtures("champion")
@@ -85,21 +85,10 @@ BODY = "    return pixels.astype(np.float32) / 16.0\n"
 @contextlib.contextmanager
 def ray_cluster(registry: Registry, folder: Path) -> Iterator[Cluster]:
     """`ray start --head --block`, token auth, loopback; stopped by its process group."""
-    service = services.start_ray(
-        "ray-canary",
-        folder,
-        dashboard_port=None,
-        serve_port=None,
-        tracking_uri=registry.tracking_uri,
-        num_cpus=4,  # logical: stable, candidate and router fit
-        taken=set(),
-    )
-    try:
-        services.wait_ready(service)
-        assert service.token
-        yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", service.token)
-    finally:
-        services.stop(service)
+    # logical CPUs: stable, candidate and a mirror fit
+    with fresh_cluster("ray-canary", folder, registry.tracking_uri, 4) as ray:
+        assert ray.token
+        yield Cluster(ray.url, serve_url(ray), ray.token)
 
 
 @pytest.fixture(scope="module")
