@@ -57,13 +57,44 @@ TARGETS = {
 }
 CPU_BUDGET = 0.75  # per application: two applications side by side fit a 2-CPU machine
 
-PIPELINE = '''"""Bench graph: three CPU nodes before the digits model, then the postprocessing."""
+PIPELINE = '''"""Bench graph: three CPU nodes before the digits model, then the postprocessing.
+
+Self-contained (a replica imports only its own package's checked files): the request, response
+and postprocessing as in digits, DigitsNet from a copy of digits' network.py.
+"""
+
+from typing import Annotated, TypedDict
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from graphops import Batching, Graph, Resources, TorchModel, model, node
-from graphs.digits import DigitsRequest, DigitsResponse, prediction
-from graphs.digits.network import DigitsNet
+
+from .network import DigitsNet
+
+
+class DigitsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pixels: Annotated[list[Annotated[float, Field(ge=0, le=16)]], Field(min_length=64, max_length=64)]
+
+
+class DigitsResponse(BaseModel):
+    label: int
+    confidence: float
+
+
+class Prediction(TypedDict):
+    label: np.ndarray
+    confidence: np.ndarray
+
+
+@node(resources=Resources(cpus=0.25))
+def prediction(logits: np.ndarray) -> Prediction:
+    """Most likely digit and its softmax probability."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    return {"label": probs.argmax(axis=1), "confidence": probs.max(axis=1)}
 
 
 @node(resources=Resources(cpus=0.25))
@@ -229,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         (repo / "graphs" / "pipeline").mkdir()
         (repo / "graphs" / "pipeline" / "__init__.py").write_text(PIPELINE)
+        shutil.copy(repo / "graphs/digits/network.py", repo / "graphs/pipeline/network.py")
         bench = Bench(args, repo, Registry(work / ".graphops"), work / "body.json")
         digits = load_graph(repo, "digits")
         bench.pinned = digits.trainer()(bench.registry)  # type: ignore[misc]

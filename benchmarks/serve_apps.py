@@ -15,7 +15,7 @@ import numpy as np
 from ray import serve
 from starlette.requests import Request
 
-from benchmarks.offline import load_net
+from benchmarks._baselines import load_net
 
 
 def _softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
