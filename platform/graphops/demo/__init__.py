@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 STAGING_GRAPH = "digits"
 """The graph the main job also promotes to staging."""
 CANARY_GRAPH = "digits"
-"""The graph whose new versions the main job rolls out by canary in dev (one good, one broken)."""
+"""The graph whose new versions the main job rolls out in dev (canary: good, broken; shadow)."""
 
 __all__ = ["CANARY_GRAPH", "STAGING_GRAPH", "down", "main_job", "released_sandbox"]
 

@@ -2,8 +2,9 @@
 
 Train and register, plan, run locally, validate on Ray Data (report, MLflow record), an A/A
 experiment split by its ingress, a batch job, then GitOps for real on local clusters: promote to dev
-and apply, answer on the stable routes, roll out two new versions of digits in dev by canary
-under load (one promoted, one aborted), promote digits on to staging (a second cluster) and
+and apply, answer on the stable routes, roll out three new versions of digits in dev under
+load (by canary: one promoted, one aborted; by shadow, then canary: one disagreeing with the
+stable, aborted while mirrored), promote digits on to staging (a second cluster) and
 apply, and print what is live where. Services, validations, the GitOps sandbox and its canaries
 live under ``.graphops/`` and are reused by a re-run, which adds no commit to the sandbox; `down`
 stops the services. `graphops demo` is the command over `main_job`.
@@ -66,8 +67,8 @@ def main_job(
     Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
     record); runs an A/A experiment split by its ingress and a batch job; promotes every graph to
-    dev and applies it, then asks each graph on its stable route; rolls out two versions of
-    `CANARY_GRAPH` by canary; promotes `STAGING_GRAPH` on to staging and applies it there; prints
+    dev and applies it, then asks each graph on its stable route; rolls out three versions of
+    `CANARY_GRAPH` (two by canary, one by shadow, then canary); promotes `STAGING_GRAPH` on to staging and applies it there; prints
     what is live where. Safe to re-run: what is already up, registered, validated, pinned, applied
     or rolled out is reused, and the sandbox gets no new commit.
 
@@ -81,9 +82,10 @@ def main_job(
         revalidate: Validate every graph again, even when a passed validation of the same lock
             (code, models, data) is recorded (default: that one is reused, and said so).
         canary: After dev's first apply, roll out a new version of `CANARY_GRAPH` by canary
-            under load (promoted step by step) and a broken one (aborted); `demo.rollout`.
+            under load (promoted step by step), a broken one (aborted), and by shadow, then
+            canary one that disagrees with the stable (aborted while mirrored); `demo.rollout`.
             A re-run shows the round an earlier run made instead of making new versions.
-        canary_again: Roll out two new versions even when an earlier run's round is done.
+        canary_again: Roll out three new versions even when an earlier run's round is done.
         multinode: Join a CPU and a logical-GPU worker node to dev's cluster, apply dev with
             `gpus: true` and print where each deployment runs (`graphops.demo.multinode`).
 
@@ -120,9 +122,10 @@ def _gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool, again
     """Promote and apply on the local clusters, in the sandbox; False without a git checkout.
 
     The steps' order lives here: dev promoted and applied, each graph asked, placement across
-    the nodes (multi-node), the hardening check; with ``canary``, dev then rolls out two new
-    versions of `CANARY_GRAPH` by canary under load (`graphops.demo.rollout`): a good one
-    promoted step by step, a broken one aborted; a round an earlier run finished is shown again
+    the nodes (multi-node), the hardening check; with ``canary``, dev then rolls out three new
+    versions of `CANARY_GRAPH` under load (`graphops.demo.rollout`): by canary a good one
+    promoted step by step and a broken one aborted, by shadow, then canary a disagreeing one
+    aborted while mirrored; a round an earlier run finished is shown again
     unless ``again``. Then `STAGING_GRAPH` goes on from dev to staging: what dev runs once its
     rollouts are done, so a re-run finds nothing to promote.
     """

@@ -6,14 +6,15 @@ look (dashboards, MLflow, the sandbox) and how long each step took.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from rich.rule import Rule
 from rich.table import Table
 
 from graphops._views import console
 from graphops.demo.job import DemoJob
-from graphops.demo.rollout_history import RolloutRun
+from graphops.demo.rollout_history import RolloutRun, agreement
 from graphops.demo.sandbox import token_exports
 
 if TYPE_CHECKING:
@@ -74,15 +75,24 @@ def summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
 
 def _rollouts(job: DemoJob) -> Table:
     """The rollouts of dev: versions, steps, outcome, the load's failures, the MLflow run."""
-    table = Table(title="Canary rollouts (dev, under load)", title_justify="left")
-    for column in ("graph", "from → to", "steps", "outcome", "load failed/total", "MLflow run"):
+    table = Table(title="Rollouts (dev, under load)", title_justify="left")
+    for column in (
+        "graph",
+        "strategy",
+        "from → to",
+        "steps",
+        "outcome",
+        "load failed/total",
+        "MLflow run",
+    ):
         table.add_column(column)
     for run in job.rollouts:
         record = run.record
-        steps = " → ".join(f"{s['share']:g}% {s['decision']}" for s in record.get("steps") or [])
-        colour = "green" if run.outcome == run.expected else "red"
+        steps = " → ".join(f"{_label(s)} {s['decision']}" for s in record.get("steps") or [])
+        colour = "green" if not run.problems() else "red"
         table.add_row(
             run.graph,
+            str(record.get("strategy", "-")),
             f"{record.get('from', '?')} → {run.version}",
             steps or "-",
             f"[{colour}]{run.outcome}[/] (expected {run.expected})",
@@ -92,33 +102,41 @@ def _rollouts(job: DemoJob) -> Table:
     return table
 
 
+def _label(step: Mapping[str, Any]) -> str:
+    """``10%``, ``mirror 50%`` or ``10% + mirror 50%``, as `Step.label` names a step."""
+    share, mirror = float(step.get("share") or 0), float(step.get("mirror") or 0)
+    parts = [f"{share:g}%"] if share or not mirror else []
+    return " + ".join([*parts, *([f"mirror {mirror:g}%"] if mirror else [])])
+
+
 def show_rollout(run: RolloutRun, stable: str) -> None:
-    """Each step's share and both arms' figures, the outcome, and what the load saw."""
+    """Each step's share and every arm's figures, the outcome, and what the load saw.
+
+    A mirrored step adds the mirror's row (copies, never returned) and its agreement.
+    """
     record = run.record
     if not record:
         console.print(f"[red]no rollout record of {run.graph} {run.version}[/]")
         return
+    shadow = any(step.get("mirrored") for step in record["steps"])
+    name = "Shadow, then canary" if record.get("strategy") == "shadow_canary" else "Canary"
     table = Table(
-        title=f"Canary {run.graph} {record['from']} → {run.version} (dev)", title_justify="left"
+        title=f"{name} {run.graph} {record['from']} → {run.version} (dev)", title_justify="left"
     )
-    for column in (
-        "share",
-        "s",
-        "arm",
-        "requests",
-        "rps",
-        "errors",
-        "p50 ms",
-        "p99 ms",
-        "decision",
-    ):
+    columns = ["step", "s", "arm", "requests", "rps", "errors", "p50 ms", "p99 ms"]
+    for column in [*columns, *(["agreed"] if shadow else []), "decision"]:
         table.add_column(column, justify="right" if column not in ("arm", "decision") else "left")
     for step in record["steps"]:
         seconds = float(step["seconds"]) or 1.0
-        for arm in ("stable", "candidate"):
+        arms = (
+            ("stable", "candidate", "mirrored") if step.get("mirrored") else ("stable", "candidate")
+        )
+        for arm in arms:
             f = step[arm]
+            seen = agreement(f) if arm == "mirrored" else None
+            agreed = f"{f['agreed']}/{f['compared']} ({seen:.0%})" if seen is not None else "-"
             table.add_row(
-                f"{step['share']:g} %" if arm == "stable" else "",
+                f"{_label(step).replace('%', ' %')}" if arm == "stable" else "",
                 f"{step['seconds']:g}" if arm == "stable" else "",
                 f"{arm} {record['from'] if arm == 'stable' else run.version}",
                 str(f["requests"]),
@@ -126,14 +144,17 @@ def show_rollout(run: RolloutRun, stable: str) -> None:
                 f"{f['errors']} ({f['error_rate']:.1%})",
                 f"≤{f['p50_ms']:g}" if f.get("p50_ms") is not None else "-",
                 f"≤{f['p99_ms']:g}" if f.get("p99_ms") is not None else "-",
-                step["decision"] if arm == "candidate" else "",
+                *([agreed if arm == "mirrored" else ""] if shadow else []),
+                step["decision"] if arm == arms[-1] else "",
             )
     console.print(table)
-    colour = "green" if run.outcome == run.expected else "red"
+    colour = "green" if not run.problems() else "red"
     console.print(
         f"outcome: [{colour}]{run.outcome}[/] ({record['reason']}) by {record['by']}",
         highlight=False,
     )
+    if shadow:
+        _show_shadow(run)
     stable_errors = sum(int(step["stable"]["errors"]) for step in record["steps"])
     if run.total is not None:
         console.print(
@@ -141,8 +162,28 @@ def show_rollout(run: RolloutRun, stable: str) -> None:
             f"counted {stable_errors} errors of the stable arm {record['from']} in the steps",
             highlight=False,
         )
+    for problem in run.problems():
+        console.print(f"[red]problem:[/] {problem}", highlight=False)
     console.print(
         f"record: environments/dev/rollouts.yaml; MLflow run {record.get('mlflow_run') or '-'} "
         f"in graphops-rollouts/dev",
         highlight=False,
     )
+
+
+def _show_shadow(run: RolloutRun) -> None:
+    """What the mirror saw against the policy: its agreement, and the clients it answered."""
+    least = run.record.get("policy", {}).get("shadow", {}).get("min_agreement")
+    for step in run.record["steps"]:
+        mirrored = step.get("mirrored")
+        if not mirrored:
+            continue
+        seen = agreement(mirrored)
+        console.print(
+            f"mirrored {step['mirror']:g} %: {mirrored['requests']} copies, "
+            f"{mirrored['compared']} compared, {mirrored['agreed']} agreed "
+            f"(agreement {'-' if seen is None else f'{seen:.1%}'}, min_agreement "
+            f"{'-' if least is None else f'{least:.0%}'}); the candidate answered "
+            f"{step['candidate']['requests']} client requests in this step",
+            highlight=False,
+        )
