@@ -175,15 +175,6 @@ class OnlineApp:
         return f"{self.url}/docs"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_http(port: int = DEFAULT_PORT) -> int:
     """Start Serve's HTTP proxy on loopback at ``port``; returns the port it really listens on.
 
@@ -337,7 +328,6 @@ __all__ = [
     "build",
     "deploy",
     "ensure_ray",
-    "free_port",
     "init_local",
     "start_http",
     "undeploy",
