@@ -126,7 +126,7 @@ def plan_graph(
     named by column).
     """
     from graphops.diagram import mermaid, svg
-    from graphops.plan import offline_operators, plan
+    from graphops.planner import offline_operators, plan
     from graphops.runtime.schema import deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)

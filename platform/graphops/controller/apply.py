@@ -92,7 +92,7 @@ def planned_deployments(repo: Path, lock: GraphLock, app: AppConfig) -> dict[str
         Deployment name -> DeploymentSpec.
     """
     from graphops.graph import LockedCode, load_locked
-    from graphops.plan import plan
+    from graphops.planner import plan
     from graphops.runtime.schema import AppArgs, deployment_specs
 
     with tempfile.TemporaryDirectory(prefix="graphops-specs-") as tmp:

@@ -61,7 +61,7 @@ def show_placement(job: DemoJob) -> None:
     """Print deployment -> node of each running replica in dev (a GPU stage elsewhere: a problem)."""
     from graphops.controller.status import status
     from graphops.graph import load_graph
-    from graphops.plan import plan
+    from graphops.planner import plan
 
     head = job.state.services["ray-dev"]
     kinds = node_kinds(head)

@@ -43,7 +43,7 @@ from graphops.demo.validation import validate_step
 from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
-from graphops.plan import plan
+from graphops.planner import plan
 
 if TYPE_CHECKING:
     from graphops.registry import Registry

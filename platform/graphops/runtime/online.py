@@ -22,7 +22,7 @@ from ray import serve
 from graphops.errors import ServeError
 from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._ray import (
     cluster_is_local,

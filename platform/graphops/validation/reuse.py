@@ -15,7 +15,7 @@ from graphops._git import in_history
 from graphops.diagram import mermaid, svg
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, load_graph
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.registry import TRUSTED_ENV, Registry, ValidationRecord
 from graphops.validation.parity import ParityResult
 from graphops.validation.results import GraphValidation, MetricGate

@@ -17,7 +17,7 @@ from graphops.diagram import mermaid, svg
 from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.registry import TRUSTED_ENV, TRUSTED_TAG, Registry, ValidationRecord, where_of
 from graphops.runtime import read_rows
 from graphops.validation.parity import check_parity
