@@ -140,7 +140,7 @@ class Bench:
 
     def __init__(self, work: Path, repo: Path) -> None:
         from graphops.graph import load_graph
-        from graphops.plan import plan
+        from graphops.planner import plan
         from graphops.registry import Registry
 
         self.work, self.repo = work, repo

@@ -56,7 +56,7 @@ class Probe:
         lap("handwritten_model_load", lambda: load_net(repo, source, tracking_uri))
         lap("import_graphops_offline", lambda: importlib.import_module("graphops.runtime.offline"))
         from graphops.graph import load_graph
-        from graphops.plan import plan
+        from graphops.planner import plan
         from graphops.registry import Registry, ResolvedModel, load_pinned
 
         package = lap("graphops_load_graph", lambda: load_graph(Path(repo), GRAPH))
@@ -125,7 +125,7 @@ def model_stage_batches(bench: Bench, path: Path, rows: int, repeats: int = 3) -
     from ray.data.block import BlockAccessor
 
     from graphops.graph import dense_columns as _dense
-    from graphops.plan import plan
+    from graphops.planner import plan
     from graphops.runtime.runner import LocalRunner
 
     table = pq.read_table(path)

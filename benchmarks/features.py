@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from benchmarks.online import measure
+    from graphops._net import free_port
     from graphops.features import (
         FeaturesConfig,
         RedisConfig,
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from graphops.graph import load_graph
     from graphops.registry import Registry
     from graphops.runtime.checkout import request_example
-    from graphops.runtime.online import deploy, ensure_ray, free_port, start_http, undeploy
+    from graphops.runtime.online import deploy, ensure_ray, start_http, undeploy
 
     result: dict[str, Any] = {
         "benchmark": "feature lookups and feed_ranking online with vs without fetching",

@@ -233,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from ray import serve
 
+    from graphops._net import free_port
     from graphops.graph import load_graph
     from graphops.registry import Registry
     from graphops.runtime.checkout import request_example
-    from graphops.runtime.online import ensure_ray, free_port, start_http
+    from graphops.runtime.online import ensure_ray, start_http
 
     result: dict[str, Any] = {
         "benchmark": "online latency and throughput over HTTP",
@@ -364,8 +365,9 @@ class Bench:
 
     def hand_vs_uvicorn(self) -> dict[str, Any]:
         """(c) The hand-written Serve app vs plain FastAPI/uvicorn (what Serve costs)."""
+        from graphops._net import free_port
         from graphops.graph import load_graph
-        from graphops.runtime.online import deploy, free_port, undeploy
+        from graphops.runtime.online import deploy, undeploy
 
         print("(c) hand-written Serve app vs plain FastAPI/uvicorn", flush=True)
         digits = load_graph(self.repo, "digits")

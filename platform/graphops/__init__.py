@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at run time they load 
         node,
     )
     from graphops.models import TorchModel
-    from graphops.plan import Plan, Stage, plan
+    from graphops.planner import Plan, Stage, plan
 
 __version__ = "0.1.0"
 
@@ -141,16 +141,16 @@ _LAZY = {
     "lookup": "graphops.graph",
     "model": "graphops.graph",
     "node": "graphops.graph",
-    "Plan": "graphops.plan",
-    "Stage": "graphops.plan",
-    "plan": "graphops.plan",
+    "Plan": "graphops.planner",
+    "Stage": "graphops.planner",
+    "plan": "graphops.planner",
     "TorchModel": "graphops.models",  # needs torch: only when a graph asks for it
 }
 """Public name -> the module it comes from, imported on first use (the CLI starts faster)."""
 
 
 class _Package(types.ModuleType):
-    """The ``graphops`` module: public names load on first use; ``graphops.plan`` is the function."""
+    """The ``graphops`` module: public names load on first use (the CLI starts faster)."""
 
     def __getattr__(self, name: str) -> object:
         module = _LAZY.get(name)
@@ -159,12 +159,6 @@ class _Package(types.ModuleType):
         value = getattr(importlib.import_module(module), name)
         super().__setattr__(name, value)
         return value
-
-    def __setattr__(self, name: str, value: object) -> None:
-        # Importing the subpackage graphops.plan sets this attribute to it: keep the function.
-        if name == "plan" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
 
 
 sys.modules[__name__].__class__ = _Package

@@ -16,7 +16,7 @@ from graphops.errors import GraphOpsError
 
 if TYPE_CHECKING:  # the CLI imports numpy, MLflow and torch only for commands that need them
     from graphops.graph import Catalog, MetricResult
-    from graphops.plan import Operator, Plan
+    from graphops.planner import Operator, Plan
     from graphops.registry import ResolvedModel
     from graphops.runtime import LocalRun
     from graphops.runtime.schema import DeploymentSpec
@@ -116,7 +116,7 @@ def plan_table(plan: Plan) -> Table:
 def operators_table(operators: Sequence[Operator], cpus: float, gpus: float = 0.0) -> Table:
     """Offline operators (Ray Data ``map_batches``): stages co-located, tasks or actor pool."""
     from graphops.diagram import describe_resources
-    from graphops.plan import pool_size
+    from graphops.planner import pool_size
 
     table = Table(
         title=f"Offline: {len(operators)} Ray Data operator(s) (pools as on a cluster of "

@@ -73,7 +73,8 @@ def serve_port(ray_cluster: dict[str, float]) -> Iterator[int]:
     """Ray Serve on the session cluster, its HTTP proxy on a free loopback port."""
     from ray import serve
 
-    from graphops.runtime.online import free_port, start_http
+    from graphops._net import free_port
+    from graphops.runtime.online import start_http
 
     port = start_http(free_port())
     try:

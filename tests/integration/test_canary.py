@@ -8,7 +8,7 @@ request in five and is aborted at the first step, git naming 1.0.1 again, the st
 never restarted; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and
 restarted, which resumes and promotes it; 1.0.4 answers 3 s late (`max_p99_ratio: 3` for
 digits) and is aborted on latency. No router is ever started, the stable arm fails no request in
-any of them, and every rollout is also one MLflow run (`graphops.controller.records`). Timings
+any of them, and every rollout is also one MLflow run (`graphops.controller.rollout.recording`). Timings
 are never asserted; the policy's small numbers keep each step short.
 """
 
@@ -35,13 +35,13 @@ from graphops.controller.live import live
 from graphops.controller.packaging import package_uri
 from graphops.controller.reconciler import run
 from graphops.controller.render import app_name, render
-from graphops.controller.rollout import RolloutAborted, load_rollouts
+from graphops.controller.rollout import RolloutAborted, RolloutRecord, load_records
 from graphops.controller.status import status
-from graphops.demo import services
 from graphops.environments import GraphLock, Release, ReleaseEntry, load_release, write_release
 from graphops.graph import load_graph
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime.checkout import request_example
+from tests.integration._clusters import fresh_cluster, serve_url
 from tests.integration.test_gitops import Cluster, _identity, environments, under_load
 
 pytestmark = pytest.mark.usefixtures("champion")
@@ -82,24 +82,20 @@ def _slow() -> None:
 BODY = "    return pixels.astype(np.float32) / 16.0\n"
 
 
+@contextlib.contextmanager
+def ray_cluster(registry: Registry, folder: Path) -> Iterator[Cluster]:
+    """`ray start --head --block`, token auth, loopback; stopped by its process group."""
+    # logical CPUs: stable, candidate and a mirror fit
+    with fresh_cluster("ray-canary", folder, registry.tracking_uri, 4) as ray:
+        assert ray.token
+        yield Cluster(ray.url, serve_url(ray), ray.token)
+
+
 @pytest.fixture(scope="module")
 def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """`ray start --head --block`, token auth, loopback; stopped by its process group."""
-    service = services.start_ray(
-        "ray-canary",
-        tmp_path_factory.mktemp("ray"),
-        dashboard_port=None,
-        serve_port=None,
-        tracking_uri=registry.tracking_uri,
-        num_cpus=4,  # logical: stable, candidate and router fit
-        taken=set(),
-    )
-    try:
-        services.wait_ready(service)
-        assert service.token
-        yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", service.token)
-    finally:
-        services.stop(service)
+    """This module's own cluster (`ray_cluster`)."""
+    with ray_cluster(registry, tmp_path_factory.mktemp("ray")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -173,25 +169,25 @@ def pin(repo: Path, lock: GraphLock, message: str) -> None:
         r.index.commit(message)
 
 
-def mlflow_run(registry: Registry, record: dict[str, Any]) -> Any:
+def mlflow_run(registry: Registry, record: RolloutRecord) -> Any:
     """The MLflow run the committed record names, checked against the record."""
-    run = registry.client.get_run(record["mlflow_run"])
+    run = registry.client.get_run(record.mlflow_run)
     tags = run.data.tags
     assert (tags["graphops.graph"], tags["graphops.env"]) == ("digits", "dev")
     assert (tags["graphops.stable"], tags["graphops.candidate"]) == (
-        record["from"],
-        record["version"],
+        record.stable,
+        record.candidate,
     )
-    assert tags["graphops.outcome"] == record["outcome"]
-    assert run.info.status == ("FINISHED" if record["outcome"] == "promoted" else "FAILED")
+    assert tags["graphops.outcome"] == record.outcome
+    assert run.info.status == ("FINISHED" if record.outcome == "promoted" else "FAILED")
     shares = registry.client.get_metric_history(run.info.run_id, "share")
-    assert [m.value for m in shares] == [s["share"] for s in record["steps"]]
+    assert [m.value for m in shares] == [s.share for s in record.steps]
     return run
 
 
-def stable_never_failed(record: dict[str, Any]) -> None:
+def stable_never_failed(record: RolloutRecord) -> None:
     """The stable arm answered every request it got, at every step (as the split counted)."""
-    assert all(s["stable"]["errors"] == 0 for s in record["steps"]), record["steps"]
+    assert all(s.stable.errors == 0 for s in record.steps), record.steps
 
 
 def serving(repo: Path) -> list[str]:
@@ -214,8 +210,8 @@ def ingress_replicas(repo: Path, app: str) -> list[str]:
 
 def splitting(repo: Path) -> bool:
     """Whether an application's ingress splits its route for a canary now."""
+    from graphops.controller.applications import split_in
     from graphops.controller.cluster import Cluster as Live
-    from graphops.controller.rollout import split_in
     from graphops.environments import load_environment
 
     apps = Live(load_environment(repo, "dev")).applications().values()
@@ -242,18 +238,18 @@ def test_a_good_candidate_with_the_same_code_reaches_100_with_no_hop(
         figures = live(repo, "dev", seconds=1.0)
     [rollout] = result.rollouts
     assert rollout.outcome == "promoted"
-    assert [(s["share"], s["decision"]) for s in rollout.steps] == [(5, "advance"), (50, "advance")]
-    assert {s["path"] for s in rollout.steps} == {"no hop (same code)"}
-    assert all(s["candidate"]["requests"] >= 8 for s in rollout.steps)
+    assert [(s.share, s.decision) for s in rollout.steps] == [(5, "advance"), (50, "advance")]
+    assert {s.path for s in rollout.steps} == {"no hop (same code)"}
+    assert all(s.candidate.requests >= 8 for s in rollout.steps)
     assert load.failed == 0 and load.ok > 20
     assert serving(repo) == [app_name("digits", good)]  # no router, no old version
     [row] = figures
     assert (row.version, row.role, row.problem) == ("1.0.1", "serving", "")
     assert row.requests > 0 and row.rps > 0 and row.error_rate == 0
-    [record] = load_rollouts(repo, "dev")["digits"]
-    assert (record["from"], record["version"], record["outcome"]) == ("1.0.0", "1.0.1", "promoted")
+    [record] = load_records(repo, "dev")["digits"]
+    assert (record.stable, record.candidate, record.outcome) == ("1.0.0", "1.0.1", "promoted")
     stable_never_failed(record)
-    assert all(s["candidate"]["errors"] == 0 for s in record["steps"])
+    assert all(s.candidate.errors == 0 for s in record.steps)
     with git.Repo(repo) as r:
         assert r.head.commit.message.startswith("rollout: digits 1.0.1 promoted in dev")
         assert not r.is_dirty()
@@ -277,15 +273,15 @@ def test_a_failing_candidate_is_aborted_at_the_first_step(
     ):
         apply(repo, "dev", timeout_s=300)
     assert "1.0.1 serves /digits alone again" in str(caught.value)
-    [record, _] = load_rollouts(repo, "dev")["digits"]
-    assert (record["version"], record["outcome"]) == ("1.0.2", "aborted")
-    [step] = record["steps"]
-    assert (step["share"], step["decision"], step["path"]) == (5, "abort", "via its ingress")
-    assert step["candidate"]["errors"] >= 1 and step["stable"]["errors"] == 0
+    [record, _] = load_records(repo, "dev")["digits"]
+    assert (record.candidate, record.outcome) == ("1.0.2", "aborted")
+    [step] = record.steps
+    assert (step.share, step.decision, step.path) == (5, "abort", "via its ingress")
+    assert step.candidate.errors >= 1 and step.stable.errors == 0
     # Every failure the client saw is the candidate's: at most its requests in that step (plus
     # what reached it between the last reading and its share going to 0), and so at most its 5%
     # share of the traffic.
-    assert 1 <= load.failed <= step["candidate"]["requests"] + 2
+    assert 1 <= load.failed <= step.candidate.requests + 2
     assert load.failed <= 0.05 * (load.ok + load.failed) + 2
     mlflow_run(registry, record)
     assert serving(repo) == [app_name("digits", stable)]  # candidate removed, never a router
@@ -343,7 +339,7 @@ def test_a_controller_killed_mid_canary_resumes_it_after_its_restart(
     )
     assert serving(repo) == [app_name("digits", fixed)]
     assert load.failed == 0 and load.ok > 20
-    stable_never_failed(load_rollouts(repo, "dev")["digits"][0])
+    stable_never_failed(load_records(repo, "dev")["digits"][0])
     with git.Repo(repo) as r:
         assert r.head.commit.message.startswith("rollout: digits 1.0.3 promoted in dev")
         assert r.head.commit == r.remotes.origin.refs["main"].commit  # pushed
@@ -369,14 +365,14 @@ def test_a_candidate_3x_slower_at_p99_is_aborted_on_latency(
     ):
         apply(repo, "dev", timeout_s=300)
     assert "max_p99_ratio 3" in str(caught.value)
-    record = load_rollouts(repo, "dev")["digits"][0]
-    assert (record["from"], record["version"], record["outcome"]) == ("1.0.3", "1.0.4", "aborted")
-    [step] = record["steps"]
-    assert (step["share"], step["decision"]) == (50, "abort")
-    assert "p99" in step["reason"] and step["candidate"]["requests"] >= 8
-    assert step["candidate"]["p99_ms"] >= 1000 * SLOW_SECONDS
+    record = load_records(repo, "dev")["digits"][0]
+    assert (record.stable, record.candidate, record.outcome) == ("1.0.3", "1.0.4", "aborted")
+    [step] = record.steps
+    assert (step.share, step.decision) == (50, "abort")
+    assert "p99" in step.reason and step.candidate.requests >= 8
+    assert (step.candidate.p99_ms or 0) >= 1000 * SLOW_SECONDS
     stable_never_failed(record)
-    assert step["candidate"]["errors"] == 0  # slow, never failed, as the split counted
+    assert step.candidate.errors == 0  # slow, never failed, as the split counted
     # The load sends one request at a time: at most the one in flight to the candidate when it is
     # removed can fail. Seen once (1 of ~200) when the router still ran canaries (see the report
     # of this test in docs/promote-and-rollback.md); Serve drains a removed replica's requests.

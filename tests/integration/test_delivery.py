@@ -5,10 +5,6 @@ uploaded by graphops) reaches RUNNING for every application and answers over HTT
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,32 +21,19 @@ from graphops.environments import load_environment, load_release
 from graphops.errors import ApplyError
 from graphops.registry import Registry
 from graphops.validation import validate_graph
+from tests.integration._clusters import fresh_cluster, serve_cli, serve_url, settled
 from tests.integration._repos import dev_repo
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
-
-SERVE = str(Path(sys.executable).with_name("serve"))
 
 
 @pytest.fixture(scope="module")
 def fresh(
     registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[services.Service]:
-    """A fresh `ray start --head` cluster (graphops.demo.services); stopped by its pid."""
-    service = services.start_ray(
-        "ray-delivery",
-        tmp_path_factory.mktemp("ray"),
-        dashboard_port=None,
-        serve_port=None,
-        tracking_uri=registry.tracking_uri,  # where replicas load models (models.tracking_uri: null)
-        num_cpus=2,
-        taken=set(),
-    )
-    try:
-        services.wait_ready(service)
-        yield service
-    finally:
-        services.stop(service)
+    """A fresh `ray start --head` cluster; replicas load models from the test registry."""
+    with fresh_cluster("ray-delivery", tmp_path_factory.mktemp("ray"), registry.tracking_uri) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +46,10 @@ def repo(
     def on_fresh(data: dict) -> None:
         assert data["code"]["mode"] == "uri"  # the committed dev delivers code as a zip
         data["code"]["store"] = f"file://{root.parent / 'packages'}"
-        data["cluster"] |= {"dashboard": fresh.url, "serve_url": _serve_url(fresh)}
+        data["cluster"] |= {"dashboard": fresh.url, "serve_url": serve_url(fresh)}
         data["http_port"] = fresh.ports["serve"]
 
     return dev_repo(repo_copy, root, on_fresh)
-
-
-def _serve_url(service: services.Service) -> str:
-    return f"http://127.0.0.1:{service.ports['serve']}"
-
-
-def _statuses(fresh: services.Service, env: dict[str, str]) -> dict[str, str]:
-    shown = subprocess.run(
-        [SERVE, "status", "--address", fresh.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert shown.returncode == 0, shown.stderr
-    apps = (yaml.safe_load(shown.stdout) or {}).get("applications") or {}
-    return {name: app["status"] for name, app in apps.items()}
 
 
 def test_rays_own_serve_deploy_of_the_committed_file_answers(
@@ -108,24 +74,11 @@ def test_rays_own_serve_deploy_of_the_committed_file_answers(
     assert (store / zipped.rsplit("/", 1)[1]).is_file()  # published by promote
 
     # Ray's own CLI, the committed file as it is, on a cluster graphops never talked to.
-    env = os.environ | {"RAY_AUTH_TOKEN": fresh.token or "", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    deployed = subprocess.run(
-        [SERVE, "deploy", str(repo / "environments/dev/serve.yaml"), "--address", fresh.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    deployed = serve_cli(fresh, "deploy", str(repo / "environments/dev/serve.yaml"))
     assert deployed.returncode == 0, deployed.stderr
-    deadline, statuses = time.monotonic() + 300, {}
-    while time.monotonic() < deadline:
-        statuses = _statuses(fresh, env)
-        if statuses and all(s in ("RUNNING", "DEPLOY_FAILED") for s in statuses.values()):
-            break
-        time.sleep(3)
+    statuses = {name: app["status"] for name, app in settled(fresh, timeout_s=300).items()}
     assert statuses == {a["name"]: "RUNNING" for a in config["applications"]}, statuses
-    answer = requests.post(f"{_serve_url(fresh)}/digits", json=lock.example, timeout=60)
+    answer = requests.post(f"{serve_url(fresh)}/digits", json=lock.example, timeout=60)
     assert answer.status_code == 200 and answer.json()["label"] == 7, answer.text
 
     # apply's check of the zip (whatever the scheme): the published one holds the locked code...

@@ -100,7 +100,7 @@ def test_redis_refuses_an_unloaded_or_different_table(
 
 
 def test_an_unreachable_redis_says_where_it_looked(feed: GraphPackage) -> None:
-    from graphops.runtime.online import free_port
+    from graphops._net import free_port
 
     config = RedisConfig(url=f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(FeatureStoreError, match="cannot be reached") as info:

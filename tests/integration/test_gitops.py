@@ -27,16 +27,15 @@ from graphops.controller.apply import apply
 from graphops.controller.promote import carry_experiment, promote
 from graphops.controller.render import app_name, render
 from graphops.controller.status import diff, status
-from graphops.demo import services
 from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime.schema import DeploymentOverride
 from graphops.validation import validate_graph
+from tests.integration._clusters import SERVE, fresh_cluster, serve_url
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 
-SERVE = str(Path(sys.executable).with_name("serve"))
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -108,22 +107,10 @@ class Cluster:
 def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """`ray start --head --block` with token auth on loopback (graphops.demo.services, as the
     main job starts it); stopped by the test (its process group)."""
-    service = services.start_ray(
-        "ray-test",
-        tmp_path_factory.mktemp("ray"),
-        dashboard_port=None,
-        serve_port=None,
-        tracking_uri=registry.tracking_uri,
-        num_cpus=4,  # logical: two arms, a shadow and a router fit
-        taken=set(),
-    )
-    try:
-        services.wait_ready(service)
-        token = service.token
-        assert token
-        yield Cluster(service.url, f"http://127.0.0.1:{service.ports['serve']}", token)
-    finally:
-        services.stop(service)
+    # logical CPUs: two arms and a shadow fit
+    with fresh_cluster("ray-test", tmp_path_factory.mktemp("ray"), registry.tracking_uri, 4) as ray:
+        assert ray.token
+        yield Cluster(ray.url, serve_url(ray), ray.token)
 
 
 def environments(root: Path, cluster: Cluster) -> None:

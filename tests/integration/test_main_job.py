@@ -73,18 +73,39 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         assert 1 <= failed <= 0.10 * total + 2, (failed, total)
         assert "rollout: digits 1.0.2 aborted in dev, back to 1.0.1" in aborted
         assert "release.yaml names 1.0.1" in aborted
+        # Shadow, then canary: 1.0.3 answers another digit to a request that comes alone (offline
+        # validation sends batches and passes it); aborted at its mirrored step, before it
+        # answered any client, its agreement below min_agreement, no client request failing.
+        shadow = aborted[aborted.index("Shadow, then canary digits 1.0.1 → 1.0.3 (dev)") :]
+        assert "dev's environment.yaml: rollout.strategy shadow_canary" in out
+        assert re.search(r"│ digits\s+│ 1\.0\.3\s+│ passed", out)  # its offline validation
+        assert re.search(r"mirror 50 %.*stable 1\.0\.1", shadow) and "mirrored 1.0.3" in shadow
+        assert re.search(
+            r"outcome: aborted \(at mirror 50%: the candidate disagreed with the stable", shadow
+        )
+        compared, agreed = map(
+            int, re.search(r"(\d+) compared, (\d+) agreed \(agreement", shadow).groups()
+        )
+        assert compared >= 2 and agreed <= 0.1 * compared, (compared, agreed)
+        assert "min_agreement 90%); the candidate answered 0 client requests" in shadow
+        assert re.search(r"load on the stable route: 0 failed of [1-9]\d* requests", shadow)
+        assert "rollout: digits 1.0.3 aborted in dev, back to 1.0.1" in shadow
+        assert "release.yaml names 1.0.1" in shadow
+        assert "problem:" not in shadow[: shadow.index("Summary")]
         runs = re.findall(r"MLflow run ([0-9a-f]{32}) in graphops-rollouts/dev", canary)
-        assert len(runs) == 2, canary[:3000]
+        assert len(runs) == 3, canary[:3000]
         flat = " ".join(out.split())  # graphops status: the last rollout, and its MLflow run
         assert re.search(
-            r"dev: digits canary 1\.0\.1 → 1\.0\.2 aborted .{0,400}MLflow run [0-9a-f]{32}\.", flat
+            r"dev: digits shadow_canary 1\.0\.1 → 1\.0\.3 aborted .{0,400}MLflow run [0-9a-f]{32}\.",
+            flat,
         )
         summary = out[out.index("Summary") :]
         print(summary[summary.index("Steps") :])  # shown with -rP: where the time goes
         assert re.search(r"│ dev\s+│ digits\s+│ 1\.0\.1\s+│ digits-1\.0\.1-", summary)
-        rollouts = summary[summary.index("Canary rollouts (dev, under load)") :]
+        rollouts = summary[summary.index("Rollouts (dev, under load)") :]
         assert re.search(r"1\.0\.0 → 1\.0\.1\s+│ 10% advance → 50% advance\s+│ promoted", rollouts)
         assert re.search(r"1\.0\.1 → 1\.0\.2\s+│ 10% abort\s+│ aborted", rollouts)
+        assert re.search(r"1\.0\.1 → 1\.0\.3\s+│ mirror 50% abort\s+│ aborted", rollouts)
         assert re.search(r"│ staging\s+│ digits\s+│ 1\.0\.1\s+│ digits-1\.0\.1-", summary)
         assert "Ray dashboard (staging)" in summary and "│ total" in summary
 
@@ -118,10 +139,12 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         )
         assert (
             "dev's canaries already ran in this sandbox: digits 1.0.1 promoted, 1.0.2 aborted "
-            "and reverted (environments/dev/rollouts.yaml); `graphops demo --canary-again` "
-            "rolls out two new versions." in again
+            "and reverted; shadow, then canary: 1.0.3 aborted while mirrored and reverted "
+            "(environments/dev/rollouts.yaml); `graphops demo --canary-again` rolls out three "
+            "new versions." in again
         )
         assert re.search(r"1\.0\.1 → 1\.0\.2\s+│ 10% abort\s+│ aborted", second.stdout)
+        assert re.search(r"1\.0\.1 → 1\.0\.3\s+│ mirror 50% abort\s+│ aborted", second.stdout)
 
         # `graphops status` where a user runs it, in the checkout: the demo's environments,
         # said so with the command; without the token, which variable to export.

@@ -263,7 +263,7 @@ def test_a_replica_that_cannot_be_scheduled_times_out_with_serves_reason(
 def test_serve_command_prints_url_curl_and_answers(
     tmp_path: Path, repo_copy: Path, registry_path: Path
 ) -> None:
-    from graphops.runtime.online import free_port
+    from graphops._net import free_port
     from tests.integration.test_cli import graphops
 
     repo = tmp_path / "repo"

@@ -14,47 +14,44 @@ import git
 import pytest
 import yaml
 
-from graphops.controller.records import record_again, record_rollout, recording_commit
-from graphops.controller.rollout import Rollout, load_rollouts
+from graphops.controller.rollout import RolloutRecord, StepRecord, load_records
+from graphops.controller.rollout.recording import record_again, record_rollout, recording_commit
 from graphops.environments import CanaryConfig
 from graphops.registry import ROLLOUT_EXPERIMENT, Registry
+from graphops.runtime.split import ArmFigures
 from tests.integration.test_cli import graphops, plain
 from tests.integration.test_gitops import _identity
 
 ENV = "records"  # an experiment of its own in the session's store
 
 
-def arm(requests: int, errors: int, p50: float, p99: float) -> dict[str, float]:
-    return {
-        "requests": requests,
-        "errors": errors,
-        "error_rate": errors / requests,
-        "p50_ms": p50,
-        "p99_ms": p99,
-    }
+def arm(requests: int, errors: int, p50: float, p99: float) -> ArmFigures:
+    return ArmFigures(
+        requests=requests, errors=errors, error_rate=errors / requests, p50_ms=p50, p99_ms=p99
+    )
 
 
-def rollout(candidate: str, started: str) -> Rollout:
+def rollout(candidate: str, started: str) -> RolloutRecord:
     """A promoted rollout of digits: two judged steps, both arms' figures."""
     steps = [
-        {
-            "share": share,
-            "started": started,
-            "ended": started,
-            "seconds": 4.0,
-            "decision": "advance",
-            "reason": f"at {share}%: fine",
-            "stable": arm(40, 0, 20.0, 60.0),
-            "candidate": arm(8 * (i + 1), 0, 22.0, 70.0 + i),
-        }
+        StepRecord(
+            share=share,
+            started=started,
+            ended=started,
+            seconds=4.0,
+            decision="advance",
+            reason=f"at {share}%: fine",
+            stable=arm(40, 0, 20.0, 60.0),
+            candidate=arm(8 * (i + 1), 0, 22.0, 70.0 + i),
+        )
         for i, share in enumerate((10, 50))
     ]
-    return Rollout(
+    return RolloutRecord(
         graph="digits",
         env=ENV,
         stable="1.0.0",
         candidate=candidate,
-        policy=CanaryConfig(steps=(10, 50, 100)),
+        policy=CanaryConfig(steps=(10, 50, 100)).model_dump(mode="json"),
         by="test@host",
         started=started,
         ended=started,
@@ -86,8 +83,8 @@ def test_a_rollout_is_one_mlflow_run_named_by_its_git_record(
     )
     with git.Repo(repo) as r:
         assert r.head.commit.hexsha == commit and not r.is_dirty()
-    [record] = load_rollouts(repo, ENV)["digits"]
-    run_id = record["mlflow_run"]
+    [record] = load_records(repo, ENV)["digits"]
+    run_id = record.mlflow_run
     assert run_id and any(run_id in line for line in logs), logs
     run = registry.client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -135,14 +132,15 @@ def test_with_mlflow_down_git_records_it_and_it_can_be_recorded_again(
     [warning] = logs
     assert "MLflow did not record the rollout of digits 1.0.2" in warning
     assert f"`graphops rollouts --env {ENV} --record`" in warning
-    [record] = load_rollouts(repo, ENV)["digits"]
-    assert record["mlflow_run"] == "" and record["version"] == "1.0.2"
+    [record] = load_records(repo, ENV)["digits"]
+    assert record.mlflow_run == "" and record.candidate == "1.0.2"
     with git.Repo(repo) as r:
         assert r.head.commit.hexsha == commit and not r.is_dirty()  # git is whole
-    assert recording_commit(repo, ENV, record) == commit
+    assert recording_commit(repo, record) == commit
 
-    [(graph, version, run_id)] = record_again(repo, ENV, tracking_uri=registry.tracking_uri)
-    assert (graph, version) == ("digits", "1.0.2")
+    [again_record] = record_again(repo, ENV, tracking_uri=registry.tracking_uri)
+    assert (again_record.graph, again_record.candidate) == ("digits", "1.0.2")
+    run_id = again_record.mlflow_run
     run = registry.client.get_run(run_id)
     assert (run.info.status, run.data.tags["graphops.commit"]) == ("FINISHED", commit)
     again = graphops(  # the command the warning names: the same run, not a second one

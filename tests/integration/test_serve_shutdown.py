@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from graphops._net import free_port
 from graphops.registry import Registry, ResolvedModel
-from graphops.runtime.online import free_port
 
 
 def _processes() -> dict[int, tuple[int, str]]:

@@ -26,12 +26,12 @@ from graphops.controller.packaging import package_uri
 from graphops.controller.promote import promote
 from graphops.controller.reconciler import ControllerState, round_
 from graphops.controller.render import render, render_all
-from graphops.demo import services
 from graphops.environments import load_environment, load_release, write_release
 from graphops.errors import LockVerificationError, UnsignedCommitError
 from graphops.graph import content_hash, manifest_of, read_package
 from graphops.registry import Registry
 from graphops.validation import validate_graph
+from tests.integration._clusters import fresh_cluster, serve_url
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 REPO = Path(__file__).resolve().parents[2]
@@ -44,21 +44,11 @@ class Served:
 
 @pytest.fixture(scope="module")
 def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    service = services.start_ray(
-        "ray-trust",
-        tmp_path_factory.mktemp("ray"),
-        dashboard_port=None,
-        serve_port=None,
-        tracking_uri=registry.tracking_uri,
-        num_cpus=4,
-        taken=set(),
-    )
-    try:
-        services.wait_ready(service)
+    with fresh_cluster(
+        "ray-trust", tmp_path_factory.mktemp("ray"), registry.tracking_uri, num_cpus=4
+    ) as service:
         assert service.token
-        yield Served(service.url, f"http://127.0.0.1:{service.ports['serve']}", service.token)
-    finally:
-        services.stop(service)
+        yield Served(service.url, serve_url(service), service.token)
 
 
 @pytest.fixture(scope="module")

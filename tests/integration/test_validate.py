@@ -16,7 +16,7 @@ from graphops.environments import GraphLock, Release, ReleaseEntry, write_releas
 from graphops.graph import load_graph
 from graphops.registry import Registry, ResolvedModel
 from graphops.validation import ValidationReport, markdown, validate_graph, validate_graphs
-from graphops.validation.validate import file_digest, passed_validation, reused_validation
+from graphops.validation.reuse import file_digest, passed_validation, reused_validation
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "champion")
 

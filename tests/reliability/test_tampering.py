@@ -10,10 +10,8 @@ answers, and **no marker exists afterwards** (the attacker's code never ran, not
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,12 +27,12 @@ from graphops.demo import services
 from graphops.environments import GraphLock, load_release
 from graphops.registry import Registry
 from graphops.validation import validate_graph
+from tests.integration._clusters import cli_env, fresh_cluster, serve_cli, serve_url, settled
 from tests.integration._repos import GRAPHOPS, dev_repo
 from tests.reliability.conftest import Rows
 
 pytestmark = pytest.mark.usefixtures("champion")
 
-SERVE = str(Path(sys.executable).with_name("serve"))
 DEFEAT = """
 import graphops.graph._discovery as _d, graphops.graph._verified as _v
 _v.check_code = lambda files, locked, **kw: locked.content_hash  # always "equal"
@@ -84,20 +82,9 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service
     Its MLflow tracking URI answers nothing: replicas load the models from the lock's pinned
     sources (digest checked) and need no registry.
     """
-    service = services.start_ray(
-        "ray-tamper",
-        tmp_path_factory.mktemp("ray"),
-        dashboard_port=None,
-        serve_port=None,
-        tracking_uri="http://127.0.0.1:9",  # the discard port: no registry here
-        num_cpus=2,
-        taken=set(),
-    )
-    try:
-        services.wait_ready(service)
+    work = tmp_path_factory.mktemp("ray")
+    with fresh_cluster("ray-tamper", work, "http://127.0.0.1:9") as service:  # the discard port
         yield service
-    finally:
-        services.stop(service)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +99,7 @@ def promoted(
 
     def on_fresh(data: dict) -> None:
         data["code"]["store"] = f"file://{root.parent / 'packages'}"
-        data["cluster"] |= {"dashboard": fresh.url, "serve_url": _url(fresh)}
+        data["cluster"] |= {"dashboard": fresh.url, "serve_url": serve_url(fresh)}
         data["http_port"] = fresh.ports["serve"]
 
     repo = dev_repo(repo_copy, root, on_fresh)
@@ -126,39 +113,6 @@ def promoted(
     zipped = Path(app["args"]["code_uri"].removeprefix("file://"))
     assert zipped.is_file()
     return repo, lock, zipped
-
-
-def _url(service: services.Service) -> str:
-    return f"http://127.0.0.1:{service.ports['serve']}"
-
-
-def _env(fresh: services.Service) -> dict[str, str]:
-    env = os.environ | {"RAY_AUTH_TOKEN": fresh.token or "", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _serve(fresh: services.Service, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SERVE, *args, "--address", fresh.url],
-        env=_env(fresh),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _settled(fresh: services.Service, timeout_s: float = 240) -> dict[str, dict]:
-    """Application -> its `serve status` entry, once every one is RUNNING or DEPLOY_FAILED."""
-    deadline, apps = time.monotonic() + timeout_s, {}
-    while time.monotonic() < deadline:
-        shown = _serve(fresh, "status")
-        assert shown.returncode == 0, shown.stderr
-        apps = (yaml.safe_load(shown.stdout) or {}).get("applications") or {}
-        if apps and all(a["status"] in ("RUNNING", "DEPLOY_FAILED") for a in apps.values()):
-            return apps
-        time.sleep(2)
-    return apps
 
 
 def test_tampered_archives_never_run_through_serve_deploy_or_apply(
@@ -179,11 +133,11 @@ def test_tampered_archives_never_run_through_serve_deploy_or_apply(
             zipped.write_bytes(tampered(original, changes, marker))
             # 1. Ray's own CLI, the committed file as it is.
             start = time.monotonic()
-            deployed = _serve(fresh, "deploy", serve_yaml)
+            deployed = serve_cli(fresh, "deploy", serve_yaml)
             assert deployed.returncode == 0, deployed.stderr
-            apps = _settled(fresh)
+            apps = settled(fresh)
             seconds = round(time.monotonic() - start, 1)
-            answer = requests.post(f"{_url(fresh)}/digits", json=lock.example, timeout=30)
+            answer = requests.post(f"{serve_url(fresh)}/digits", json=lock.example, timeout=30)
             statuses = {name: app["status"] for name, app in apps.items()}
             message = " ".join(str(a.get("message", "")) for a in apps.values())
             print(f"\n{attack}: serve deploy -> {statuses}, HTTP {answer.status_code}\n{message}")
@@ -191,12 +145,12 @@ def test_tampered_archives_never_run_through_serve_deploy_or_apply(
             assert "is not the locked code" in message, message
             assert answer.status_code != 200, answer.text
             assert not marker.exists(), f"{attack}: the tampered code ran"
-            assert _serve(fresh, "shutdown", "-y").returncode == 0
+            assert serve_cli(fresh, "shutdown", "-y").returncode == 0
             # 2. graphops apply, on the now empty cluster.
             applied = subprocess.run(
                 [GRAPHOPS, "--repo", str(repo), "apply", "--env", "dev"],
                 # apply reads the lock's validation record there (the cluster needs none)
-                env=_env(fresh) | {"MLFLOW_TRACKING_URI": registry.tracking_uri},
+                env=cli_env(fresh) | {"MLFLOW_TRACKING_URI": registry.tracking_uri},
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -204,7 +158,7 @@ def test_tampered_archives_never_run_through_serve_deploy_or_apply(
             said = " ".join(applied.stdout.split() + applied.stderr.split())
             print(f"{attack}: graphops apply -> exit {applied.returncode}\n{said[-600:]}")
             assert applied.returncode != 0 and "is not the locked code" in said, said
-            assert not _serve(fresh, "status").stdout.count("RUNNING")
+            assert not serve_cli(fresh, "status").stdout.count("RUNNING")
             assert not marker.exists(), f"{attack}: the tampered code ran"
             rows.add(
                 f"tampered archive: {attack}",
@@ -218,9 +172,9 @@ def test_tampered_archives_never_run_through_serve_deploy_or_apply(
     finally:
         zipped.write_bytes(original)
     # The untampered archive deploys and answers: the refusals above were about the code.
-    assert _serve(fresh, "deploy", serve_yaml).returncode == 0
-    assert set(a["status"] for a in _settled(fresh).values()) == {"RUNNING"}
-    answer = requests.post(f"{_url(fresh)}/digits", json=lock.example, timeout=60)
+    assert serve_cli(fresh, "deploy", serve_yaml).returncode == 0
+    assert set(a["status"] for a in settled(fresh).values()) == {"RUNNING"}
+    answer = requests.post(f"{serve_url(fresh)}/digits", json=lock.example, timeout=60)
     assert answer.status_code == 200 and answer.json()["label"] == 7, answer.text
     assert not any(markers.iterdir())
     shutil.rmtree(markers)

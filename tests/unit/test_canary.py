@@ -1,23 +1,33 @@
-"""Canary rollouts without Ray: step decisions, the policy's schema, live figures from counters."""
+"""The canary strategy without Ray: step decisions, the policy's schema, figures from counters."""
 
 from __future__ import annotations
 
 import pytest
 
-from graphops.controller.canary import figures, judge, shares
-from graphops.environments import CanaryConfig, EnvironmentConfig
+from graphops.controller.rollout import STRATEGIES, Reading, Step, Verdict, strategy_for
+from graphops.controller.rollout.canary import Canary
+from graphops.controller.rollout.walk import figures
+from graphops.environments import CanaryConfig, EnvironmentConfig, RolloutConfig
 from graphops.runtime.figures import ArmCounters, delta, rates
+from graphops.runtime.split import ArmFigures
 
 POLICY = CanaryConfig(
     steps=(5, 25, 50, 100), min_seconds=10, min_requests=20, max_seconds=60, max_error_rate=0.05
 )
 
 
-def arm(requests: int, errors: int = 0, ms: float = 10.0) -> dict[str, object]:
+def arm(requests: int, errors: int = 0, ms: float = 10.0) -> ArmFigures:
     stats = ArmCounters()
     for i in range(requests):
         stats.record(ms, 500 if i < errors else 200, 1, [])
-    return figures(stats.state())
+    return figures(stats.state(), None)
+
+
+def judge(
+    policy: CanaryConfig, share: float, elapsed: float, stable: ArmFigures, candidate: ArmFigures
+) -> Verdict:
+    reading = Reading(elapsed_s=elapsed, stable=stable, candidate=candidate)
+    return Canary(policy).judge(Step(share=share), reading)
 
 
 def test_a_failing_candidate_is_aborted_before_the_step_ends() -> None:
@@ -56,9 +66,28 @@ def test_without_stable_traffic_latency_is_not_compared_and_says_so() -> None:
     assert verdict.action == "advance" and "not compared" in verdict.reason
 
 
-def test_shares_end_at_100_whether_written_or_not() -> None:
-    assert shares(POLICY) == (5, 25, 50, 100)
-    assert shares(CanaryConfig(steps=(10, 50))) == (10, 50, 100)
+def test_the_judged_steps_are_the_shares_below_100_whether_100_is_written_or_not() -> None:
+    assert [s.share for s in Canary(POLICY).steps()] == [5, 25, 50]
+    assert [s.share for s in Canary(CanaryConfig(steps=(10, 50))).steps()] == [10, 50]
+    assert {s.mirror for s in Canary(POLICY).steps()} == {0}
+    assert [s.label for s in Canary(POLICY).steps()] == ["5%", "25%", "50%"]
+
+
+def test_the_strategy_is_chosen_by_config_per_graph() -> None:
+    rollout = RolloutConfig.model_validate(
+        {
+            "strategy": "canary",
+            "canary": {"steps": [10, 50]},
+            "graphs": {"digits": {"strategy": "blue_green"}, "feed": {"canary": {"steps": [1]}}},
+        }
+    )
+    assert strategy_for(rollout, "digits").steps() == ()  # blue/green: no judged step
+    canary = strategy_for(rollout, "other")
+    assert isinstance(canary, Canary) and [s.share for s in canary.steps()] == [10, 50]
+    assert [s.share for s in strategy_for(rollout, "feed").steps()] == [1]
+    assert canary.policy()["steps"] == [10, 50]  # recorded as the canary section
+    assert set(STRATEGIES) >= {"blue_green", "canary"}
+    assert all(STRATEGIES[name].name == name for name in STRATEGIES)
 
 
 @pytest.mark.parametrize("steps", [(50, 10), (0, 50), (5, 120), (5, 5)])
@@ -87,6 +116,10 @@ def test_a_graph_overrides_fields_of_the_environments_canary() -> None:
         EnvironmentConfig.model_validate(
             {"name": "dev", "rollout": {"graphs": {"digits": {"canary": {"steps": [50, 10]}}}}}
         )
+    with pytest.raises(ValueError, match=r"(?s)rollout.graphs.digits.canary.*min_request"):
+        EnvironmentConfig.model_validate(  # an unknown key of a graph's section is refused
+            {"name": "dev", "rollout": {"graphs": {"digits": {"canary": {"min_request": 5}}}}}
+        )
 
 
 def test_live_rates_come_from_the_difference_of_two_readings() -> None:
@@ -105,14 +138,9 @@ def test_live_rates_come_from_the_difference_of_two_readings() -> None:
     assert delta(before, None) == before
 
 
-def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_found() -> None:
-    from graphops.controller.rollout import (
-        interrupted_stable,
-        split_in,
-        split_of,
-        version_of,
-        with_split,
-    )
+def test_a_rollout_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is_found() -> None:
+    from graphops.controller.applications import split_in, version_of, with_split
+    from graphops.controller.rollout.edge import interrupted_stable, split_for
 
     stable_name, name = "digits-1.0.0-3c9f0a12", "digits-1.1.0-d70f0194"
     assert version_of("digits", name) == "1.1.0"
@@ -120,11 +148,17 @@ def test_the_canary_split_is_set_in_the_stable_ingress_and_an_interrupted_one_is
     candidate = {"name": name, "route_prefix": "/x", "args": args}
     rendered = [{"name": "ingress", "user_config": {}}, {"name": "logits", "num_replicas": 2}]
     stable = {"name": stable_name, "route_prefix": "/digits", "args": args, "deployments": rendered}
-    split = split_of("digits", stable_name, candidate, 5)
+    split = split_for("digits", stable_name, candidate, Step(share=5))
+    assert (split.purpose, split.own_version, split.mirror) == ("rollout", "1.0.0", None)
     [arm] = split.arms
-    assert (arm.app, arm.version, split.own_version, arm.weight) == (name, "1.1.0", "1.0.0", 5)
+    assert (arm.app, arm.version, arm.weight) == (name, "1.1.0", 5)
     assert (arm.content_hash, arm.fuse) == ("abc", True)  # the ingress compares its own
-    assert split.purpose == "rollout" and split.own_weight == 95
+    assert split.name == "digits-rollout-1.0.0-vs-1.1.0"
+    mirrored = split_for("digits", stable_name, candidate, Step(share=0, mirror=20))
+    assert mirrored.arms == () and mirrored.mirror is not None
+    assert (mirrored.mirror.app, mirrored.mirror.percent) == (name, 20)
+    zero = split_for("digits", stable_name, candidate, None)
+    assert (zero.arms, zero.mirror, zero.name) == ((), None, split.name)  # names no app
     splitting = with_split(stable, split)
     assert splitting["deployments"][1] == rendered[1]  # other entries kept as they are
     assert split_in(splitting) == split and split_in(stable) is None

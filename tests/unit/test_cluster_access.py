@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from graphops._net import free_port
 from graphops.cli import app
 from graphops.controller.cluster import Cluster, token_variable
 from graphops.controller.status import _unreadable
@@ -96,9 +96,7 @@ def test_without_token_env_the_variable_is_ray_auth_token(
 
 
 def test_an_unreachable_cluster_says_so() -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     with pytest.raises(ClusterUnreachableError, match="is unreachable") as caught:
         Cluster(_env(f"http://127.0.0.1:{port}"), timeout_s=2).applications()
     assert _unreadable(caught.value) == "unreachable"

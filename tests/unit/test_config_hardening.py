@@ -15,7 +15,7 @@ from graphops.environments import (
     load_release,
     write_release,
 )
-from graphops.environments._files import MAX_YAML_BYTES, MAX_YAML_DEPTH
+from graphops.environments._yaml import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from graphops.errors import ConfigError
 from tests.fixtures.locks import lock
 

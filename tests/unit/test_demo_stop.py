@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from graphops.demo import services
+from graphops.demo import processes, services
 
 LEADER = """
 import signal, subprocess, sys, time
@@ -34,7 +34,7 @@ STUBBORN = (
 
 def _start(tmp_path: Path, child: str) -> services.Service:
     log = tmp_path / "leader.log"
-    process = services._spawn([sys.executable, "-c", LEADER.format(child=child)], log)
+    process = processes.spawn([sys.executable, "-c", LEADER.format(child=child)], log)
     deadline = time.monotonic() + 60
     while "ready" not in log.read_text():  # the group is complete, the child set up
         assert time.monotonic() < deadline, log.read_text()
@@ -49,11 +49,11 @@ def _child_pid(service: services.Service) -> int:
 def test_the_leader_is_not_waited_for_once_its_group_is_gone(tmp_path: Path) -> None:
     service = _start(tmp_path, CHILD)
     child = _child_pid(service)
-    assert sorted(services._group(service.pid)) == sorted([service.pid, child])
+    assert sorted(processes.group(service.pid)) == sorted([service.pid, child])
     started = time.monotonic()
     services.stop(service)
     took = time.monotonic() - started
-    assert not service.alive() and not services._group(service.pid)
+    assert not service.alive() and not processes.group(service.pid)
     assert took < 6, f"stop took {took:.1f} s: it waited for the leader's slow exit"
 
 
@@ -62,5 +62,5 @@ def test_a_process_ignoring_sigterm_is_killed_at_the_timeout(tmp_path: Path) -> 
     started = time.monotonic()
     services.stop(service, timeout_s=2)
     took = time.monotonic() - started
-    assert not service.alive() and not services._group(service.pid)
+    assert not service.alive() and not processes.group(service.pid)
     assert 1.5 < took < 8, took

@@ -27,7 +27,7 @@ from graphops import (
 from graphops.diagram import mermaid, svg
 from graphops.diagram._layout import Rect, layout
 from graphops.diagram._mermaid import _stage_label
-from graphops.plan import Plan, plan
+from graphops.planner import Plan, plan
 from graphops.validation import (
     GraphValidation,
     ValidationReport,

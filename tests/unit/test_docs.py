@@ -375,7 +375,7 @@ def validate_excerpt(model: type[BaseModel], data: Any, where: str) -> None:
 
 @pytest.mark.parametrize("block", YAML, ids=ids(YAML))
 def test_yaml_blocks_are_valid_for_what_reads_them(block: Block) -> None:
-    from graphops.environments._schema import EnvironmentConfig, Release
+    from graphops.environments import EnvironmentConfig, Release
 
     documents = [d for d in yaml.safe_load_all(block.text) if d is not None]
     assert documents, block.where

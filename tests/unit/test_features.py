@@ -24,7 +24,7 @@ from graphops import (
 )
 from graphops.environments import EnvironmentConfig
 from graphops.features import EmbeddedStore, FeaturesConfig, feature_tables, open_store
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.runtime import LocalRunner
 
 TABLE = FeatureTable(

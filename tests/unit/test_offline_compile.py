@@ -10,7 +10,7 @@ import pytest
 from graphops import Graph, Resources, Scaling
 from graphops.graph import Batching, MiB
 from graphops.graph._settings import OFFLINE_BATCH_ROWS
-from graphops.plan import (
+from graphops.planner import (
     Boundary,
     Operator,
     Stage,

@@ -9,7 +9,7 @@ import pytest
 
 from graphops import PlanError, ServeError
 from graphops.graph import Scaling
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.runtime._errors import HttpError
 from graphops.runtime._http import GraphHttp
 from graphops.runtime.online import app

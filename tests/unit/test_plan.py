@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from graphops import Graph, PlanError, Resources, Scaling, node
 from graphops.diagram import mermaid
 from graphops.graph import Node
-from graphops.plan import Boundary, plan
+from graphops.planner import Boundary, plan
 from tests.fixtures.graphs import valid
 
 

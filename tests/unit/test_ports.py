@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from graphops._net import port_free
 from graphops.errors import PortInUseError, ServeError
-from graphops.runtime._ray import port_free, require_free_port
+from graphops.runtime._ray import require_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = (sys.executable, "-c", "from graphops.cli import main; main()")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import git
 import pytest
 import yaml
 
+from graphops._net import free_port
 from graphops.controller.reconciler import ControllerState, pull, round_, state_path
 from graphops.errors import GraphOpsError
 
@@ -48,9 +48,8 @@ def origin(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "environments", seed / "environments")
     dev = seed / "environments" / "dev" / "environment.yaml"
     data = yaml.safe_load(dev.read_text())
-    with socket.socket() as s:  # a port nothing listens on: never someone's cluster
-        s.bind(("127.0.0.1", 0))
-        data["cluster"]["dashboard"] = f"http://127.0.0.1:{s.getsockname()[1]}"
+    # A port nothing listens on: never someone's cluster.
+    data["cluster"]["dashboard"] = f"http://127.0.0.1:{free_port()}"
     dev.write_text(yaml.safe_dump(data))
     with git.Repo.init(seed, initial_branch="main") as r:
         with r.config_writer() as config:

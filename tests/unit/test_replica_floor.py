@@ -10,7 +10,7 @@ from graphops.controller.render import application, floored_override, versions
 from graphops.controller.status import DeploymentChange, _single_replica
 from graphops.environments import EnvironmentConfig, ReleaseEntry
 from graphops.graph import Scaling
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.runtime.schema import AppArgs, DeploymentOverride, deployment_specs, floored
 from tests.fixtures.graphs import valid
 from tests.fixtures.locks import lock

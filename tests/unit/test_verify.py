@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from graphops.controller.gates import record_mismatches
+from graphops.controller.lock import record_mismatches
 from graphops.controller.verify import Running, check_running, running
 from graphops.errors import TamperingError
 from graphops.registry import ValidationRecord

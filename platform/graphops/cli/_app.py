@@ -23,10 +23,11 @@ from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
 from ._experiment import experiment_app
 from ._features import EnvOption, env_features, features_app
-from ._gitops import apply, controller, diff, pin_image, promote, render, rollouts, status
+from ._gitops import apply, controller, diff, pin_image, promote, render
 from ._new import new
 from ._offline import batch, validate
 from ._online import serve
+from ._status import rollouts, status
 
 app = typer.Typer(
     name="graphops",
@@ -125,7 +126,7 @@ def plan_graph(
     named by column).
     """
     from graphops.diagram import mermaid, svg
-    from graphops.plan import offline_operators, plan
+    from graphops.planner import offline_operators, plan
     from graphops.runtime.schema import deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)

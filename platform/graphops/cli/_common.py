@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from graphops.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="Environment (a folder under environments/).")
+]
+"""The ``--env`` option of the commands that act on one environment."""
 
 
 @dataclass(frozen=True)

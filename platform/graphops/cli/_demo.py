@@ -35,15 +35,17 @@ def demo(
         bool,
         typer.Option(
             help=f"Roll out a new version of {CANARY_GRAPH} in dev by canary under load "
-            "(promoted step by step), then a broken one (aborted).",
+            "(promoted step by step), then a broken one (aborted), then by shadow, then canary "
+            "one that disagrees with the stable (aborted while mirrored).",
         ),
     ] = True,
     canary_again: Annotated[
         bool,
         typer.Option(
             "--canary-again",
-            help=f"Roll out two new versions of {CANARY_GRAPH} by canary even when an earlier "
-            "run did (default: a re-run shows that run's rollouts and adds no version).",
+            help=f"Roll out three new versions of {CANARY_GRAPH} (two canaries, one shadow) even "
+            "when an earlier run did (default: a re-run shows that run's rollouts and adds no "
+            "version).",
         ),
     ] = False,
     revalidate: Annotated[
@@ -71,10 +73,12 @@ def demo(
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
     record); runs an A/A experiment split by its ingress and a batch job; promotes every graph to
     dev and applies it, then asks each graph on its stable route; rolls out a new version of
-    digits in dev by canary under load, then a broken one (aborted); promotes digits from dev to
-    staging and applies it there; prints what is live where. Safe to re-run: what is already up,
-    registered, validated, pinned or applied is reused, and the canaries an earlier run made are
-    shown again (`--canary-again` makes two new versions). `--down` stops everything it started.
+    digits in dev by canary under load, then a broken one (aborted), then by shadow, then canary
+    one whose answers disagree with the stable's (aborted while mirrored, before it answers any
+    client); promotes digits from dev to staging and applies it there; prints what is live where.
+    Safe to re-run: what is already up, registered, validated, pinned or applied is reused, and
+    the rollouts an earlier run made are shown again (`--canary-again` makes three new
+    versions). `--down` stops everything it started.
 
     With `--multinode` (off by default: two more Ray nodes on the machine), dev's cluster gets two
     worker nodes on 127.0.0.1 with its token: `ray-dev-cpu` (2 CPUs) and `ray-dev-gpu` (1 CPU,

@@ -9,8 +9,8 @@ import typer
 
 from graphops._views import report_table
 
-from ._common import GraphArg, console, friendly
-from ._gitops import EnvOption, lock_summary
+from ._common import EnvOption, GraphArg, console, friendly
+from ._gitops import lock_summary
 
 experiment_app = typer.Typer(
     help="A/B experiments and shadow traffic between graph versions, declared in release.yaml.",

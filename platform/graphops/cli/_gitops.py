@@ -1,10 +1,7 @@
-"""GitOps commands: render, promote, diff, apply and status of the environments in git."""
+"""GitOps commands: render, promote, diff and apply the environments in git; the pull controller."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,14 +9,10 @@ from rich.table import Table
 
 from graphops.errors import GraphOpsError
 
-from ._common import console
+from ._common import EnvOption, console
 
 if TYPE_CHECKING:
     from graphops.environments import GraphLock
-
-EnvOption = Annotated[
-    str, typer.Option("--env", "-e", help="Environment (a folder under environments/).")
-]
 
 
 def render(
@@ -96,6 +89,7 @@ def promote(
     ] = False,
 ) -> None:
     """Check the gates and commit the graph's lock to an environment on a promote/... branch."""
+    from graphops.controller.gates import health_probe
     from graphops.controller.promote import promote as do_promote
     from graphops.graph import graph_names
 
@@ -118,7 +112,7 @@ def promote(
                 registry,
                 version=version,
                 push=push,
-                live=_live_check(repo),
+                live=health_probe(repo),
                 dry_run=dry_run,
             )
         except GraphOpsError as exc:
@@ -160,22 +154,6 @@ def lock_summary(lock: GraphLock) -> str:
         f"lock: {lock.version} · content {lock.content_hash[:19]} · commit {lock.commit[:12]} · "
         f"models {models} · validation {lock.validation_run} · code {lock.package}"
     )
-
-
-def _live_check(repo: Path) -> Callable[[str, str, GraphLock], str | None]:
-    """live(env, graph, lock) for the gates: None when the lock runs healthy there."""
-    from graphops.controller.status import UNREADABLE, status
-
-    def live(env: str, graph: str, lock: GraphLock) -> str | None:
-        rows = [s for s in status(repo, env) if s.graph == graph]
-        if not rows:
-            return f"{graph} is not released in {env}"
-        row = rows[0]
-        if row.live in UNREADABLE:
-            return None  # no cluster to ask (e.g. CI without access): the soak decides
-        return None if row.live == "RUNNING" else f"{graph} is {row.live} in {env}"
-
-    return live
 
 
 def diff(ctx: typer.Context, env: EnvOption) -> None:
@@ -223,8 +201,9 @@ def apply(
 ) -> None:
     """Reconcile the environment's cluster with git; a failing new version never takes the route.
 
-    With ``rollout.strategy: canary`` a new version walks its canary steps first; an aborted
-    canary exits 1 after putting the stable version back and committing why.
+    With a rollout strategy that has steps (``canary``, ``shadow_canary``) a new version walks
+    them first; an aborted rollout exits 1 after putting the stable version back and committing
+    why.
     """
     from graphops.controller.apply import apply as do_apply
 
@@ -238,7 +217,7 @@ def apply(
         tracking_uri=ctx.obj.tracking_uri,
     )
     for rollout in result.rollouts:
-        console.print(f"canary: {rollout.graph} {rollout.candidate} {rollout.reason}")
+        console.print(f"{rollout.strategy}: {rollout.graph} {rollout.candidate} {rollout.reason}")
     if result.drift:
         verb = "removed" if result.drift_removed else "left in place (use --correct-drift)"
         console.print(
@@ -254,230 +233,6 @@ def apply(
     ):
         if names:
             console.print(f"{label}: {', '.join(names)}")
-
-
-def status(
-    ctx: typer.Context,
-    env: Annotated[
-        str | None, typer.Option("--env", "-e", help="One environment (default: all).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    live: Annotated[
-        bool,
-        typer.Option(
-            "--live", help="Also read rps, error rate, p50/p99 per graph and arm from the cluster."
-        ),
-    ] = False,
-    seconds: Annotated[float, typer.Option(help="Window of --live, in seconds.")] = 2.0,
-) -> None:
-    """For each environment and graph: version, lock, validation run, live state, drift, since when.
-
-    Live deployments running on one replica are listed under the table as single points of
-    failure, with the fix (`policy.min_replicas: 2`). A second table shows the placement of every
-    live deployment: the Ray node id of each running replica (`--json`: `placement`), so a model
-    stage on a GPU node and the ingress elsewhere can be read off.
-
-    ``--live`` adds what each graph (each arm of a split: an experiment or a canary) answers
-    now, read from the graphs' own counters over ``--seconds`` (no Prometheus needed), and the last rollout of
-    each graph (``environments/<env>/rollouts.yaml``), with the MLflow run that holds its copy.
-
-    The live state is ``unreachable``, ``no token`` or ``token refused`` when an environment's
-    cluster could not be read; the reason (and the variable to export) is printed under the
-    table and the exit status is then 1. It is ``TAMPERED`` when a running application reports
-    other code (content hash, ``GET <route>/health``) than its lock: also exit status 1.
-
-    When no environment of the checkout releases a graph and the demo's GitOps sandbox does
-    (after `graphops demo`), the sandbox's environments are shown, said in one line with the
-    command that reads them (``--json`` never switches).
-    """
-    from graphops.controller.status import SPOF_FIX, UNREADABLE
-    from graphops.controller.status import status as do_status
-
-    root = ctx.obj.root()
-    rows = do_status(root, env)
-    if not rows and not as_json:
-        demo = _demo_instead(root, env)
-        root, rows = demo, do_status(demo, env) if demo != root else rows
-    unread = {r.env: r.problem for r in rows if r.live in UNREADABLE}
-    if as_json:
-        out: object = [r.model_dump() for r in rows]
-        if live:
-            from graphops.controller.live import live as read_live
-
-            envs = sorted({r.env for r in rows} - set(unread))
-            figures = [f.model_dump() for e in envs for f in read_live(root, e)]
-            out = {"status": out, "live": figures}
-        print(json.dumps(out, indent=2))
-        if unread or any(r.tampering for r in rows):
-            raise typer.Exit(1)
-        return
-    table = Table(title="Environments", title_justify="left")
-    for column in ("env", "graph", "version", "lock", "validation run", "live", "drift", "since"):
-        table.add_column(column)
-    for r in rows:
-        colour = "green" if r.live == "RUNNING" else "red" if r.live in UNREADABLE else "yellow"
-        table.add_row(
-            r.env,
-            r.graph,
-            r.traffic or r.version,
-            r.lock,
-            r.validation_run or "-",
-            f"[{colour}]{r.live}[/]",
-            "[red]yes[/]" if r.drift else "no",
-            r.since,
-        )
-    console.print(table)
-    placed = [r for r in rows if r.placement]
-    if placed:
-        where = Table(title="Placement (Ray node id of each running replica)", title_justify="left")
-        for column in ("env", "application/deployment", "replicas", "nodes"):
-            where.add_column(column)
-        for r in placed:
-            for deployment, nodes in r.placement.items():
-                shown = ", ".join(n[:12] for n in nodes) or "-"
-                where.add_row(r.env, deployment, str(len(nodes)), shown)
-        console.print(where)
-    for r in rows:
-        if r.single_points:
-            console.print(
-                f"[yellow]{r.env}: {r.graph} has single points of failure[/] (one running "
-                f"replica): {', '.join(r.single_points)}. Fix: {SPOF_FIX}",
-                highlight=False,
-            )
-    for name, problem in unread.items():
-        console.print(f"[red]{name}:[/] {problem}", highlight=False)
-    tampered = [r for r in rows if r.tampering]
-    for r in tampered:
-        console.print(
-            f"[red]{r.env}: tampering:[/] {r.graph} runs other code than its lock: "
-            f"{'; '.join(r.tampering)}. Fix: remove the application from the cluster and run "
-            f"`graphops apply --env {r.env}` (docs/security.md).",
-            highlight=False,
-        )
-    _rollouts(root, sorted({r.env for r in rows}))
-    if live:
-        _live(root, sorted({r.env for r in rows} - set(unread)), seconds)
-    if unread or tampered:
-        raise typer.Exit(1)
-
-
-def _demo_instead(root: Path, env: str | None) -> Path:
-    """The demo's sandbox when it releases what ``root`` does not (said in one line), else ``root``.
-
-    After `graphops demo`, the checkout's environments release nothing: the demo promotes in a
-    clone of it, `graphops.demo.released_sandbox`.
-    """
-    from graphops.demo import released_sandbox
-
-    sandbox = released_sandbox(root, env)
-    where = f"environments/{env}" if env else "environments/*"
-    if sandbox is None:
-        console.print(
-            f"Nothing is released in {where} of {root} (no release.yaml names a graph): "
-            "`graphops promote` pins one.",
-            highlight=False,
-        )
-        return root
-    shown = sandbox.relative_to(Path.cwd()) if sandbox.is_relative_to(Path.cwd()) else sandbox
-    command = f"graphops --repo {shown} status" + (f" --env {env}" if env else "")
-    console.print(
-        f"Nothing is released in {where} of this checkout; the demo's environments are in its "
-        f"sandbox {shown}, shown below: `{command}`",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return sandbox
-
-
-def _rollouts(root: Path, envs: list[str]) -> None:
-    """The last rollout of each graph that has one (canary records in rollouts.yaml)."""
-    from graphops.controller.rollout import load_rollouts
-
-    for env in envs:
-        for graph, records in load_rollouts(root, env).items():
-            if records:
-                last = records[0]
-                steps = " → ".join(
-                    f"{s['share']:g}% {s['decision']}" for s in last.get("steps") or []
-                )
-                colour = "green" if last["outcome"] == "promoted" else "red"
-                run = last.get("mlflow_run")
-                mlflow = f" MLflow run {run}." if run else ""
-                console.print(
-                    f"{env}: {graph} canary {last['from']} → {last['version']} "
-                    f"[{colour}]{last['outcome']}[/] {last['ended']} by {last['by']}: {steps}. "
-                    f"{last['reason']}{mlflow}",
-                    highlight=False,
-                )
-
-
-def rollouts(
-    ctx: typer.Context,
-    env: EnvOption,
-    graph: Annotated[str | None, typer.Option(help="One graph (default: all).")] = None,
-    record: Annotated[
-        bool,
-        typer.Option(
-            "--record", help="Copy the records into MLflow (when it missed them); idempotent."
-        ),
-    ] = False,
-) -> None:
-    """The canary rollouts recorded in git (environments/<env>/rollouts.yaml), newest first.
-
-    ``--record`` copies them into MLflow (experiment ``graphops-rollouts/<env>``, one run per
-    rollout), reusing the run of a rollout already there: what to run when apply said MLflow
-    did not record one.
-    """
-    from graphops.controller.records import record_again
-    from graphops.controller.rollout import load_rollouts
-
-    root = ctx.obj.root()
-    if record:
-        for name, version, run_id in record_again(root, env, graph, ctx.obj.tracking_uri):
-            console.print(f"{env}: {name} {version}: MLflow run {run_id}", highlight=False)
-        return
-    table = Table(title=f"Rollouts in {env}", title_justify="left")
-    for column in ("graph", "from", "version", "outcome", "steps", "ended", "by", "MLflow run"):
-        table.add_column(column)
-    for name, records in sorted(load_rollouts(root, env).items()):
-        if graph is not None and name != graph:
-            continue
-        for r in records:
-            steps = " → ".join(f"{s['share']:g}% {s['decision']}" for s in r.get("steps") or [])
-            table.add_row(
-                name,
-                str(r["from"]),
-                str(r["version"]),
-                str(r["outcome"]),
-                steps,
-                str(r["ended"]),
-                str(r["by"]),
-                str(r.get("mlflow_run") or "-"),
-            )
-    console.print(table)
-
-
-def _live(root: Path, envs: list[str], seconds: float) -> None:
-    """The live figures of each environment's graphs, per arm."""
-    from graphops.controller.live import live as read_live
-
-    table = Table(title=f"Live (last {seconds:g} s)", title_justify="left")
-    for column in ("env", "graph", "version", "share", "rps", "errors", "p50 ms", "p99 ms", ""):
-        table.add_column(column)
-    for env in envs:
-        for f in read_live(root, env, seconds=seconds):
-            table.add_row(
-                f.env,
-                f.graph,
-                f.version,
-                f"{f.weight:g}%",
-                f"{f.rps:.1f}",
-                f"{f.error_rate:.1%}",
-                f"≤{f.p50_ms:g}" if f.p50_ms is not None else "-",
-                f"≤{f.p99_ms:g}" if f.p99_ms is not None else "-",
-                f.problem or (f"replicas {f.replicas}" if f.replicas else f.role),
-            )
-    console.print(table)
 
 
 def controller(

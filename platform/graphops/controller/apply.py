@@ -11,25 +11,30 @@ steps, each a complete config:
    ones are parked on ``/_graphops/previous/<app>``, still running);
 4. **retire**: the old applications are removed.
 
-With ``rollout.strategy: canary`` a graph's new version first walks canary steps, the stable
-version's own ingress splitting its route (`graphops.controller.rollout`); the steps above then
-finish the move. Applying twice
-changes nothing. Applications of graphs that git does not know are drift: reported,
-and removed only with ``correct_drift``.
+A graph whose rollout strategy has judged steps (``canary``, ``shadow_canary``: see
+`graphops.controller.rollout`) first walks them, the stable version's own ingress splitting its
+route; the steps above then finish the move (blue/green is the strategy with no steps). Applying
+twice changes nothing. Applications of graphs that git does not know are drift: reported, and
+removed only with ``correct_drift``.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import requests
-
+from graphops.controller.applications import (
+    CANDIDATE,
+    PREVIOUS,
+    AppConfig,
+    comparable,
+    graph_of,
+    live_applications,
+    smoke,
+)
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.packaging import (
     local_path,
@@ -39,14 +44,17 @@ from graphops.controller.packaging import (
     verify_archive,
 )
 from graphops.controller.render import Rendered, app_name, render, versions
+from graphops.controller.rollout import (
+    RolloutRecord,
+    record_rollout,
+    rollouts_due,
+    run_rollout,
+    strategy_for,
+)
 from graphops.controller.verify import before_apply
 from graphops.environments import EnvironmentConfig, GraphLock, release_path
 from graphops.errors import ApplyError, ConfigError, did_you_mean
-from graphops.runtime.schema import APP_IMPORT_PATH
-
-CANDIDATE = "/_graphops/candidate/"
-PREVIOUS = "/_graphops/previous/"
-_COMPARED = ("name", "route_prefix", "import_path", "args", "runtime_env", "deployments")
+from graphops.runtime.schema import DeploymentSpec
 
 
 @dataclass
@@ -60,8 +68,8 @@ class ApplyResult:
     unchanged: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     drift_removed: bool = False
-    rollouts: list[Any] = field(default_factory=list)
-    """Canary rollouts walked (`graphops.controller.rollout.Rollout`), promoted."""
+    rollouts: list[RolloutRecord] = field(default_factory=list)
+    """Rollouts walked step by step (a strategy with steps), promoted."""
 
     @property
     def changed(self) -> bool:
@@ -69,18 +77,7 @@ class ApplyResult:
         return bool(self.started or self.updated or self.retired or self.drift_removed)
 
 
-def comparable(app: dict[str, Any]) -> dict[str, Any]:
-    """The parts of an application config that git decides (Serve adds defaults to the rest)."""
-    return {k: app[k] for k in _COMPARED if app.get(k) not in (None, {}, [])}
-
-
-def graph_of(app: dict[str, Any]) -> str | None:
-    """The graph an application serves, when graphops made it."""
-    args = app.get("args") or {}
-    return args.get("graph") if app.get("import_path", "").startswith("graphops.") else None
-
-
-def planned_deployments(repo: Path, lock: GraphLock, app: dict[str, Any]) -> dict[str, Any]:
+def planned_deployments(repo: Path, lock: GraphLock, app: AppConfig) -> dict[str, DeploymentSpec]:
     """The deployments an application runs, as its locked code plans them (name -> spec).
 
     The graph's code is staged from ``lock``'s commit and planned with the application's args
@@ -95,7 +92,7 @@ def planned_deployments(repo: Path, lock: GraphLock, app: dict[str, Any]) -> dic
         Deployment name -> DeploymentSpec.
     """
     from graphops.graph import LockedCode, load_locked
-    from graphops.plan import plan
+    from graphops.planner import plan
     from graphops.runtime.schema import AppArgs, deployment_specs
 
     with tempfile.TemporaryDirectory(prefix="graphops-specs-") as tmp:
@@ -136,7 +133,7 @@ def check_overrides(repo: Path, rendered: Rendered) -> None:
 
 
 def check_archives(
-    repo: Path, env: EnvironmentConfig, apps: dict[str, dict[str, Any]], locks: dict[str, GraphLock]
+    repo: Path, env: EnvironmentConfig, apps: dict[str, AppConfig], locks: dict[str, GraphLock]
 ) -> None:
     """Verify the code zip of each new application, whatever its scheme (``code.mode: uri``).
 
@@ -170,8 +167,8 @@ def apply(
 ) -> ApplyResult:
     """Make ``env_name``'s cluster run what its committed files say; see the module docstring.
 
-    A graph whose strategy is ``canary`` (``rollout`` in environment.yaml) first walks its
-    canary steps (`graphops.controller.rollout`); its record is committed on the checked-out
+    A graph whose strategy has steps (``rollout`` in environment.yaml) first walks them
+    (`graphops.controller.rollout`); its record is committed on the checked-out
     branch (pushed to ``push`` of origin when given) and copied into MLflow at ``tracking_uri``
     (default: ``$MLFLOW_TRACKING_URI``, else the repository's store; a failure there is logged).
 
@@ -180,7 +177,7 @@ def apply(
     MLflow at ``tracking_uri``, and the code each running application reports.
 
     Raises:
-        RolloutAborted: A canary was aborted: the stable version serves alone again, and git
+        RolloutAborted: A rollout was aborted: the stable version serves alone again, and git
             names it again (committed with the record of why).
         ConfigError: The rendered files are stale (run `graphops render`).
         UnsignedCommitError, LockVerificationError, TamperingError: Refused before any change.
@@ -200,19 +197,19 @@ def apply(
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)
     before_apply(repo, rendered, cluster, tracking_uri, log)  # refuses before any change
-    live = _live(cluster)
+    live = live_applications(cluster)
     result = ApplyResult(env=env_name)
-    for graph, stable in canaries(rendered, live):
-        from graphops.controller.rollout import run_canary
-
+    strategies = {g: strategy_for(env.rollout, g) for g in release.graphs}
+    for graph, stable in rollouts_due(rendered, live, strategies):
         candidate = app_name(graph, release.graphs[graph].lock)
         _upload(cluster, repo, rendered, [candidate])
         result.rollouts.append(
-            run_canary(
+            run_rollout(
                 repo,
                 rendered,
                 cluster,
                 graph,
+                strategies[graph],
                 stable=live[stable],
                 candidate=wanted[candidate],
                 live=live,
@@ -223,7 +220,7 @@ def apply(
                 tracking_uri=tracking_uri,
             )
         )
-        live = _live(cluster)
+        live = live_applications(cluster)
     managed = set(release.graphs)
     unknown = {n: a for n, a in live.items() if graph_of(a) not in managed}
     result.drift = sorted(unknown)
@@ -244,7 +241,7 @@ def apply(
         cluster.put(current + candidates, base)
         problems = cluster.wait(new, timeout_s)
         if not problems:
-            problems = smoke(env_name, serve_url(env), {n: wanted[n] for n in new}, wanted)
+            problems = smoke(serve_url(env), {n: wanted[n] for n in new}, wanted)
         if problems:
             log("a new version failed: restoring the previous state")
             cluster.put(current, base)
@@ -272,24 +269,10 @@ def apply(
         cluster.put(list(wanted.values()) + kept_unknown, base)
         result.retired = sorted(old)
         result.drift_removed = correct_drift and bool(unknown)
-    if result.rollouts:
-        from graphops.controller.records import record_rollout
-
-        for rollout in result.rollouts:
-            log(f"recording the rollout of {rollout.graph} {rollout.candidate} in git and MLflow")
-            record_rollout(
-                repo, rollout, revert_to=None, push=push, log=log, tracking_uri=tracking_uri
-            )
+    for record in result.rollouts:
+        log(f"recording the rollout of {record.graph} {record.candidate} in git and MLflow")
+        record_rollout(repo, record, revert_to=None, push=push, log=log, tracking_uri=tracking_uri)
     return result
-
-
-def _live(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    """Live application configs by name; one being deleted (a failed candidate) is not state."""
-    return {
-        name: app["deployed_app_config"]
-        for name, app in cluster.applications().items()
-        if app.get("deployed_app_config") and app.get("status") != "DELETING"
-    }
 
 
 def _upload(cluster: Cluster, repo: Path, rendered: Rendered, new: list[str]) -> None:
@@ -305,54 +288,3 @@ def _upload(cluster: Cluster, repo: Path, rendered: Rendered, new: list[str]) ->
     }
     upload_packages(cluster, repo, needed)
     check_archives(repo, rendered.environment, {n: wanted[n] for n in new if n in locks}, locks)
-
-
-def canaries(rendered: Rendered, live: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """(graph, stable application) of each graph this apply moves to a new version by canary.
-
-    A graph qualifies when its strategy is ``canary``, git pins one version without an
-    experiment, and another version of it serves its route now (or is the stable arm of a
-    canary an interrupted apply left behind: the canary starts again from its first step).
-    """
-    from graphops.controller.rollout import interrupted_stable
-
-    out = []
-    for graph, entry in sorted(rendered.release.graphs.items()):
-        if rendered.environment.rollout.strategy_of(graph) != "canary" or entry.traffic:
-            continue
-        candidate = app_name(graph, entry.lock)
-        serving = [
-            n
-            for n, a in live.items()
-            if graph_of(a) == graph
-            and a.get("route_prefix") == f"/{graph}"
-            and a.get("import_path") == APP_IMPORT_PATH
-        ]
-        stable = serving[0] if len(serving) == 1 else interrupted_stable(graph, live)
-        if stable is not None and stable != candidate:
-            out.append((graph, stable))
-    return out
-
-
-def smoke(
-    env: str, base_url: str, apps: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]]
-) -> dict[str, str]:
-    """POST each candidate its example request; app name -> problem for those that fail.
-
-    A control version that splits its route under an experiment crosses its split as well.
-    """
-    problems = {}
-    for name, app in apps.items():
-        example = (app.get("args") or {}).get("example")
-        url = base_url + CANDIDATE + name
-        try:
-            if example is None:
-                answer = requests.get(url + "/health", timeout=30)
-            else:
-                answer = requests.post(url, data=json.dumps(example), timeout=30)
-        except requests.RequestException as exc:
-            problems[name] = f"smoke request to {url} failed: {exc}"
-            continue
-        if answer.status_code != 200:
-            problems[name] = f"smoke request answered {answer.status_code}: {answer.text[:300]}"
-    return problems

@@ -175,9 +175,9 @@ def _why(app: dict[str, Any]) -> str:
     for text in texts:
         ours = re.findall(r"graphops\.errors\.\w+: (.+)", text)
         if ours:
-            return ours[-1].strip()[:400]
+            return str(ours[-1]).strip()[:400]
     for text in texts:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if lines:
             return lines[-1][:400]
-    return app.get("status", "unknown")
+    return str(app.get("status", "unknown"))

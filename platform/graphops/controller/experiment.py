@@ -19,7 +19,7 @@ from graphops.controller.cluster import serve_url
 from graphops.controller.commit import commit_change
 from graphops.controller.gates import Gate, Soak, record_trust, utcnow, verify_lock
 from graphops.controller.lock import lock_from_checkout
-from graphops.controller.render import render
+from graphops.controller.pin import pin
 from graphops.environments import (
     Arm,
     GraphLock,
@@ -29,7 +29,6 @@ from graphops.environments import (
     dump_yaml,
     load_environment,
     load_release,
-    write_release,
 )
 from graphops.errors import ExperimentError
 from graphops.graph import load_graph
@@ -189,7 +188,7 @@ def start(
 
     def write() -> None:  # runs again on a rebase: re-read the release there
         current = _entry(repo, graph, env_name)
-        _write(repo, env_name, graph, current.model_copy(update={"traffic": change(current)}))
+        pin(repo, env_name, graph, current.model_copy(update={"traffic": change(current)}))
 
     _commit(repo, result, f"experiment/{env_name}/{graph}-{lock.version}", message, write, push)
     return result
@@ -235,7 +234,7 @@ def conclude(
     )
 
     def write() -> None:
-        _write(
+        pin(
             repo,
             env_name,
             graph,
@@ -244,13 +243,6 @@ def conclude(
 
     _commit(repo, result, f"experiment/{env_name}/{graph}-conclude-{keep}", message, write, push)
     return result
-
-
-def _write(repo: Path, env: str, graph: str, entry: ReleaseEntry) -> None:
-    release = load_release(repo, env)
-    graphs = dict(release.graphs) | {graph: entry}
-    write_release(repo, env, release.model_copy(update={"graphs": graphs}))
-    render(repo, env).write()  # refuses an invalid experiment before anything is committed
 
 
 def _commit(
@@ -334,7 +326,7 @@ def log_report(registry: Registry, env: str, entry: ReleaseEntry, figures: Split
     )
     client.log_text(rid, figures.model_dump_json(indent=2), "experiment.json")
     client.set_terminated(rid)
-    return rid
+    return str(rid)
 
 
 __all__ = ["ExperimentChange", "conclude", "log_report", "report", "start"]

@@ -4,7 +4,9 @@ A gate is a named verdict with a detail line. `verify_lock` is the one eligibili
 lock: a passed validation of exactly that lock (when the environment's policy requires one) and
 model digests unchanged in the registry, with the gates of where the lock has run upstream
 (upstream pin, `Soak`, health) listed between them. Promotion, carrying an experiment downstream
-and starting an experiment all call it; so should any new way of placing a lock (a canary).
+and starting an experiment all call it; so should any new way of placing a lock. The gates of a
+promotion (`promotion_gates`: upstream pin, soak, healthy upstream through `health_probe`, then
+`verify_lock`) are built here too, so `promote` and the CLI only ask.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphops._git import in_history
-from graphops.environments import EnvironmentConfig, GraphLock
+from graphops.controller.lock import record_mismatches
+from graphops.environments import EnvironmentConfig, GraphLock, load_release
 from graphops.errors import GraphOpsError
 from graphops.registry import Registry, ValidationRecord
 
@@ -84,6 +87,86 @@ def record_trust(repo: Path, env: EnvironmentConfig) -> RecordTrust:
     )
 
 
+Health = Callable[[str, str, GraphLock], str | None]
+"""``health(env, graph, lock)``: None when ``lock`` runs healthy in ``env``, else why not."""
+
+
+def health_probe(repo: Path) -> Health:
+    """The ``healthy upstream`` gate's probe: what `graphops status` says of the graph there.
+
+    An environment whose cluster cannot be read (no address, no token, unreachable) counts as
+    healthy: the soak then decides (e.g. CI without access to the upstream cluster).
+    """
+    from graphops.controller.status import UNREADABLE, status  # status reads the clusters
+
+    def health(env: str, graph: str, lock: GraphLock) -> str | None:
+        rows = [s for s in status(repo, env) if s.graph == graph]
+        if not rows:
+            return f"{graph} is not released in {env}"
+        row = rows[0]
+        if row.live in UNREADABLE:
+            return None
+        return None if row.live == "RUNNING" else f"{graph} is {row.live} in {env}"
+
+    return health
+
+
+def promotion_gates(
+    repo: Path,
+    registry: Registry,
+    env: EnvironmentConfig,
+    graph: str,
+    lock: GraphLock,
+    now: datetime.datetime,
+    live: Health | None = None,
+) -> list[Gate]:
+    """Every gate of ``env``'s policy for ``lock``; nothing is written.
+
+    Args:
+        repo: Repository root.
+        registry: The MLflow registry (validation records, model digests).
+        env: The target environment.
+        graph: Graph name.
+        lock: The lock to promote.
+        now: The time the soak is measured to.
+        live: ``live(env, graph, lock)`` -> None when the lock runs healthy in ``env``, else why
+            not (`health_probe`); None skips the health gate.
+    """
+    policy = env.policy
+    placed: list[Gate] = []
+    if policy.upstream:
+        upstream = load_release(repo, policy.upstream).graphs.get(graph)
+        if upstream is None or upstream.lock != lock:
+            placed.append(
+                Gate(
+                    "upstream",
+                    False,
+                    f"{graph} {lock.version} ({lock.content_hash[:19]}) is not what "
+                    f"{policy.upstream} runs; promote it there first.",
+                )
+            )
+        else:
+            placed.append(
+                Soak(upstream.promoted_at, now, policy.soak_minutes).gate(policy.upstream)
+            )
+            if live is not None:
+                problem = live(policy.upstream, graph, lock)
+                placed.append(
+                    Gate(
+                        "healthy upstream",
+                        problem is None,
+                        problem or f"running and healthy in {policy.upstream}",
+                    )
+                )
+    return verify_lock(
+        registry,
+        lock,
+        require_validation=policy.require_validation,
+        upstream=placed,
+        trust=record_trust(repo, env),
+    )
+
+
 def verify_lock(
     registry: Registry,
     lock: GraphLock,
@@ -136,33 +219,6 @@ def _validation(registry: Registry, lock: GraphLock, trust: RecordTrust | None =
         if untrusted:
             return Gate("validation", False, untrusted)
     return Gate("validation", True, f"passed in run {record.run_id}")
-
-
-def record_mismatches(
-    record: ValidationRecord, lock: GraphLock, graph: str | None = None
-) -> list[tuple[str, str, str]]:
-    """(lock field, what the lock says, what ``record`` validated) for each difference.
-
-    A lock matches its record when the record is a pass of the same graph (when ``graph`` is
-    given), version, content hash, model versions and model digests: exactly, field by field.
-    """
-    found: list[tuple[str, str, str]] = []
-    if graph is not None and record.graph != graph:
-        found.append(("graph", graph, record.graph))
-    if record.status != "passed":
-        found.append(("validation_run", "a passed run", f"a {record.status or 'unfinished'} run"))
-    if record.version != lock.version:
-        found.append(("version", lock.version, record.version))
-    if record.content_hash != lock.content_hash:
-        found.append(("content_hash", lock.content_hash, record.content_hash))
-    for node in sorted(set(lock.models) | set(record.models) | set(record.digests)):
-        pin = lock.models.get(node)
-        uri, digest = (pin.uri, pin.digest) if pin else ("(none)", "(none)")
-        if record.models.get(node, "(none)") != uri:
-            found.append((f"models.{node}", uri, record.models.get(node, "(none)")))
-        if record.digests.get(node, "(none)") != digest:
-            found.append((f"models.{node}.digest", digest, record.digests.get(node, "(none)")))
-    return found
 
 
 def _untrusted(record: ValidationRecord, trust: RecordTrust) -> str | None:

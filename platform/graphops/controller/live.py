@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import requests
 from pydantic import BaseModel, Field
 
+from graphops.controller.applications import version_of
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.rollout import version_of
 from graphops.environments import load_environment, load_release
 from graphops.errors import GraphOpsError
 from graphops.runtime.figures import Raw, delta, merge, rates

@@ -96,3 +96,30 @@ def passed_record(
         fix=f"Run `graphops validate {graph}` on this commit (CI does on every pull request).",
         graph=graph,
     )
+
+
+def record_mismatches(
+    record: ValidationRecord, lock: GraphLock, graph: str | None = None
+) -> list[tuple[str, str, str]]:
+    """(lock field, what the lock says, what ``record`` validated) for each difference.
+
+    A lock matches its record when the record is a pass of the same graph (when ``graph`` is
+    given), version, content hash, model versions and model digests: exactly, field by field.
+    """
+    found: list[tuple[str, str, str]] = []
+    if graph is not None and record.graph != graph:
+        found.append(("graph", graph, record.graph))
+    if record.status != "passed":
+        found.append(("validation_run", "a passed run", f"a {record.status or 'unfinished'} run"))
+    if record.version != lock.version:
+        found.append(("version", lock.version, record.version))
+    if record.content_hash != lock.content_hash:
+        found.append(("content_hash", lock.content_hash, record.content_hash))
+    for node in sorted(set(lock.models) | set(record.models) | set(record.digests)):
+        pin = lock.models.get(node)
+        uri, digest = (pin.uri, pin.digest) if pin else ("(none)", "(none)")
+        if record.models.get(node, "(none)") != uri:
+            found.append((f"models.{node}", uri, record.models.get(node, "(none)")))
+        if record.digests.get(node, "(none)") != digest:
+            found.append((f"models.{node}.digest", digest, record.digests.get(node, "(none)")))
+    return found

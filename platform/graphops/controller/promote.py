@@ -11,15 +11,23 @@ every arm is verified.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphops.controller.commit import branch_name, commit_change
-from graphops.controller.gates import Gate, Soak, record_trust, utcnow, verify_lock
+from graphops.controller.gates import (
+    Gate,
+    Health,
+    Soak,
+    promotion_gates,
+    record_trust,
+    utcnow,
+    verify_lock,
+)
 from graphops.controller.lock import lock_from_checkout, same_lock
 from graphops.controller.packaging import publish_archive
-from graphops.controller.render import render, versions
+from graphops.controller.pin import pin
+from graphops.controller.render import versions
 from graphops.environments import (
     EnvironmentConfig,
     GraphLock,
@@ -28,7 +36,6 @@ from graphops.environments import (
     dump_yaml,
     load_environment,
     load_release,
-    write_release,
 )
 from graphops.errors import PromotionError
 from graphops.registry import Registry
@@ -55,62 +62,6 @@ class Promotion:
         return all(g.passed for g in self.gates)
 
 
-def check_gates(
-    repo: Path,
-    registry: Registry,
-    env: EnvironmentConfig,
-    graph: str,
-    lock: GraphLock,
-    now: datetime.datetime,
-    live: Callable[[str, str, GraphLock], str | None] | None = None,
-) -> list[Gate]:
-    """Every gate of ``env``'s policy for ``lock``; nothing is written.
-
-    Args:
-        repo: Repository root.
-        registry: The MLflow registry (validation records, model digests).
-        env: The target environment.
-        graph: Graph name.
-        lock: The lock to promote.
-        now: The time the soak is measured to.
-        live: ``live(env, graph, lock)`` -> None when the lock runs healthy in ``env``, else why
-            not; None skips the live check (no cluster address configured).
-    """
-    policy = env.policy
-    placed: list[Gate] = []
-    if policy.upstream:
-        upstream = load_release(repo, policy.upstream).graphs.get(graph)
-        if upstream is None or upstream.lock != lock:
-            placed.append(
-                Gate(
-                    "upstream",
-                    False,
-                    f"{graph} {lock.version} ({lock.content_hash[:19]}) is not what "
-                    f"{policy.upstream} runs; promote it there first.",
-                )
-            )
-        else:
-            placed.append(
-                Soak(upstream.promoted_at, now, policy.soak_minutes).gate(policy.upstream)
-            )
-            if live is not None:
-                problem = live(policy.upstream, graph, lock)
-                placed.append(
-                    Gate(
-                        "healthy upstream",
-                        problem is None,
-                        problem or f"running and healthy in {policy.upstream}",
-                    )
-                )
-    return verify_lock(
-        registry,
-        lock,
-        require_validation=policy.require_validation,
-        upstream=placed,
-        trust=record_trust(repo, env),
-    )
-
-
 def promote(
     repo: Path,
     graph: str,
@@ -120,7 +71,7 @@ def promote(
     version: str | None = None,
     now: datetime.datetime | None = None,
     push: str | None = None,
-    live: Callable[[str, str, GraphLock], str | None] | None = None,
+    live: Health | None = None,
     dry_run: bool = False,
 ) -> Promotion:
     """Check the gates and, when all pass, commit the new lock on ``promote/<env>/<graph>-<v>``.
@@ -134,7 +85,7 @@ def promote(
         now: The time of the promotion (default: now, UTC).
         push: Push the commit to this branch of ``origin`` (e.g. ``main`` for CI's automatic
             promotion to dev); on a race it re-reads the remote, re-renders and retries.
-        live: See `check_gates`.
+        live: See `graphops.controller.gates.promotion_gates` (`health_probe`).
         dry_run: Check the gates and make the lock, but write and commit nothing.
 
     Raises:
@@ -161,7 +112,7 @@ def promote(
             fix="Promote the version that is validated (or live upstream), or drop --version.",
             graph=graph,
         )
-    gates = check_gates(repo, registry, env, graph, lock, now, live)
+    gates = promotion_gates(repo, registry, env, graph, lock, now, live)
     result = Promotion(graph=graph, env=env_name, lock=lock, gates=gates)
     refused = [g for g in gates if not g.passed]
     if refused:
@@ -203,15 +154,12 @@ def promote(
 
 
 def _write(repo: Path, result: Promotion, now: datetime.datetime) -> None:
-    release = load_release(repo, result.env)
-    previous = release.graphs.get(result.graph)
+    previous = load_release(repo, result.env).graphs.get(result.graph)
     overrides = previous.deployments if previous is not None else {}
     entry = ReleaseEntry(
         lock=result.lock, promoted_at=now, deployments=overrides, traffic=result.traffic
     )
-    graphs = dict(release.graphs) | {result.graph: entry}
-    write_release(repo, result.env, release.model_copy(update={"graphs": graphs}))
-    render(repo, result.env).write()
+    pin(repo, result.env, result.graph, entry)
     publish_code(repo, result.env)
 
 

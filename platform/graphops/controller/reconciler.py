@@ -1,11 +1,11 @@
 """The pull-based controller (`graphops controller --env E`): poll git, apply, record, repeat.
 
 One process beside the cluster. Each round it fetches ``origin``, fast-forwards the checkout to
-``origin/<branch>`` when the branch moved, and applies the environment with its own strategy
-(blue/green or canary, `graphops.controller.apply`), pushing a canary's record (and an abort's
+``origin/<branch>`` when the branch moved, and applies the environment (each graph with its
+rollout strategy, `graphops.controller.apply`), pushing a rollout's record (and an abort's
 revert) back to ``<branch>``. The first round always applies, so a restarted controller resumes
-what it left: an interrupted canary (the stable ingress still splitting) starts again from its first
-step, drift is reported (and removed with ``heal``). Its state is written to
+what it left: an interrupted rollout (the stable ingress still splitting) starts again from its
+first step, drift is reported (and removed with ``heal``). Its state is written to
 ``.graphops/controller-<env>.json`` after every round.
 """
 
@@ -105,7 +105,7 @@ def round_(
                 "updated": result.updated,
                 "retired": result.retired,
                 "drift": result.drift,
-                "rollouts": [r.record() for r in result.rollouts],
+                "rollouts": [r.git_form() for r in result.rollouts],
             }
             with git.Repo(repo) as r:
                 state.commit = r.head.commit.hexsha  # a rollout record was committed

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from graphops.controller.apply import comparable, graph_of, planned_deployments
+from graphops.controller.applications import comparable, graph_of
+from graphops.controller.apply import planned_deployments
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.render import serve_config, versions
 from graphops.controller.verify import running

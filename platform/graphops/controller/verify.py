@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from graphops._git import in_history
-from graphops.controller.gates import record_mismatches
+from graphops.controller.lock import record_mismatches
 from graphops.controller.render import Rendered, versions
 from graphops.environments import GraphLock, release_path
 from graphops.errors import LockVerificationError, RegistryError, TamperingError

@@ -1,7 +1,9 @@
 """The main job (`graphops demo`): local stand-ins for the environments' services and its steps.
 
-`services` starts and stops local Ray clusters and the MLflow UI; `job`, `gitops`, `canary` and
-`experiment` are the steps `run` strings together. Sits between the CLI and the scaffold.
+`services` starts and stops local Ray clusters and the MLflow UI; `sandbox` is the GitOps clone
+and `graphops` run in it; `validation`, `experiment`, `gitops`, `multinode` and `rollout` are the
+steps, and `run` alone strings them together (no step imports another). Sits between the CLI and
+the scaffold.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 STAGING_GRAPH = "digits"
 """The graph the main job also promotes to staging."""
 CANARY_GRAPH = "digits"
-"""The graph whose new versions the main job rolls out by canary in dev (one good, one broken)."""
+"""The graph whose new versions the main job rolls out in dev (canary: good, broken; shadow)."""
 
 __all__ = ["CANARY_GRAPH", "STAGING_GRAPH", "down", "main_job", "released_sandbox"]
 

@@ -20,9 +20,10 @@ def experiment_demo(pkg: Any, registry: Any) -> None:
     """Serve arms a and b of ``pkg``, a splitting 90/10 by its first request field; check; clean up."""
     import requests
 
+    from graphops._net import free_port
     from graphops._views import report_table
     from graphops.runtime import read_rows
-    from graphops.runtime.online import deploy, free_port, undeploy
+    from graphops.runtime.online import deploy, undeploy
     from graphops.runtime.split import SPLIT_ROUTE, SplitArm, SplitReport, TrafficSplit
 
     key = pkg.graph.request_fields[0]

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.rule import Rule
 
 from graphops._views import console
 from graphops.demo import services
+from graphops.demo.rollout_history import RolloutRun
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
@@ -37,8 +38,8 @@ class DemoJob:
     state: services.LocalState = field(default_factory=services.LocalState)
     problems: list[str] = field(default_factory=list)
     answers: list[tuple[str, str, str, str]] = field(default_factory=list)
-    canaries: list[Any] = field(default_factory=list)
-    """The canaries dev walked (`graphops.demo.canary.CanaryRun`), for the summary."""
+    rollouts: list[RolloutRun] = field(default_factory=list)
+    """The rollouts dev walked (`graphops.demo.rollout`), for the summary."""
     multinode: bool = False  # worker nodes beside dev's head, dev with `gpus: true`
 
     @property

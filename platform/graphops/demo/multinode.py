@@ -19,6 +19,7 @@ from graphops._views import console
 from graphops.demo import services
 from graphops.demo.job import DemoJob
 from graphops.demo.nodes import LocalCluster, node_kinds
+from graphops.demo.sandbox import token_env
 
 WORKERS = (("ray-dev-cpu", 2, 0), ("ray-dev-gpu", 1, 2))
 """Worker nodes beside dev's head: (name, CPUs, logical GPUs). Two GPUs: a blue/green rollout
@@ -59,9 +60,8 @@ def _token(variable: str, token: str) -> Iterator[None]:
 def show_placement(job: DemoJob) -> None:
     """Print deployment -> node of each running replica in dev (a GPU stage elsewhere: a problem)."""
     from graphops.controller.status import status
-    from graphops.demo.gitops import token_env
     from graphops.graph import load_graph
-    from graphops.plan import plan
+    from graphops.planner import plan
 
     head = job.state.services["ray-dev"]
     kinds = node_kinds(head)

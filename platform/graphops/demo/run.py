@@ -2,8 +2,9 @@
 
 Train and register, plan, run locally, validate on Ray Data (report, MLflow record), an A/A
 experiment split by its ingress, a batch job, then GitOps for real on local clusters: promote to dev
-and apply, answer on the stable routes, roll out two new versions of digits in dev by canary
-under load (one promoted, one aborted), promote digits on to staging (a second cluster) and
+and apply, answer on the stable routes, roll out three new versions of digits in dev under
+load (by canary: one promoted, one aborted; by shadow, then canary: one disagreeing with the
+stable, aborted while mirrored), promote digits on to staging (a second cluster) and
 apply, and print what is live where. Services, validations, the GitOps sandbox and its canaries
 live under ``.graphops/`` and are reused by a re-run, which adds no commit to the sandbox; `down`
 stops the services. `graphops demo` is the command over `main_job`.
@@ -17,9 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.rule import Rule
-from rich.table import Table
-
 from graphops._views import (
     catalog_table,
     console,
@@ -28,18 +26,27 @@ from graphops._views import (
     plan_table,
     run_tables,
 )
-from graphops.demo import services
-from graphops.demo.gitops import gitops, graphops_command, token_exports
+from graphops.demo import CANARY_GRAPH, STAGING_GRAPH, services
+from graphops.demo.gitops import (
+    apply_and_ask,
+    ask,
+    harden,
+    open_gitops,
+    promote_to_dev,
+    promote_to_staging,
+)
 from graphops.demo.job import CLUSTERS, MLFLOW_UI_PORT, DemoJob
+from graphops.demo.rollout import rollout_demo
+from graphops.demo.sandbox import graphops_command
+from graphops.demo.summary import summary
 from graphops.demo.validation import validate_step
 from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
-from graphops.plan import plan
+from graphops.planner import plan
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
-    from graphops.validation import ValidationReport
 
 
 def main_job(
@@ -60,8 +67,8 @@ def main_job(
     Starts (or reuses) a Ray cluster per environment (token auth, loopback) and the MLflow UI;
     trains and registers the models; validates every graph on Ray Data (Markdown report, MLflow
     record); runs an A/A experiment split by its ingress and a batch job; promotes every graph to
-    dev and applies it, then asks each graph on its stable route; rolls out two versions of
-    `CANARY_GRAPH` by canary; promotes `STAGING_GRAPH` on to staging and applies it there; prints
+    dev and applies it, then asks each graph on its stable route; rolls out three versions of
+    `CANARY_GRAPH` (two by canary, one by shadow, then canary); promotes `STAGING_GRAPH` on to staging and applies it there; prints
     what is live where. Safe to re-run: what is already up, registered, validated, pinned, applied
     or rolled out is reused, and the sandbox gets no new commit.
 
@@ -75,9 +82,10 @@ def main_job(
         revalidate: Validate every graph again, even when a passed validation of the same lock
             (code, models, data) is recorded (default: that one is reused, and said so).
         canary: After dev's first apply, roll out a new version of `CANARY_GRAPH` by canary
-            under load (promoted step by step) and a broken one (aborted); `demo.canary`.
+            under load (promoted step by step), a broken one (aborted), and by shadow, then
+            canary one that disagrees with the stable (aborted while mirrored); `demo.rollout`.
             A re-run shows the round an earlier run made instead of making new versions.
-        canary_again: Roll out two new versions even when an earlier run's round is done.
+        canary_again: Roll out three new versions even when an earlier run's round is done.
         multinode: Join a CPU and a logical-GPU worker node to dev's cluster, apply dev with
             `gpus: true` and print where each deployment runs (`graphops.demo.multinode`).
 
@@ -100,14 +108,43 @@ def main_job(
         _experiment(job, names)
     _batch(job, names)
     try:
-        if gitops(job, envs, names, canary, canary_again):
+        if _gitops(job, envs, names, canary, canary_again):
             with job.step("What is live where: graphops status", spinner=False):
                 graphops_command(job, "status")
     except GraphOpsError as exc:  # still summarize what did happen
         errors.print(error_panel(exc))
         job.problems.append(f"GitOps stopped: {exc.what.splitlines()[0]}")  # the box has the fix
-    _summary(job, names, report)
+    summary(job, names, report)
     return not (job.problems or catalog.failures or report.exit_code != 0)
+
+
+def _gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool, again: bool) -> bool:
+    """Promote and apply on the local clusters, in the sandbox; False without a git checkout.
+
+    The steps' order lives here: dev promoted and applied, each graph asked, placement across
+    the nodes (multi-node), the hardening check; with ``canary``, dev then rolls out three new
+    versions of `CANARY_GRAPH` under load (`graphops.demo.rollout`): by canary a good one
+    promoted step by step and a broken one aborted, by shadow, then canary a disagreeing one
+    aborted while mirrored; a round an earlier run finished is shown again
+    unless ``again``. Then `STAGING_GRAPH` goes on from dev to staging: what dev runs once its
+    rollouts are done, so a re-run finds nothing to promote.
+    """
+    if not open_gitops(job, envs):
+        return False
+    promote_to_dev(job)
+    apply_and_ask(job, "dev", names)
+    if job.multinode:
+        from graphops.demo.multinode import show_placement
+
+        with job.step("dev: where each deployment runs across the nodes"):
+            show_placement(job)
+    harden(job, names)
+    if canary and CANARY_GRAPH in names:
+        rollout_demo(job, CANARY_GRAPH, again)
+        ask(job, "dev", CANARY_GRAPH)
+    if "staging" in envs and STAGING_GRAPH in names:
+        promote_to_staging(job)
+    return True
 
 
 def down(root: Path, registry: Registry) -> None:
@@ -281,78 +318,6 @@ def _batch(job: DemoJob, names: list[str]) -> None:
             f"{output}"
         )
     ray.shutdown()  # the clusters of the environments take over from here
-
-
-def _summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
-    """What is live where, the validation runs, the URLs and how long each step took."""
-    from graphops.controller.render import app_name
-    from graphops.environments import load_release
-
-    console.print(Rule("[bold]Summary[/]", align="left"))
-    live = Table(title="Live", title_justify="left")
-    for column in ("env", "graph", "version", "application", "stable route", "validation run"):
-        live.add_column(column)
-    for env, name, version, url in job.answers:
-        lock = load_release(job.sandbox, env).graphs[name].lock
-        live.add_row(env, name, version, app_name(name, lock), url, lock.validation_run or "-")
-    console.print(live)
-    validated = Table(title="Validation (Ray Data)", title_justify="left")
-    for column in ("graph", "status", "MLflow run"):
-        validated.add_column(column)
-    for g in report.graphs:
-        colour = "green" if g.status == "passed" else "red"
-        validated.add_row(g.graph, f"[{colour}]{g.status}[/]", g.run_id or "-")
-    console.print(validated)
-    if job.canaries:
-        console.print(_canaries(job))
-    urls = Table(title="Where to look", title_justify="left")
-    urls.add_column("what")
-    urls.add_column("URL or path")
-    for name, service in job.state.services.items():
-        if service.head:  # a worker node: its head's dashboard is listed
-            continue
-        what = (
-            "MLflow UI" if name == "mlflow-ui" else f"Ray dashboard ({name.removeprefix('ray-')})"
-        )
-        urls.add_row(what, service.url)
-    urls.add_row("MLflow store", job.registry.tracking_uri)
-    urls.add_row("validation report", str(job.registry.work_dir / "reports" / "validation.md"))
-    urls.add_row("GitOps sandbox", f"{job.sandbox} (git log shows every promotion)")
-    console.print(urls)
-    steps = Table(title="Steps", title_justify="left")
-    steps.add_column("step")
-    steps.add_column("seconds", justify="right")
-    for title, seconds in job.timings.items():
-        steps.add_row(title, f"{seconds:.1f}")
-    steps.add_row("[bold]total[/]", f"[bold]{sum(job.timings.values()):.1f}[/]")
-    console.print(steps)
-    token_exports(job)
-    for problem in job.problems:
-        console.print(f"[red]problem:[/] {problem}")
-    console.print(
-        "The clusters and the MLflow UI keep running. Stop them: [bold]graphops demo --down[/] "
-        "(or `nox -s demo -- --down`)."
-    )
-
-
-def _canaries(job: DemoJob) -> Table:
-    """The canaries of dev: versions, steps, outcome, the load's failures, the MLflow run."""
-    table = Table(title="Canary rollouts (dev, under load)", title_justify="left")
-    for column in ("graph", "from → to", "steps", "outcome", "load failed/total", "MLflow run"):
-        table.add_column(column)
-    for run in job.canaries:
-        record = run.record
-        steps = " → ".join(f"{s['share']:g}% {s['decision']}" for s in record.get("steps") or [])
-        colour = "green" if run.outcome == run.expected else "red"
-        table.add_row(
-            run.graph,
-            f"{record.get('from', '?')} → {run.version}",
-            steps or "-",
-            f"[{colour}]{run.outcome}[/] (expected {run.expected})",
-            "-" if run.total is None else f"{run.failed}/{run.total}",
-            record.get("mlflow_run") or "-",
-        )
-    return table
 
 
 def _down(job: DemoJob) -> None:

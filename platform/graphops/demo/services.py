@@ -8,15 +8,10 @@ and reuses them and `stop` ends exactly the processes started here, by pid.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -25,11 +20,11 @@ import requests
 from pydantic import Field
 
 from graphops._models import StrictModel
+from graphops._net import free_port
+from graphops.demo import processes
+from graphops.demo.processes import console_script, spawn
 from graphops.errors import ConfigError
 from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
-
-# The processes this one started, kept so they are reaped (and never collected while running).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 RAY_PORTS = (
     "port",
@@ -84,17 +79,7 @@ class Service(StrictModel):
 
     def alive(self) -> bool:
         """Whether the process still runs."""
-        _reap(self.pid)
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # someone else's process reuses the pid
-            return False
-        status = Path(f"/proc/{self.pid}/status")  # Linux: an unreaped zombie is not running
-        if status.is_file():
-            return "\nState:\tZ" not in status.read_text()
-        return True
+        return processes.alive(self.pid)
 
 
 class LocalState(StrictModel):
@@ -131,36 +116,6 @@ def save_state(path: Path, state: LocalState) -> None:
     tmp.replace(path)
 
 
-def port_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:``port``."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_port(preferred: int | None, taken: set[int]) -> int:
-    """``preferred`` when it is free (and not ``taken``), else any free port."""
-    if preferred and preferred not in taken and port_free(preferred):
-        taken.add(preferred)
-        return preferred
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
-def console_script(name: str) -> str:
-    """The console script ``name`` of this Python environment."""
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
 def start_ray(
     name: str,
     work_dir: Path,
@@ -186,10 +141,10 @@ def start_ray(
     if not token_file.is_file():
         token_file.write_text(secrets.token_hex(24))
         token_file.chmod(0o600)
-    ports = {key: pick_port(None, taken) for key in RAY_PORTS}
-    ports["dashboard-port"] = pick_port(dashboard_port, taken)
-    ports["serve"] = pick_port(serve_port, taken)
-    ports |= {key: pick_port(None, taken) for key in METRICS_PORT_ENV}
+    ports = {key: free_port(None, taken) for key in RAY_PORTS}
+    ports["dashboard-port"] = free_port(dashboard_port, taken)
+    ports["serve"] = free_port(serve_port, taken)
+    ports |= {key: free_port(None, taken) for key in METRICS_PORT_ENV}
     # Unix socket paths are short (107 bytes): the temp dir lives under /tmp, named by the work dir.
     tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:8]
     temp_dir = Path("/tmp") / f"graphops-{tag}-{name}"
@@ -221,7 +176,7 @@ def start_ray(
     if not loopback:
         for variable in LOOPBACK_ONLY_ENV:
             env.pop(variable, None)
-    process = _spawn(command, log, env=env)
+    process = spawn(command, log, env=env)
     return Service(
         name=name,
         pid=process.pid,
@@ -273,7 +228,7 @@ def start_ray_worker(
             f"{head.name} has no token file: a worker node must present the head's token.",
             fix="Start the head with `start_ray` (token auth on).",
         )
-    ports = {key: pick_port(None, taken) for key in WORKER_PORTS}
+    ports = {key: free_port(None, taken) for key in WORKER_PORTS}
     log = Path(head.log).with_name(f"{name}.log")
     temp_dir = f"{head.temp_dir or '/tmp/graphops'}-{name}"
     command = [
@@ -289,14 +244,13 @@ def start_ray_worker(
         *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
         *([f"--resources={resources}"] if resources else []),
     ]
-    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     for variable in LOOPBACK_ONLY_ENV:  # `ray start --address` refuses to start with it
         env.pop(variable, None)
-    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     if tracking_uri:  # the replicas on this node load models from there, as on the head
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("RAY_ADDRESS", None)
-    process = _spawn(command, log, env=env)
+    process = spawn(command, log, env=env)
     return Service(
         name=name,
         pid=process.pid,
@@ -308,24 +262,12 @@ def start_ray_worker(
     )
 
 
-def _spawn(
-    command: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group, its output to ``log``; remembered for `stop`."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    _CHILDREN[process.pid] = process
-    return process
-
-
 def start_mlflow_ui(
     work_dir: Path, tracking_uri: str, port: int | None, taken: set[int]
 ) -> Service:
     """Start the MLflow UI over the local store (one worker, loopback only, no job runners)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    chosen = pick_port(port, taken)
+    chosen = free_port(port, taken)
     log = work_dir / "mlflow-ui.log"
     command = [
         console_script("mlflow"),
@@ -342,7 +284,7 @@ def start_mlflow_ui(
     # No job execution: it runs seven huey consumers for MLflow's GenAI jobs (scorers, trace
     # archival) that a UI over runs never uses, and they outlast SIGTERM (`--down` took 10 s).
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = _spawn(command, log, env=env, cwd=work_dir)
+    process = spawn(command, log, env=env, cwd=work_dir)
     return Service(
         name="mlflow-ui",
         pid=process.pid,
@@ -386,61 +328,7 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
 
 
 def stop(service: Service, timeout_s: float = 10, linger_s: float = 1) -> None:
-    """Stop the service's process group and remove its temp dir.
-
-    Every process of the group gets SIGTERM at once, so each cleans up after itself in parallel
-    (a Ray head's GCS, raylet, dashboard and workers; the MLflow UI's server and job runners).
-    The leader (`ray start --block`, `mlflow server`) only waits for them: once it is the last
-    one left, its exit is interpreter teardown (a full garbage collection of all it imported,
-    seconds on a busy machine) with nothing left to clean up, so after ``linger_s`` it gets
-    SIGKILL. Whatever still runs after ``timeout_s`` does too. Checked every 0.1 s.
-    """
-    if service.alive() or _group(service.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        alone: float | None = None  # when the leader became the last process of its group
-        while service.alive() or _group(service.pid):
-            now = time.monotonic()
-            if service.alive() and _group(service.pid) == [service.pid]:
-                alone = alone or now
-            if now > deadline or (alone is not None and now - alone > linger_s):
-                _kill(service.pid)
-                break
-            time.sleep(0.1)
+    """Stop the service's process group (`processes.stop_group`) and remove its temp dir."""
+    processes.stop_group(service.pid, timeout_s, linger_s)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
-
-
-def _kill(pgid: int) -> None:
-    """SIGKILL the process group ``pgid`` and reap its leader when it is our child."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    child = _CHILDREN.pop(pgid, None)
-    if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=5)
-    _reap(pgid)
-
-
-def _group(pgid: int) -> list[int]:
-    """The running processes of process group ``pgid`` (Linux's /proc; elsewhere none known)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = entry.read_text()
-            state, _, group = text[text.rindex(")") + 2 :].split()[:3]
-            if int(group) == pgid and state not in ("Z", "X"):
-                found.append(int(entry.parent.name))
-    return found
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our child (else it lingers as a zombie)."""
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)

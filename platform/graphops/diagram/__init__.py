@@ -1,6 +1,6 @@
 """Drawings of a plan: Mermaid flowchart, self-contained SVG, resource summaries.
 
-Sits directly above `graphops.plan`; imports neither Ray nor MLflow.
+Sits directly above `graphops.planner`; imports neither Ray nor MLflow.
 """
 
 from graphops.diagram._mermaid import describe_resources, mermaid

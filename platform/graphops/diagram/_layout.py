@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from graphops.diagram._mermaid import _stage_label
 from graphops.graph import FeatureLookup, ModelNode
-from graphops.plan import Plan, Stage
+from graphops.planner import Plan, Stage
 
 _CHAR = 0.6  # advance of a monospace glyph, in em
 LINE = 1.3  # line height, in em

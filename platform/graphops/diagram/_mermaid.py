@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphops.graph import FeatureLookup, ModelNode, Resources
-from graphops.plan import Plan, Stage
+from graphops.planner import Plan, Stage
 
 
 def describe_resources(resources: Resources) -> str:

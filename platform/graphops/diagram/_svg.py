@@ -19,7 +19,7 @@ from graphops.diagram._layout import (
     num,
 )
 from graphops.diagram._mermaid import _stage_label
-from graphops.plan import Boundary, Plan
+from graphops.planner import Boundary, Plan
 
 # Text widths in `_layout` assume a monospace font.
 _FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace"

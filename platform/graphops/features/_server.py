@@ -7,13 +7,13 @@ a clean clone needs), else from ``redis-server`` on the PATH.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from graphops._net import free_port
 from graphops.errors import FeatureStoreError
 
 
@@ -33,18 +33,12 @@ def redis_server_binary() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def local_redis(port: int | None = None, *, timeout_s: float = 10.0) -> Iterator[str]:
     """Run a private, non-persistent redis-server on 127.0.0.1; yields its URL, stops it after."""
     import redis
 
-    port = port or _free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="graphops-redis-") as folder:
         options = {"port": str(port), "bind": "127.0.0.1", "save": "", "appendonly": "no"}
         args = [a for k, v in {**options, "dir": folder}.items() for a in (f"--{k}", v)]

@@ -41,16 +41,6 @@ class LookupStats:
             bucket = getattr(self, name)
             bucket[table] = bucket.get(table, 0) + value
 
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        """Plain data, for logs, health routes and tests."""
-        return {
-            "calls": dict(self.calls),
-            "keys": dict(self.keys),
-            "missing": dict(self.missing),
-            "timeouts": dict(self.timeouts),
-            "seconds": dict(self.seconds),
-        }
-
 
 class FeatureStore:
     """Base class of the stores: vectorized lookups over whole batches.

@@ -24,9 +24,6 @@ from graphops.errors import GraphDefinitionError, Where, did_you_mean
 from graphops.graph._node import Node, NodeSignature, build_node
 from graphops.graph._settings import Resources, Scaling
 
-DTYPES = ("float32", "float64", "int32", "int64", "bool")
-"""Declared feature dtypes (fixed width, so Redis values pack into one binary record)."""
-
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 

@@ -1,11 +1,13 @@
 """The registry layer: all MLflow access (store location, model resolution, loading, registration)."""
 
 from graphops.registry._integrity import where_of
-from graphops.registry._mlflow import WORK_DIR, Registry, ResolvedModel, load_pinned
+from graphops.registry._mlflow import WORK_DIR, Registry
+from graphops.registry._pinned import ResolvedModel, load_pinned
 from graphops.registry._records import (
     ROLLOUT_EXPERIMENT,
     TRUSTED_ENV,
     TRUSTED_TAG,
+    RolloutRunForm,
     ValidationRecord,
 )
 
@@ -16,6 +18,7 @@ __all__ = [
     "WORK_DIR",
     "Registry",
     "ResolvedModel",
+    "RolloutRunForm",
     "ValidationRecord",
     "load_pinned",
     "where_of",

@@ -1,7 +1,8 @@
 """MLflow's store and registry: tracking store location, model resolution, loading, registration.
 
-With `graphops.registry._records` (validation and rollout runs, a base class of `Registry`) the
-only modules that import MLflow.
+With `graphops.registry._records` (validation and rollout runs, a base class of `Registry`) and
+`graphops.registry._pinned` (a pinned version, loaded without a registry client) the only
+modules that import MLflow.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
-from graphops._models import FrozenModel
 from graphops.errors import RegistryError, Where, did_you_mean
 from graphops.graph import Graph, ModelNode, ModelURI, content_hash
 from graphops.registry._integrity import DIGEST_TAG, Version, verified, where_of
+from graphops.registry._pinned import ResolvedModel, as_pinned, fetched, load_pinned
 from graphops.registry._records import RunRecords
 
 if TYPE_CHECKING:  # MLflow and torch are imported when first used: `graphops render` needs neither
@@ -33,21 +32,6 @@ WORK_DIR = ".graphops"
 # MLflow's sqlite store logs every schema migration at INFO on first use; keep our output readable.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-
-
-class ResolvedModel(FrozenModel):
-    """A model reference pinned to an exact registry version and the digest of its artifacts."""
-
-    name: Annotated[str, Field(description="Registered model name.")]
-    version: Annotated[int, Field(description="Exact registry version.")]
-    alias: Annotated[str | None, Field(description="Alias it was resolved from, if any.")] = None
-    digest: Annotated[str, Field(description="sha256 over the artifact files (name + content).")]
-    source: Annotated[str, Field(description="Artifact URI of the version.")]
-
-    @property
-    def uri(self) -> str:
-        """The pinned URI, ``models:/name/version``."""
-        return f"models:/{self.name}/{self.version}"
 
 
 class Registry(RunRecords):
@@ -330,62 +314,9 @@ class Registry(RunRecords):
         return int(mv.version)
 
 
-def load_pinned(node: ModelNode, pinned: ResolvedModel, tracking_uri: str | None) -> TorchModel:
-    """Load ``node``'s model at ``pinned`` without an MLflow tracking client (a worker's load).
-
-    Downloads the pin's artifact ``source`` (a URI: no registry lookup), hashes the very copy
-    the model is built from and refuses it unless it equals the pinned digest, which the driver
-    checked against the digest registered for the version before any worker started
-    (`Registry.check_pins`): so the registered digest stays the reference, and each worker saves
-    the ~2 s of building MLflow's tracking store client.
-
-    Raises:
-        RegistryError: The artifacts cannot be downloaded, or hash differently than registered
-            (names node, file, line, version and both digests).
-    """
-    from graphops.models import device_for, load_torch
-
-    where = where_of(node)
-    found = Version(pinned.name, pinned.version, pinned.source, pinned.digest)
-    with fetched(found, tracking_uri, where) as path:
-        as_pinned(pinned, content_hash(path), where)
-        return load_torch(node, path, device_for(node))
-
-
-def as_pinned(pinned: ResolvedModel, digest: str, where: Where) -> None:
-    """Refuse artifacts whose ``digest`` is not the pin's, naming both."""
-    if digest != pinned.digest:
-        raise RegistryError(
-            f"The artifacts of {pinned.uri} changed since they were pinned "
-            f"(digest {digest[:19]}, expected {pinned.digest[:19]}).",
-            fix="Artifacts must never be overwritten: register a new version and re-validate.",
-            **where,
-        )
-
-
-@contextmanager
-def fetched(found: Version, tracking_uri: str | None, where: Where) -> Iterator[Path]:
-    """A private copy of a version's artifacts, deleted afterwards.
-
-    Every load downloads afresh into its own folder, so the digest check is real and parallel
-    workers (Ray actors) never race on a shared cache.
-    """
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
-        try:
-            got = download_artifacts(
-                artifact_uri=found.source, dst_path=tmp, tracking_uri=tracking_uri
-            )
-        except (MlflowException, OSError) as exc:
-            raise RegistryError(
-                f"Could not download the artifacts of {found.uri} from {found.source}: {exc}",
-                fix="Check that the artifact store is reachable and the version was not deleted.",
-                **where,
-            ) from exc
-        yield Path(got)
-
-
 def _listing(aliases: Mapping[str, Any]) -> str:
     return ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items()))
+
+
+# `_pinned`'s names stay importable from here, where they were first.
+__all__ = ["WORK_DIR", "Registry", "ResolvedModel", "as_pinned", "fetched", "load_pinned"]

@@ -6,7 +6,7 @@ tracking URI come from the registry, the experiments and run shapes live here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -56,6 +56,21 @@ class ValidationRecord(FrozenModel):
             "write time; see docs/security.md)."
         ),
     ] = False
+
+
+class RolloutRunForm(FrozenModel):
+    """A rollout as one MLflow run: what `graphops.controller.rollout.RolloutRecord` makes of itself."""
+
+    env: Annotated[str, Field(description="Environment (selects the experiment).")]
+    key: Annotated[str, Field(description="The rollout's identity (env/graph/version/start).")]
+    run_name: Annotated[str, Field(description="Shown in the MLflow UI.")]
+    tags: Annotated[dict[str, str], Field(description="``graphops.*`` tags.")]
+    params: Annotated[dict[str, str], Field(description="``policy.*``: what it was judged by.")]
+    steps: Annotated[
+        tuple[dict[str, float], ...],
+        Field(description="Metric name -> value per step (MLflow step = its index)."),
+    ]
+    texts: Annotated[dict[str, str], Field(description="Artifact file name -> text.")]
 
 
 class RunRecords:
@@ -149,30 +164,11 @@ class RunRecords:
 
     # -- rollout records -----------------------------------------------------------------------
 
-    def record_rollout(
-        self,
-        *,
-        env: str,
-        key: str,
-        run_name: str,
-        tags: Mapping[str, str],
-        params: Mapping[str, Any],
-        steps: Sequence[Mapping[str, float]],
-        texts: Mapping[str, str],
-    ) -> str:
+    def record_rollout(self, run: RolloutRunForm) -> str:
         """Log one rollout as a run of ``graphops-rollouts/<env>`` (left RUNNING); its run id.
 
         The run tagged ``graphops.rollout = key`` is reused when there is one (tags and texts
         updated, metrics kept), so recording a rollout again never makes a second run.
-
-        Args:
-            env: Environment (selects the experiment).
-            key: The rollout's identity (environment, graph, version, start).
-            run_name: Shown in the MLflow UI.
-            tags: ``graphops.*`` tags: graph, env, stable, candidate, outcome, by, ...
-            params: The policy.
-            steps: One mapping of metric name -> value per step (MLflow step = its index).
-            texts: Artifact file name -> text (the record's YAML).
 
         Raises:
             RegistryError: MLflow could not be written (the tracking URI is named).
@@ -180,32 +176,32 @@ class RunRecords:
         from mlflow.entities import Metric, Param, RunTag
 
         try:
-            experiment = self.experiment_id(ROLLOUT_EXPERIMENT.format(env=env))
+            experiment = self.experiment_id(ROLLOUT_EXPERIMENT.format(env=run.env))
             found = self.client.search_runs(
-                [experiment], filter_string=f"tags.`{ROLLOUT_TAG}` = '{key}'", max_results=1
+                [experiment], filter_string=f"tags.`{ROLLOUT_TAG}` = '{run.key}'", max_results=1
             )
             if found:
                 run_id = found[0].info.run_id
-                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in run.tags.items()])
             else:
-                run = self.client.create_run(experiment, run_name=run_name)
-                run_id = run.info.run_id
-                now = int(run.info.start_time)
+                made = self.client.create_run(experiment, run_name=run.run_name)
+                run_id = made.info.run_id
+                now = int(made.info.start_time)
                 self.client.log_batch(  # one call: a run has all its figures or none
                     run_id,
                     metrics=[
                         Metric(name, float(value), now, i)
-                        for i, step in enumerate(steps)
+                        for i, step in enumerate(run.steps)
                         for name, value in step.items()
                     ],
-                    params=[Param(k, str(v)) for k, v in params.items()],
-                    tags=[RunTag(k, v) for k, v in {**tags, ROLLOUT_TAG: key}.items()],
+                    params=[Param(k, v) for k, v in run.params.items()],
+                    tags=[RunTag(k, v) for k, v in {**run.tags, ROLLOUT_TAG: run.key}.items()],
                 )
-            for name, text in texts.items():
+            for name, text in run.texts.items():
                 self.client.log_text(run_id, text, name)
         except Exception as exc:  # any failure of the store (server down, disk, schema) alike
             raise RegistryError(
-                f"Could not record the rollout {key} in MLflow at {self.tracking_uri}: {exc}",
+                f"Could not record the rollout {run.key} in MLflow at {self.tracking_uri}: {exc}",
                 fix="Check that the tracking store is reachable, then record it again.",
             ) from exc
         return run_id

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from graphops._net import port_free
 from graphops._verbosity import quiet, verbose
 from graphops.errors import PortInUseError
 from graphops.runtime.loopback import is_loopback, loopback_only
@@ -110,21 +111,6 @@ def _console(loud: bool) -> None:
 def has_gpus() -> bool:
     """Whether the connected cluster has any GPU."""
     return ray.cluster_resources().get("GPU", 0) > 0
-
-
-def port_free(port: int) -> bool:
-    """Whether no process listens on (or holds) 127.0.0.1:``port``.
-
-    ``SO_REUSEADDR`` lets the probe bind over connections in TIME_WAIT (a port just freed), but
-    never over a listening socket.
-    """
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def require_free_port(port: int, what: str = "Serve's HTTP proxy") -> None:

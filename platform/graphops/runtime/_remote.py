@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from graphops.errors import RunError
 from graphops.features import FeaturesConfig, open_store, uses_features
 from graphops.graph import GraphPackage, LockedCode, ModelNode, load_graph, load_locked
-from graphops.plan import Stage
+from graphops.planner import Stage
 from graphops.registry import Registry, ResolvedModel, load_pinned
 from graphops.runtime.code import open_archive
 from graphops.runtime.runner import LocalRunner

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from graphops.graph import Batch
-from graphops.plan import Stage, plan
+from graphops.planner import Stage, plan
 from graphops.runtime._auth import check_headers, cluster_token, require_token
 from graphops.runtime._body import BodyReader
 from graphops.runtime._errors import (

@@ -24,7 +24,7 @@ from ray import serve
 from starlette.responses import Response
 
 from graphops.graph import Batch
-from graphops.plan import Stage
+from graphops.planner import Stage
 from graphops.runtime._errors import (
     JSON,
     HttpError,

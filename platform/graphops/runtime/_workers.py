@@ -15,7 +15,7 @@ from pydantic import Field
 
 from graphops.errors import GraphOpsError
 from graphops.graph import Batch, dense_columns
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.runtime._remote import PinnedLoader, open_graph, stage_runner
 from graphops.runtime.schema import GraphSpec
 

@@ -1,9 +1,9 @@
 """The offline runtime: a plan compiled to a Ray Data pipeline, one ``map_batches`` per operator.
 
-The planner groups the stages into operators (`graphops.plan.offline_operators`): a CPU stage next
+The planner groups the stages into operators (`graphops.planner.offline_operators`): a CPU stage next
 to a model stage runs inside the model stage's actor, every other stage is an operator of its own.
 CPU operators run as tasks (Ray Data fuses them with their neighbours when it can); model
-operators run in actor pools sized from the cluster (`graphops.plan.pool_size`), so each actor
+operators run in actor pools sized from the cluster (`graphops.planner.pool_size`), so each actor
 loads its model once, without an MLflow tracking client, on large batches
 (`Batching.offline_rows`). Each operator outputs only the columns a later stage or the result reads, so nothing else crosses
 the object store. Every operator declares its CPUs (fractions allowed) so a small machine never
@@ -27,7 +27,7 @@ import ray.data
 
 from graphops.errors import GraphOpsError, InputDataError, RunError
 from graphops.graph import Batch, GraphPackage
-from graphops.plan import (
+from graphops.planner import (
     Operator,
     Plan,
     Stage,
@@ -87,7 +87,7 @@ def kept_columns(units: Plan | Sequence[Operator], keep: Sequence[str]) -> list[
 
 @dataclass(frozen=True)
 class ClusterSize:
-    """What the cluster holds, as the pool sizes are derived from it (`graphops.plan.pool_size`)."""
+    """What the cluster holds, as the pool sizes are derived from it (`graphops.planner.pool_size`)."""
 
     cpus: float
     gpus: float
@@ -122,7 +122,7 @@ def compile_offline(
             (`Registry.check_pins`; workers check the artifacts against them).
         fuse: Compile the fused plan (default) or one stage per node.
         colocate: Run CPU stages next to a model stage inside its actor where the plan allows
-            (`graphops.plan.offline_operators`); False: one operator per stage.
+            (`graphops.planner.offline_operators`); False: one operator per stage.
         gpus: Whether the cluster has GPUs; without, GPU requests become CPU-only.
         monitor: A `Monitor` actor collecting per-stage seconds (created when omitted).
         keep: The columns the result needs; each operator then outputs only those and what
@@ -216,10 +216,10 @@ def run_offline(
             URIs when omitted.
         fuse: Use the fused plan.
         colocate: Run CPU stages inside a neighbouring model stage's actor where the plan
-            allows (`graphops.plan.offline_operators`).
+            allows (`graphops.planner.offline_operators`).
         cluster: The cluster size the actor pools are sized for (default: the connected
-            cluster's; `graphops.plan.pool_size`).
-        blocks: Read few large blocks (`graphops.plan.read_blocks`) instead of Ray Data's
+            cluster's; `graphops.planner.pool_size`).
+        blocks: Read few large blocks (`graphops.planner.read_blocks`) instead of Ray Data's
             default minimum of 200.
         address: Ray cluster address; default ``$RAY_ADDRESS`` or a local cluster.
     """

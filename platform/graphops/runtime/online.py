@@ -22,7 +22,7 @@ from ray import serve
 from graphops.errors import ServeError
 from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._ray import (
     cluster_is_local,
@@ -173,15 +173,6 @@ class OnlineApp:
     def docs_url(self) -> str:
         """The interactive API docs (Swagger UI)."""
         return f"{self.url}/docs"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_http(port: int = DEFAULT_PORT) -> int:
@@ -337,7 +328,6 @@ __all__ = [
     "build",
     "deploy",
     "ensure_ray",
-    "free_port",
     "init_local",
     "start_http",
     "undeploy",

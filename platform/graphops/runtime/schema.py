@@ -19,7 +19,7 @@ from graphops._models import FrozenModel
 from graphops.errors import PlanError, did_you_mean
 from graphops.features import FeaturesConfig
 from graphops.graph import Scaling
-from graphops.plan import Boundary, Plan, Stage
+from graphops.planner import Boundary, Plan, Stage
 from graphops.registry import ResolvedModel
 
 APP_IMPORT_PATH = "graphops.runtime.online:app"

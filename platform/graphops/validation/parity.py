@@ -68,7 +68,8 @@ def check_parity(
     """
     import requests
 
-    from graphops.runtime.online import deploy, free_port, undeploy
+    from graphops._net import free_port
+    from graphops.runtime.online import deploy, undeploy
 
     graph = package.graph
     tolerance = graph.validation.parity_tolerance if graph.validation else 0.0

@@ -7,22 +7,20 @@ versions and digests, dataset digest and platform version.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import graphops
-from graphops._git import in_history
 from graphops.diagram import mermaid, svg
 from graphops.environments import environment_names, load_release
 from graphops.errors import GraphOpsError
 from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
-from graphops.plan import plan
+from graphops.planner import plan
 from graphops.registry import TRUSTED_ENV, TRUSTED_TAG, Registry, ValidationRecord, where_of
 from graphops.runtime import read_rows
-from graphops.validation.parity import ParityResult, check_parity
+from graphops.validation.parity import check_parity
 from graphops.validation.report import graph_json, graph_markdown
 from graphops.validation.results import (
     TIMED_PARTS,
@@ -31,14 +29,13 @@ from graphops.validation.results import (
     Status,
     ValidationReport,
 )
-
-PARITY_METRIC = "parity.mismatches"
-"""Metric of a validation run that checked online/offline parity (rows that differed)."""
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+from graphops.validation.reuse import (
+    PARITY_METRIC,
+    file_digest,
+    passed_validation,
+    reusable,
+    reused_validation,
+)
 
 
 def pinned_baseline(repo: Path, graph: str) -> str | None:
@@ -202,126 +199,6 @@ def validate_graphs(
     return ValidationReport(graphs=graphs, selection=selection, tracking_uri=registry.tracking_uri)
 
 
-def reusable(
-    repo: Path, name: str, registry: Registry, *, parity: bool = True
-) -> GraphValidation | None:
-    """The passed validation of ``name``'s lock as it is now, shown again; None when there is none.
-
-    Asked for ``parity``, only a record whose validation checked parity counts. In the trusted
-    job (`TRUSTED_ENV`), only a trusted record of a commit in ``repo``'s history counts: that
-    job's record is what promotion trusts, so it must not lean on a pull request's own run.
-    """
-    try:
-        package = load_graph(repo, name)
-        record = passed_validation(
-            registry,
-            package,
-            parity=parity,
-            trusted_in=repo if os.environ.get(TRUSTED_ENV) == "1" else None,
-        )
-    except GraphOpsError:
-        return None  # validating it reports the problem, with its fix
-    return reused_validation(package, record) if record is not None else None
-
-
-def passed_validation(
-    registry: Registry,
-    package: GraphPackage,
-    *,
-    parity: bool = False,
-    trusted_in: Path | None = None,
-) -> ValidationRecord | None:
-    """The newest passed validation of exactly this lock, if the registry holds one.
-
-    The same lock means the same graph version and content hash (code and validation data),
-    the same model artifacts (each model node's URI resolved now, compared by digest) and the
-    same validation data digest.
-
-    Args:
-        registry: The MLflow registry (models, validation records).
-        package: The graph package as it is now.
-        parity: Only a record whose validation also checked online/offline parity.
-        trusted_in: Only a trusted record (`TRUSTED_TAG`) of a commit in this repository's
-            history (None: any record).
-
-    Raises:
-        RegistryError: A model node's URI cannot be resolved (nothing to compare with).
-    """
-    g = package.graph
-    digests = {n.name: registry.resolve(n.uri).digest for n in g.model_nodes}
-    dataset = package.validation_dataset
-    data = file_digest(dataset) if dataset is not None and dataset.is_file() else None
-    for past in registry.validations(g.name, g.version):
-        if (
-            past.status == "passed"
-            and past.content_hash == package.content_hash
-            and past.digests == digests
-            and past.dataset_digest == data
-            and (not parity or PARITY_METRIC in past.metrics)
-            and (trusted_in is None or _trusted(past, trusted_in))
-        ):
-            return past
-    return None
-
-
-def _trusted(record: ValidationRecord, repo: Path) -> bool:
-    """Written by the trusted job, of a commit in ``repo``'s history."""
-    return record.trusted and record.commit is not None and in_history(repo, record.commit)
-
-
-def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphValidation:
-    """A passed validation record shown as a `GraphValidation` (gates and parity from its metrics)."""
-    gates = []
-    validation = package.graph.validation
-    for metric in validation.metrics if validation else []:
-        value = record.metrics.get(metric.name)
-        if value is None:
-            continue
-        held = record.metrics.get(f"gate.{metric.name}.passed", 1.0) == 1.0
-        gates.append(
-            MetricGate(
-                metric=metric.name,
-                column=metric.column,
-                value=value,
-                gate=MetricResult(metric=metric, value=value).gate,
-                passed=held,
-                gate_passed=held,
-                tolerance=metric.tolerance,
-            )
-        )
-    the_plan = plan(package.graph)
-    checked = PARITY_METRIC in record.metrics
-    rows = int(record.metrics.get("rows", 0))
-    parity = (
-        ParityResult(
-            rows=int(record.metrics.get("parity.rows", rows)),
-            requests=int(record.metrics.get("parity.requests", 0)),
-            mismatches=int(record.metrics[PARITY_METRIC]),
-            max_abs_diff=record.metrics.get("parity.max_abs_diff", 0.0),
-            tolerance=validation.parity_tolerance if validation else 0.0,
-        )
-        if checked
-        else None
-    )
-    return GraphValidation(
-        graph=package.name,
-        status="passed",
-        version=record.version,
-        content_hash=record.content_hash,
-        commit=record.commit,
-        models=dict(record.models),
-        digests=dict(record.digests),
-        gates=gates,
-        rows=rows,
-        seconds=record.metrics.get("seconds", 0.0),
-        run_id=record.run_id,
-        parity=parity,
-        reused=True,
-        plan=mermaid(the_plan),
-        plan_svg=svg(the_plan),
-    )
-
-
 def _breakdown(timings: dict[str, float]) -> dict[str, float]:
     """``total`` and the parts in `TIMED_PARTS` order; ``other`` is what the parts leave over."""
     parts = {k: timings[k] for k in TIMED_PARTS if k in timings and k != "other"}
@@ -441,3 +318,16 @@ def _recorded(
         artifacts=reports,
     )
     return result
+
+
+# `reuse`'s names stay importable from here, where they were first.
+__all__ = [
+    "PARITY_METRIC",
+    "file_digest",
+    "passed_validation",
+    "pinned_baseline",
+    "reusable",
+    "reused_validation",
+    "validate_graph",
+    "validate_graphs",
+]

@@ -3,7 +3,7 @@
 Its drawings (Mermaid, SVG) live in `graphops.diagram`.
 """
 
-from graphops.plan._offline import (
+from graphops.planner._offline import (
     CPU_BATCH_SIZE,
     Operator,
     can_colocate,
@@ -11,7 +11,7 @@ from graphops.plan._offline import (
     pool_size,
     read_blocks,
 )
-from graphops.plan._planner import Boundary, Plan, Stage, plan
+from graphops.planner._planner import Boundary, Plan, Stage, plan
 
 __all__ = [
     "CPU_BATCH_SIZE",

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from graphops.graph import Batching, Resources, Scaling
-from graphops.plan._planner import Boundary, Plan, Stage
+from graphops.planner._planner import Boundary, Plan, Stage
 
 CPU_BATCH_SIZE = 1024
 """Rows per batch of an operator without a model (model operators use `Batching.offline_rows`)."""
