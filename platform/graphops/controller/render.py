@@ -3,6 +3,8 @@
 Pure and deterministic: the same inputs give byte-identical files, so CI can refuse stale or
 hand-edited ones (`graphops render --check`). `serve.yaml` is validated with Ray's own
 `ServeDeploySchema`; `rayservice.yaml` carries the same config as KubeRay's `serveConfigV2`.
+A little over 350 lines on purpose: one job, read top to bottom from a release entry to its
+Serve applications (versions, experiment splits, overrides, code source) and the files.
 """
 
 from __future__ import annotations
