@@ -181,8 +181,13 @@ def test_reuse_needs_parity_when_asked_and_the_trusted_job_its_own_record(
     report = validate_graphs(repo, ["digits"], registry, parity=False, reuse=True, record=False)
     assert not report.graphs[0].reused
     monkeypatch.delenv("GRAPHOPS_TRUSTED_RECORD")
+    # Nor anywhere else: promotion trusts no record of a commit outside the history, so a run of
+    # the same code on another branch is validated again (the demo re-run after HEAD moved).
+    assert passed_validation(registry, package, history=repo) is None
     report = validate_graphs(repo, ["digits"], registry, parity=False, reuse=True)
-    assert report.graphs[0].reused and report.graphs[0].run_id == first.run_id
+    assert not report.graphs[0].reused and report.graphs[0].run_id != first.run_id
+    again = validate_graphs(repo, ["digits"], registry, parity=False, reuse=True)
+    assert again.graphs[0].reused and again.graphs[0].run_id == report.graphs[0].run_id
     assert report.graphs[0].parity is None  # shown as it was: parity not checked
 
 

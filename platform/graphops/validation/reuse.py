@@ -34,9 +34,10 @@ def reusable(
 ) -> GraphValidation | None:
     """The passed validation of ``name``'s lock as it is now, shown again; None when there is none.
 
-    Asked for ``parity``, only a record whose validation checked parity counts. In the trusted
-    job (`TRUSTED_ENV`), only a trusted record of a commit in ``repo``'s history counts: that
-    job's record is what promotion trusts, so it must not lean on a pull request's own run.
+    Asked for ``parity``, only a record whose validation checked parity counts. A record of a
+    commit outside ``repo``'s history does not count (promotion trusts no such record: the same
+    code validated on another branch is validated again here). In the trusted job (`TRUSTED_ENV`), the record
+    must also be the trusted job's: it must not lean on a pull request's own run.
     """
     try:
         package = load_graph(repo, name)
@@ -45,6 +46,7 @@ def reusable(
             package,
             parity=parity,
             trusted_in=repo if os.environ.get(TRUSTED_ENV) == "1" else None,
+            history=repo,
         )
     except GraphOpsError:
         return None  # validating it reports the problem, with its fix
@@ -57,6 +59,7 @@ def passed_validation(
     *,
     parity: bool = False,
     trusted_in: Path | None = None,
+    history: Path | None = None,
 ) -> ValidationRecord | None:
     """The newest passed validation of exactly this lock, if the registry holds one.
 
@@ -70,6 +73,8 @@ def passed_validation(
         parity: Only a record whose validation also checked online/offline parity.
         trusted_in: Only a trusted record (`TRUSTED_TAG`) of a commit in this repository's
             history (None: any record).
+        history: No record of a commit outside this repository's history (None: any record;
+            a record that names no commit, made outside git, counts).
 
     Raises:
         RegistryError: A model node's URI cannot be resolved (nothing to compare with).
@@ -86,6 +91,7 @@ def passed_validation(
             and past.dataset_digest == data
             and (not parity or PARITY_METRIC in past.metrics)
             and (trusted_in is None or _trusted(past, trusted_in))
+            and (history is None or past.commit is None or in_history(history, past.commit))
         ):
             return past
     return None
