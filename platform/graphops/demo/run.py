@@ -190,6 +190,9 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
         if name not in job.state.services:
             _start_cluster(job, env, taken)
     if mlflow_ui and "mlflow-ui" not in job.state.services:
+        # The store's tables are made here first: the UI server makes them too when they are
+        # missing, and two processes making them at once fail ("table ... already exists").
+        job.registry.client.search_experiments(max_results=1)
         job.state.services["mlflow-ui"] = services.start_mlflow_ui(
             job.work, job.registry.tracking_uri, MLFLOW_UI_PORT, taken
         )
