@@ -172,9 +172,10 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
     print(down.stdout)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "ray-dev: stopped (pid" in down.stdout and "mlflow-ui: stopped (pid" in down.stdout
-    # Each service stops in seconds (it took the 10 s timeout: a drain waiting on a stopped GCS).
+    # No service waits out stop_group's 10 s timeout before its SIGKILL (a drain waiting on a
+    # stopped GCS did); how fast each stops below that depends on the machine's load.
     for name, seconds in re.findall(r"(\S+): stopped \(pid \d+, ([\d.]+) s\)", down.stdout):
-        assert float(seconds) < 8, (name, seconds)
+        assert float(seconds) < 10, (name, seconds)
     for service in services.values():
         assert not Service.model_validate(service).alive(), service
         if service.get("temp_dir"):
