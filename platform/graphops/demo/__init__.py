@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from graphops.demo.run import down, main_job
 
-STAGING_GRAPH = "digits"
-"""The graph the main job also promotes to staging."""
-CANARY_GRAPH = "digits"
-"""The graph whose new versions the main job rolls out in dev (canary: good, broken; shadow)."""
+from graphops.demo.names import CANARY_GRAPH, STAGING_GRAPH
 
 __all__ = ["CANARY_GRAPH", "STAGING_GRAPH", "down", "main_job", "released_sandbox"]
 
@@ -46,7 +43,7 @@ def released_sandbox(root: Path, env: str | None = None) -> Path | None:
 def __getattr__(name: str) -> Any:
     # The steps import Ray, MLflow and git: only when the job runs, not for `graphops --help`.
     if name in ("down", "main_job"):
-        from graphops.demo import run
+        from graphops.demo import run as job_run
 
-        return getattr(run, name)
+        return getattr(job_run, name)
     raise AttributeError(f"module 'graphops.demo' has no attribute {name!r}")

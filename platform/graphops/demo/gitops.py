@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import graphops.demo.services as services
 from graphops._views import console
-from graphops.demo import STAGING_GRAPH, services
 from graphops.demo.job import DemoJob
+from graphops.demo.names import STAGING_GRAPH
 from graphops.demo.sandbox import graphops_command, merge_branch, open_sandbox, pull_sandbox
 
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from rich.rule import Rule
 
+import graphops.demo.services as services
 from graphops._views import console
-from graphops.demo import services
 from graphops.demo.rollout_history import RolloutRun
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 from rich.table import Table
 
+import graphops.demo.services as services
 from graphops._views import console
-from graphops.demo import services
 from graphops.demo.job import DemoJob
 from graphops.demo.nodes import LocalCluster, node_kinds
 from graphops.demo.sandbox import token_env

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from graphops.demo import services
+import graphops.demo.services as services
 from graphops.errors import ConfigError
 
 JOIN_TIMEOUT_S = 90.0

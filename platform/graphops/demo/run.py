@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import graphops.demo.services as services
 from graphops._views import (
     catalog_table,
     console,
@@ -26,7 +27,6 @@ from graphops._views import (
     plan_table,
     run_tables,
 )
-from graphops.demo import CANARY_GRAPH, STAGING_GRAPH, services
 from graphops.demo.gitops import (
     apply_and_ask,
     ask,
@@ -36,6 +36,7 @@ from graphops.demo.gitops import (
     promote_to_staging,
 )
 from graphops.demo.job import CLUSTERS, MLFLOW_UI_PORT, DemoJob
+from graphops.demo.names import CANARY_GRAPH, STAGING_GRAPH
 from graphops.demo.rollout import rollout_demo
 from graphops.demo.sandbox import graphops_command
 from graphops.demo.summary import summary

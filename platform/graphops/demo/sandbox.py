@@ -16,8 +16,9 @@ from pathlib import Path
 import git
 import yaml
 
+import graphops.demo.processes as processes
+import graphops.demo.services as services
 from graphops._views import console
-from graphops.demo import processes, services
 from graphops.demo.job import DemoJob
 from graphops.errors import GraphOpsError
 

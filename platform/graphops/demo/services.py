@@ -19,9 +19,9 @@ from typing import Annotated
 import requests
 from pydantic import Field
 
+import graphops.demo.processes as processes
 from graphops._models import StrictModel
 from graphops._net import free_port
-from graphops.demo import processes
 from graphops.demo.processes import console_script, spawn
 from graphops.errors import ConfigError
 from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
