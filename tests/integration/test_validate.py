@@ -38,7 +38,11 @@ def test_passing_validation_is_recorded_with_its_lock(
     tmp_path: Path, repo_copy: Path, registry: Registry, champion: ResolvedModel
 ) -> None:
     repo = repo_with(tmp_path, repo_copy, "1.0.0-pass")
-    result = validate_graph(repo, "digits", registry, commit="0123456789abcdef", parity=True)
+    # A commit in the repository's history: only such a record is reused below.
+    with git.Repo.init(repo, initial_branch="main") as g:
+        g.git.add(A=True)
+        commit = g.index.commit("digits 1.0.0-pass").hexsha
+    result = validate_graph(repo, "digits", registry, commit=commit, parity=True)
     assert result.status == "passed", result.problems
     assert result.parity is not None and result.parity.passed
     assert result.parity.rows == 360 and result.parity.max_abs_diff <= 1e-5
@@ -50,7 +54,7 @@ def test_passing_validation_is_recorded_with_its_lock(
     run = registry.client.get_run(result.run_id)
     tags = run.data.tags
     assert tags["graphops.graph"] == "digits" and tags["graphops.version"] == "1.0.0-pass"
-    assert tags["graphops.status"] == "passed" and tags["graphops.commit"] == "0123456789abcdef"
+    assert tags["graphops.status"] == "passed" and tags["graphops.commit"] == commit
     assert tags["graphops.content_hash"] == result.content_hash
     assert tags["graphops.model.logits"] == champion.uri
     assert tags["graphops.model.logits.digest"] == champion.digest
