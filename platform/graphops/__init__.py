@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at run time they load 
         model,
         node,
     )
-    from graphops.models import TorchModel
+    from graphops.models import Model, TorchModel
     from graphops.planner import Plan, Stage, plan
 
 __version__ = "0.1.0"
@@ -91,6 +91,7 @@ __all__ = [
     "MiB",
     "MissingColumnError",
     "MissingTypeHintError",
+    "Model",
     "ModelNode",
     "ModelURI",
     "Node",
@@ -144,7 +145,8 @@ _LAZY = {
     "Plan": "graphops.planner",
     "Stage": "graphops.planner",
     "plan": "graphops.planner",
-    "TorchModel": "graphops.models",  # needs torch: only when a graph asks for it
+    "Model": "graphops.models",
+    "TorchModel": "graphops.models",
 }
 """Public name -> the module it comes from, imported on first use (the CLI starts faster)."""
 

@@ -153,7 +153,7 @@ def _signature(fn: Callable[..., Any], *, name: str, model: bool, where: Where) 
     if model and MODEL_PARAMETER not in params:
         raise GraphDefinitionError(
             f'A model node needs a parameter named "{MODEL_PARAMETER}" to receive the loaded model.',
-            fix=f'Add "{MODEL_PARAMETER}: TorchModel" and call it on the input columns.',
+            fix=f'Add "{MODEL_PARAMETER}: Model" (or TorchModel) and call it on the input columns.',
             **where,
         )
     inputs = tuple(p for p in params if not (model and p == MODEL_PARAMETER))

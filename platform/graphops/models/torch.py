@@ -1,17 +1,23 @@
-"""Torch models stored as a safetensors state dict plus a JSON config: no pickled code is loaded."""
+"""Torch models stored as a safetensors state dict plus a JSON config: no pickled code is loaded.
+
+torch is imported when a torch model is saved or loaded, not with this module: a replica whose
+models are in another format (or an ingress with none) never imports it.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from graphops.errors import RegistryError, Where
 from graphops.graph import ModelNode
+from graphops.models._format import Artifacts, ModelFormat, register_format
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "graphops.torch/v1"
 WEIGHTS_FILE = "weights.safetensors"
@@ -26,6 +32,8 @@ class TorchModel:
     """
 
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        import torch
+
         self.module = module.to(device).eval()
         self.device = device
         first = next(module.parameters(), None)
@@ -33,6 +41,8 @@ class TorchModel:
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         """Run the module on numpy inputs and return its output as numpy."""
+        import torch
+
         tensors = []
         for array in arrays:
             a = np.asarray(array)
@@ -46,6 +56,8 @@ class TorchModel:
 
 def save_torch(module: torch.nn.Module, config: dict[str, Any], directory: Path) -> Path:
     """Write ``module``'s weights and constructor ``config`` (JSON values only) to ``directory``."""
+    from safetensors.torch import save_file
+
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
@@ -56,6 +68,8 @@ def save_torch(module: torch.nn.Module, config: dict[str, Any], directory: Path)
 
 def load_torch(node: ModelNode, directory: Path, device: torch.device) -> TorchModel:
     """Build ``node.architecture`` from the saved config and load its weights."""
+    from safetensors.torch import load_file
+
     where: Where = {"node": node.name, "file": node.file, "line": node.line}
     if node.architecture is None:
         raise RegistryError(
@@ -93,4 +107,27 @@ def load_torch(node: ModelNode, directory: Path, device: torch.device) -> TorchM
 
 def device_for(node: ModelNode) -> torch.device:
     """CUDA when the node asks for a GPU and one is present; the CPU otherwise (never fails)."""
+    import torch
+
     return torch.device("cuda" if node.resources.needs_gpu and torch.cuda.is_available() else "cpu")
+
+
+@register_format
+class TorchFormat(ModelFormat):
+    """graphops' torch layout: ``weights.safetensors`` + ``graphops-model.json``, no pickle.
+
+    MLflow's own ``pytorch`` flavor saves the whole module with ``torch.save`` (a pickle): it is
+    refused like every pickled model; register torch models with `Registry.register_torch`.
+    """
+
+    name = "torch"
+    modules = ("torch", "safetensors")
+
+    def matches(self, artifacts: Artifacts) -> bool:
+        """A ``graphops-model.json`` of this format at the model's root."""
+        meta = artifacts.directory / CONFIG_FILE
+        return meta.is_file() and json.loads(meta.read_text()).get("format") == FORMAT
+
+    def load(self, node: ModelNode, artifacts: Artifacts, *, gpu: bool) -> TorchModel:
+        """The node's architecture with the saved weights, on its device."""
+        return load_torch(node, artifacts.directory, device_for(node))

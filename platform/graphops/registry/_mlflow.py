@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphops.errors import RegistryError, Where, did_you_mean
-from graphops.graph import Graph, ModelNode, ModelURI, content_hash
+from graphops.graph import (
+    Graph,
+    ModelNode,
+    ModelURI,
+    content_hash,
+    manifest_hash,
+    manifest_of,
+    read_package,
+)
+from graphops.models._format import MLMODEL_FILE
 from graphops.registry._integrity import DIGEST_TAG, Version, verified, where_of
 from graphops.registry._pinned import ResolvedModel, as_pinned, fetched, load_pinned
 from graphops.registry._records import RunRecords
@@ -25,11 +34,17 @@ from graphops.registry._records import RunRecords
 if TYPE_CHECKING:  # MLflow and torch are imported when first used: `graphops render` needs neither
     from mlflow import MlflowClient
 
-    from graphops.models import TorchModel
+    from graphops.models import Model
 
+CONTENT_TAG = "graphops.content"
+"""Model version tag: the digest of the model's own files (`model_content`), what re-registration
+compares to reuse a version."""
+METADATA = frozenset({MLMODEL_FILE, "conda.yaml", "python_env.yaml", "requirements.txt"})
+"""Files MLflow's ``save_model`` writes beside a model that differ from one save to the next."""
 WORK_DIR = ".graphops"
 """Per-repository work folder (git-ignored): the default MLflow store and its artifacts."""
 # MLflow's sqlite store logs every schema migration at INFO on first use; keep our output readable.
+_log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
@@ -83,7 +98,7 @@ class Registry(RunRecords):
         ref = ModelURI.parse(uri) if isinstance(uri, str) else uri
         found = self._lookup(ref, where or {})
         with self._fetch(found, where or {}) as path:
-            digest = verified(found, content_hash(path), where or {})
+            digest = self._verified(found, path, where or {})
         return ResolvedModel(
             name=ref.name,
             version=found.version,
@@ -138,11 +153,22 @@ class Registry(RunRecords):
                 fix="Register the model again (e.g. `graphops train <graph>`).",
                 **where,
             )
-        return Version(name, version, mv.source, (mv.tags or {}).get(DIGEST_TAG))
+        return Version(name, version, self._storage(mv.source), (mv.tags or {}).get(DIGEST_TAG))
+
+    def _storage(self, source: str) -> str:
+        """Where a version's files are stored: a logged model's (``models:/m-...``) resolved.
+
+        MLflow 3's flavors (``mlflow.xgboost.log_model(..., registered_model_name=...)``)
+        register a version whose source is its logged model; pins, the artifact-store checks of
+        render and apply, and workers need the storage URI behind it.
+        """
+        if not source.startswith("models:/m-"):
+            return source
+        return str(self.client.get_logged_model(source.removeprefix("models:/")).artifact_location)
 
     # -- loading -----------------------------------------------------------------------------
 
-    def load(self, node: ModelNode, pinned: ResolvedModel | None = None) -> TorchModel:
+    def load(self, node: ModelNode, pinned: ResolvedModel | None = None) -> Model:
         """Load the model of ``node`` on its device, verifying the artifact digest.
 
         The artifacts are hashed once, from the very copy the model is built from, and compared
@@ -160,7 +186,7 @@ class Registry(RunRecords):
 
     def load_models(
         self, graph: Graph, pins: Mapping[str, ResolvedModel] | None = None
-    ) -> tuple[dict[str, TorchModel], dict[str, ResolvedModel]]:
+    ) -> tuple[dict[str, Model], dict[str, ResolvedModel]]:
         """Load every model node of ``graph`` (at its pin, else resolving its URI now).
 
         Returns:
@@ -198,11 +224,9 @@ class Registry(RunRecords):
                     **where,
                 )
 
-    def _load(
-        self, node: ModelNode, pinned: ResolvedModel | None
-    ) -> tuple[TorchModel, ResolvedModel]:
+    def _load(self, node: ModelNode, pinned: ResolvedModel | None) -> tuple[Model, ResolvedModel]:
         """Download once, hash, compare with the registered digest and the pin, build the model."""
-        from graphops.models import device_for, load_torch
+        from graphops.models import load_model
 
         where = where_of(node)
         if pinned is None:
@@ -210,10 +234,10 @@ class Registry(RunRecords):
         else:
             found = self._version(pinned.name, pinned.version, where)
         with self._fetch(found, where) as path:
-            digest = verified(found, content_hash(path), where)
+            digest = self._verified(found, path, where)
             if pinned is not None:
                 as_pinned(pinned, digest, where)
-            loaded = load_torch(node, path, device_for(node))
+            loaded = load_model(node, path, found.uri)
         if pinned is None:
             pinned = ResolvedModel(
                 name=node.uri.name,
@@ -223,6 +247,21 @@ class Registry(RunRecords):
                 source=found.source,
             )
         return loaded, pinned
+
+    def _verified(self, found: Version, path: Path, where: Where) -> str:
+        """The digest of ``path``, verified against the registered one (`verified`).
+
+        A version an MLflow flavor logged without graphops records no digest: its digest is
+        recorded now, at its first resolution (the model version tag ``graphops.digest``), and
+        is the reference from then on. A version in graphops' own layout without one was
+        registered before digests and stays refused.
+        """
+        digest = content_hash(path)
+        if found.registered is None and (path / MLMODEL_FILE).is_file():
+            self.client.set_model_version_tag(found.name, str(found.version), DIGEST_TAG, digest)
+            _log.info("Recorded the digest of %s at its first use: %s", found.uri, digest)
+            found = Version(found.name, found.version, found.source, digest)
+        return verified(found, digest, where)
 
     @contextmanager
     def _fetch(self, found: Version, where: Where) -> Iterator[Path]:
@@ -264,11 +303,72 @@ class Registry(RunRecords):
 
         with tempfile.TemporaryDirectory() as tmp:
             local = save_torch(module, dict(config), Path(tmp) / "model")
-            digest = content_hash(local)
-            self._ensure_registered_model(name)
-            existing = self._version_with_digest(name, digest)
-            if existing is None:
-                existing = self._create_version(name, local, digest, params, metrics, description)
+            return self._register(name, local, alias, params, metrics, description)
+
+    def register_flavor(
+        self,
+        *,
+        name: str,
+        flavor: str,
+        model: Any,
+        alias: str,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        description: str = "",
+        **save_kwargs: Any,
+    ) -> ResolvedModel:
+        """Save ``model`` with MLflow's own ``mlflow.<flavor>.save_model`` and register it.
+
+        The version is a normal MLflow model (its ``MLmodel`` names the flavor; the MLflow UI
+        shows it as such) with graphops' digest recorded. Idempotent like `register_torch`:
+        a version whose model files (all but MLflow's metadata: ``MLmodel``, environment files)
+        are identical is reused and the alias moved to it.
+
+        Args:
+            name: Registered model name.
+            flavor: The MLflow flavor module: ``onnx``, ``xgboost``, ``lightgbm``, ``sklearn``,
+                ``transformers``. One that saves by pickling is refused when loaded.
+            model: What the flavor's ``save_model`` takes (a Booster, an ONNX ModelProto...).
+            alias: Alias to point at the version, e.g. ``"champion"``.
+            params: Training parameters to log on the run.
+            metrics: Training metrics to log on the run.
+            description: Description of the model version.
+            save_kwargs: Passed to ``save_model`` (e.g. ``serialization_format="skops"``).
+
+        Returns:
+            The registered version, pinned.
+        """
+        import importlib
+
+        module = importlib.import_module(f"mlflow.{flavor}")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model"
+            module.save_model(model, str(local), **save_kwargs)
+            return self._register(name, local, alias, params, metrics, description)
+
+    def _register(
+        self,
+        name: str,
+        local: Path,
+        alias: str,
+        params: Mapping[str, Any] | None,
+        metrics: Mapping[str, float] | None,
+        description: str,
+    ) -> ResolvedModel:
+        """Register the model files in ``local`` (or reuse an identical version), set ``alias``."""
+        digest = content_hash(local)
+        content = model_content(local)
+        self._ensure_registered_model(name)
+        existing = self._version_with_content(name, content)
+        if existing is None:
+            existing = self._create_version(
+                name,
+                local,
+                {DIGEST_TAG: digest, CONTENT_TAG: content},
+                params,
+                metrics,
+                description,
+            )
         self.client.set_registered_model_alias(name, alias, str(existing))
         return self.resolve(ModelURI(name, alias=alias))
 
@@ -277,13 +377,15 @@ class Registry(RunRecords):
         if not self.client.search_registered_models(filter_string=f"name='{name}'"):
             self.client.create_registered_model(name)
 
-    def _version_with_digest(self, name: str, digest: str) -> int | None:
-        """A version registered with ``digest`` whose stored files still hash to it, if any."""
+    def _version_with_content(self, name: str, content: str) -> int | None:
+        """A version with these model files whose stored files still hash to its digest."""
         for mv in self.client.search_model_versions(f"name='{name}'"):
-            if mv.tags.get(DIGEST_TAG) == digest and mv.source:
-                found = Version(name, int(mv.version), mv.source, digest)
+            tags = mv.tags or {}
+            registered = tags.get(DIGEST_TAG)
+            if registered and mv.source and tags.get(CONTENT_TAG, registered) == content:
+                found = Version(name, int(mv.version), self._storage(mv.source), registered)
                 with self._fetch(found, {}) as path:
-                    if content_hash(path) == digest:
+                    if content_hash(path) == registered:
                         return found.version
         return None
 
@@ -291,7 +393,7 @@ class Registry(RunRecords):
         self,
         name: str,
         local: Path,
-        digest: str,
+        tags: Mapping[str, str],
         params: Mapping[str, Any] | None,
         metrics: Mapping[str, float] | None,
         description: str,
@@ -308,10 +410,16 @@ class Registry(RunRecords):
             name,
             source=f"{run.info.artifact_uri}/model",
             run_id=run_id,
-            tags={DIGEST_TAG: digest},
+            tags=dict(tags),
             description=description,
         )
         return int(mv.version)
+
+
+def model_content(local: Path) -> str:
+    """The digest of a model's own files: all but MLflow's metadata, which differs per save."""
+    files = manifest_of(read_package(local))
+    return manifest_hash({k: v for k, v in files.items() if k.rsplit("/", 1)[-1] not in METADATA})
 
 
 def _listing(aliases: Mapping[str, Any]) -> str:

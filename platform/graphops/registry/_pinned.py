@@ -7,6 +7,7 @@ pin. `Registry` (`graphops.registry._mlflow`) pins versions and loads through th
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from graphops.graph import ModelNode, content_hash
 from graphops.registry._integrity import Version, where_of
 
 if TYPE_CHECKING:
-    from graphops.models import TorchModel
+    from graphops.models import Model
 
 
 class ResolvedModel(FrozenModel):
@@ -39,7 +40,13 @@ class ResolvedModel(FrozenModel):
         return f"models:/{self.name}/{self.version}"
 
 
-def load_pinned(node: ModelNode, pinned: ResolvedModel, tracking_uri: str | None) -> TorchModel:
+def load_pinned(
+    node: ModelNode,
+    pinned: ResolvedModel,
+    tracking_uri: str | None,
+    *,
+    pickle_allowed: bool = False,
+) -> Model:
     """Load ``node``'s model at ``pinned`` without an MLflow tracking client (a worker's load).
 
     Downloads the pin's artifact ``source`` (a URI: no registry lookup), hashes the very copy
@@ -52,13 +59,13 @@ def load_pinned(node: ModelNode, pinned: ResolvedModel, tracking_uri: str | None
         RegistryError: The artifacts cannot be downloaded, or hash differently than registered
             (names node, file, line, version and both digests).
     """
-    from graphops.models import device_for, load_torch
+    from graphops.models import load_model
 
     where = where_of(node)
     found = Version(pinned.name, pinned.version, pinned.source, pinned.digest)
     with fetched(found, tracking_uri, where) as path:
         as_pinned(pinned, content_hash(path), where)
-        return load_torch(node, path, device_for(node))
+        return load_model(node, path, pinned.uri, pickle_allowed=pickle_allowed)
 
 
 def as_pinned(pinned: ResolvedModel, digest: str, where: Where) -> None:
@@ -81,6 +88,9 @@ def fetched(found: Version, tracking_uri: str | None, where: Where) -> Iterator[
     """
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
+
+    # MLflow draws a progress bar per download of several files: noise in every worker's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
         try:

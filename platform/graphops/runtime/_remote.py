@@ -14,8 +14,8 @@ from graphops.registry import Registry, ResolvedModel, load_pinned
 from graphops.runtime.code import open_archive
 from graphops.runtime.runner import LocalRunner
 
-if TYPE_CHECKING:  # torch is imported only by the workers that load a model
-    from graphops.models import TorchModel
+if TYPE_CHECKING:
+    from graphops.models import Model
     from graphops.runtime.schema import GraphSpec
 
 
@@ -30,7 +30,7 @@ class PinnedLoader:
     def __init__(self, tracking_uri: str | None) -> None:
         self.tracking_uri = tracking_uri
 
-    def load(self, node: ModelNode, pinned: ResolvedModel) -> TorchModel:
+    def load(self, node: ModelNode, pinned: ResolvedModel) -> Model:
         """The model of ``node`` at ``pinned``, its artifacts' digest checked."""
         return load_pinned(node, pinned, self.tracking_uri)
 
