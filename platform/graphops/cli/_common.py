@@ -40,9 +40,11 @@ class Settings:
 
     def registry(self) -> Registry:
         """The MLflow registry of this repository."""
+        from graphops.environments import pickle_allowed
         from graphops.registry import Registry  # MLflow is slow to import; only when needed
 
-        return Registry.for_repo(self.root(), self.tracking_uri)
+        root = self.root()
+        return Registry.for_repo(root, self.tracking_uri, pickle_allowed=pickle_allowed(root))
 
     def package(self, name: str) -> GraphPackage:
         """Load one graph package by name."""

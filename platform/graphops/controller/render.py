@@ -184,6 +184,9 @@ def application(
         code_repository=code.delivery == "uri" and not code.store,
         models=lock.models,
         tracking_uri=env.models.tracking_uri,
+        pickle_allowed=tuple(
+            sorted({m.name for m in lock.models.values()} & set(env.models.pickle_allowed))
+        ),
         cpu_only=not env.cluster.gpus,
         cpu_budget=env.cluster.app_cpu_budget,
         deployments=resource_overrides(overrides),

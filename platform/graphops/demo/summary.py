@@ -30,9 +30,10 @@ def summary(job: DemoJob, names: list[str], report: ValidationReport) -> None:
     live = Table(title="Live", title_justify="left")
     for column in ("env", "graph", "version", "application", "stable route", "validation run"):
         live.add_column(column)
-    for env, name, version, url in job.answers:
+    for env, name, _, url in job.answers:
+        # What runs now: the pinned lock (a rollout after the first answer moved dev's version).
         lock = load_release(job.sandbox, env).graphs[name].lock
-        live.add_row(env, name, version, app_name(name, lock), url, lock.validation_run or "-")
+        live.add_row(env, name, lock.version, app_name(name, lock), url, lock.validation_run or "-")
     console.print(live)
     validated = Table(title="Validation (Ray Data)", title_justify="left")
     for column in ("graph", "status", "MLflow run"):

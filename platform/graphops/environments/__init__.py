@@ -11,6 +11,7 @@ from graphops.environments._files import (
     environment_names,
     load_environment,
     load_release,
+    pickle_allowed,
     release_path,
     write_release,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "load_environment",
     "load_release",
     "parse_yaml",
+    "pickle_allowed",
     "read_yaml",
     "release_path",
     "set_scalar",

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from graphops.environments._release import Release
-from graphops.environments._schema import EnvironmentConfig
+from graphops.environments._schema import EnvironmentConfig, ModelsConfig
 from graphops.environments._yaml import (
     MAX_YAML_BYTES,
     MAX_YAML_DEPTH,
@@ -153,6 +153,20 @@ def load_environment(repo: Path, name: str) -> EnvironmentConfig:
             file=own_path,
         )
     return merged
+
+
+def pickle_allowed(repo: Path) -> tuple[str, ...]:
+    """``models.pickle_allowed`` of ``environments/base/environment.yaml`` (none without one).
+
+    What validation and the CLI's own runs allow: the grant every environment inherits. An
+    environment can extend it in its own file (render reads the merged config).
+    """
+    path = repo / ENVIRONMENTS_DIR / BASE / "environment.yaml"
+    if not path.is_file():
+        return ()
+    models = read_yaml(path).get("models") or {}
+    config = _validated(ModelsConfig, models if isinstance(models, dict) else {}, path)
+    return config.pickle_allowed
 
 
 def release_path(repo: Path, name: str) -> Path:

@@ -136,6 +136,15 @@ class ModelsConfig(FrozenModel):
             "where every node shares this machine's filesystem."
         ),
     ] = MODEL_SCHEMES
+    pickle_allowed: Annotated[
+        tuple[str, ...],
+        Field(
+            description="Registered model names allowed to load by unpickling (an MLflow flavor "
+            "such as sklearn with cloudpickle, pytorch or a python_function model): unpickling "
+            "runs whatever code the file holds, so every other pickled model is refused. A "
+            "platform team's grant, per model; validate reports each model loaded that way."
+        ),
+    ] = ()
 
 
 class PolicyConfig(FrozenModel):

@@ -124,6 +124,9 @@ def register_format(cls: _F) -> _F:
 def detect(artifacts: Artifacts, where: Where, *, pickle_allowed: bool = False) -> ModelFormat:
     """The format of ``artifacts``; refuses unknown layouts and pickled models not allowed.
 
+    A pickled model a platform team allowed loads through `pyfunc` (MLflow's own loader),
+    whatever its flavor.
+
     Raises:
         RegistryError: No format reads the files (names the files and flavors found), or the
             model would load by unpickling and no platform team allowed it (names the model,
@@ -133,16 +136,20 @@ def detect(artifacts: Artifacts, where: Where, *, pickle_allowed: bool = False) 
         if not fmt.matches(artifacts):
             continue
         pickled = fmt.pickled(artifacts)
-        if pickled is not None and not pickle_allowed:
-            raise pickle_refused(artifacts, fmt.flavor or fmt.name, pickled, where)
-        return fmt
-    flavors = [f for f in artifacts.flavors if f != "python_function"]
-    if artifacts.flavors:
-        pickled = f"the {'/'.join(flavors) or 'python_function'} flavor's files"
+        if pickled is None:
+            return fmt
         if not pickle_allowed:
-            raise pickle_refused(
-                artifacts, flavors[0] if flavors else "python_function", pickled, where
-            )
+            raise pickle_refused(artifacts, fmt.flavor or fmt.name, pickled, where)
+        return FORMATS["pyfunc"]  # an allowed pickle loads through MLflow's own loader
+    flavors = [f for f in artifacts.flavors if f != "python_function"] or ["python_function"]
+    if artifacts.flavors:
+        if not pickle_allowed:
+            conf = artifacts.flavors[flavors[0]]
+            saved = conf.get("pickled_model") or conf.get("model_data") or conf.get("data")
+            what = f"{saved or 'its files'}"
+            if conf.get("serialization_format"):
+                what += f" ({conf['serialization_format']})"
+            raise pickle_refused(artifacts, flavors[0], what, where)
         return FORMATS["pyfunc"]
     found = ", ".join(sorted(p.name for p in artifacts.directory.iterdir())) or "nothing"
     raise RegistryError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -55,9 +55,21 @@ class Registry(RunRecords):
     Args:
         work_dir: Folder for the default sqlite store and its artifacts.
         tracking_uri: MLflow tracking URI; defaults to ``$MLFLOW_TRACKING_URI``, then sqlite.
+        pickle_allowed: Registered model names a platform team allowed to load by unpickling
+            (``models.pickle_allowed`` of ``environment.yaml``); every other pickled model is
+            refused.
     """
 
-    def __init__(self, work_dir: Path, tracking_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        tracking_uri: str | None = None,
+        *,
+        pickle_allowed: Iterable[str] = (),
+    ) -> None:
+        self.pickle_allowed = frozenset(pickle_allowed)
+        self.formats: dict[str, str] = {}
+        """The format of each version resolved or loaded here, by ``models:/name/N``."""
         self.work_dir = work_dir.resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = (
@@ -74,9 +86,11 @@ class Registry(RunRecords):
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     @classmethod
-    def for_repo(cls, repo: Path, tracking_uri: str | None = None) -> Registry:
+    def for_repo(
+        cls, repo: Path, tracking_uri: str | None = None, *, pickle_allowed: Iterable[str] = ()
+    ) -> Registry:
         """The registry of a repository (``<repo>/.graphops`` unless a tracking URI is set)."""
-        return cls(repo / WORK_DIR, tracking_uri)
+        return cls(repo / WORK_DIR, tracking_uri, pickle_allowed=pickle_allowed)
 
     # -- resolution --------------------------------------------------------------------------
 
@@ -98,6 +112,7 @@ class Registry(RunRecords):
         ref = ModelURI.parse(uri) if isinstance(uri, str) else uri
         found = self._lookup(ref, where or {})
         with self._fetch(found, where or {}) as path:
+            self._detect(found, path, where or {})
             digest = self._verified(found, path, where or {})
         return ResolvedModel(
             name=ref.name,
@@ -237,7 +252,10 @@ class Registry(RunRecords):
             digest = self._verified(found, path, where)
             if pinned is not None:
                 as_pinned(pinned, digest, where)
-            loaded = load_model(node, path, found.uri)
+            self._detect(found, path, where)
+            loaded = load_model(
+                node, path, found.uri, pickle_allowed=found.name in self.pickle_allowed
+            )
         if pinned is None:
             pinned = ResolvedModel(
                 name=node.uri.name,
@@ -247,6 +265,15 @@ class Registry(RunRecords):
                 source=found.source,
             )
         return loaded, pinned
+
+    def _detect(self, found: Version, path: Path, where: Where) -> str:
+        """The format of a version's files (kept in `formats`); refuses pickled ones not allowed."""
+        from graphops.models import Artifacts, detect
+
+        allowed = found.name in self.pickle_allowed
+        fmt = detect(Artifacts.read(path, found.uri), where, pickle_allowed=allowed).name
+        self.formats[found.uri] = fmt
+        return fmt
 
     def _verified(self, found: Version, path: Path, where: Where) -> str:
         """The digest of ``path``, verified against the registered one (`verified`).

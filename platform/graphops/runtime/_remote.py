@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,12 +27,14 @@ class PinnedLoader:
     downloads against the pin.
     """
 
-    def __init__(self, tracking_uri: str | None) -> None:
+    def __init__(self, tracking_uri: str | None, pickle_allowed: Iterable[str] = ()) -> None:
         self.tracking_uri = tracking_uri
+        self.pickle_allowed = frozenset(pickle_allowed)
 
     def load(self, node: ModelNode, pinned: ResolvedModel) -> Model:
         """The model of ``node`` at ``pinned``, its artifacts' digest checked."""
-        return load_pinned(node, pinned, self.tracking_uri)
+        allowed = pinned.name in self.pickle_allowed
+        return load_pinned(node, pinned, self.tracking_uri, pickle_allowed=allowed)
 
 
 def open_graph(spec: GraphSpec) -> GraphPackage:

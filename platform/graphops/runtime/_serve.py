@@ -54,7 +54,7 @@ _TOKEN_ROUTES = ("/stats",)
 
 def _loader(args: AppArgs, stage: Stage) -> PinnedLoader | None:
     """Models straight from each pin's artifact source, digest checked: no registry needed."""
-    return PinnedLoader(args.tracking_uri) if stage.model_nodes else None
+    return PinnedLoader(args.tracking_uri, args.pickle_allowed) if stage.model_nodes else None
 
 
 class StageDeployment:

@@ -69,7 +69,7 @@ class StageWorker:
         stages = plan(package.graph, fuse=spec.fuse).stages
         # No MLflow tracking client in a worker: the driver checked the pins against the registry,
         # a model stage checks the artifacts it downloads against them; CPU stages load nothing.
-        loader = PinnedLoader(spec.tracking_uri)
+        loader = PinnedLoader(spec.tracking_uri, spec.pickle_allowed)
         self.runners = [
             (stages[i].name, stage_runner(package, stages[i], loader, spec.models))
             for i in spec.stages

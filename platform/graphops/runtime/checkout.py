@@ -50,6 +50,7 @@ def spec_of(
         manifest=dict(package.manifest),
         models=dict(models),
         tracking_uri=registry.tracking_uri,
+        pickle_allowed=tuple(sorted({m.name for m in models.values()} & registry.pickle_allowed)),
         work_dir=str(registry.work_dir),
         **fields,
     )

@@ -93,6 +93,13 @@ class GraphSpec(FrozenModel):
     tracking_uri: Annotated[
         str | None, Field(description="MLflow tracking URI the models are loaded from.")
     ] = None
+    pickle_allowed: Annotated[
+        tuple[str, ...],
+        Field(
+            description="Registered models of this graph a platform team allowed to load by "
+            "unpickling (`models.pickle_allowed`); every other pickled model is refused."
+        ),
+    ] = ()
     work_dir: Annotated[
         str, Field(description="Local folder for MLflow's default sqlite store and downloads.")
     ] = ".graphops"

@@ -41,9 +41,13 @@ def graph_markdown(result: GraphValidation, picture: str | None = None) -> str:
             )
         lines.append("")
     if result.models:
-        lines += ["| model node | version | digest |", "|---|---|---|"]
+        lines += ["| model node | version | format | digest |", "|---|---|---|---|"]
         for node, uri in result.models.items():
-            lines.append(f"| {node} | `{uri}` | `{result.digests.get(node, '')[:19]}` |")
+            fmt = result.formats.get(node, "-")
+            if fmt == "pyfunc":
+                fmt = "**unpickled** (models.pickle_allowed)"
+            digest = result.digests.get(node, "")[:19]
+            lines.append(f"| {node} | `{uri}` | {fmt} | `{digest}` |")
         lines.append("")
     if result.rows:
         stages = ", ".join(f"{k} {v:.3f} s" for k, v in result.stage_seconds.items())

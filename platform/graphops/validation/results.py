@@ -54,6 +54,13 @@ class GraphValidation(StrictModel):
         dict[str, str], Field(description="Model node -> pinned models:/name/version.")
     ] = {}
     digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
+    formats: Annotated[
+        dict[str, str],
+        Field(
+            description="Model node -> its model format (torch, onnx, xgboost...; pyfunc: "
+            "loaded by unpickling, as models.pickle_allowed grants)."
+        ),
+    ] = {}
     gates: Annotated[list[MetricGate], Field(description="Metric gates.")] = []
     problems: Annotated[
         list[str], Field(description="Why it failed or errored, with the fix.")

@@ -140,6 +140,11 @@ def validate_graph(
     result.rows, result.stage_seconds = run.rows, run.stage_seconds
     result.models = {node: pin.uri for node, pin in run.pins.items()}
     result.digests = {node: pin.digest for node, pin in run.pins.items()}
+    result.formats = {
+        node: registry.formats[pin.uri]
+        for node, pin in run.pins.items()
+        if pin.uri in registry.formats
+    }
     metrics = evaluate(package.graph.validation, run.columns)
     try:
         baseline = _baseline(registry, repo, package, digest)
@@ -290,6 +295,8 @@ def _recorded(
     for node, uri in result.models.items():
         tags[f"graphops.model.{node}"] = uri
         tags[f"graphops.model.{node}.digest"] = result.digests[node]
+        if node in result.formats:
+            tags[f"graphops.model.{node}.format"] = result.formats[node]
     metrics = {g.metric: g.value for g in result.gates}
     metrics.update({f"gate.{g.metric}.passed": float(g.passed) for g in result.gates})
     metrics.update({"rows": result.rows, "seconds": result.seconds})

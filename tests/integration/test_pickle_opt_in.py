@@ -1,0 +1,84 @@
+"""Pickled models: refused unless a platform team allowed them (`models.pickle_allowed`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from graphops import Model, RegistryError, model
+from graphops.environments import pickle_allowed
+from graphops.graph import ModelNode
+from graphops.registry import Registry, ResolvedModel, load_pinned
+
+NAME = "legacy_churn"
+
+
+@pytest.fixture(scope="module")
+def logged(registry: Registry) -> tuple[LogisticRegression, np.ndarray]:
+    """A model a team logged with MLflow's sklearn flavor, pickled (cloudpickle), no graphops."""
+    rng = np.random.default_rng(0)
+    x = rng.random((80, 3))
+    estimator = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            estimator,
+            name="model",
+            registered_model_name=NAME,
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
+        )
+    return estimator, x
+
+
+@pytest.fixture(scope="module")
+def churn_node() -> ModelNode:
+    def churn(features: np.ndarray, model: Model) -> np.ndarray:
+        return model(features)
+
+    return model(f"models:/{NAME}/1")(churn)
+
+
+def test_a_pickled_model_is_refused_naming_model_flavor_and_opt_in(
+    registry: Registry, logged: object, churn_node: ModelNode
+) -> None:
+    with pytest.raises(RegistryError) as info:
+        registry.resolve(f"models:/{NAME}/1")
+    text = str(info.value)
+    assert f"models:/{NAME}/1" in text and '"sklearn" flavor' in text and "cloudpickle" in text
+    assert f'add "{NAME}" to models.pickle_allowed' in text
+    # Nothing was trusted on the way: no digest recorded for a model that was refused.
+    assert "graphops.digest" not in registry.client.get_model_version(NAME, "1").tags
+    with pytest.raises(RegistryError, match=r"models\.pickle_allowed"):
+        registry.load(churn_node)
+
+
+def test_an_allowed_pickled_model_loads_through_mlflow_and_is_reported(
+    registry: Registry,
+    logged: tuple[LogisticRegression, np.ndarray],
+    churn_node: ModelNode,
+) -> None:
+    estimator, x = logged
+    allowed = Registry(registry.work_dir, registry.tracking_uri, pickle_allowed=[NAME])
+    pin = allowed.resolve(f"models:/{NAME}/1")
+    assert allowed.formats[pin.uri] == "pyfunc"
+    loaded = allowed.load(churn_node, pin)
+    np.testing.assert_array_equal(loaded(x), estimator.predict(x))
+    # A worker (no tracking client) needs the same grant, which the spec carries.
+    with pytest.raises(RegistryError, match=r"models\.pickle_allowed"):
+        load_pinned(churn_node, pin, registry.tracking_uri)
+    worker = load_pinned(churn_node, pin, registry.tracking_uri, pickle_allowed=True)
+    np.testing.assert_array_equal(worker(x), estimator.predict(x))
+    assert isinstance(pin, ResolvedModel) and pin.digest.startswith("sha256:")
+
+
+def test_the_grant_is_read_from_the_base_environment(tmp_path: Path) -> None:
+    assert pickle_allowed(tmp_path) == ()
+    base = tmp_path / "environments" / "base"
+    base.mkdir(parents=True)
+    (base / "environment.yaml").write_text(f"models:\n  pickle_allowed: [{NAME}]\n")
+    assert pickle_allowed(tmp_path) == (NAME,)
