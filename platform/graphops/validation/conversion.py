@@ -262,6 +262,39 @@ def converted_from(registry: Registry, pin: ResolvedModel) -> ResolvedModel | No
     return registry.resolve(ModelURI.parse(source)) if source else None
 
 
+def conversions(
+    package: GraphPackage,
+    registry: Registry,
+    pins: Mapping[str, ResolvedModel],
+    *,
+    record: bool = True,
+) -> list[ConversionParity]:
+    """The proof of every model node pinned to a converted version, against its original.
+
+    What validation adds for such nodes: the same check as `export_onnx`, with the graph's
+    declared tolerance, on the validation data (upstream model nodes at their pins).
+    """
+    proofs = []
+    for node in package.graph.model_nodes:
+        pin = pins.get(node.name)
+        original = converted_from(registry, pin) if pin is not None else None
+        if pin is None or original is None:
+            continue
+        proofs.append(
+            prove_conversion(
+                package,
+                registry,
+                node,
+                original,
+                pin,
+                tolerance_of(package),
+                pins=pins,
+                record=record,
+            )
+        )
+    return proofs
+
+
 def export_onnx(
     package: GraphPackage,
     node_name: str,
@@ -478,10 +511,9 @@ def stable(proto: onnx.ModelProto) -> onnx.ModelProto:
 def _clear(message: Any) -> None:
     """Empty a protobuf message's ``doc_string`` and ``metadata_props``, where it has them."""
     fields = message.DESCRIPTOR.fields_by_name
-    if "doc_string" in fields:
-        message.doc_string = ""
-    if "metadata_props" in fields:
-        del message.metadata_props[:]
+    for name in ("doc_string", "metadata_props"):
+        if name in fields:
+            message.ClearField(name)  # absent, not empty: ONNX is proto2
 
 
 def _strip_graph(graph: Any) -> None:

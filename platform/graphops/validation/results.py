@@ -19,6 +19,7 @@ TIMED_PARTS = {
     "ray_start": "Ray start",
     "model_resolve": "model resolve",
     "data_run": "Data run",
+    "conversion_proof": "conversion proof",
     "parity_serve": "parity serve",
     "mlflow_record": "MLflow record",
     "other": "other",
@@ -110,7 +111,8 @@ class GraphValidation(StrictModel):
         dict[str, float],
         Field(
             description="Wall seconds of this graph's validation end to end (total) and of its "
-            "parts, in order: ray_start, model_resolve, data_run, parity_serve, mlflow_record, "
+            "parts, in order: ray_start, model_resolve, data_run, conversion_proof (only with "
+            "converted models), parity_serve, mlflow_record, "
             "and other (graph load, plan, version and baseline lookups, gates); see TIMED_PARTS."
         ),
     ] = {}
