@@ -142,6 +142,7 @@ def summarize(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         else:
             figures[f"in_process.{part}"] = lambda r, p=part: r["in_process"][p]
     figures["offline.rows_per_s"] = lambda r: r["offline"]["rows_per_s"]
+    figures["offline.model_stage_s"] = lambda r: r["offline"]["model_stage_s"]
     out: dict[str, Any] = {}
     references = {}
     for case in CASES:
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                         "wall_s": wall,
                         "rows_per_s": args.rows / wall,
                         "stage_seconds": run.stage_seconds,
+                        # compute seconds of the model node's stage, summed over its actors
+                        "model_stage_s": run.stage_seconds.get(node.name, float("nan")),
                     }
                     raw[case.key].append(record)
                     ip = record["in_process"]
@@ -287,6 +290,8 @@ def _print(result: dict[str, Any]) -> None:
         "model rows/s",
         "offline rows/s",
         "offline ÷ ref",
+        "model stage s",
+        "stage ÷ ref",
     ):
         table.add_column(column, justify="right")
     for key, s in result["summary"].items():
@@ -300,8 +305,10 @@ def _print(result: dict[str, Any]) -> None:
             f"{s[rows]['median']:,.0f}",
             f"{s['offline.rows_per_s']['median']:,.0f}",
             f"{s['offline.rows_per_s']['vs_reference']:.2f}",
+            f"{s['offline.model_stage_s']['median']:.3f}",
+            f"{s['offline.model_stage_s']['vs_reference']:.2f}",
         )
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":

@@ -155,3 +155,38 @@ def test_stable_drops_what_differs_between_exports(tmp_path: Path) -> None:
     assert b"/home/someone" not in cleaned
     reference = onnx.load(str(root / "model.onnx")).SerializeToString()
     assert cleaned == reference
+
+
+def test_a_scikit_learn_estimator_converts_with_probabilities_as_its_output() -> None:
+    import onnxruntime as ort
+    from sklearn.linear_model import LogisticRegression
+
+    from graphops.validation.conversion import to_onnx
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    estimator = LogisticRegression(max_iter=500).fit(x, y)
+
+    class Loaded:  # what a scikit-learn format's model exposes: the estimator behind it
+        def __init__(self) -> None:
+            self.estimator = estimator
+
+        def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+            return np.asarray(estimator.predict_proba(arrays[0]))
+
+    proto = to_onnx(Loaded(), (x[:2],), scores, "models:/tiny/1")
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["features"]
+    probabilities = session.run(None, {"features": x})[0]
+    np.testing.assert_allclose(probabilities, estimator.predict_proba(x), atol=1e-5)
+
+
+def test_models_graphops_cannot_convert_are_refused_by_name(tmp_path: Path) -> None:
+    from graphops.validation.conversion import to_onnx
+
+    loaded = load_model(scores, _tiny(tmp_path / "m"), "models:/tiny/1")
+    with pytest.raises(RegistryError, match=r"models:/tiny/1 is an ONNX model already"):
+        to_onnx(loaded, (np.zeros((2, 3), np.float32),), scores, "models:/tiny/1")
+    with pytest.raises(RegistryError, match="loads as function: graphops converts torch and"):
+        to_onnx(lambda *a: a[0], (np.zeros((2, 3)),), scores, "models:/tiny/1")

@@ -464,8 +464,8 @@ def sklearn_to_onnx(
 ) -> onnx.ModelProto:
     """A scikit-learn estimator converted by skl2onnx (inputs typed from ``examples``).
 
-    Classifiers answer probabilities (skl2onnx's second output, as a dense array) so that the
-    converted model answers what ``predict_proba`` does.
+    Classifiers answer probabilities first (skl2onnx's second output, as a dense array, moved
+    ahead of the labels): the converted model answers what ``predict_proba`` does.
     """
     from skl2onnx import to_onnx as skl_to_onnx
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, Int64TensorType
@@ -475,8 +475,14 @@ def sklearn_to_onnx(
     for name, array in zip(names, examples, strict=True):
         kind = "d" if array.dtype == np.float64 else array.dtype.kind
         initial.append((name, kinds.get(kind, FloatTensorType)([None, *array.shape[1:]])))
-    options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
-    return skl_to_onnx(estimator, initial_types=initial, options=options, target_opset=None)
+    classifier = hasattr(estimator, "predict_proba")
+    options = {id(estimator): {"zipmap": False}} if classifier else None
+    proto = skl_to_onnx(estimator, initial_types=initial, options=options, target_opset=None)
+    if classifier and len(proto.graph.output) > 1:  # (label, probabilities): answer the latter
+        outputs = list(proto.graph.output)
+        del proto.graph.output[:]
+        proto.graph.output.extend([outputs[1], outputs[0], *outputs[2:]])
+    return proto
 
 
 def _estimator(model: Model) -> Any | None:
