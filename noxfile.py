@@ -170,9 +170,9 @@ def plan(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- features`."""
+    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- formats`."""
     which, *extra = session.posargs or ["all"]
-    names = ("offline", "online", "features")
+    names = ("offline", "online", "features", "formats")
     if which not in ("all", *names):
         session.error(
             f"Got {which!r}: start with {', '.join(names)}, e.g. `-- online --repeats 1`."

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at run time they load 
     from graphops.graph import (
         Batch,
         Batching,
+        ConversionTolerance,
         Feature,
         FeatureLookup,
         FeatureTable,
@@ -71,6 +72,7 @@ __all__ = [
     "Batching",
     "ChangeDetectionError",
     "ColumnTypeError",
+    "ConversionTolerance",
     "CycleError",
     "DuplicateColumnError",
     "Feature",
@@ -122,6 +124,7 @@ __all__ = [
 _LAZY = {
     "Batch": "graphops.graph",
     "Batching": "graphops.graph",
+    "ConversionTolerance": "graphops.graph",
     "Feature": "graphops.graph",
     "FeatureLookup": "graphops.graph",
     "FeatureTable": "graphops.graph",

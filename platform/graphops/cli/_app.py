@@ -22,6 +22,7 @@ from graphops.errors import GraphOpsError
 from ._common import GraphArg, Settings, console, friendly
 from ._demo import demo
 from ._experiment import experiment_app
+from ._export import export_app
 from ._features import EnvOption, env_features, features_app
 from ._gitops import apply, controller, diff, pin_image, promote, render
 from ._new import new
@@ -244,6 +245,7 @@ app.command("pin-image")(friendly(pin_image))
 
 
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

@@ -17,7 +17,16 @@ from graphops.graph._graph import Graph
 from graphops.graph._hash import content_hash, manifest_hash, manifest_of, read_package
 from graphops.graph._metrics import BUILTIN_METRICS, MetricResult, evaluate
 from graphops.graph._node import MODEL_PARAMETER, Batch, ModelNode, ModelURI, Node, model, node
-from graphops.graph._settings import Batching, GiB, Metric, MiB, Resources, Scaling, Validation
+from graphops.graph._settings import (
+    Batching,
+    ConversionTolerance,
+    GiB,
+    Metric,
+    MiB,
+    Resources,
+    Scaling,
+    Validation,
+)
 from graphops.graph._verified import LockedCode, check_code
 
 __all__ = [
@@ -27,6 +36,7 @@ __all__ = [
     "Batch",
     "Batching",
     "Catalog",
+    "ConversionTolerance",
     "Feature",
     "FeatureLookup",
     "FeatureTable",

@@ -165,6 +165,34 @@ class Metric(FrozenModel):
         return self
 
 
+class ConversionTolerance(FrozenModel):
+    """How closely a converted model (e.g. torch -> ONNX) must answer like its original.
+
+    Checked on the graph's validation data by `graphops export onnx` and by validation, for a
+    model node pinned to a version converted from another (model version tag
+    ``graphops.converted_from``).
+    """
+
+    max_abs_diff: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="Largest absolute difference allowed between the two models' outputs, "
+            "over every element of every validation row.",
+        ),
+    ] = 1e-4
+    min_label_agreement: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description="Smallest share of validation rows whose label must agree: the argmax "
+            "over the last axis for outputs of two or more dimensions; for 1-D outputs, values "
+            "equal within max_abs_diff.",
+        ),
+    ] = 0.999
+
+
 class Validation(FrozenModel):
     """How a graph is validated offline: data, labels, metrics and gates."""
 
@@ -186,3 +214,10 @@ class Validation(FrozenModel):
             "answers for float response fields; other fields must be equal.",
         ),
     ] = 1e-5
+    conversion: Annotated[
+        ConversionTolerance,
+        Field(
+            description="Tolerance of a converted model against its original (max_abs_diff, "
+            "min_label_agreement), proved on this validation data.",
+        ),
+    ] = ConversionTolerance()

@@ -5,7 +5,7 @@ and pyfunc for pickled models a platform team allowed); `load_model` picks one f
 No format module imports its runtime (torch, onnxruntime...) before a model of it is loaded.
 """
 
-from graphops.models import pyfunc, torch  # noqa: F401  (each registers its format)
+from graphops.models import onnx, pyfunc, torch  # noqa: F401  (each registers its format)
 from graphops.models._format import (
     FORMATS,
     MLMODEL_FILE,
@@ -19,6 +19,7 @@ from graphops.models._format import (
     pickle_refused,
     register_format,
 )
+from graphops.models.onnx import OnnxModel
 from graphops.models.torch import TorchModel, device_for, load_torch, save_torch
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Artifacts",
     "Model",
     "ModelFormat",
+    "OnnxModel",
     "TorchModel",
     "detect",
     "device_for",

@@ -338,7 +338,7 @@ class Registry(RunRecords):
         name: str,
         flavor: str,
         model: Any,
-        alias: str,
+        alias: str | None,
         params: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         description: str = "",
@@ -356,7 +356,8 @@ class Registry(RunRecords):
             flavor: The MLflow flavor module: ``onnx``, ``xgboost``, ``lightgbm``, ``sklearn``,
                 ``transformers``. One that saves by pickling is refused when loaded.
             model: What the flavor's ``save_model`` takes (a Booster, an ONNX ModelProto...).
-            alias: Alias to point at the version, e.g. ``"champion"``.
+            alias: Alias to point at the version, e.g. ``"champion"``; None: no alias (set
+                one later with `set_alias`, e.g. once a conversion is proved).
             params: Training parameters to log on the run.
             metrics: Training metrics to log on the run.
             description: Description of the model version.
@@ -377,7 +378,7 @@ class Registry(RunRecords):
         self,
         name: str,
         local: Path,
-        alias: str,
+        alias: str | None,
         params: Mapping[str, Any] | None,
         metrics: Mapping[str, float] | None,
         description: str,
@@ -396,8 +397,45 @@ class Registry(RunRecords):
                 metrics,
                 description,
             )
+        if alias is None:
+            return self.resolve(ModelURI(name, version=existing))
         self.client.set_registered_model_alias(name, alias, str(existing))
         return self.resolve(ModelURI(name, alias=alias))
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` of registered model ``name`` at ``version``."""
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        """The tags of one registered version (``graphops.*`` and any other)."""
+        return dict(self.client.get_model_version(name, str(version)).tags or {})
+
+    def set_version_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
+        """Set tags on one registered version (e.g. ``graphops.converted_from``)."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, value)
+
+    def record_run(
+        self,
+        *,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        passed: bool,
+    ) -> str:
+        """Log one finished run (FAILED unless ``passed``) in ``experiment``; returns its id."""
+        run = self.client.create_run(
+            self.experiment_id(experiment), run_name=run_name, tags=dict(tags)
+        )
+        run_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(run_id, key, value)
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value))
+        self.client.set_terminated(run_id, "FINISHED" if passed else "FAILED")
+        return run_id
 
     def _ensure_registered_model(self, name: str) -> None:
         """Create registered model ``name`` unless it exists."""

@@ -65,6 +65,20 @@ def graph_markdown(result: GraphValidation, picture: str | None = None) -> str:
             f"largest float difference {p.max_abs_diff:.3g} (tolerance {p.tolerance:g}).",
             "",
         ]
+    if result.conversions:
+        lines += [
+            "| converted node | original | converted | rows | max abs diff | mean abs diff "
+            "| label agreement | result |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for c in result.conversions:
+            verdict = "pass" if c.passed else "**FAIL**"
+            lines.append(
+                f"| {c.node} | `{c.original}` | `{c.converted}` | {c.rows} "
+                f"| {c.max_abs_diff:.3g} (<= {c.tolerance_max_abs_diff:g}) | {c.mean_abs_diff:.3g} "
+                f"| {c.label_agreement:.4f} (>= {c.min_label_agreement:g}) | {verdict} |"
+            )
+        lines.append("")
     for problem in result.problems:
         lines.append(f"> {problem}")
     if result.problems:

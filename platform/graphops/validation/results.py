@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from graphops._models import StrictModel
 from graphops.validation.parity import ParityResult
@@ -19,6 +19,7 @@ TIMED_PARTS = {
     "ray_start": "Ray start",
     "model_resolve": "model resolve",
     "data_run": "Data run",
+    "conversion_proof": "conversion proof",
     "parity_serve": "parity serve",
     "mlflow_record": "MLflow record",
     "other": "other",
@@ -40,6 +41,51 @@ class MetricGate(StrictModel):
     ] = False
     baseline: Annotated[float | None, Field(description="Value of the pinned version.")] = None
     tolerance: Annotated[float, Field(description="Allowed regression against the baseline.")] = 0.0
+
+
+class ConversionParity(StrictModel):
+    """A converted model (e.g. torch -> ONNX) against its original on the validation data."""
+
+    node: Annotated[str, Field(description="The model node both versions were run as.")]
+    original: Annotated[str, Field(description="The original version, models:/name/N.")]
+    converted: Annotated[str, Field(description="The converted version, models:/name/N.")]
+    rows: Annotated[int, Field(description="Validation rows both models answered.")]
+    max_abs_diff: Annotated[
+        float, Field(description="Largest absolute difference over all output elements.")
+    ]
+    mean_abs_diff: Annotated[
+        float, Field(description="Mean absolute difference over all output elements.")
+    ]
+    label_agreement: Annotated[
+        float,
+        Field(
+            description="Share of rows whose label agrees (argmax over the last axis for 2-D "
+            "outputs; values equal within the tolerance for 1-D ones)."
+        ),
+    ]
+    tolerance_max_abs_diff: Annotated[float, Field(description="The declared max_abs_diff.")]
+    min_label_agreement: Annotated[float, Field(description="The declared min_label_agreement.")]
+    run_id: Annotated[str | None, Field(description="MLflow run recording the proof.")] = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def passed(self) -> bool:
+        """Both figures within the declared tolerance."""
+        return (
+            self.max_abs_diff <= self.tolerance_max_abs_diff
+            and self.label_agreement >= self.min_label_agreement
+        )
+
+    def why(self) -> str:
+        """What failed, with the figures and the tolerance ("" when it passed)."""
+        failed = []
+        if self.max_abs_diff > self.tolerance_max_abs_diff:
+            failed.append(f"max abs diff {self.max_abs_diff:.3g} > {self.tolerance_max_abs_diff:g}")
+        if self.label_agreement < self.min_label_agreement:
+            failed.append(
+                f"label agreement {self.label_agreement:.4f} < {self.min_label_agreement:g}"
+            )
+        return "; ".join(failed)
 
 
 class GraphValidation(StrictModel):
@@ -72,7 +118,8 @@ class GraphValidation(StrictModel):
         dict[str, float],
         Field(
             description="Wall seconds of this graph's validation end to end (total) and of its "
-            "parts, in order: ray_start, model_resolve, data_run, parity_serve, mlflow_record, "
+            "parts, in order: ray_start, model_resolve, data_run, conversion_proof (only with "
+            "converted models), parity_serve, mlflow_record, "
             "and other (graph load, plan, version and baseline lookups, gates); see TIMED_PARTS."
         ),
     ] = {}
@@ -91,6 +138,13 @@ class GraphValidation(StrictModel):
         ParityResult | None,
         Field(description="Online (Serve) answers compared with the offline ones, when checked."),
     ] = None
+    conversions: Annotated[
+        list[ConversionParity],
+        Field(
+            description="Model nodes pinned to a converted version (graphops.converted_from), "
+            "each checked against its original on the validation data."
+        ),
+    ] = []
     plan: Annotated[
         str | None, Field(description="Mermaid flowchart of the plan validated (stages, columns).")
     ] = None

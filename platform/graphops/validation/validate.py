@@ -20,6 +20,7 @@ from graphops.graph import GraphPackage, MetricResult, evaluate, load_graph
 from graphops.planner import plan
 from graphops.registry import TRUSTED_ENV, TRUSTED_TAG, Registry, ValidationRecord, where_of
 from graphops.runtime import read_rows
+from graphops.validation.conversion import conversions
 from graphops.validation.parity import check_parity
 from graphops.validation.report import graph_json, graph_markdown
 from graphops.validation.results import (
@@ -153,6 +154,21 @@ def validate_graph(
     result.baseline_run = baseline.run_id if baseline else None
     result.gates = [_gate(m, baseline) for m in metrics]
     problems = [_why(g) for g in result.gates if not g.passed]
+    proving = time.perf_counter()
+    try:
+        result.conversions = conversions(package, registry, run.pins, record=record)
+    except GraphOpsError as exc:
+        return finish("error", [f"The conversion proof could not run: {exc}"])
+    if result.conversions:
+        timings["conversion_proof"] = time.perf_counter() - proving
+    problems += [
+        f"Model node {c.node} is pinned to {c.converted}, converted from {c.original}, which "
+        f"it does not answer like within the declared tolerance ({c.why()}) on {c.rows} "
+        "validation rows. Pin the original, re-export, or declare the tolerance "
+        "(Validation(conversion=ConversionTolerance(...)))."
+        for c in result.conversions
+        if not c.passed
+    ]
     if parity:
         serving = time.perf_counter()
         try:
@@ -306,6 +322,10 @@ def _recorded(
         metrics["parity.max_abs_diff"] = result.parity.max_abs_diff
         metrics["parity.rows"] = result.parity.rows
         metrics["parity.requests"] = result.parity.requests
+    for c in result.conversions:
+        metrics[f"conversion.{c.node}.max_abs_diff"] = min(c.max_abs_diff, 1e308)
+        metrics[f"conversion.{c.node}.label_agreement"] = c.label_agreement
+        metrics[f"conversion.{c.node}.passed"] = float(c.passed)
 
     def reports(run_id: str) -> dict[str, str]:
         result.run_id = run_id
