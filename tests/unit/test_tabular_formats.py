@@ -10,20 +10,13 @@ import hashlib
 import operator
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
-import numpy as np
-
-with warnings.catch_warnings():
-    # MLflow 3.17's pyfunc module warns on import about its own type hints ("Any type hint is
-    # inferred as AnyType"): nothing of ours; the flavors below import it.
-    warnings.simplefilter("ignore", UserWarning)
-    import mlflow.pyfunc
 import lightgbm
 import mlflow.lightgbm
 import mlflow.sklearn
 import mlflow.xgboost
+import numpy as np
 import pytest
 import xgboost
 import yaml
