@@ -27,8 +27,29 @@ def _rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
     )
 
 
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for 0/1 ``labels`` (Mann-Whitney; ties count half).
+
+    A ``(rows, 2)`` score array (``predict_proba``) is scored by its positive column.
+    """
+    s = np.asarray(scores, float)
+    s = s[:, -1] if s.ndim == 2 else s.reshape(-1)
+    positive = np.asarray(labels).reshape(-1).astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise InputDataError(
+            f"AUC needs both classes among the labels; got {n_pos} positive and {n_neg} negative.",
+            fix="Validate on a dataset holding examples of both classes.",
+        )
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # average ranks within ties
+    ranks = (first + (counts + 1) / 2.0)[inverse]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 BUILTIN_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": _accuracy,
+    "auc": _auc,
     "mae": _mae,
     "rmse": _rmse,
 }

@@ -114,7 +114,7 @@ class Metric(FrozenModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     name: Annotated[
-        str, Field(description="Built-in metric name (accuracy, mae, rmse) or a label.")
+        str, Field(description="Built-in metric name (accuracy, auc, mae, rmse) or a label.")
     ]
     column: Annotated[str, Field(description="Output column holding the predictions.")]
     fn: Annotated[
@@ -154,6 +154,7 @@ class Metric(FrozenModel):
             )
         builtins = (
             "accuracy",
+            "auc",
             "mae",
             "rmse",
         )  # kept in step with _metrics.BUILTIN_METRICS (tested)

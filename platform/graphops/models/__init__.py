@@ -5,7 +5,14 @@ and pyfunc for pickled models a platform team allowed); `load_model` picks one f
 No format module imports its runtime (torch, onnxruntime...) before a model of it is loaded.
 """
 
-from graphops.models import onnx, pyfunc, torch  # noqa: F401  (each registers its format)
+from graphops.models import (  # noqa: F401  (each registers its format)
+    lightgbm,
+    onnx,
+    pyfunc,
+    sklearn,
+    torch,
+    xgboost,
+)
 from graphops.models._format import (
     FORMATS,
     MLMODEL_FILE,

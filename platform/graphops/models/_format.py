@@ -92,6 +92,12 @@ class ModelFormat(ABC):
         """What loading would unpickle (a file or a serialization format), None when nothing."""
         return None
 
+    def normalise(self, directory: Path) -> None:  # noqa: B027  (optional hook, no-op default)
+        """Make a fresh save in ``directory`` byte-identical to earlier saves of the same model.
+
+        `Registry.register_flavor` calls it, so re-registering reuses the version. Default: as is.
+        """
+
     @abstractmethod
     def load(self, node: ModelNode, artifacts: Artifacts, *, gpu: bool) -> Model:
         """Build the callable model from verified ``artifacts`` (on a GPU when ``gpu``)."""

@@ -372,6 +372,11 @@ class Registry(RunRecords):
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model"
             module.save_model(model, str(local), **save_kwargs)
+            from graphops.models import FORMATS
+
+            for fmt in FORMATS.values():
+                if fmt.flavor == flavor:
+                    fmt.normalise(local)
             return self._register(name, local, alias, params, metrics, description)
 
     def _register(

@@ -28,6 +28,8 @@ TEMPLATES: dict[str, str] = {
     "label + confidence, accuracy gate, train.py registers the model.",
     "ranking": "Rank candidate items for a request: item features looked up from Parquet, a "
     "torch scorer, top-k; NDCG@5 gate that must beat a popularity baseline.",
+    "tabular": "Score a transaction: account features looked up from Parquet, an XGBoost "
+    "classifier logged with MLflow's xgboost flavor, a decision; AUC gate that must beat a rule.",
     "minimal": "No model: three plain typed nodes (a rule-based risk score), an accuracy gate, "
     "no training.",
 }
