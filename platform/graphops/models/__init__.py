@@ -5,7 +5,7 @@ and pyfunc for pickled models a platform team allowed); `load_model` picks one f
 No format module imports its runtime (torch, onnxruntime...) before a model of it is loaded.
 """
 
-from graphops.models import pyfunc, torch  # noqa: F401  (each registers its format)
+from graphops.models import pyfunc, torch, transformers  # noqa: F401  (each registers its format)
 from graphops.models._format import (
     FORMATS,
     MLMODEL_FILE,
