@@ -73,7 +73,7 @@ graph = Graph(
     nodes=[normalized, logits, routing],
     validation=Validation(
         dataset="validation.parquet",
-        label="queue",
+        label="true_queue",
         metrics=[Metric(name="accuracy", column="queue", min=0.9)],
     ),
 )

@@ -116,12 +116,12 @@ def validation_split() -> tuple[list[str], list[str]]:
 
 
 def write_validation(path: Path = VALIDATION_FILE) -> Path:
-    """Write the validation tickets as Parquet (columns ``text``, ``queue``: the truth)."""
+    """Write the validation tickets as Parquet (columns ``text``, ``true_queue``: the truth)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     texts, queues = validation_split()
-    pq.write_table(pa.table({"text": texts, "queue": queues}), path)
+    pq.write_table(pa.table({"text": texts, "true_queue": queues}), path)
     return path
 
 

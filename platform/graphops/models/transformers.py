@@ -94,24 +94,38 @@ def wordpiece_tokenizer(texts: Sequence[str], *, vocab_size: int, max_length: in
 
     Lowercasing BERT normalizer and pre-tokenizer, ``[CLS] text [SEP]``; ``max_length`` is
     recorded as its ``model_max_length`` (the truncation length `TransformersModel` uses).
-    Training is deterministic: the same texts give the same ``tokenizer.json``.
+    The vocabulary: the special tokens, every character of the texts (alone and as a ``##``
+    continuation, so no word is unknown), then the most frequent words as tokenizers'
+    `WordLevelTrainer` counts them (ties by spelling). Deterministic: the same texts give the
+    same ``tokenizer.json`` — tokenizers' own `WordPieceTrainer` does not (it breaks ties by
+    hash order, a different vocabulary each run), which would register a new version per run.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
+    from tokenizers.trainers import WordLevelTrainer
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    words.normalizer = normalizer
+    words.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words.train_from_iterator(
+        list(texts),
+        WordLevelTrainer(vocab_size=vocab_size, special_tokens=[], show_progress=False),
+    )
+    chars = sorted({c for t in texts for c in normalizer.normalize_str(t) if not c.isspace()})
+    vocab: dict[str, int] = {}
+    ranked = sorted(words.get_vocab().items(), key=lambda item: item[1])
+    for token in [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars), *(w for w, _ in ranked)]:
+        if len(vocab) < vocab_size:
+            vocab.setdefault(token, len(vocab))
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
-    )
-    tokenizer.train_from_iterator(list(texts), trainer)
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
