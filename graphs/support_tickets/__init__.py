@@ -22,7 +22,9 @@ class TicketRequest(BaseModel):
 
     text: Annotated[
         str,
-        Field(min_length=1, max_length=MAX_CHARS, description="The ticket as the customer wrote it."),
+        Field(
+            min_length=1, max_length=MAX_CHARS, description="The ticket as the customer wrote it."
+        ),
     ]
 
 
@@ -61,7 +63,10 @@ def routing(logits: np.ndarray) -> Routing:
     """The most likely queue and its softmax probability."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = shifted / shifted.sum(axis=1, keepdims=True)
-    return {"queue": np.asarray(QUEUES, dtype=object)[probs.argmax(axis=1)], "confidence": probs.max(axis=1)}
+    return {
+        "queue": np.asarray(QUEUES, dtype=object)[probs.argmax(axis=1)],
+        "confidence": probs.max(axis=1),
+    }
 
 
 graph = Graph(

@@ -66,7 +66,9 @@ def fit(*, epochs: int, hidden: int, lr: float) -> tuple[Any, Any, float, float]
         pad_token_id=tokenizer.pad_token_id,
     )
     net = BertForSequenceClassification(config)
-    encoded = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    encoded = tokenizer(
+        texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+    )
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     targets = torch.as_tensor([QUEUES.index(q) for q in queues])
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
@@ -77,14 +79,22 @@ def fit(*, epochs: int, hidden: int, lr: float) -> tuple[Any, Any, float, float]
         for batch in torch.randperm(len(targets), generator=generator).split(BATCH):
             width = int(mask[batch].sum(1).max())  # trim the padding this batch does not need
             optimizer.zero_grad()
-            out = net(input_ids=ids[batch, :width], attention_mask=mask[batch, :width], labels=targets[batch])
+            out = net(
+                input_ids=ids[batch, :width],
+                attention_mask=mask[batch, :width],
+                labels=targets[batch],
+            )
             out.loss.backward()
             optimizer.step()
             loss = out.loss.detach()
     net.eval()
     val_texts, val_queues = validation_split()
     with torch.inference_mode():
-        val = tokenizer(val_texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-        predicted = net(input_ids=val["input_ids"], attention_mask=val["attention_mask"]).logits.argmax(1)
+        val = tokenizer(
+            val_texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+        )
+        predicted = net(
+            input_ids=val["input_ids"], attention_mask=val["attention_mask"]
+        ).logits.argmax(1)
     accuracy = float(np.mean(np.array(QUEUES)[predicted.numpy()] == np.array(val_queues)))
     return tokenizer, net, accuracy, float(loss)

@@ -32,6 +32,7 @@ PACKAGE_FILES = {
         "features/items.parquet",
     },
     "minimal": {"__init__.py", "data.py", "validation.parquet"},
+    "text": {"__init__.py", "data.py", "train.py", "validation.parquet"},
 }
 
 
@@ -151,7 +152,7 @@ def test_existing_test_file_is_never_overwritten(repo: Path) -> None:
 def test_unknown_template_lists_the_shipped_ones(repo: Path) -> None:
     with pytest.raises(ScaffoldError, match='Got "fancy" for template') as err:
         scaffold(repo, "fine", "fancy")
-    assert err.value.fix == "Use one of: classifier, ranking, minimal."
+    assert err.value.fix == "Use one of: classifier, ranking, minimal, text."
 
 
 def test_a_folder_without_graphs_is_refused(tmp_path: Path) -> None:

@@ -105,7 +105,11 @@ def test_identical_saves_give_identical_model_files(saved: Path, tmp_path: Path)
     tokenizer, net = tiny()
     again = tmp_path / "again"
     mlflow.transformers.save_model(save_components(net, tokenizer), str(again), **SAVE_KWARGS)
-    for name in ("model/model.safetensors", "model/config.json", "components/tokenizer/tokenizer.json"):
+    for name in (
+        "model/model.safetensors",
+        "model/config.json",
+        "components/tokenizer/tokenizer.json",
+    ):
         assert (again / name).read_bytes() == (saved / name).read_bytes(), name
 
 
@@ -123,7 +127,9 @@ def test_pickled_weights_are_refused(saved: Path, tmp_path: Path, weights: str) 
     assert "models.pickle_allowed" in message
 
 
-def test_missing_safetensors_is_a_registry_error_naming_the_files(saved: Path, tmp_path: Path) -> None:
+def test_missing_safetensors_is_a_registry_error_naming_the_files(
+    saved: Path, tmp_path: Path
+) -> None:
     import shutil
 
     copy = tmp_path / "model"

@@ -30,6 +30,8 @@ TEMPLATES: dict[str, str] = {
     "torch scorer, top-k; NDCG@5 gate that must beat a popularity baseline.",
     "minimal": "No model: three plain typed nodes (a rule-based risk score), an accuracy gate, "
     "no training.",
+    "text": "Classify short texts: normalize -> a WordPiece tokenizer and tiny BERT trained by "
+    "train.py (MLflow's transformers flavor) -> label + confidence; accuracy gate.",
 }
 """Template name -> what it gives you."""
 
