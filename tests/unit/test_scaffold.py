@@ -128,6 +128,7 @@ def test_bad_names_are_refused_with_a_suggestion(repo: Path, name: str, suggesti
         "__init__.py",
         "digits",
         "feed_ranking",
+        "support_tickets",
     ]
 
 

@@ -137,3 +137,30 @@ def test_missing_safetensors_is_a_registry_error_naming_the_files(
     (copy / "model" / "model.safetensors").unlink()
     with pytest.raises(RegistryError, match=r"models:/tickets/3 holds no transformers config.json"):
         load_model(NODE, copy, "models:/tickets/3")
+
+
+# torch 2.13's ONNX exporter pickles pytree specs through a deprecated LeafSpec check, and says
+# that axis names sharing constraints are merged: neither is about the exported model.
+@pytest.mark.filterwarnings(
+    "ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"
+)
+@pytest.mark.filterwarnings("ignore:# The axis name:UserWarning")
+def test_the_onnx_export_answers_like_torch_on_the_validation_texts(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from graphops.models.transformers import export_onnx
+    from graphs.support_tickets.data import validation_split
+
+    tokenizer, net = tiny(labels=4)
+    runner = TransformersModel(net, tokenizer, torch.device("cpu"), max_length_of(tokenizer, net))
+    path = export_onnx(runner, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    texts = np.array(validation_split()[0], dtype=object)
+    for batch in (texts, texts[:3], texts[:1]):  # batch and sequence axes are dynamic
+        encoded = {k: v.numpy() for k, v in runner.encode(batch).items()}
+        [logits] = session.run(["logits"], encoded)
+        expected = runner(batch)
+        assert logits.shape == expected.shape
+        np.testing.assert_allclose(logits, expected, atol=1e-5)
+        assert (logits.argmax(1) == expected.argmax(1)).all()

@@ -193,7 +193,7 @@ def max_length_of(tokenizer: Any, module: Any) -> int:
     return recorded
 
 
-def export_onnx(model: TransformersModel, path: Path, *, opset: int = 17) -> Path:
+def export_onnx(model: TransformersModel, path: Path, *, opset: int = 18) -> Path:
     """Write ``model`` as ONNX: inputs ``input_ids``/``attention_mask``, output ``logits``.
 
     Batch and sequence axes are dynamic; the tokenizer stays in Python (tokenize with
@@ -226,6 +226,7 @@ def export_onnx(model: TransformersModel, path: Path, *, opset: int = 17) -> Pat
         opset_version=opset,
         dynamo=True,
         external_data=False,
+        verbose=False,
     )
     return path
 
