@@ -5,6 +5,7 @@ No network: the tokenizer is trained on a few texts, the model configured small 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ def test_mlflows_flavor_layout_is_detected_and_loads_offline(
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # loading sets it itself: no network either way
     loaded = load_model(NODE, saved, "models:/tickets/1")
     assert isinstance(loaded, TransformersModel) and loaded.max_length == 16
+    assert os.environ["HF_HUB_OFFLINE"] == "0"  # set for the load only, then restored
     out = loaded(np.array(["my card was charged twice", "i forgot my password"], dtype=object))
     assert out.shape == (2, 3) and out.dtype == np.float32
 

@@ -14,7 +14,8 @@ torch's process-wide thread count: set ``torch.set_num_threads`` in the caller, 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,10 +101,10 @@ def wordpiece_tokenizer(texts: Sequence[str], *, vocab_size: int, max_length: in
     same ``tokenizer.json`` — tokenizers' own `WordPieceTrainer` does not (it breaks ties by
     hash order, a different vocabulary each run), which would register a new version per run.
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordLevelTrainer
-    from transformers import PreTrainedTokenizerFast
+    with offline():
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+        from tokenizers.trainers import WordLevelTrainer
+        from transformers import PreTrainedTokenizerFast
 
     normalizer = normalizers.BertNormalizer(lowercase=True)
     words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
@@ -138,6 +139,20 @@ def wordpiece_tokenizer(texts: Sequence[str], *, vocab_size: int, max_length: in
     )
 
 
+@contextmanager
+def offline() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` while inside (huggingface_hub reads it when first imported)."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+
+
 def _model_dir(artifacts: Artifacts) -> Path:
     """Where config and weights lie: the flavor's ``model_binary`` (``model/``) folder."""
     binary = artifacts.flavors.get(FLAVOR, {}).get("model_binary") or "model"
@@ -154,9 +169,8 @@ def load_transformers(
     directory: Path, tokenizer_directory: Path, device: torch.device, where: Where, uri: str
 ) -> TransformersModel:
     """Load a sequence classifier and its tokenizer from local files only (no network)."""
-    # Read by huggingface_hub at import: set before the first import of transformers here.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    with offline():
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     weights = sorted(p.name for p in directory.glob("*.safetensors"))
     if not (directory / "config.json").is_file() or not weights:
@@ -169,10 +183,13 @@ def load_transformers(
             **where,
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_directory), local_files_only=True)
-        module = AutoModelForSequenceClassification.from_pretrained(
-            str(directory), local_files_only=True, use_safetensors=True, trust_remote_code=False
-        )
+        with offline():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(tokenizer_directory), local_files_only=True
+            )
+            module = AutoModelForSequenceClassification.from_pretrained(
+                str(directory), local_files_only=True, use_safetensors=True, trust_remote_code=False
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise RegistryError(
             f"{uri} could not be loaded as a transformers sequence classifier: {exc}",
