@@ -42,3 +42,24 @@ def test_default_template_validates_as_generated(
     assert result.parity is not None and result.parity.passed
     assert result.parity.rows == 300 and result.parity.mismatches == 0
     assert registry.client.get_run(result.run_id).data.tags["graphops.status"] == "passed"
+
+
+def test_text_template_validates_as_generated(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(repo_copy, repo)
+    scaffold(repo, "fresh_text", "text")
+    trainer = load_graph(repo, "fresh_text").trainer()
+    assert trainer is not None
+    pinned = trainer(registry)
+    assert trainer(registry).uri == pinned.uri  # seeded: the same files, the same version
+
+    result = validate_graph(repo, "fresh_text", registry, commit="scaffold", parity=True)
+
+    assert result.status == "passed", result.problems
+    assert result.models == {"logits": pinned.uri}
+    [gate] = result.gates
+    assert (gate.metric, gate.column, gate.passed) == ("accuracy", "label", True)
+    assert result.rows == 300
+    assert result.parity is not None and result.parity.passed and result.parity.mismatches == 0

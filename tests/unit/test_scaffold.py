@@ -39,6 +39,7 @@ PACKAGE_FILES = {
         "features/accounts.parquet",
     },
     "minimal": {"__init__.py", "data.py", "validation.parquet"},
+    "text": {"__init__.py", "data.py", "train.py", "validation.parquet"},
 }
 
 
@@ -156,7 +157,7 @@ def test_existing_test_file_is_never_overwritten(repo: Path) -> None:
 def test_unknown_template_lists_the_shipped_ones(repo: Path) -> None:
     with pytest.raises(ScaffoldError, match='Got "fancy" for template') as err:
         scaffold(repo, "fine", "fancy")
-    assert err.value.fix == "Use one of: classifier, ranking, tabular, minimal."
+    assert err.value.fix == "Use one of: classifier, ranking, tabular, minimal, text."
 
 
 def test_a_folder_without_graphs_is_refused(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ def new(
             "--template",
             "-t",
             help="classifier (torch model, accuracy gate), ranking (feature lookup, scorer, "
-            "NDCG gate) or minimal (plain nodes, no model).",
+            "NDCG gate), minimal (plain nodes, no model) or text (tokenizer + tiny BERT "
+            "trained here, accuracy gate).",
         ),
     ] = Template[DEFAULT_TEMPLATE],
 ) -> None:

@@ -11,6 +11,7 @@ from graphops.models import (  # noqa: F401  (each registers its format)
     pyfunc,
     sklearn,
     torch,
+    transformers,
     xgboost,
 )
 from graphops.models._format import (

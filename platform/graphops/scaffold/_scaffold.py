@@ -32,6 +32,8 @@ TEMPLATES: dict[str, str] = {
     "classifier logged with MLflow's xgboost flavor, a decision; AUC gate that must beat a rule.",
     "minimal": "No model: three plain typed nodes (a rule-based risk score), an accuracy gate, "
     "no training.",
+    "text": "Classify short texts: normalize -> a WordPiece tokenizer and tiny BERT trained by "
+    "train.py (MLflow's transformers flavor) -> label + confidence; accuracy gate.",
 }
 """Template name -> what it gives you."""
 
