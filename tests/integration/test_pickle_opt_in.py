@@ -57,7 +57,7 @@ def test_a_pickled_model_is_refused_naming_model_flavor_and_opt_in(
         registry.load(churn_node)
 
 
-def test_an_allowed_pickled_model_loads_through_mlflow_and_is_reported(
+def test_an_allowed_pickled_model_loads_by_its_format_and_is_reported(
     registry: Registry,
     logged: tuple[LogisticRegression, np.ndarray],
     churn_node: ModelNode,
@@ -65,15 +65,48 @@ def test_an_allowed_pickled_model_loads_through_mlflow_and_is_reported(
     estimator, x = logged
     allowed = Registry(registry.work_dir, registry.tracking_uri, pickle_allowed=[NAME])
     pin = allowed.resolve(f"models:/{NAME}/1")
-    assert allowed.formats[pin.uri] == "pyfunc"
+    assert allowed.formats[pin.uri] == "sklearn (unpickled: models.pickle_allowed)"
     loaded = allowed.load(churn_node, pin)
-    np.testing.assert_array_equal(loaded(x), estimator.predict(x))
+    # The same answers as the model saved safely (skops): the sklearn format's probabilities.
+    np.testing.assert_allclose(loaded(x), estimator.predict_proba(x))
     # A worker (no tracking client) needs the same grant, which the spec carries.
     with pytest.raises(RegistryError, match=r"models\.pickle_allowed"):
         load_pinned(churn_node, pin, registry.tracking_uri)
     worker = load_pinned(churn_node, pin, registry.tracking_uri, pickle_allowed=True)
-    np.testing.assert_array_equal(worker(x), estimator.predict(x))
+    np.testing.assert_allclose(worker(x), estimator.predict_proba(x))
     assert isinstance(pin, ResolvedModel) and pin.digest.startswith("sha256:")
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    """A team's custom Python model: MLflow cloudpickles the object itself."""
+
+    def predict(self, context: object, model_input: np.ndarray) -> np.ndarray:
+        return np.asarray(model_input) * 2
+
+
+def test_a_custom_python_model_loads_through_mlflow_only_when_allowed(
+    registry: Registry,
+) -> None:
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Doubler(),
+            registered_model_name="custom_doubler",
+            pip_requirements=["numpy"],
+        )
+    with pytest.raises(RegistryError, match='"python_function" flavor') as info:
+        registry.resolve("models:/custom_doubler/1")
+    assert 'add "custom_doubler" to models.pickle_allowed' in str(info.value)
+    allowed = Registry(registry.work_dir, registry.tracking_uri, pickle_allowed=["custom_doubler"])
+    pin = allowed.resolve("models:/custom_doubler/1")
+    assert allowed.formats[pin.uri] == "pyfunc (unpickled: models.pickle_allowed)"
+
+    def doubled(features: np.ndarray, model: Model) -> np.ndarray:
+        return model(features)
+
+    loaded = allowed.load(model("models:/custom_doubler/1")(doubled), pin)
+    np.testing.assert_array_equal(loaded(np.arange(4.0)), np.arange(4.0) * 2)
 
 
 def test_the_grant_is_read_from_the_base_environment(tmp_path: Path) -> None:

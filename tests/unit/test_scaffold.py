@@ -102,7 +102,7 @@ def test_generated_code_is_ruff_clean(repo: Path) -> None:
         "`pip install -c constraints.txt ruff`"
     )
     # The longest names allowed (no underscores: the longest class names) and the shortest.
-    names = [(t, (t + "x" * 30)[:30]) for t in TEMPLATES] + [(t, f"g{t[0]}") for t in TEMPLATES]
+    names = [(t, (t + "x" * 30)[:30]) for t in TEMPLATES] + [(t, f"g{t[:2]}") for t in TEMPLATES]
     paths = [p for t, name in names for p in scaffold(repo, name, t)]
     sources = [str(p) for p in paths if p.suffix == ".py"]
     config = ("--config", str(REPO / "pyproject.toml"))

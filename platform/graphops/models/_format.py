@@ -130,8 +130,9 @@ def register_format(cls: _F) -> _F:
 def detect(artifacts: Artifacts, where: Where, *, pickle_allowed: bool = False) -> ModelFormat:
     """The format of ``artifacts``; refuses unknown layouts and pickled models not allowed.
 
-    A pickled model a platform team allowed loads through `pyfunc` (MLflow's own loader),
-    whatever its flavor.
+    A pickled model a platform team allowed loads through its format (a scikit-learn model
+    answers the same, skops or cloudpickle), or through `pyfunc` (MLflow's own loader) when no
+    format of graphops reads its flavor.
 
     Raises:
         RegistryError: No format reads the files (names the files and flavors found), or the
@@ -142,11 +143,9 @@ def detect(artifacts: Artifacts, where: Where, *, pickle_allowed: bool = False) 
         if not fmt.matches(artifacts):
             continue
         pickled = fmt.pickled(artifacts)
-        if pickled is None:
-            return fmt
-        if not pickle_allowed:
+        if pickled is not None and not pickle_allowed:
             raise pickle_refused(artifacts, fmt.flavor or fmt.name, pickled, where)
-        return FORMATS["pyfunc"]  # an allowed pickle loads through MLflow's own loader
+        return fmt  # an allowed pickle loads by its own format: the same answers as its safe form
     flavors = [f for f in artifacts.flavors if f != "python_function"] or ["python_function"]
     if artifacts.flavors:
         if not pickle_allowed:

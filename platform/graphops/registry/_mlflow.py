@@ -267,13 +267,20 @@ class Registry(RunRecords):
         return loaded, pinned
 
     def _detect(self, found: Version, path: Path, where: Where) -> str:
-        """The format of a version's files (kept in `formats`); refuses pickled ones not allowed."""
-        from graphops.models import Artifacts, detect
+        """The format of a version's files (kept in `formats`, a pickled one marked so).
+
+        Refuses a pickled model no platform team allowed (`graphops.models.detect`).
+        """
+        from graphops.models import PICKLE_OPT_IN, Artifacts, detect
 
         allowed = found.name in self.pickle_allowed
-        fmt = detect(Artifacts.read(path, found.uri), where, pickle_allowed=allowed).name
-        self.formats[found.uri] = fmt
-        return fmt
+        artifacts = Artifacts.read(path, found.uri)
+        fmt = detect(artifacts, where, pickle_allowed=allowed)
+        name = fmt.name
+        if fmt.name == "pyfunc" or fmt.pickled(artifacts) is not None:
+            name += f" (unpickled: {PICKLE_OPT_IN})"
+        self.formats[found.uri] = name
+        return name
 
     def _verified(self, found: Version, path: Path, where: Where) -> str:
         """The digest of ``path``, verified against the registered one (`verified`).

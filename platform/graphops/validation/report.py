@@ -43,9 +43,7 @@ def graph_markdown(result: GraphValidation, picture: str | None = None) -> str:
     if result.models:
         lines += ["| model node | version | format | digest |", "|---|---|---|---|"]
         for node, uri in result.models.items():
-            fmt = result.formats.get(node, "-")
-            if fmt == "pyfunc":
-                fmt = "**unpickled** (models.pickle_allowed)"
+            fmt = result.formats.get(node, "-").replace("unpickled", "**unpickled**")
             digest = result.digests.get(node, "")[:19]
             lines.append(f"| {node} | `{uri}` | {fmt} | `{digest}` |")
         lines.append("")

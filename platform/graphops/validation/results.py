@@ -103,8 +103,8 @@ class GraphValidation(StrictModel):
     formats: Annotated[
         dict[str, str],
         Field(
-            description="Model node -> its model format (torch, onnx, xgboost...; pyfunc: "
-            "loaded by unpickling, as models.pickle_allowed grants)."
+            description="Model node -> its model format (torch, onnx, xgboost...), marked "
+            '"(unpickled: models.pickle_allowed)" for a pickled model a platform team allowed.'
         ),
     ] = {}
     gates: Annotated[list[MetricGate], Field(description="Metric gates.")] = []
