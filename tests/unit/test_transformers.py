@@ -166,3 +166,21 @@ def test_the_onnx_export_answers_like_torch_on_the_validation_texts(tmp_path: Pa
         assert logits.shape == expected.shape
         np.testing.assert_allclose(logits, expected, atol=1e-5)
         assert (logits.argmax(1) == expected.argmax(1)).all()
+
+
+def test_a_model_with_another_head_is_refused_not_given_a_random_classifier(
+    saved: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(saved, copy)
+    config = copy / "model" / "config.json"
+    config.write_text(
+        json.dumps({**json.loads(config.read_text()), "architectures": ["BertForMaskedLM"]})
+    )
+    with pytest.raises(
+        RegistryError, match=r"models:/tickets/4 is a BertForMaskedLM, not a sequence"
+    ):
+        load_model(NODE, copy, "models:/tickets/4")

@@ -13,6 +13,7 @@ torch's process-wide thread count: set ``torch.set_num_threads`` in the caller, 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -180,6 +181,17 @@ def load_transformers(
             f"(found: {found or 'nothing'}).",
             fix="Save the model with mlflow.transformers.save_model/log_model (safe_serialization "
             "is the default) or register it with Registry.register_flavor(flavor='transformers').",
+            **where,
+        )
+    architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        # Any other head would load with a freshly initialised classifier: answers, but random.
+        raise RegistryError(
+            f"{uri} is a {', '.join(map(str, architectures)) or 'model of no architecture'}, "
+            "not a sequence classifier: graphops' transformers format serves text "
+            "classification (logits per label).",
+            fix="Log an *ForSequenceClassification model (task text-classification) with its "
+            "tokenizer.",
             **where,
         )
     try:
