@@ -42,3 +42,24 @@ def test_default_template_validates_as_generated(
     assert result.parity is not None and result.parity.passed
     assert result.parity.rows == 300 and result.parity.mismatches == 0
     assert registry.client.get_run(result.run_id).data.tags["graphops.status"] == "passed"
+
+
+def test_tabular_template_validates_as_generated(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(repo_copy, repo)
+    scaffold(repo, "fresh_tabular", "tabular")
+    trainer = load_graph(repo, "fresh_tabular").trainer()
+    assert trainer is not None
+    pinned = trainer(registry)  # an MLflow xgboost model, registered by register_flavor
+    assert trainer(registry).version == pinned.version  # seeded, one thread: the version reused
+
+    result = validate_graph(repo, "fresh_tabular", registry, commit="scaffold", parity=False)
+
+    assert result.status == "passed", result.problems
+    assert result.models == {"probability": pinned.uri}
+    [gate] = result.gates
+    assert (gate.metric, gate.column, gate.passed) == ("auc", "probability", True)
+    assert gate.gate.startswith(">= 0.85 and > rule_scores (")
+    assert result.rows == 300
