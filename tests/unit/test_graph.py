@@ -329,7 +329,7 @@ def test_model_uri_rejects_other_forms(uri: str) -> None:
 
 
 def test_builtin_metrics_are_exactly_those_metric_accepts_by_name() -> None:
-    assert set(BUILTIN_METRICS) == {"accuracy", "mae", "rmse"}
+    assert set(BUILTIN_METRICS) == {"accuracy", "auc", "mae", "rmse"}
     for name in BUILTIN_METRICS:
         assert Metric(name=name, column="c").fn is None
     with pytest.raises(ValidationError) as info:
