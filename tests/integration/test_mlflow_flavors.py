@@ -190,3 +190,28 @@ def test_models_mlflow_pickled_are_refused_naming_model_flavor_and_opt_in(
         registry.load(_node(f"models:/{name}/1"))
     assert f'models:/{name}/1 was logged with MLflow\'s "{flavor}" flavor' in caught.value.what
     assert f'"{name}"' in caught.value.fix and "models.pickle_allowed" in caught.value.fix
+
+
+def test_registering_an_identical_skops_model_reuses_the_version(registry: Registry) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] > 0).astype(int)
+
+    def register(pipe: object) -> int:
+        return registry.register_flavor(
+            name="skops_twice",
+            flavor="sklearn",
+            model=pipe,
+            alias="champion",
+            serialization_format="skops",
+            pip_requirements=["scikit-learn", "skops"],
+        ).version
+
+    # Two equal fits, both alive: their arrays are other Python objects, and skops names each
+    # array file by id(), so only the normalised saves are byte-identical.
+    first, second = (make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y) for _ in "ab")
+    assert register(first) == register(second)

@@ -63,3 +63,24 @@ def test_text_template_validates_as_generated(
     assert (gate.metric, gate.column, gate.passed) == ("accuracy", "label", True)
     assert result.rows == 300
     assert result.parity is not None and result.parity.passed and result.parity.mismatches == 0
+
+
+def test_tabular_template_validates_as_generated(
+    tmp_path: Path, repo_copy: Path, registry: Registry
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(repo_copy, repo)
+    scaffold(repo, "fresh_tabular", "tabular")
+    trainer = load_graph(repo, "fresh_tabular").trainer()
+    assert trainer is not None
+    pinned = trainer(registry)  # an MLflow xgboost model, registered by register_flavor
+    assert trainer(registry).version == pinned.version  # seeded, one thread: the version reused
+
+    result = validate_graph(repo, "fresh_tabular", registry, commit="scaffold", parity=False)
+
+    assert result.status == "passed", result.problems
+    assert result.models == {"probability": pinned.uri}
+    [gate] = result.gates
+    assert (gate.metric, gate.column, gate.passed) == ("auc", "probability", True)
+    assert gate.gate.startswith(">= 0.85 and > rule_scores (")
+    assert result.rows == 300
