@@ -30,8 +30,9 @@ def new(
             "--template",
             "-t",
             help="classifier (torch model, accuracy gate), ranking (feature lookup, scorer, "
-            "NDCG gate), minimal (plain nodes, no model) or text (tokenizer + tiny BERT "
-            "trained here, accuracy gate).",
+            "NDCG gate), tabular (feature lookup, XGBoost via MLflow's flavor, AUC gate), "
+            "minimal (plain nodes, no model) or text (tokenizer + tiny BERT trained here, "
+            "accuracy gate).",
         ),
     ] = Template[DEFAULT_TEMPLATE],
 ) -> None:
