@@ -10,8 +10,9 @@ import pytest
 from graphops import Batching, ConversionTolerance, Resources, Validation, model
 from graphops.errors import GraphOpsError, RegistryError
 from graphops.models import FORMATS, Artifacts, OnnxModel, detect, load_model
+from graphops.models.export import stable
 from graphops.models.onnx import THREADS_ENV, providers_for, session_threads
-from graphops.validation.conversion import compare, stable
+from graphops.validation.conversion import compare
 from graphops.validation.results import ConversionParity
 
 onnx = pytest.importorskip("onnx")
@@ -161,7 +162,7 @@ def test_a_scikit_learn_estimator_converts_with_probabilities_as_its_output() ->
     import onnxruntime as ort
     from sklearn.linear_model import LogisticRegression
 
-    from graphops.validation.conversion import to_onnx
+    from graphops.models.export import to_onnx
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3)).astype(np.float32)
@@ -183,7 +184,7 @@ def test_a_scikit_learn_estimator_converts_with_probabilities_as_its_output() ->
 
 
 def test_models_graphops_cannot_convert_are_refused_by_name(tmp_path: Path) -> None:
-    from graphops.validation.conversion import to_onnx
+    from graphops.models.export import to_onnx
 
     loaded = load_model(scores, _tiny(tmp_path / "m"), "models:/tiny/1")
     with pytest.raises(RegistryError, match=r"models:/tiny/1 is an ONNX model already"):
