@@ -5,6 +5,7 @@ torch, onnx and skl2onnx are imported when a model is exported, not with this mo
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -67,11 +68,35 @@ def torch_to_onnx(
         tensor = torch.as_tensor(np.array(array))
         tensors.append(tensor.to(dtype) if tensor.is_floating_point() else tensor)
     batch = torch.export.Dim("batch")
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." x4
+    try:
+        program = _export(torch, module, tuple(tensors), names, outputs, batch)
+    finally:
+        exporter_log.setLevel(level)
+    if program is None or program.model_proto is None:
+        raise GraphOpsError(
+            "torch.onnx.export returned no model.",
+            fix="Check that the module exports with torch.onnx.export(..., dynamo=True).",
+        )
+    return program.model_proto
+
+
+def _export(
+    torch: Any,
+    module: Any,
+    tensors: tuple[Any, ...],
+    names: list[str],
+    outputs: list[str],
+    batch: Any,
+) -> Any:
+    """Run the exporter (dynamo) with a dynamic first dimension on every input."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own deprecation notices of torch internals
-        program = torch.onnx.export(
+        return torch.onnx.export(
             module,
-            tuple(tensors),
+            tensors,
             dynamo=True,
             input_names=names,
             output_names=outputs,
@@ -79,12 +104,6 @@ def torch_to_onnx(
             optimize=True,
             verbose=False,
         )
-    if program is None or program.model_proto is None:
-        raise GraphOpsError(
-            "torch.onnx.export returned no model.",
-            fix="Check that the module exports with torch.onnx.export(..., dynamo=True).",
-        )
-    return program.model_proto
 
 
 def sklearn_to_onnx(
