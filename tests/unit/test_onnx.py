@@ -191,3 +191,30 @@ def test_models_graphops_cannot_convert_are_refused_by_name(tmp_path: Path) -> N
         to_onnx(loaded, (np.zeros((2, 3), np.float32),), scores, "models:/tiny/1")
     with pytest.raises(RegistryError, match="loads as function: graphops converts torch and"):
         to_onnx(lambda *a: a[0], (np.zeros((2, 3)),), scores, "models:/tiny/1")
+
+
+def test_the_validation_report_shows_each_conversion_proof() -> None:
+    from graphops.validation.report import markdown, to_json
+    from graphops.validation.results import GraphValidation, ValidationReport
+
+    proof = ConversionParity(
+        node="logits",
+        original="models:/digits/1",
+        converted="models:/digits/2",
+        rows=360,
+        max_abs_diff=9.5e-6,
+        mean_abs_diff=1.1e-6,
+        label_agreement=1.0,
+        tolerance_max_abs_diff=1e-4,
+        min_label_agreement=0.999,
+    )
+    g = GraphValidation(graph="digits", status="passed", version="1.0.0", conversions=[proof])
+    text = markdown(ValidationReport(graphs=[g]))
+    assert (
+        "| logits | `models:/digits/1` | `models:/digits/2` | 360 | 9.5e-06 (<= 0.0001) "
+        "| 1.1e-06 | 1.0000 (>= 0.999) | pass |" in text
+    )
+    failed = proof.model_copy(update={"label_agreement": 0.99})
+    g = g.model_copy(update={"conversions": [failed], "status": "failed"})
+    assert "| 0.9900 (>= 0.999) | **FAIL** |" in markdown(ValidationReport(graphs=[g]))
+    assert '"passed": false' in to_json(ValidationReport(graphs=[g]))
