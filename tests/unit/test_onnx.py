@@ -10,8 +10,9 @@ import pytest
 from graphops import Batching, ConversionTolerance, Resources, Validation, model
 from graphops.errors import GraphOpsError, RegistryError
 from graphops.models import FORMATS, Artifacts, OnnxModel, detect, load_model
+from graphops.models.export import stable
 from graphops.models.onnx import THREADS_ENV, providers_for, session_threads
-from graphops.validation.conversion import compare, stable
+from graphops.validation.conversion import compare
 from graphops.validation.results import ConversionParity
 
 onnx = pytest.importorskip("onnx")
@@ -161,7 +162,7 @@ def test_a_scikit_learn_estimator_converts_with_probabilities_as_its_output() ->
     import onnxruntime as ort
     from sklearn.linear_model import LogisticRegression
 
-    from graphops.validation.conversion import to_onnx
+    from graphops.models.export import to_onnx
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3)).astype(np.float32)
@@ -183,10 +184,37 @@ def test_a_scikit_learn_estimator_converts_with_probabilities_as_its_output() ->
 
 
 def test_models_graphops_cannot_convert_are_refused_by_name(tmp_path: Path) -> None:
-    from graphops.validation.conversion import to_onnx
+    from graphops.models.export import to_onnx
 
     loaded = load_model(scores, _tiny(tmp_path / "m"), "models:/tiny/1")
     with pytest.raises(RegistryError, match=r"models:/tiny/1 is an ONNX model already"):
         to_onnx(loaded, (np.zeros((2, 3), np.float32),), scores, "models:/tiny/1")
     with pytest.raises(RegistryError, match="loads as function: graphops converts torch and"):
         to_onnx(lambda *a: a[0], (np.zeros((2, 3)),), scores, "models:/tiny/1")
+
+
+def test_the_validation_report_shows_each_conversion_proof() -> None:
+    from graphops.validation.report import markdown, to_json
+    from graphops.validation.results import GraphValidation, ValidationReport
+
+    proof = ConversionParity(
+        node="logits",
+        original="models:/digits/1",
+        converted="models:/digits/2",
+        rows=360,
+        max_abs_diff=9.5e-6,
+        mean_abs_diff=1.1e-6,
+        label_agreement=1.0,
+        tolerance_max_abs_diff=1e-4,
+        min_label_agreement=0.999,
+    )
+    g = GraphValidation(graph="digits", status="passed", version="1.0.0", conversions=[proof])
+    text = markdown(ValidationReport(graphs=[g]))
+    assert (
+        "| logits | `models:/digits/1` | `models:/digits/2` | 360 | 9.5e-06 (<= 0.0001) "
+        "| 1.1e-06 | 1.0000 (>= 0.999) | pass |" in text
+    )
+    failed = proof.model_copy(update={"label_agreement": 0.99})
+    g = g.model_copy(update={"conversions": [failed], "status": "failed"})
+    assert "| 0.9900 (>= 0.999) | **FAIL** |" in markdown(ValidationReport(graphs=[g]))
+    assert '"passed": false' in to_json(ValidationReport(graphs=[g]))
