@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the CLI imports numpy, MLflow and torch only for commands t
     from graphops.runtime.schema import DeploymentSpec
     from graphops.runtime.split import SplitReport
     from graphops.validation import GraphValidation, ValidationReport
+    from graphops.validation.conversion import Export
 
 # Without a terminal (CI logs, pipes) Rich would wrap tables at 80 columns; give them room.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -218,6 +219,7 @@ def validation_table(report: ValidationReport, again: str = "--force") -> Group:
         "graph",
         "version",
         "status",
+        "models",
         "gates",
         "parity",
         "rows",
@@ -235,10 +237,12 @@ def validation_table(report: ValidationReport, again: str = "--force") -> Group:
             if p.passed
             else f"[red]{p.mismatches}/{p.rows} differ[/]"
         )
+        formats = sorted({g.formats.get(n, "?") for n in g.models})
         table.add_row(
             g.graph,
             g.version or "-",
             _STATUS[g.status] + (" (reused)" if g.reused else ""),
+            escape(", ".join(formats)) or "-",
             gates,
             parity,
             str(g.rows),
@@ -251,6 +255,36 @@ def validation_table(report: ValidationReport, again: str = "--force") -> Group:
     reused = [Text(reuse_line(g, again)) for g in report.graphs if g.reused]
     problems = [f"[red]{g.graph}:[/] {escape(p)}" for g in report.graphs for p in g.problems]
     return Group(table, *times, *reused, *problems)
+
+
+def conversion_table(graph: str, node: str, done: Export) -> Table:
+    """The proof of one conversion: its figures against the graph's declared tolerance."""
+    p = done.parity
+    table = Table(
+        title=f"{graph}.{node}: {done.original.uri} -> {done.converted.uri} (ONNX"
+        f"{', reused' if done.reused else ''}) on {p.rows} validation rows",
+        title_justify="left",
+    )
+    for column in ("figure", "value", "tolerance", "result"):
+        table.add_column(column, justify="right" if column != "figure" else "left")
+
+    def verdict(ok: bool) -> str:
+        return "[green]pass[/]" if ok else "[red]FAIL[/]"
+
+    table.add_row(
+        "max abs diff",
+        f"{p.max_abs_diff:.3g}",
+        f"<= {p.tolerance_max_abs_diff:g}",
+        verdict(p.max_abs_diff <= p.tolerance_max_abs_diff),
+    )
+    table.add_row("mean abs diff", f"{p.mean_abs_diff:.3g}", "-", "")
+    table.add_row(
+        "label agreement",
+        f"{p.label_agreement:.4f}",
+        f">= {p.min_label_agreement:g}",
+        verdict(p.label_agreement >= p.min_label_agreement),
+    )
+    return table
 
 
 def reuse_line(g: GraphValidation, again: str = "--force") -> str:

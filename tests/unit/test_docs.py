@@ -78,7 +78,7 @@ def test_few_blocks_opt_out_and_each_says_why() -> None:
         (b.where, v, a) for b in BLOCKS for v, a in b.directives if v in ("skip", "compile-only")
     ]
     assert all(len(reason) > 20 for _, _, reason in opted), opted
-    assert len(opted) <= 4, opted
+    assert len(opted) <= 5, opted
 
 
 # -- shell commands ----------------------------------------------------------------------------

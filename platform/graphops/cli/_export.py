@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from graphops._views import conversion_table
 from graphops.errors import GraphOpsError
 
 from ._common import GraphArg, console, friendly
@@ -70,31 +70,7 @@ def onnx(
             min_label_agreement=min_label_agreement,
         )
     p = done.parity
-    table = Table(
-        title=f"{graph}.{node}: {done.original.uri} -> {done.converted.uri} (ONNX"
-        f"{', reused' if done.reused else ''}) on {p.rows} validation rows",
-        title_justify="left",
-    )
-    for column in ("figure", "value", "tolerance", "result"):
-        table.add_column(column, justify="right" if column != "figure" else "left")
-
-    def verdict(ok: bool) -> str:
-        return "[green]pass[/]" if ok else "[red]FAIL[/]"
-
-    table.add_row(
-        "max abs diff",
-        f"{p.max_abs_diff:.3g}",
-        f"<= {p.tolerance_max_abs_diff:g}",
-        verdict(p.max_abs_diff <= p.tolerance_max_abs_diff),
-    )
-    table.add_row("mean abs diff", f"{p.mean_abs_diff:.3g}", "-", "")
-    table.add_row(
-        "label agreement",
-        f"{p.label_agreement:.4f}",
-        f">= {p.min_label_agreement:g}",
-        verdict(p.label_agreement >= p.min_label_agreement),
-    )
-    console.print(table)
+    console.print(conversion_table(graph, node, done))
     console.print(f"Proof recorded as MLflow run {p.run_id} (experiment conversion/{graph}).")
     if not p.passed:
         raise GraphOpsError(

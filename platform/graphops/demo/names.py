@@ -2,5 +2,9 @@
 
 STAGING_GRAPH = "digits"
 """The graph the main job also promotes to staging."""
+ONNX_GRAPH = "digits"
+"""The graph whose model the main job exports to ONNX (`graphops export onnx`), proved."""
+ONNX_NODE = "logits"
+"""Its model node."""
 CANARY_GRAPH = "digits"
 """The graph whose new versions the main job rolls out in dev (canary: good, broken; shadow)."""

@@ -36,11 +36,11 @@ from graphops.demo.gitops import (
     promote_to_staging,
 )
 from graphops.demo.job import CLUSTERS, MLFLOW_UI_PORT, DemoJob
-from graphops.demo.names import CANARY_GRAPH, STAGING_GRAPH
+from graphops.demo.names import CANARY_GRAPH, ONNX_GRAPH, STAGING_GRAPH
 from graphops.demo.rollout import rollout_demo
 from graphops.demo.sandbox import graphops_command
 from graphops.demo.summary import summary
-from graphops.demo.validation import validate_step
+from graphops.demo.validation import export_step, validate_step
 from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
@@ -105,6 +105,8 @@ def main_job(
             join_nodes(job)
     catalog, names = _author(job, graphs)
     report = validate_step(job, names, revalidate)
+    if ONNX_GRAPH in names:
+        export_step(job)
     if experiment:
         _experiment(job, names)
     _batch(job, names)

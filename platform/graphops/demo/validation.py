@@ -1,4 +1,4 @@
-"""The main job's validation step: every graph on Ray Data, or its passed validation reused.
+"""The main job's validation step: every graph on Ray Data (or reused), and an ONNX export proved.
 
 A re-run of the main job does not validate a lock (code, models, data) that already passed: it
 says so and shows that run, so the summary's Validation and Live tables agree. The reuse is
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from graphops._views import console, validation_table
+from graphops._views import console, conversion_table, error_panel, errors, validation_table
 from graphops.demo.job import DemoJob
+from graphops.demo.names import ONNX_GRAPH, ONNX_NODE
+from graphops.errors import GraphOpsError
 
 if TYPE_CHECKING:
     from graphops.validation import ValidationReport
@@ -41,3 +43,30 @@ def validate_step(job: DemoJob, names: list[str], revalidate: bool = False) -> V
         for picture in pictures:
             console.print(f"Plan picture: {picture}")
     return report
+
+
+def export_step(job: DemoJob) -> None:
+    """`graphops export onnx`: `ONNX_GRAPH`'s model as ONNX, proved on its validation data.
+
+    The converted version gets the alias ``champion-onnx`` only when it answers like the torch
+    model within the graph's tolerance; a re-run finds the same bytes and reuses the version.
+    """
+    from graphops.graph import load_graph
+    from graphops.validation.conversion import export_onnx
+
+    with job.step(f"{ONNX_GRAPH}: export {ONNX_NODE}'s model to ONNX, proved on validation data"):
+        try:
+            done = export_onnx(load_graph(job.root, ONNX_GRAPH), ONNX_NODE, job.registry)
+        except GraphOpsError as exc:  # said with its fix; the main job goes on
+            errors.print(error_panel(exc))
+            job.problems.append(f"ONNX export: {exc.what.splitlines()[0]}")
+            return
+        console.print(conversion_table(ONNX_GRAPH, ONNX_NODE, done))
+        if not done.parity.passed:
+            job.problems.append(f"ONNX export of {ONNX_GRAPH}.{ONNX_NODE}: {done.parity.why()}")
+            return
+        console.print(
+            f"models:/{done.converted.name}@{done.alias} -> {done.converted.uri}, served by ONNX "
+            f"Runtime once {ONNX_GRAPH}'s node points at it (`graphops export onnx`, "
+            "docs/models.md)."
+        )

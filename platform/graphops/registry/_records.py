@@ -49,6 +49,7 @@ class ValidationRecord(FrozenModel):
         dict[str, str], Field(description="Model node -> pinned models:/name/version.")
     ] = {}
     digests: Annotated[dict[str, str], Field(description="Model node -> artifact digest.")] = {}
+    formats: Annotated[dict[str, str], Field(description="Model node -> its model format.")] = {}
     trusted: Annotated[
         bool,
         Field(
@@ -272,5 +273,10 @@ def _record(run: Any) -> ValidationRecord:
             k.split(".")[2]: v
             for k, v in tags.items()
             if k.startswith("graphops.model.") and k.endswith(".digest")
+        },
+        formats={
+            k.split(".")[2]: v
+            for k, v in tags.items()
+            if k.startswith("graphops.model.") and k.endswith(".format")
         },
     )

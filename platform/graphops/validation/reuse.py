@@ -144,6 +144,7 @@ def reused_validation(package: GraphPackage, record: ValidationRecord) -> GraphV
         commit=record.commit,
         models=dict(record.models),
         digests=dict(record.digests),
+        formats=dict(record.formats),
         gates=gates,
         rows=rows,
         seconds=record.metrics.get("seconds", 0.0),
