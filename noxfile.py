@@ -117,9 +117,12 @@ def _run(session: nox.Session, program: str, *args: str, **kwargs: Any) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (real MLflow, git, Ray; no mocks outside tests/unit)."""
+    """Unit and integration tests (real MLflow, git, Ray; no mocks outside tests/unit).
+
+    The 25 slowest tests are listed at the end: what to look at when the suite grows too long.
+    """
     _dev(session)
-    _run(session, "pytest", *session.posargs)
+    _run(session, "pytest", "--durations=25", *session.posargs)
 
 
 @nox.session(python=False)

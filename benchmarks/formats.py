@@ -55,6 +55,8 @@ class Case:
 CASES = [
     Case("digits", "logits", "champion"),  # torch (graphops' safetensors layout): the reference
     Case("digits", "logits", "champion-onnx"),  # ONNX Runtime, exported by `graphops export onnx`
+    Case("fraud", "fraud_probability", "champion"),  # XGBoost (MLflow's xgboost flavor)
+    Case("support_tickets", "logits", "champion"),  # transformers (MLflow's transformers flavor)
 ]
 """What is measured; the first case of each (graph, node) is the reference of its ratios."""
 
@@ -102,8 +104,8 @@ def in_process(
     model: Any, features: np.ndarray, batch: int, offline: int, calls: int
 ) -> dict[str, Any]:
     """The model stage alone: one row, one online batch, and offline-sized batches' rows/s."""
-    one, online = features[:1], np.resize(features, (batch, features.shape[1]))
-    big = np.resize(features, (offline, features.shape[1]))
+    one, online = features[:1], np.resize(features, (batch, *features.shape[1:]))
+    big = np.resize(features, (offline, *features.shape[1:]))
     result = {
         "single_row": latency(lambda: model(one), calls),
         f"batch_{batch}": latency(lambda: model(online), calls // 4),
@@ -115,6 +117,41 @@ def in_process(
         rounds += 1
     result[f"batch_{offline}_rows_per_s"] = rounds * offline / (time.perf_counter() - started)
     return result
+
+
+def text_onnx(model: Any, texts: np.ndarray, folder: Path, calls: int) -> dict[str, Any]:
+    """The text model as torch and as ONNX Runtime on the same tokenized texts, in-process.
+
+    Both include the tokenizer (a Python step either way); the ONNX model is the transformers
+    format's own export (`graphops.models.transformers.export_onnx`), dynamic batch and length.
+    """
+    import onnxruntime as ort
+
+    from graphops.models.transformers import export_onnx
+
+    path = export_onnx(model, folder / "text.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def onnx_call(batch: np.ndarray) -> np.ndarray:
+        encoded = model.encode(batch)
+        feeds = {k: v.numpy() for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        return session.run(None, feeds)[0]
+
+    one, online = texts[:1], np.resize(texts, (32,))
+    diff = float(np.max(np.abs(onnx_call(texts[:256]) - model(texts[:256]))))
+    return {
+        "max_abs_diff": diff,
+        "torch": {
+            "single_row": latency(lambda: model(one), calls // 4),
+            "batch_32": latency(lambda: model(online), calls // 20),
+        },
+        "onnx": {
+            "single_row": latency(lambda: onnx_call(one), calls // 4),
+            "batch_32": latency(lambda: onnx_call(online), calls // 20),
+        },
+    }
 
 
 def tiled(package: Any, rows: int, folder: Path) -> Path:
@@ -256,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                         # compute seconds of the model node's stage, summed over its actors
                         "model_stage_s": run.stage_seconds.get(node.name, float("nan")),
                     }
+                    if case.graph == "support_tickets":
+                        record["text_onnx"] = text_onnx(
+                            model, features[(case.graph, case.node)], work, args.calls
+                        )
                     raw[case.key].append(record)
                     ip = record["in_process"]
                     print(
@@ -267,6 +308,22 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     result["raw"] = raw
     result["summary"] = summarize(raw)
+    texts = [r["text_onnx"] for runs in raw.values() for r in runs if "text_onnx" in r]
+    if texts:
+        result["text_onnx"] = {
+            "max_abs_diff": max(t["max_abs_diff"] for t in texts),
+            **{
+                f"{impl}.{part}.p50_ms": statistics.median(t[impl][part]["p50_ms"] for t in texts)
+                for impl in ("torch", "onnx")
+                for part in ("single_row", "batch_32")
+            },
+            **{
+                f"onnx_vs_torch.{part}": statistics.median(
+                    t["onnx"][part]["p50_ms"] / t["torch"][part]["p50_ms"] for t in texts
+                )
+                for part in ("single_row", "batch_32")
+            },
+        }
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["total_s"] = time.perf_counter() - began
     write_json(args.out, result)
@@ -309,6 +366,15 @@ def _print(result: dict[str, Any]) -> None:
             f"{s['offline.model_stage_s']['vs_reference']:.2f}",
         )
     Console(width=160).print(table)
+    text = result.get("text_onnx")
+    if text:
+        Console(width=160).print(
+            "support_tickets in-process, tokenizer included: torch 1 text p50 "
+            f"{text['torch.single_row.p50_ms']:.3f} ms, ONNX Runtime "
+            f"{text['onnx.single_row.p50_ms']:.3f} ms ({text['onnx_vs_torch.single_row']:.2f}x); "
+            f"32 texts {text['torch.batch_32.p50_ms']:.3f} vs {text['onnx.batch_32.p50_ms']:.3f} ms "
+            f"({text['onnx_vs_torch.batch_32']:.2f}x); max abs diff {text['max_abs_diff']:.2g}"
+        )
 
 
 if __name__ == "__main__":
