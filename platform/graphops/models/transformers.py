@@ -172,6 +172,9 @@ def load_transformers(
     """Load a sequence classifier and its tokenizer from local files only (no network)."""
     with offline():
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per load in every replica's log otherwise
 
     weights = sorted(p.name for p in directory.glob("*.safetensors"))
     if not (directory / "config.json").is_file() or not weights:
