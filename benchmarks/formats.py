@@ -106,16 +106,16 @@ def in_process(
     """The model stage alone: one row, one online batch, and offline-sized batches' rows/s."""
     one, online = features[:1], np.resize(features, (batch, *features.shape[1:]))
     big = np.resize(features, (offline, *features.shape[1:]))
-    result = {
+    result: dict[str, Any] = {
         "single_row": latency(lambda: model(one), calls),
-        f"batch_{batch}": latency(lambda: model(online), calls // 4),
+        "batch": latency(lambda: model(online), calls // 4),  # the node's max_batch_size rows
     }
     model(big)
     started, rounds = time.perf_counter(), 0
     while time.perf_counter() - started < 1.0:
         model(big)
         rounds += 1
-    result[f"batch_{offline}_rows_per_s"] = rounds * offline / (time.perf_counter() - started)
+    result["offline_batch_rows_per_s"] = rounds * offline / (time.perf_counter() - started)
     return result
 
 
@@ -187,7 +187,9 @@ def summarize(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for case in CASES:
         runs = raw[case.key]
         ref = raw[references[(case.graph, case.node)]]
-        entry: dict[str, Any] = {"format": runs[0]["format"], "version": runs[0]["version"]}
+        entry: dict[str, Any] = {
+            key: runs[0][key] for key in ("format", "version", "batch_rows", "offline_batch_rows")
+        }
         for name, get in figures.items():
             values = [get(r) for r in runs]
             ratios = [get(r) / get(b) for r, b in zip(runs, ref, strict=True)]
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                     record: dict[str, Any] = {
                         "format": type(model).__name__.removesuffix("Model").lower(),
                         "version": pins[case.key].uri,
+                        "batch_rows": node.batching.max_batch_size,
+                        "offline_batch_rows": node.batching.offline_rows,
                         "in_process": in_process(
                             model,
                             features[(case.graph, case.node)],
@@ -352,8 +356,7 @@ def _print(result: dict[str, Any]) -> None:
     ):
         table.add_column(column, justify="right")
     for key, s in result["summary"].items():
-        batch = next(k for k in s if k.startswith("in_process.batch_") and k.endswith(".p50_ms"))
-        rows = next(k for k in s if k.endswith("_rows_per_s"))
+        batch, rows = "in_process.batch.p50_ms", "in_process.offline_batch_rows_per_s"
         table.add_row(
             key,
             s["format"],
