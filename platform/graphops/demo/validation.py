@@ -54,7 +54,7 @@ def export_step(job: DemoJob) -> None:
     from graphops.graph import load_graph
     from graphops.validation.conversion import export_onnx
 
-    with job.step(f"{ONNX_GRAPH}: export {ONNX_NODE}'s model to ONNX, proved on validation data"):
+    with job.step(f"{ONNX_GRAPH}: export the model of {ONNX_NODE} to ONNX, proved on its data"):
         try:
             done = export_onnx(load_graph(job.root, ONNX_GRAPH), ONNX_NODE, job.registry)
         except GraphOpsError as exc:  # said with its fix; the main job goes on
@@ -67,6 +67,6 @@ def export_step(job: DemoJob) -> None:
             return
         console.print(
             f"models:/{done.converted.name}@{done.alias} -> {done.converted.uri}, served by ONNX "
-            f"Runtime once {ONNX_GRAPH}'s node points at it (`graphops export onnx`, "
-            "docs/models.md)."
+            f"Runtime once the node {ONNX_GRAPH}.{ONNX_NODE} points at it (`graphops export "
+            "onnx`, docs/models.md)."
         )
