@@ -24,6 +24,9 @@ CLUSTERS = {
     "dev": {"dashboard": 8265, "serve": 8000, "cpus": 4},
     "staging": {"dashboard": 8266, "serve": 8001, "cpus": 2},
 }
+"""Each cluster's ports and its CPUs (dev gets more when more graphs run there: `DEV_APP_CPUS`)."""
+DEV_APP_CPUS = 0.9
+"""The CPUs each application of the local clusters is scaled to (`cluster.app_cpu_budget`)."""
 MLFLOW_UI_PORT = 5000
 
 

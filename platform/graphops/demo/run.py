@@ -12,6 +12,7 @@ stops the services. `graphops demo` is the command over `main_job`.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from graphops.demo.gitops import (
     promote_to_dev,
     promote_to_staging,
 )
-from graphops.demo.job import CLUSTERS, MLFLOW_UI_PORT, DemoJob
+from graphops.demo.job import CLUSTERS, DEV_APP_CPUS, MLFLOW_UI_PORT, DemoJob
 from graphops.demo.names import CANARY_GRAPH, ONNX_GRAPH, STAGING_GRAPH
 from graphops.demo.rollout import rollout_demo
 from graphops.demo.sandbox import graphops_command
@@ -206,6 +207,10 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
 def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
     """Start the environment's cluster and wait for it; once more if it fails to come up."""
     name, spec = f"ray-{env}", CLUSTERS[env]
+    cpus = spec["cpus"]
+    if env == "dev":  # every graph runs there, and a rollout runs two versions of one side by side
+        graphs = list((job.root / "graphs").glob("*/__init__.py"))
+        cpus = max(cpus, math.ceil(DEV_APP_CPUS * (len(graphs) + 1)))
     for attempt in (1, 2):
         service = services.start_ray(
             name,
@@ -213,7 +218,7 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
             dashboard_port=spec["dashboard"],
             serve_port=spec["serve"],
             tracking_uri=job.registry.tracking_uri,
-            num_cpus=spec["cpus"],
+            num_cpus=cpus,
             taken=taken,
             loopback=not (env == "dev" and job.multinode),  # worker nodes join dev's head
         )

@@ -19,7 +19,7 @@ import yaml
 import graphops.demo.processes as processes
 import graphops.demo.services as services
 from graphops._views import console
-from graphops.demo.job import DemoJob
+from graphops.demo.job import DEV_APP_CPUS, DemoJob
 from graphops.errors import GraphOpsError
 
 
@@ -83,7 +83,7 @@ def _point_at_cluster(job: DemoJob, env: str) -> None:
         "dashboard": service.url,
         "serve_url": f"http://127.0.0.1:{serve}",
         "token_env": token_env(env),
-        "app_cpu_budget": 0.9,
+        "app_cpu_budget": DEV_APP_CPUS,
     }
     for key in ("dashboard_env", "serve_url_env"):
         data["cluster"].pop(key, None)
