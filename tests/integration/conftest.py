@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_untouched() -> Iterator[None]:
+    """No test may leave ``MLFLOW_TRACKING_URI`` changed (``mlflow.set_tracking_uri`` sets it).
+
+    Registries of their own (``Registry(tmp_path / ".graphops")``) read it: changed, they would
+    share a store with the rest of the session, and a test's models would leak into others.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    assert after == before, f"MLFLOW_TRACKING_URI changed from {before!r} to {after!r}"
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -16,22 +18,49 @@ from graphops.registry import Registry, ResolvedModel, load_pinned
 
 NAME = "legacy_churn"
 
+LOG = """
+import sys
+
+import mlflow
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input):
+        return np.asarray(model_input) * 2
+
+
+rng = np.random.default_rng(0)
+x = rng.random((80, 3))
+estimator = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+with mlflow.start_run():
+    mlflow.sklearn.log_model(estimator, name="model", registered_model_name="legacy_churn",
+                             serialization_format="cloudpickle", pip_requirements=["scikit-learn"])
+    mlflow.pyfunc.log_model(name="doubler", python_model=Doubler(),
+                            registered_model_name="custom_doubler", pip_requirements=["numpy"])
+np.save(sys.argv[1], x)
+"""
+"""A team's own script (no graphops): a cloudpickled sklearn model and a custom Python model."""
+
 
 @pytest.fixture(scope="module")
-def logged(registry: Registry) -> tuple[LogisticRegression, np.ndarray]:
-    """A model a team logged with MLflow's sklearn flavor, pickled (cloudpickle), no graphops."""
-    rng = np.random.default_rng(0)
-    x = rng.random((80, 3))
-    estimator = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(
-            estimator,
-            name="model",
-            registered_model_name=NAME,
-            serialization_format="cloudpickle",
-            pip_requirements=["scikit-learn"],
-        )
+def logged(
+    registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[LogisticRegression, np.ndarray]:
+    """What the script logged (in its own process: MLflow's global tracking URI stays there)."""
+    folder = tmp_path_factory.mktemp("pickled")
+    done = subprocess.run(
+        [sys.executable, "-c", LOG, str(folder / "x.npy")],
+        env=os.environ | {"MLFLOW_TRACKING_URI": registry.tracking_uri},
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    x = np.load(folder / "x.npy")
+    estimator = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))  # the script's fit
     return estimator, x
 
 
@@ -77,24 +106,9 @@ def test_an_allowed_pickled_model_loads_by_its_format_and_is_reported(
     assert isinstance(pin, ResolvedModel) and pin.digest.startswith("sha256:")
 
 
-class Doubler(mlflow.pyfunc.PythonModel):
-    """A team's custom Python model: MLflow cloudpickles the object itself."""
-
-    def predict(self, context: object, model_input: np.ndarray) -> np.ndarray:
-        return np.asarray(model_input) * 2
-
-
 def test_a_custom_python_model_loads_through_mlflow_only_when_allowed(
-    registry: Registry,
+    registry: Registry, logged: object
 ) -> None:
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=Doubler(),
-            registered_model_name="custom_doubler",
-            pip_requirements=["numpy"],
-        )
     with pytest.raises(RegistryError, match='"python_function" flavor') as info:
         registry.resolve("models:/custom_doubler/1")
     assert 'add "custom_doubler" to models.pickle_allowed' in str(info.value)

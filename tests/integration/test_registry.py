@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,9 +34,11 @@ def test_retraining_identical_model_reuses_the_version(
 ) -> None:
     trainer = digits.trainer()
     assert trainer is not None
+    before = registry.client.search_model_versions("name='digits'")
     assert trainer(registry).version == champion.version
-    versions = registry.client.search_model_versions("name='digits'")
-    assert [int(v.version) for v in versions] == [champion.version]
+    # No new version (other tests of the session may have added theirs, e.g. an ONNX export).
+    after = registry.client.search_model_versions("name='digits'")
+    assert sorted(int(v.version) for v in after) == sorted(int(v.version) for v in before)
 
 
 def test_missing_model_lists_what_exists(registry: Registry, champion: ResolvedModel) -> None:
@@ -43,7 +46,8 @@ def test_missing_model_lists_what_exists(registry: Registry, champion: ResolvedM
         RegistryError, match=r'No registered model "digit".*Did you mean "digits"'
     ) as info:
         registry.resolve("models:/digit@champion")
-    assert "Registered models: digits" in str(info.value)
+    # Every registered model is listed (other tests of the session register theirs too).
+    assert re.search(r"Registered models: ([\w-]+, )*digits\b", str(info.value))
 
 
 def test_missing_alias_lists_aliases(registry: Registry, champion: ResolvedModel) -> None:
