@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
+    import graphops.models  # noqa: F401  (the formats register)
     from graphops.graph import ModelNode, load_graph
-    from graphops.models import format_of  # noqa: F401  (the formats register)
     from graphops.registry import Registry
     from graphops.runtime.offline import run_offline
     from graphops.runtime.online import init_local

@@ -252,8 +252,7 @@ class Registry(RunRecords):
             digest = self._verified(found, path, where)
             if pinned is not None:
                 as_pinned(pinned, digest, where)
-            self._detect(found, path, where)
-            loaded = load_model(
+            loaded = load_model(  # detects the format itself: no second read of the files
                 node, path, found.uri, pickle_allowed=found.name in self.pickle_allowed
             )
         if pinned is None:
