@@ -42,21 +42,27 @@ Batch = dict[str, np.ndarray]
 # -- the hand-written pipeline (also used, in-process, by the torch loop) -----------------------
 
 
-def load_net(repo: str, source: str, tracking_uri: str) -> Any:
-    """DigitsNet from a registered version's artifacts (safetensors + config), no graphops."""
+def load_net(
+    repo: str, source: str, tracking_uri: str, architecture: str = "graphs.digits.network:DigitsNet"
+) -> Any:
+    """A torch network (``module:Class``, default DigitsNet) from a registered version's
+    artifacts (safetensors + config), no graphops."""
+    import importlib
+
     from mlflow.artifacts import download_artifacts
     from safetensors.torch import load_file
 
     if repo not in sys.path:
         sys.path.insert(0, repo)
-    from graphs.digits.network import DigitsNet
+    module, name = architecture.split(":")
+    network = getattr(importlib.import_module(module), name)
 
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         local = Path(
             download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
         )
         config = json.loads((local / "graphops-model.json").read_text())["config"]
-        net = DigitsNet(**config)
+        net = network(**config)
         net.load_state_dict(load_file(str(local / "weights.safetensors")))
     return net.eval()
 
