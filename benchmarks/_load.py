@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import time
@@ -35,19 +36,15 @@ def server_timing(header: str) -> dict[str, float]:
         for param in params:
             key, _, value = param.partition("=")
             if key.strip().lower() == "dur" and name:
-                try:
+                with contextlib.suppress(ValueError):
                     phases[name] = float(value.strip().strip('"'))
-                except ValueError:
-                    pass
     return phases
 
 
 def _timing_summary(timed: list[tuple[float, dict[str, float]]]) -> dict[str, object]:
     """Medians of each phase (ms) and of client time minus the server's total."""
     names = {n for _, phases in timed for n in phases}
-    medians = {
-        n: statistics.median(p[n] for _, p in timed if n in p) for n in sorted(names)
-    }
+    medians = {n: statistics.median(p[n] for _, p in timed if n in p) for n in sorted(names)}
     outside = [client - p["total"] for client, p in timed if "total" in p]
     return {
         "requests": len(timed),

@@ -108,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     if not set(graphs) <= set(GRAPHS) or not set(modes) <= set(MODES) or not graphs or not modes:
         parser.error(f"--graphs among {', '.join(GRAPHS)}; --modes among {', '.join(MODES)}.")
 
-    from graphops.features import FeaturesConfig, RedisConfig, feature_tables, load_tables
-    from graphops.features import local_redis
+    from graphops.features import (
+        FeaturesConfig,
+        RedisConfig,
+        feature_tables,
+        load_tables,
+        local_redis,
+    )
     from graphops.graph import load_graph
     from graphops.registry import Registry
     from graphops.runtime.checkout import request_example
@@ -351,8 +356,11 @@ def wait_running(app: str, timeout_s: float = 300) -> None:
 
 
 def url_of(mode: str, port: int, app: str, route: str) -> str:
-    """Where a client reaches ``app`` in ``mode``: the Serve port (proxy or HAProxy), or, for
-    direct ingress, the ingress replica's own port (the controller's target groups)."""
+    """Where a client reaches ``app`` in ``mode``.
+
+    The Serve port (proxy or HAProxy), or, for direct ingress, the ingress replica's own port
+    (the controller's target groups).
+    """
     if mode != "direct":
         return f"http://127.0.0.1:{port}{route}"
     from ray.serve.context import _get_global_client
@@ -384,9 +392,10 @@ def check_answers(graph: str, answers: dict[str, Any]) -> None:
     ref_name, ref = next(iter(answers.items()))
     for name, answer in answers.items():
         if graph == "digits":
-            same = answer["label"] == ref["label"] and abs(
-                answer["confidence"] - ref["confidence"]
-            ) < 1e-4
+            same = (
+                answer["label"] == ref["label"]
+                and abs(answer["confidence"] - ref["confidence"]) < 1e-4
+            )
         else:
             same = answer["top_items"] == ref["top_items"] and np.allclose(
                 answer["scores"], ref["scores"], atol=1e-4
@@ -407,9 +416,7 @@ def measure(
             names = list(systems)
             shift = repeat % len(names)
             for name in names[shift:] + names[:shift]:
-                latency = load(
-                    systems[name], bodies[graph], concurrency=1, requests=args.requests
-                )
+                latency = load(systems[name], bodies[graph], concurrency=1, requests=args.requests)
                 saturated = load(
                     systems[name],
                     bodies[graph],
@@ -438,7 +445,9 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def summarize(modes: dict[str, Any], graphs: list[str]) -> dict[str, Any]:
     """Per graph: each system's medians, per-repeat ratios to the floor, phases, verdict."""
-    out: dict[str, Any] = {"modes": {m: {k: v for k, v in r.items() if k != "runs"} for m, r in modes.items()}}
+    out: dict[str, Any] = {
+        "modes": {m: {k: v for k, v in r.items() if k != "runs"} for m, r in modes.items()}
+    }
     per_graph: dict[str, Any] = {}
     verdict: dict[str, Any] = {}
     for graph in graphs:

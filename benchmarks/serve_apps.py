@@ -220,8 +220,10 @@ class Work:
 
 
 def floor_app() -> Any:
-    """``uvicorn --factory benchmarks.serve_apps:floor_app``: ``POST /<graph>`` for each spec in
-    the JSON list at ``$BENCH_SPECS`` (a file), all in this one process."""
+    """``uvicorn --factory benchmarks.serve_apps:floor_app``: the floor, one process.
+
+    ``POST /<graph>`` for each spec in the JSON list at ``$BENCH_SPECS`` (a file).
+    """
     from pathlib import Path
 
     from starlette.applications import Starlette
