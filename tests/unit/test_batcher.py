@@ -21,7 +21,7 @@ def test_a_call_to_an_idle_stage_never_waits_for_a_batch() -> None:
 
     async def one() -> tuple[Batch, float]:
         began = time.perf_counter()
-        out = await batcher(({"x": np.array([3.0])}))
+        out = await batcher({"x": np.array([3.0])})
         return out, time.perf_counter() - began
 
     for _ in range(3):  # each call finds the stage idle again
