@@ -100,10 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graphs", default=",".join(GRAPHS), help="Comma-separated graphs.")
     parser.add_argument("--modes", default=",".join(MODES), help="Comma-separated modes.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/online.json")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="Print the floor tables of --out as Markdown (for docs/performance.md); run nothing.",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a mode's child process: its work dir
     args = parser.parse_args(argv)
     if args.child:
         return child(Path(args.child))
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())["floor"]))
+        return 0
     graphs, modes = args.graphs.split(","), args.modes.split(",")
     if not set(graphs) <= set(GRAPHS) or not set(modes) <= set(MODES) or not graphs or not modes:
         parser.error(f"--graphs among {', '.join(GRAPHS)}; --modes among {', '.join(MODES)}.")
@@ -492,7 +500,31 @@ def summarize(modes: dict[str, Any], graphs: list[str]) -> dict[str, Any]:
                 }
             verdict[f"{graph}/{name}"] = marks
     out["graphs"] = per_graph
+    out["p1"] = p1(per_graph)
     out["verdict"] = verdict
+    return out
+
+
+def p1(per_graph: dict[str, Any]) -> dict[str, Any]:
+    """P1 per graph and mode: graphops over the one-deployment Serve app on the same path.
+
+    Per repeat (both measured in the same repeat of the same cluster), median, min and max.
+    """
+    out: dict[str, Any] = {}
+    for graph, data in per_graph.items():
+        systems = data["systems"]
+        for name, row in systems.items():
+            if not name.startswith("graphops_"):
+                continue
+            hand = systems.get("serve_" + name.removeprefix("graphops_"))
+            if hand is None:
+                continue
+            pairs = list(zip(row["runs"], hand["runs"], strict=True))
+            out[f"{graph}/{name.removeprefix('graphops_')}"] = {
+                "p50": spread([a["p50_ms"] / b["p50_ms"] for a, b in pairs]),
+                "p99": spread([a["p99_ms"] / b["p99_ms"] for a, b in pairs]),
+                "throughput": spread([a["throughput"] / b["throughput"] for a, b in pairs]),
+            }
     return out
 
 
@@ -549,7 +581,69 @@ def print_table(result: dict[str, Any]) -> None:
             )
             if "phases_p50_ms" in row:
                 print(f"  {'':>18} phases: {row['phases_p50_ms']}")
+    print("P1 (graphops / one-deployment Serve app, same path):")
+    for key, figures in result["p1"].items():
+        print(f"  {key}: " + ", ".join(f"{k} {v['median']:.2f}x" for k, v in figures.items()))
     print(json.dumps(result["verdict"], indent=1))
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The floor table, P1 and the phases of ``result`` as Markdown."""
+    X, D = "\u00d7", "\u2013"  # the times sign and en dash of the docs
+
+    def ratio(row: dict[str, Any], key: str) -> str:
+        if "vs_floor" not in row:
+            return "1"
+        r = row["vs_floor"][key]
+        return f"**{r['median']:.2f}{X}** ({r['min']:.2f}{D}{r['max']:.2f})"
+
+    lines = []
+    for graph, data in result["graphs"].items():
+        lines += [
+            f"**{graph}**",
+            "",
+            "| system | p50 (ms) | p99 (ms) | req/s at "
+            f"{result['parameters']['concurrency']} | p50 ÷ floor | p99 ÷ floor | "
+            "req/s ÷ floor |",
+            "|---|---:|---:|---:|---|---|---|",
+        ]
+        for name, row in data["systems"].items():
+            sp = row["spread"]
+            lines.append(
+                f"| {name} | {row['p50_ms']:.2f} ({sp['p50_ms']['min']:.2f}{D}"
+                f"{sp['p50_ms']['max']:.2f}) | {row['p99_ms']:.2f} | {row['throughput']:,.0f} "
+                f"({sp['throughput']['min']:,.0f}{D}{sp['throughput']['max']:,.0f}) | "
+                f"{ratio(row, 'p50')} | {ratio(row, 'p99')} | {ratio(row, 'throughput')} |"
+            )
+        lines.append("")
+    lines += [
+        "| P1: graphops ÷ one-deployment Serve app, same path | p50 | p99 | req/s |",
+        "|---|---|---|---|",
+    ]
+    for key, figures in result["p1"].items():
+        cells = " | ".join(
+            f"{figures[k]['median']:.2f}{X} ({figures[k]['min']:.2f}{D}{figures[k]['max']:.2f})"
+            for k in ("p50", "p99", "throughput")
+        )
+        lines.append(f"| {key} | {cells} |")
+    lines.append("")
+    phased = [
+        (graph, name, row["phases_p50_ms"])
+        for graph, data in result["graphs"].items()
+        for name, row in data["systems"].items()
+        if "phases_p50_ms" in row
+    ]
+    if phased:
+        names = sorted({n for *_, phases in phased for n in phases} - {"total", "outside"})
+        names += ["total", "outside"]
+        lines += [
+            "| Server-Timing, median ms at concurrency 1 | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for graph, name, phases in phased:
+            cells = " | ".join("-" if phases.get(n) is None else f"{phases[n]:.3f}" for n in names)
+            lines.append(f"| {graph} {name} | {cells} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
