@@ -351,11 +351,24 @@ class Bench:
         from ray import serve
 
         from benchmarks.serve_apps import hand_app
+        from graphops.runtime.schema import INGRESS_MAX_ONGOING
 
         specs = {d.name: d.options() for d in ours.deployments}
         ingress = {k: v for k, v in specs["ingress"].items() if k != "name"}
-        model = {k: v for k, v in specs["logits"].items() if k != "name"}
-        batch = ours.deployments[1]
+        if "logits" in specs:  # graphops runs the model in a deployment of its own: its shape
+            model = {k: v for k, v in specs["logits"].items() if k != "name"}
+            batch = ours.deployments[1]
+            size, wait = batch.max_batch_size or 64, batch.batch_wait_timeout_s or 0.005
+        else:  # colocated (one deployment): the shape graphops had before, at this CPU budget
+            ingress = {
+                "max_ongoing_requests": INGRESS_MAX_ONGOING,
+                "ray_actor_options": {"num_cpus": CPU_BUDGET / 3},
+            }
+            model = {
+                "max_ongoing_requests": 128,
+                "ray_actor_options": {"num_cpus": 2 * CPU_BUDGET / 3},
+            }
+            size, wait = 64, 0.005
         serve.run(
             hand_app(
                 str(self.repo),
@@ -363,8 +376,8 @@ class Bench:
                 self.registry.tracking_uri,
                 ingress,
                 model,
-                batch.max_batch_size or 64,
-                batch.batch_wait_timeout_s or 0.005,
+                size,
+                wait,
             ),
             name="hand2",
             route_prefix="/hand2",
