@@ -220,7 +220,8 @@ def cluster_vars(mode: str, work: Path) -> dict[str, str]:
     # HAProxy's socket paths must stay under 97 characters and Ray adds a 56-character folder:
     # a short folder of /tmp, not one under the run's work dir (removed by the parent).
     state = Path(tempfile.mkdtemp(prefix=f"gh-{mode[:2]}-", dir="/tmp"))
-    (work / "haproxy-dirs").open("a").write(f"{state}\n")
+    with (work / "haproxy-dirs").open("a") as dirs:  # removed by the parent at the end
+        dirs.write(f"{state}\n")
     env = cluster_env(serving, state_dir=state, haproxy_ports=(free_port(), free_port()))
     return env | {"BENCH_FLOOR_MODE": serving.ingress}
 
