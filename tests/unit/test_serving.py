@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from graphops.controller.rayservice import IMAGE_HAPROXY, rayservice
-from graphops.demo.services import haproxy_dir, serving_env
+from graphops.demo.services import HAPROXY_PORTS, haproxy_dir, serving_env
 from graphops.environments import load_environment
 from graphops.errors import ConfigError
 from graphops.runtime.serving import (
@@ -117,10 +117,18 @@ def test_without_the_binary_haproxy_falls_back_to_direct(monkeypatch: pytest.Mon
 def test_local_nodes_keep_haproxy_files_and_ports_apart(tmp_path: Path) -> None:
     serving = ServingConfig(ingress="haproxy", haproxy_binary="/bin/true")
     temp = "/tmp/graphops-0123abcd-ray-dev"
-    env = serving_env(serving, temp, {"haproxy-stats": 41001, "haproxy-metrics": 41002})
+    ports = dict(zip(HAPROXY_PORTS, (41001, 41002, 41003, 41004), strict=True))
+    env = serving_env(serving, temp, ports)
     assert (env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]) == (
         "41001",
         "41002",
+    )
+    assert (
+        env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"],
+        env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"],
+    ) == (
+        "41003",
+        "41004",
     )
     folder = haproxy_dir(temp)
     try:

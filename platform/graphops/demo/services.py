@@ -121,6 +121,12 @@ def save_state(path: Path, state: LocalState) -> None:
     tmp.replace(path)
 
 
+HAPROXY_PORTS = ("haproxy-stats", "haproxy-metrics", "serve-fallback", "serve-fallback-grpc")
+"""A HAProxy node's own ports: HAProxy's stats and metrics, and the Serve proxy it falls back
+to (on the head) while an application has no ingress replica (Ray's fixed defaults 8404, 9101,
+8500, 9500 would clash between clusters of one machine)."""
+
+
 def haproxy_dir(temp_dir: Path | str) -> Path:
     """HAProxy's folder of the node whose Ray temp dir is ``temp_dir`` (removed by `stop`).
 
@@ -142,10 +148,13 @@ def serving_env(
     """
     if "haproxy-stats" not in ports:
         return cluster_env(serving)
-    haproxy = (ports["haproxy-stats"], ports["haproxy-metrics"])
     folder = haproxy_dir(temp_dir)
-    wrapped = loopback_haproxy(serving, folder)
-    return cluster_env(wrapped, state_dir=folder, haproxy_ports=haproxy)
+    return cluster_env(
+        loopback_haproxy(serving, folder),
+        state_dir=folder,
+        haproxy_ports=(ports["haproxy-stats"], ports["haproxy-metrics"]),
+        fallback_ports=(ports["serve-fallback"], ports["serve-fallback-grpc"]),
+    )
 
 
 def start_ray(
@@ -171,9 +180,8 @@ def start_ray(
 
     ``serving`` (default: Serve's proxy) is the cluster's serving path, set in the environment
     of `ray start` (Ray reads it when its processes start); pass it through
-    `graphops.runtime.serving.usable` first. HAProxy mode gets two more free ports, recorded as
-    ``ports["haproxy-stats"]`` and ``ports["haproxy-metrics"]``: HAProxy binds them on every
-    interface (Ray's template), unlike everything else here (docs/security.md).
+    `graphops.runtime.serving.usable` first. HAProxy mode gets four more free ports
+    (`HAPROXY_PORTS`), recorded under those names, all on 127.0.0.1 (`serving_env`).
     """
     serving = serving or ServingConfig()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +194,7 @@ def start_ray(
     ports["serve"] = free_port(serve_port, taken)
     ports |= {key: free_port(None, taken) for key in METRICS_PORT_ENV}
     if serving.ingress == "haproxy":
-        ports |= {key: free_port(None, taken) for key in ("haproxy-stats", "haproxy-metrics")}
+        ports |= {key: free_port(None, taken) for key in HAPROXY_PORTS}
     # Unix socket paths are short (107 bytes): the temp dir lives under /tmp, named by the work dir.
     tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:8]
     temp_dir = Path("/tmp") / f"graphops-{tag}-{name}"
@@ -276,7 +284,7 @@ def start_ray_worker(
         )
     ports = {key: free_port(None, taken) for key in WORKER_PORTS}
     if head.serving.ingress == "haproxy":
-        ports |= {key: free_port(None, taken) for key in ("haproxy-stats", "haproxy-metrics")}
+        ports |= {key: free_port(None, taken) for key in HAPROXY_PORTS}
     log = Path(head.log).with_name(f"{name}.log")
     temp_dir = f"{head.temp_dir or '/tmp/graphops'}-{name}"
     command = [

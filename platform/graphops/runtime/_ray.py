@@ -105,8 +105,13 @@ def _local_env(serving: ServingConfig) -> dict[str, str]:
     state = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))  # short: HAPROXY_DIR_MAX
     atexit.register(shutil.rmtree, state, ignore_errors=True)
     taken: set[int] = set()
-    ports = (free_port(None, taken), free_port(None, taken))
-    return cluster_env(loopback_haproxy(serving, state), state_dir=state, haproxy_ports=ports)
+    ports = [free_port(None, taken) for _ in range(4)]
+    return cluster_env(
+        loopback_haproxy(serving, state),
+        state_dir=state,
+        haproxy_ports=(ports[0], ports[1]),
+        fallback_ports=(ports[2], ports[3]),
+    )
 
 
 @contextmanager

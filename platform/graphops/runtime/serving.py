@@ -119,6 +119,7 @@ def cluster_env(
     *,
     state_dir: Path | None = None,
     haproxy_ports: tuple[int, int] | None = None,
+    fallback_ports: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Environment variables a cluster's Ray processes need for ``serving`` (Ray 2.60 names).
 
@@ -129,6 +130,9 @@ def cluster_env(
             /tmp/haproxy-serve); at most `HAPROXY_DIR_MAX` characters.
         haproxy_ports: (stats, metrics) ports of HAProxy; give free ones on a shared machine
             (Ray's defaults 8404, 9101).
+        fallback_ports: (HTTP, gRPC) ports of the Serve proxy HAProxy falls back to on the
+            head while an application has no ingress replica; give free ones on a shared
+            machine (Ray's defaults 8500, 9500: a second cluster there never becomes ready).
     """
     env: dict[str, str] = {}
     if serving.fast:
@@ -162,6 +166,9 @@ def cluster_env(
         if haproxy_ports is not None:
             env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(haproxy_ports[0])
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_ports[1])
+        if fallback_ports is not None:
+            env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(fallback_ports[0])
+            env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"] = str(fallback_ports[1])
     return env
 
 
