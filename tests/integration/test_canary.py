@@ -2,8 +2,8 @@
 clone, a real MLflow store, load from a second process on the stable route.
 
 The tests share one story and run in file order: digits 1.0.0 serves dev (blue/green, nothing
-to compare yet); 1.0.1 (the same code: the stable ingress calls its stages with no hop) walks the
-canary steps and takes the route alone; 1.0.2 (other code: asked through its ingress) fails one
+to compare yet); 1.0.1 (the same code; its model runs in its own ingress, so it is asked through
+that ingress, one hop) walks the canary steps and takes the route alone; 1.0.2 (other code: asked through its ingress) fails one
 request in five and is aborted at the first step, git naming 1.0.1 again, the stable's replicas
 never restarted; 1.0.3 (fixed) is rolled out by `graphops controller`, killed mid-canary and
 restarted, which resumes and promotes it; 1.0.4 answers 3 s late (`max_p99_ratio: 3` for
@@ -239,7 +239,9 @@ def test_a_good_candidate_with_the_same_code_reaches_100_with_no_hop(
     [rollout] = result.rollouts
     assert rollout.outcome == "promoted"
     assert [(s.share, s.decision) for s in rollout.steps] == [(5, "advance"), (50, "advance")]
-    assert {s.path for s in rollout.steps} == {"no hop (same code)"}
+    # Same code, but each version's model runs inside its own ingress (colocated on a CPU-only
+    # cluster): the candidate's share is asked through its ingress, the stable's with no hop.
+    assert {s.path for s in rollout.steps} == {"via its ingress"}
     assert all(s.candidate.requests >= 8 for s in rollout.steps)
     assert load.failed == 0 and load.ok > 20
     assert serving(repo) == [app_name("digits", good)]  # no router, no old version

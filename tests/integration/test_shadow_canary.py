@@ -6,7 +6,7 @@ compare yet); 1.0.1 answers every request with another label than the stable (it
 the label by one), so while it is only mirrored the stable ingress counts a disagreement on every
 compared request and the rollout is aborted at its mirrored step: it never answers a client (the
 record's candidate arm has 0 requests), the stable answers everything, no client request fails,
-git names 1.0.0 again and says why. 1.0.2 (the stable's code: mirrored with no hop) agrees on
+git names 1.0.0 again and says why. 1.0.2 (the stable's code, its model in its own ingress) agrees on
 everything, passes its mirrored step and the canary step, and takes the route alone. Timings are
 never asserted; the policy's small numbers keep each step short.
 """
@@ -170,7 +170,7 @@ def test_a_candidate_that_agrees_is_mirrored_then_walks_the_canary_steps(
     labels = [(s.label, s.decision) for s in rollout.steps]
     assert labels == [("mirror 100%", "advance"), ("50%", "advance")]
     mirrored, canary = rollout.steps
-    assert mirrored.path == "no hop (same code)"  # mirrored through its stages, no hop
+    assert mirrored.path == "via its ingress"  # its model runs in its own ingress (colocated)
     assert mirrored.mirrored is not None
     assert mirrored.mirrored.agreed == mirrored.mirrored.compared >= 8
     assert mirrored.candidate.requests == 0 and canary.candidate.requests >= 8

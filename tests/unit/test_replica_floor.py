@@ -40,7 +40,7 @@ def test_floor_raises_replicas_and_autoscaling_bounds(
 
 
 def test_every_deployment_of_an_application_gets_the_floor() -> None:
-    args = AppArgs(graph="valid", repo=".", content_hash="sha256:x", min_replicas=2)
+    args = AppArgs(graph="valid", repo=".", content_hash="sha256:x", min_replicas=2, colocate=False)
 
     specs = deployment_specs(plan(valid.graph), args)
 

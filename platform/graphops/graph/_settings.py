@@ -79,13 +79,22 @@ OFFLINE_BATCH_ROWS = 1024
 
 
 class Batching(FrozenModel):
-    """Dynamic batching of a model node: requests are grouped up to a size or a wait."""
+    """Dynamic batching of a model node: concurrent requests are grouped up to a size.
+
+    Online, a request to an idle model runs at once; requests that arrive while a batch runs
+    form the next batch, which may wait ``max_wait_ms`` (from its oldest request) to fill.
+    """
 
     max_batch_size: Annotated[
         int, Field(ge=1, description="Largest batch handed to the model.")
     ] = 32
     max_wait_ms: Annotated[
-        float, Field(ge=0, description="Longest wait for a batch to fill, in milliseconds.")
+        float,
+        Field(
+            ge=0,
+            description="Under load only, longest a batch waits to fill, in milliseconds from its "
+            "oldest request (an idle model never waits).",
+        ),
     ] = 5.0
     offline_batch_size: Annotated[
         int | None,

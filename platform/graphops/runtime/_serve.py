@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from typing import Any, cast
 
-import numpy as np
 from ray import serve
 from ray.serve import Deployment
 from starlette.requests import Request
@@ -22,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from graphops.graph import Batch
 from graphops.planner import Stage, plan
 from graphops.runtime._auth import check_headers, cluster_token, require_token
+from graphops.runtime._batcher import Batcher
 from graphops.runtime._body import BodyReader
 from graphops.runtime._errors import (
     JSON,
@@ -47,6 +46,36 @@ def deployment_of(cls: type) -> Deployment:
     return cast(Deployment, serve.deployment(cls))
 
 
+SERVER_TIMING = "server-timing"
+"""Response header with each phase's milliseconds (read, parse, each stage, respond, total)."""
+STAGE_SAMPLE = 8
+"""One request in this many feeds the per-stage latency histograms (Prometheus); all are timed."""
+
+
+class Timing:
+    """How long each phase of one request took, as a ``Server-Timing`` header (W3C)."""
+
+    def __init__(self, began: float) -> None:
+        self.began = self.last = began
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        """``name`` took the time since the previous lap."""
+        now = time.perf_counter()
+        self.phases.append((name, now - self.last))
+        self.last = now
+
+    def add(self, name: str, seconds: float) -> None:
+        """``name`` took ``seconds`` (inside the next lap, e.g. a batch's queue)."""
+        self.phases.append((name, seconds))
+
+    def header(self) -> str:
+        """``read;dur=0.031, parse;dur=0.102, ..., total;dur=0.4`` (milliseconds)."""
+        total = time.perf_counter() - self.began
+        parts = [f"{n};dur={s * 1000:.3f}" for n, s in (*self.phases, ("total", total))]
+        return ", ".join(parts)
+
+
 _ROUTES = ("", "/health", "/openapi.json", "/docs", "/stats")
 _TOKEN_ROUTES = ("/stats",)
 """Routes that answer only with the cluster's token (`graphops.runtime._auth`; docs/security.md)."""
@@ -60,8 +89,9 @@ def _loader(args: AppArgs, stage: Stage) -> PinnedLoader | None:
 class StageDeployment:
     """One remote stage: runs its nodes on the columns it is sent, with dynamic batching for models.
 
-    With batching, concurrent calls are merged into one batch (Serve's ``@serve.batch``, sized by
-    the node's ``Batching``), run in slices of at most ``max_batch_size`` rows, and split back.
+    With batching, calls that arrive while a batch runs are merged into the next one
+    (`graphops.runtime._batcher`: a call to an idle stage never waits), run in slices of at most
+    ``max_batch_size`` rows, and split back.
     """
 
     def __init__(self, args: dict[str, Any], stage: str) -> None:
@@ -73,40 +103,30 @@ class StageDeployment:
         self.runner = stage_runner(
             package, self.stage, _loader(self.args, self.stage), pins, self.args.features
         )
-        self.batching = self.stage.batching
-        self.batch_sizes: Counter[int] = Counter()  # calls merged per batch -> how often
-        if self.batching is not None:
-            # @serve.batch's wrapper has these setters; its type hints keep the bare signature.
-            batched: Any = self._batched
-            batched.set_max_batch_size(self.batching.max_batch_size)
-            batched.set_batch_wait_timeout_s(self.batching.max_wait_ms / 1000)
+        self.batcher = batched(self.stage, self.runner)
 
     async def __call__(self, columns: Batch) -> Batch:
         """Run the stage on one request's columns; returns only the columns later stages need."""
-        if self.batching is None:
-            return self._run(columns)
-        return await self._batched(columns)
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _batched(self, parts: list[Batch]) -> list[Batch]:
-        self.batch_sizes[len(parts)] += 1
-        sizes = [len(next(iter(p.values()))) for p in parts]
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        out = self._run(merged)
-        bounds = np.cumsum(sizes)[:-1]
-        split = {k: np.split(v, bounds) for k, v in out.items()}
-        return [{k: split[k][i] for k in out} for i in range(len(parts))]
-
-    def _run(self, columns: Batch) -> Batch:
-        size = self.batching.max_batch_size if self.batching else None
-        result = (
-            self.runner.run(columns, batch_size=size) if size else self.runner.run_batch(columns)
-        )
-        return {k: result[k] for k in self.stage.outputs}
+        if self.batcher is None:
+            return _outputs(self.stage, self.runner.run_batch(columns))
+        return await self.batcher(columns)
 
     def stats(self) -> dict[str, Any]:
         """Batches run so far by size (calls merged per batch): the evidence batching works."""
-        return {"stage": self.stage.name, "batch_sizes": dict(self.batch_sizes)}
+        sizes = dict(self.batcher.sizes) if self.batcher else {}
+        return {"stage": self.stage.name, "batch_sizes": sizes}
+
+
+def _outputs(stage: Stage, result: Batch) -> Batch:
+    return {k: result[k] for k in stage.outputs}
+
+
+def batched(stage: Stage, runner: LocalRunner) -> Batcher | None:
+    """A `Batcher` of ``stage`` when its model batches (rows sliced by ``max_batch_size``)."""
+    if stage.batching is None:
+        return None
+    size, wait_s = stage.batching.max_batch_size, stage.batching.max_wait_ms / 1000
+    return Batcher(lambda cols: _outputs(stage, runner.run(cols, batch_size=size)), size, wait_s)
 
 
 class GraphIngress:
@@ -132,12 +152,16 @@ class GraphIngress:
         )
         self.reader = BodyReader.of(graph.name, self.args)
         self.steps: Steps = []
+        self.models_inside = False  # a model stage runs here: another app's arm needs a hop
         for stage in plan(graph, fuse=self.args.fuse).stages:
-            if in_ingress(stage):
-                runner = stage_runner(package, stage, None, {}, self.args.features)
-                self.steps.append((stage, runner))
-            else:
+            if not in_ingress(stage, self.args):
                 self.steps.append((stage, handles[stage.name]))
+                continue
+            loader = _loader(self.args, stage)
+            runner = stage_runner(package, stage, loader, self.args.models, self.args.features)
+            self.models_inside |= loader is not None
+            self.steps.append((stage, batched(stage, runner) or runner))
+        self.served = 0  # requests answered, for sampling the stage metrics
         self._openapi: bytes | None = None
         self.info = {
             "content_hash": package.content_hash,
@@ -183,11 +207,14 @@ class GraphIngress:
         try:
             check_headers(self.graph, request.scope.get("headers") or [])
             if sub == "" and request.method == "POST":
+                began = time.perf_counter()
                 body = await self.reader.read(request)
                 if splitter is not None:
                     return await splitter.predict(body)
-                status, answer = await self.answer(body)
-                return Response(answer, status_code=status, media_type=JSON)
+                timing = Timing(began)
+                status, answer = await self.answer(body, timing)
+                headers = {SERVER_TIMING: timing.header()}
+                return Response(answer, status_code=status, media_type=JSON, headers=headers)
             if request.method == "GET" and sub == SPLIT_ROUTE and splitter is not None:
                 report = await splitter.report()
                 return Response(report.model_dump_json(), media_type=JSON)
@@ -209,6 +236,12 @@ class GraphIngress:
         except HttpError as exc:
             return error_response(exc)
 
+    def stats(self, stage: str) -> dict[str, Any]:
+        """Batches a stage run here has run so far by size (as `StageDeployment.stats`)."""
+        step = next((step for s, step in self.steps if s.name == stage), None)
+        sizes = dict(step.sizes) if isinstance(step, Batcher) else {}
+        return {"stage": stage, "batch_sizes": sizes}
+
     def _get(self, sub: str) -> Response:
         if sub == "/health":
             return Response(self.http.health(self.info), media_type=JSON)
@@ -222,12 +255,20 @@ class GraphIngress:
         html = get_swagger_ui_html(openapi_url=f"{self.route}/openapi.json", title=self.graph)
         return HTMLResponse(bytes(html.body))
 
-    async def answer(self, body: bytes) -> tuple[int, bytes]:
-        """Answer one JSON body: (HTTP status, JSON response). Another version's split calls this."""
+    async def answer(self, body: bytes, timing: Timing | None = None) -> tuple[int, bytes]:
+        """Answer one JSON body: (HTTP status, JSON response). Another version's split calls this.
+
+        ``timing`` collects how long each phase took (the ``Server-Timing`` header).
+        """
         start = time.perf_counter()
+        timing = timing or Timing(start)
         try:
+            timing.lap("read")
             columns, single = self.http.parse(body)
-            status, answer = 200, self.http.respond(await self.run(columns, self.steps), single)
+            timing.lap("parse")
+            result = await self.run(columns, self.steps, timing)
+            status, answer = 200, self.http.respond(result, single)
+            timing.lap("respond")
         except Exception as exc:
             status, answer = error_answer(failure(exc, self.graph))
         self.record(start, status)
@@ -237,7 +278,7 @@ class GraphIngress:
         """Count one request this version answered (`Live`)."""
         self.live.record(start, status)
 
-    async def run(self, columns: Batch, steps: Steps) -> Batch:
+    async def run(self, columns: Batch, steps: Steps, timing: Timing | None = None) -> Batch:
         """Run ``steps`` (this version's, or another's of the same code) on ``columns``.
 
         Raises:
@@ -245,13 +286,22 @@ class GraphIngress:
             GraphOpsError: A node failed.
         """
         own = steps is self.steps  # the other version's stages are not ours to time
+        self.served += 1
+        sampled = own and self.served % STAGE_SAMPLE == 0
         for stage, step in steps:
             began = time.perf_counter()
             if isinstance(step, LocalRunner):
                 columns.update(step.run_batch(columns))
+            elif isinstance(step, Batcher):
+                out, waited = await step.timed(columns)
+                columns.update(out)
+                if timing is not None:
+                    timing.add(f"{stage.name}-wait", waited)
             else:
                 columns.update(await self._remote(stage, step, columns))
-            if own:
+            if timing is not None:
+                timing.lap(stage.name)
+            if sampled:
                 self.live.stage(stage.name, began)
         return columns
 

@@ -56,6 +56,8 @@ class Host(Protocol):
     fuse: bool
     http: GraphHttp
     steps: Steps
+    models_inside: bool
+    """A model stage runs in the ingress itself: another app's arm cannot be run from here."""
 
     async def run(self, columns: Batch, steps: Steps) -> Batch:
         """Run ``steps`` on ``columns`` (raises what a failed step raises)."""
@@ -116,7 +118,11 @@ class Splitter:
 
     def same_code(self, target: SplitTarget) -> bool:
         """Whether ``target`` runs this graph code, planned the same way (no hop to it)."""
-        return target.content_hash == self.host.content_hash and target.fuse == self.host.fuse
+        return (
+            target.content_hash == self.host.content_hash
+            and target.fuse == self.host.fuse
+            and not self.host.models_inside  # its models (maybe other pins) are in its ingress
+        )
 
     def _target(self, role: Role, of: SplitTarget, weight: float) -> Target:
         target = Target(role, of.app, of.version, weight)

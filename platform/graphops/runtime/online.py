@@ -119,12 +119,14 @@ def app_args(
     max_slow_bodies: int | None = None,
     stage_timeout_s: float | None = None,
     features: FeaturesConfig | None = None,
+    colocate: bool = True,
 ) -> AppArgs:
     """Arguments that serve ``package`` from this checkout and ``registry``.
 
     Model aliases are resolved once here (``pins`` from a lock take precedence), so every replica
     loads exactly the same version, whatever happens to the alias later. ``features`` is the
-    environment's feature store (default: embedded). The request limits (body size, body
+    environment's feature store (default: embedded); ``colocate`` runs the model stages that need
+    no GPU inside the ingress (`graphops.runtime.schema.in_ingress`). The request limits (body size, body
     deadline, slow bodies, stage deadline) keep `AppArgs`' defaults unless given.
     """
     limits = {
@@ -146,6 +148,7 @@ def app_args(
         route=route or f"/{package.name}",
         example=request_example(package),
         features=features or FeaturesConfig(),
+        colocate=colocate,
         **extra,
     )
 
@@ -300,10 +303,16 @@ def undeploy(name: str) -> None:
     serve.delete(name)
 
 
-def batch_stats(app_name: str, deployment: str) -> dict[str, Any]:
-    """Batch sizes seen so far by one replica of a stage deployment (for tests and benchmarks)."""
-    handle = serve.get_deployment_handle(deployment, app_name=app_name)
-    return handle.stats.remote().result()
+def batch_stats(app_name: str, stage: str) -> dict[str, Any]:
+    """Batch sizes seen so far by one replica running ``stage`` (for tests and benchmarks).
+
+    The stage's own deployment when it has one, else the ingress it runs in (colocated).
+    """
+    status = serve.status().applications.get(app_name)
+    if status is not None and stage in status.deployments:
+        return serve.get_deployment_handle(stage, app_name=app_name).stats.remote().result()
+    handle = serve.get_deployment_handle(INGRESS, app_name=app_name)
+    return handle.stats.remote(stage).result()
 
 
 def _ray_address() -> str | None:
