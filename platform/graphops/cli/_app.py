@@ -128,7 +128,7 @@ def plan_graph(
     """
     from graphops.diagram import mermaid, svg
     from graphops.planner import offline_operators, plan
-    from graphops.runtime.schema import deployment_specs
+    from graphops.runtime.schema import AppArgs, deployment_specs
 
     the_plan = plan(ctx.obj.package(graph).graph, fuse=not no_fuse)
     console.print(plan_table(the_plan))
@@ -136,6 +136,15 @@ def plan_graph(
     console.print(
         deployments_table(specs, f"Online: {len(specs)} Ray Serve deployments (as declared)")
     )
+    cpu_only = deployment_specs(
+        the_plan, AppArgs(graph=the_plan.graph.name, cpu_only=True, fuse=not no_fuse)
+    )
+    if len(cpu_only) < len(specs):
+        inside = [s for s in specs[1:] if s.name not in {c.name for c in cpu_only}]
+        console.print(
+            f"On a cluster without GPUs the ingress also runs {', '.join(s.name for s in inside)} "
+            f"(serving.colocate, the default): {len(cpu_only)} deployment(s), no hop."
+        )
     operators = offline_operators(the_plan, colocate=not no_colocate)
     console.print(operators_table(operators, float(os.cpu_count() or 1)))
     diagram = mermaid(the_plan)
