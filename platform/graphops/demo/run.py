@@ -46,6 +46,7 @@ from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
 from graphops.planner import plan
+from graphops.runtime.serving import ServingConfig, usable
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
@@ -170,14 +171,50 @@ def _job(root: Path, registry: Registry) -> DemoJob:
     return job
 
 
+def _serving(job: DemoJob, env: str) -> tuple[ServingConfig, str | None]:
+    """The serving path of ``env``'s local cluster, and why it is not the declared one.
+
+    The declared one is ``serving:`` of its environment.yaml; what runs is what this machine
+    can run (`usable`); the reason is None when they are the same.
+    """
+    from graphops.environments import environment_names, load_environment
+
+    if env not in environment_names(job.root):  # a checkout without environments/: Serve's proxy
+        return ServingConfig(), None
+    declared = load_environment(job.root, env).serving
+    if env == "dev" and job.multinode and declared.fast:
+        return ServingConfig(), (
+            f"ingress {declared.ingress} needs the ingress replicas' own ports reachable from "
+            "every node, but a local multi-node cluster keeps them on 127.0.0.1 while Ray "
+            "names each node by the host's address; serving through Serve's proxy instead"
+        )
+    return usable(declared)
+
+
 def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
-    """Start what is not running yet: a Ray cluster per environment, the MLflow UI."""
+    """Start what is not running yet: a Ray cluster per environment, the MLflow UI.
+
+    A running cluster whose serving path is not its environment's (`serving:` changed since it
+    started) is restarted: Ray reads the path only when its processes start.
+    """
     taken: set[int] = set()
     for name, service in list(job.state.services.items()):
         if service.alive() and job.multinode and service.loopback:
             console.print(f"{name}: kept on loopback, so no worker node can join it; restarting")
             services.stop(service)
             del job.state.services[name]
+        elif service.alive() and name.removeprefix("ray-") in CLUSTERS:
+            wanted, _ = _serving(job, name.removeprefix("ray-"))
+            if service.serving != wanted:  # its worker nodes are stopped below, with it gone
+                console.print(
+                    f"{name}: serves with ingress {service.serving.ingress}, its environment "
+                    f"says {wanted.ingress}; restarting"
+                )
+                services.stop(service)
+                del job.state.services[name]
+                continue
+            taken |= set(service.ports.values())
+            console.print(f"{name}: running at {service.url} (pid {service.pid}), reused")
         elif service.alive():
             taken |= set(service.ports.values())
             where = f"worker node of {service.head}" if service.head else f"at {service.url}"
@@ -207,6 +244,9 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
 def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
     """Start the environment's cluster and wait for it; once more if it fails to come up."""
     name, spec = f"ray-{env}", CLUSTERS[env]
+    serving, changed = _serving(job, env)
+    if changed:
+        console.print(f"[yellow]note:[/] {name}: {changed}.")
     cpus = spec["cpus"]
     if env == "dev":  # every graph runs there, and a rollout runs two versions of one side by side
         graphs = list((job.root / "graphs").glob("*/__init__.py"))
@@ -221,6 +261,7 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
             num_cpus=cpus,
             taken=taken,
             loopback=not (env == "dev" and job.multinode),  # worker nodes join dev's head
+            serving=serving,
         )
         job.state.services[name] = service
         services.save_state(job.state_file, job.state)
@@ -236,7 +277,8 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
             console.print(f"[yellow]{name} did not come up; trying once more.[/]")
             continue
         console.print(
-            f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']}"
+            f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']} "
+            f"(ingress {serving.ingress})"
         )
         moved = [
             f"{what} {spec[key]} was taken: {service.ports[port]} instead"
