@@ -6,7 +6,9 @@ from graphops.demo.latency import phases
 
 
 def test_server_timing_phases_are_read_in_order() -> None:
-    header = "read;dur=0.087, parse;dur=0.131, logits-wait;dur=0.025, logits;dur=0.407, total;dur=0.8"
+    header = (
+        "read;dur=0.087, parse;dur=0.131, logits-wait;dur=0.025, logits;dur=0.407, total;dur=0.8"
+    )
     assert phases(header) == {
         "read": 0.087,
         "parse": 0.131,
