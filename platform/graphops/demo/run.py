@@ -37,6 +37,7 @@ from graphops.demo.gitops import (
     promote_to_staging,
 )
 from graphops.demo.job import CLUSTERS, DEV_APP_CPUS, MLFLOW_UI_PORT, DemoJob
+from graphops.demo.latency import show_latency
 from graphops.demo.names import CANARY_GRAPH, ONNX_GRAPH, STAGING_GRAPH
 from graphops.demo.rollout import rollout_demo
 from graphops.demo.sandbox import graphops_command
@@ -127,7 +128,7 @@ def _gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool, again
     """Promote and apply on the local clusters, in the sandbox; False without a git checkout.
 
     The steps' order lives here: dev promoted and applied, each graph asked, placement across
-    the nodes (multi-node), the hardening check; with ``canary``, dev then rolls out three new
+    the nodes (multi-node), each graph's latency on dev's serving path, the hardening check; with ``canary``, dev then rolls out three new
     versions of `CANARY_GRAPH` under load (`graphops.demo.rollout`): by canary a good one
     promoted step by step and a broken one aborted, by shadow, then canary a disagreeing one
     aborted while mirrored; a round an earlier run finished is shown again
@@ -138,6 +139,8 @@ def _gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool, again
         return False
     promote_to_dev(job)
     apply_and_ask(job, "dev", names)
+    with job.step("dev: where a request's time goes (one at a time, Server-Timing)"):
+        show_latency(job, names)
     if job.multinode:
         from graphops.demo.multinode import show_placement
 
