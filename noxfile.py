@@ -127,8 +127,16 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def reliability(session: nox.Session) -> None:
-    """Faults under load (tests/reliability): writes benchmarks/results/reliability.json."""
+    """Faults under load (tests/reliability): writes benchmarks/results/reliability.json.
+
+    The scenarios run on the HAProxy path (`--ingress haproxy`, what the environments declare):
+    haproxy is installed first where it is missing (Debian's package; CI runs as root).
+    `nox -s reliability -- --ingress proxy` runs them on Serve's proxy.
+    """
     _dev(session)
+    if shutil.which("haproxy") is None:
+        session.run("apt-get", "update", external=True)
+        session.run("apt-get", "install", "-y", "haproxy", external=True)
     _run(session, "pytest", "tests/reliability", "-m", "reliability", *session.posargs)
 
 

@@ -19,17 +19,23 @@ from typing import Any
 import yaml
 
 from graphops.demo import services
+from graphops.runtime.serving import ServingConfig
 
 SERVE = str(Path(sys.executable).with_name("serve"))
 
 
 @contextmanager
 def fresh_cluster(
-    name: str, work: Path, tracking_uri: str, num_cpus: float = 2
+    name: str,
+    work: Path,
+    tracking_uri: str,
+    num_cpus: float = 2,
+    serving: ServingConfig | None = None,
 ) -> Iterator[services.Service]:
     """A fresh cluster named ``name`` (logs and token under ``work``), ready; stopped after.
 
-    ``tracking_uri`` is where its replicas load models from (when the lock's models name none).
+    ``tracking_uri`` is where its replicas load models from (when the lock's models name none);
+    ``serving`` its serving path (default: Serve's proxy).
     """
     service = services.start_ray(
         name,
@@ -39,6 +45,7 @@ def fresh_cluster(
         tracking_uri=tracking_uri,
         num_cpus=num_cpus,
         taken=set(),
+        serving=serving,
     )
     try:
         services.wait_ready(service)

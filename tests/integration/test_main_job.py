@@ -62,6 +62,11 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
                 rf"{env} POST http://127\.0\.0\.1:\d+/digits one object -> 200 \{{", out
             )
             assert re.search(rf"{env} POST \S+/digits a list of 3 -> 200 \[\{{", out)
+        # Dev's latency check on its serving path (HAProxy where installed): no request failed,
+        # the ingress's Server-Timing phases shown.
+        latency = out[out.index("where a request's time goes") :]
+        assert re.search(r"path: (haproxy|direct)", latency), latency[:800]
+        assert re.search(r"│ digits\s+│ [\d.]+\s+│ [\d.]+\s+│ 0\s+│ read", latency), latency[:800]
         # The canaries in dev, under a counted load: 1.0.1 stepped through 10 -> 50 -> 100 % and
         # promoted with no failed request; 1.0.2 (fails one in five) aborted at its first step,
         # its failures at most its share; each record names its MLflow run.

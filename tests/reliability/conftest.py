@@ -3,6 +3,11 @@
 Run with `nox -s reliability` (excluded from `nox -s tests`). Each scenario adds a row to
 `benchmarks/results/reliability.json`, written when the session ends; docs/reliability.md
 explains the scenarios and shows the table.
+
+Every cluster of the suite serves on one path, `--ingress` (default haproxy, the path dev,
+staging and prod declare; `--ingress proxy` runs the same scenarios on Serve's proxy): the
+session cluster (`ray_cluster`, overriding the integration suite's) and the clusters of their
+own (`serving`). Each row names the path it ran on.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from graphops.runtime.serving import ServingConfig, usable
 from tests.integration.conftest import (  # noqa: F401  (fixtures, shared with the integration suite)
     champion,
     digits,
-    ray_cluster,
     registry,
     registry_path,
     repo_copy,
@@ -29,6 +34,39 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures, shared with t
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--ingress",
+        choices=("haproxy", "direct", "proxy"),
+        default="haproxy",
+        help="The serving path of every cluster of the reliability suite (default haproxy).",
+    )
+
+
+@pytest.fixture(scope="session")
+def serving(request: pytest.FixtureRequest) -> ServingConfig:
+    """The suite's serving path (`--ingress`); haproxy must be installed for it (nox installs it)."""
+    declared = ServingConfig(ingress=request.config.getoption("--ingress"))
+    chosen, why = usable(declared)
+    assert why is None, why  # never measure another path than the one asked for
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(serving: ServingConfig) -> Iterator[dict[str, float]]:
+    """The session's local cluster (as the integration suite's: 2 CPUs, loopback, no dashboard
+    UI), serving on the suite's path."""
+    import ray
+
+    from graphops.runtime.online import init_local
+
+    init_local(2, serving=serving, logging_level="WARNING")
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
@@ -36,18 +74,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class Rows:
-    """The suite's results: one row per scenario."""
+    """The suite's results: one row per scenario, with the serving path it ran on."""
 
-    def __init__(self) -> None:
+    def __init__(self, ingress: str) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.ingress = ingress
 
-    def add(self, scenario: str, *, failed: int, total: int, **figures: Any) -> None:
-        self.rows.append({"scenario": scenario, "failed": failed, "total": total, **figures})
+    def add(
+        self, scenario: str, *, failed: int, total: int, ingress: str | None = None, **figures: Any
+    ) -> None:
+        """One row; ``ingress`` where the scenario's cluster serves on another path."""
+        self.rows.append(
+            {
+                "scenario": scenario,
+                "ingress": ingress or self.ingress,
+                "failed": failed,
+                "total": total,
+                **figures,
+            }
+        )
 
 
 @pytest.fixture(scope="session")
-def rows() -> Iterator[Rows]:
-    found = Rows()
+def rows(serving: ServingConfig) -> Iterator[Rows]:
+    found = Rows(serving.ingress)
     yield found
     if found.rows:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

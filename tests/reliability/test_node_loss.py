@@ -148,6 +148,7 @@ def test_gpu_nodes_lost_under_load(served: Served, cluster: LocalCluster, rows: 
         f"{RPS} req/s",
         failed=result.failed,
         total=result.total,
+        ingress="proxy",  # a local multi-node cluster serves through Serve's proxy
         recovery_s=0.0,
         placement_before=before,
         placement_after=after,
@@ -178,6 +179,7 @@ def test_gpu_nodes_lost_under_load(served: Served, cluster: LocalCluster, rows: 
         f"the last GPU worker node stopped, a new one started 5 s later, {RPS} req/s",
         failed=result.failed,
         total=result.total,
+        ingress="proxy",  # a local multi-node cluster serves through Serve's proxy
         recovery_s=seen["healthy_s"],
         node_joined_s=round(joined_s, 1),
         serve_placed_s=round(serve_s, 1),

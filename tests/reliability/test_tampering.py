@@ -164,6 +164,7 @@ def test_tampered_archives_never_run_through_serve_deploy_or_apply(
                 f"tampered archive: {attack}",
                 failed=int(answer.status_code == 200 or marker.exists()),
                 total=2,  # two deployments: Ray's serve deploy, graphops apply
+                ingress="proxy",  # its own `ray start` cluster; about code, not the path
                 serve_deploy=statuses,
                 seconds_to_refusal=seconds,
                 apply_exit=applied.returncode,

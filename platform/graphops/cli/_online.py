@@ -6,7 +6,9 @@ import json
 import shlex
 import signal
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -17,6 +19,19 @@ from ._features import EnvOption, env_features
 
 if TYPE_CHECKING:
     from graphops.graph import GraphPackage
+    from graphops.runtime.serving import ServingConfig
+
+
+class Ingress(StrEnum):
+    """How requests reach the ingress replicas (`graphops.runtime.serving.Ingress`)."""
+
+    proxy = "proxy"
+    direct = "direct"
+    haproxy = "haproxy"
+
+
+DEFAULT_INGRESS = Ingress.haproxy
+"""The fast path where the machine allows it (without haproxy: direct ingress, with a notice)."""
 
 
 def _lookups(package: GraphPackage) -> list[str]:
@@ -54,6 +69,16 @@ def serve(
         ),
     ] = False,
     env: EnvOption = None,
+    ingress: Annotated[
+        Ingress | None,
+        typer.Option(
+            help="How requests reach the graph's ingress on the local cluster started now: "
+            "proxy (Serve's HTTP proxy), direct (each ingress replica also on its own port; "
+            "the stable route stays on the proxy), haproxy (HAProxy on --port, straight to the "
+            "replicas' ports). Default: --env's `serving.ingress`, else haproxy (direct where "
+            "haproxy is not installed). A running cluster (--address) keeps its own.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a graph on Ray Serve: print its URL, an example `curl` and its OpenAPI address.
 
@@ -64,10 +89,11 @@ def serve(
     import ray
     import requests
 
-    from graphops.runtime.online import deploy, undeploy
+    from graphops.runtime.online import deploy, replica_urls, undeploy
 
     settings = ctx.obj
     package = settings.package(graph)
+    serving = _serving(ctx, env, ingress, address)
     with console.status(f"Starting {graph} on Ray Serve (replicas load their models) ..."):
         online = deploy(
             package,
@@ -77,6 +103,7 @@ def serve(
             fuse=not no_fuse,
             max_body_bytes=max_body_bytes,
             features=env_features(ctx, env),
+            serving=serving,
         )
     fused = "fused" if online.args.fuse else "unfused"
     console.print(
@@ -92,7 +119,10 @@ def serve(
         console.print(f"feature store: {online.args.features.store}")
     for node, pin in online.args.models.items():
         console.print(f"model {node}: {pin.uri} ({pin.digest[:19]})")
-    console.print(f"\nServing [bold]{online.url}[/]")
+    path = f"ingress {serving.ingress}" if serving else "the cluster's own ingress"
+    console.print(f"\nServing [bold]{online.url}[/]   ({path})")
+    for url in replica_urls(online.name, urlsplit(online.url).path):
+        console.print(f"Replica  {url}   (its own port: direct ingress, no proxy)")
     console.print(f"OpenAPI  {online.openapi_url}   (interactive: {online.docs_url})")
     console.print(f"Health   {online.health_url}")
     example = online.args.example
@@ -125,6 +155,32 @@ def serve(
             ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
         console.print(f"Stopped {graph}.")
+
+
+def _serving(
+    ctx: typer.Context, env: str | None, ingress: Ingress | None, address: str | None
+) -> ServingConfig | None:
+    """The serving path of the local cluster `serve` starts (None: it joins ``address``)."""
+    from graphops.runtime.serving import ServingConfig, usable
+
+    if address:
+        if ingress is not None:
+            console.print(
+                f"[yellow]note:[/] --ingress {ingress.value} is ignored: the cluster at "
+                f"{address} serves with the path it was started with."
+            )
+        return None
+    declared = ServingConfig(ingress=DEFAULT_INGRESS.value)
+    if env is not None:
+        from graphops.environments import load_environment
+
+        declared = load_environment(ctx.obj.root(), env).serving
+    if ingress is not None:
+        declared = declared.model_copy(update={"ingress": ingress.value})
+    chosen, why = usable(declared)
+    if why:
+        console.print(f"[yellow]note:[/] {why}.")
+    return chosen
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -22,8 +22,6 @@ AppConfig = dict[str, Any]
 
 CANDIDATE = "/_graphops/candidate/"
 """Route prefix of a new version while it is started beside the running one."""
-PREVIOUS = "/_graphops/previous/"
-"""Route prefix of an old version after the switch, until it is retired."""
 _COMPARED = ("name", "route_prefix", "import_path", "args", "runtime_env", "deployments")
 
 
@@ -108,7 +106,6 @@ def split_in(app: AppConfig) -> TrafficSplit | None:
 
 __all__ = [
     "CANDIDATE",
-    "PREVIOUS",
     "AppConfig",
     "comparable",
     "graph_of",

@@ -8,7 +8,11 @@ steps, each a complete config:
 2. on any failure (DEPLOY_FAILED, timeout, smoke) the previous config is put back and the
    command fails with the reason: the stable routes were never touched;
 3. **switch**: the new applications take the stable routes ``/<graph>`` in one config (the old
-   ones are parked on ``/_graphops/previous/<app>``, still running);
+   ones are parked, still running, with no route). Just before, the new ones leave their
+   private routes for none: an ingress replica with no route answers any path, so whichever
+   version a balancer still sends a request to at the switch answers it. Ray 2.60's HAProxy
+   path needs it: HAProxy learns the new routes before the replicas do, and a replica still on
+   its old route would answer 404;
 4. **retire**: the old applications are removed.
 
 A graph whose rollout strategy has judged steps (``canary``, ``shadow_canary``: see
@@ -28,7 +32,6 @@ from pathlib import Path
 
 from graphops.controller.applications import (
     CANDIDATE,
-    PREVIOUS,
     AppConfig,
     comparable,
     graph_of,
@@ -253,7 +256,8 @@ def apply(
                 "promotion commit.",
             )
         result.started = new
-    parked = [comparable(a) | {"route_prefix": PREVIOUS + n} for n, a in old.items()]
+    _unroute(cluster, base, live, new, wanted, timeout_s)
+    parked = [comparable(a) | {"route_prefix": None} for a in old.values()]
     log(f"switching stable routes to {', '.join(wanted) or '(none)'}")
     cluster.put(list(wanted.values()) + parked + kept_unknown, base)
     problems = cluster.wait(list(wanted), timeout_s)
@@ -273,6 +277,41 @@ def apply(
         log(f"recording the rollout of {record.graph} {record.candidate} in git and MLflow")
         record_rollout(repo, record, revert_to=None, push=push, log=log, tracking_uri=tracking_uri)
     return result
+
+
+def _unroute(
+    cluster: Cluster,
+    base: AppConfig,
+    live: dict[str, AppConfig],
+    new: list[str],
+    wanted: dict[str, AppConfig],
+    timeout_s: float,
+) -> None:
+    """Take the wanted applications that are about to change route off their private routes.
+
+    Raises:
+        ApplyError: They did not run again within ``timeout_s`` (the stable routes untouched).
+    """
+    state = {n: comparable(a) for n, a in live.items()}  # as running now, drift included
+    state |= {n: wanted[n] | {"route_prefix": CANDIDATE + n} for n in new}
+    moving = [
+        n
+        for n in wanted
+        if n in state and state[n].get("route_prefix") not in (None, wanted[n].get("route_prefix"))
+    ]
+    if not moving:
+        return
+    for n in moving:
+        state[n] = state[n] | {"route_prefix": None}
+    cluster.put(list(state.values()), base)
+    problems = cluster.wait(moving, timeout_s)
+    if problems:
+        raise ApplyError(
+            "before the switch, not every new version runs: "
+            + "; ".join(f"{n}: {why}" for n, why in problems.items()),
+            fix="Run `graphops status`; the stable routes still serve the previous versions. "
+            "Apply again to resume.",
+        )
 
 
 def _upload(cluster: Cluster, repo: Path, rendered: Rendered, new: list[str]) -> None:

@@ -4,7 +4,9 @@ Pure: `render` calls `rayservice` with the environment and its Serve config. The
 everything a pod needs (docs/kubernetes.md): the image, a head and worker groups (a GPU group
 with ``nvidia.com/gpu`` limits where the environment has GPUs), requests equal to limits,
 KubeRay's in-tree autoscaler between each group's bounds, token auth through ``authOptions``,
-the MLflow settings from a Secret, and Serve bound to ``0.0.0.0`` inside the pods.
+the MLflow settings from a Secret, Serve bound to ``0.0.0.0`` inside the pods, and the
+environment's serving path (`graphops.runtime.serving.cluster_env`) in every container's ``env``:
+Ray reads it when its processes start, so the head and every worker get the same.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from graphops.environments import EnvironmentConfig, PodGroup, WorkerGroup, dump_yaml
+from graphops.runtime.serving import ServingConfig, cluster_env
 
 RAY_VERSION = "2.60.0"
 UPGRADE_STRATEGY = "NewCluster"
 """KubeRay's zero-downtime upgrade of ``rayClusterConfig`` changes (docs/kubernetes.md)."""
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+IMAGE_HAPROXY = "/usr/sbin/haproxy"
+"""Where the image's haproxy is (Debian's package, Containerfile): the pods' binary unless
+``serving.haproxy_binary`` names another; never looked up on the machine that renders."""
 
 DEFAULT_CPU_GROUP = WorkerGroup(cpus=4, memory="8Gi", min_replicas=1, max_replicas=4)
 DEFAULT_GPU_GROUP = WorkerGroup(cpus=4, memory="16Gi", gpus=1, min_replicas=1, max_replicas=2)
@@ -41,6 +47,16 @@ def resources(group: PodGroup) -> dict[str, Any]:
     return {"limits": amounts, "requests": requests}
 
 
+def serving_env(serving: ServingConfig) -> list[dict[str, str]]:
+    """The serving path's variables as a container's ``env`` items (sorted: a stable render).
+
+    Each pod has its own /tmp and ports, so HAProxy keeps Ray's default files and ports there.
+    """
+    if serving.ingress == "haproxy" and serving.haproxy_binary is None:
+        serving = serving.model_copy(update={"haproxy_binary": IMAGE_HAPROXY})
+    return [{"name": k, "value": v} for k, v in sorted(cluster_env(serving).items())]
+
+
 def container(
     env: EnvironmentConfig, name: str, group: PodGroup, ports: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -52,8 +68,11 @@ def container(
     }
     if env.cluster.mlflow_secret:
         out["envFrom"] = [{"secretRef": {"name": env.cluster.mlflow_secret}}]
+    variables = serving_env(env.serving)
     if env.models.tracking_uri:
-        out["env"] = [{"name": "MLFLOW_TRACKING_URI", "value": env.models.tracking_uri}]
+        variables.insert(0, {"name": "MLFLOW_TRACKING_URI", "value": env.models.tracking_uri})
+    if variables:
+        out["env"] = variables
     if ports:
         out["ports"] = ports
     return out

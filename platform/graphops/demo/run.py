@@ -37,6 +37,7 @@ from graphops.demo.gitops import (
     promote_to_staging,
 )
 from graphops.demo.job import CLUSTERS, DEV_APP_CPUS, MLFLOW_UI_PORT, DemoJob
+from graphops.demo.latency import show_latency
 from graphops.demo.names import CANARY_GRAPH, ONNX_GRAPH, STAGING_GRAPH
 from graphops.demo.rollout import rollout_demo
 from graphops.demo.sandbox import graphops_command
@@ -46,6 +47,7 @@ from graphops.diagram import mermaid
 from graphops.errors import GraphOpsError
 from graphops.graph import discover
 from graphops.planner import plan
+from graphops.runtime.serving import ServingConfig, usable
 
 if TYPE_CHECKING:
     from graphops.registry import Registry
@@ -126,7 +128,7 @@ def _gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool, again
     """Promote and apply on the local clusters, in the sandbox; False without a git checkout.
 
     The steps' order lives here: dev promoted and applied, each graph asked, placement across
-    the nodes (multi-node), the hardening check; with ``canary``, dev then rolls out three new
+    the nodes (multi-node), each graph's latency on dev's serving path, the hardening check; with ``canary``, dev then rolls out three new
     versions of `CANARY_GRAPH` under load (`graphops.demo.rollout`): by canary a good one
     promoted step by step and a broken one aborted, by shadow, then canary a disagreeing one
     aborted while mirrored; a round an earlier run finished is shown again
@@ -137,6 +139,8 @@ def _gitops(job: DemoJob, envs: list[str], names: list[str], canary: bool, again
         return False
     promote_to_dev(job)
     apply_and_ask(job, "dev", names)
+    with job.step("dev: where a request's time goes (one at a time, Server-Timing)"):
+        show_latency(job, names)
     if job.multinode:
         from graphops.demo.multinode import show_placement
 
@@ -170,14 +174,50 @@ def _job(root: Path, registry: Registry) -> DemoJob:
     return job
 
 
+def _serving(job: DemoJob, env: str) -> tuple[ServingConfig, str | None]:
+    """The serving path of ``env``'s local cluster, and why it is not the declared one.
+
+    The declared one is ``serving:`` of its environment.yaml; what runs is what this machine
+    can run (`usable`); the reason is None when they are the same.
+    """
+    from graphops.environments import environment_names, load_environment
+
+    if env not in environment_names(job.root):  # a checkout without environments/: Serve's proxy
+        return ServingConfig(), None
+    declared = load_environment(job.root, env).serving
+    if env == "dev" and job.multinode and declared.fast:
+        return ServingConfig(), (
+            f"ingress {declared.ingress} needs the ingress replicas' own ports reachable from "
+            "every node, but a local multi-node cluster keeps them on 127.0.0.1 while Ray "
+            "names each node by the host's address; serving through Serve's proxy instead"
+        )
+    return usable(declared)
+
+
 def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
-    """Start what is not running yet: a Ray cluster per environment, the MLflow UI."""
+    """Start what is not running yet: a Ray cluster per environment, the MLflow UI.
+
+    A running cluster whose serving path is not its environment's (`serving:` changed since it
+    started) is restarted: Ray reads the path only when its processes start.
+    """
     taken: set[int] = set()
     for name, service in list(job.state.services.items()):
         if service.alive() and job.multinode and service.loopback:
             console.print(f"{name}: kept on loopback, so no worker node can join it; restarting")
             services.stop(service)
             del job.state.services[name]
+        elif service.alive() and name.removeprefix("ray-") in CLUSTERS:
+            wanted, _ = _serving(job, name.removeprefix("ray-"))
+            if service.serving != wanted:  # its worker nodes are stopped below, with it gone
+                console.print(
+                    f"{name}: serves with ingress {service.serving.ingress}, its environment "
+                    f"says {wanted.ingress}; restarting"
+                )
+                services.stop(service)
+                del job.state.services[name]
+                continue
+            taken |= set(service.ports.values())
+            console.print(f"{name}: running at {service.url} (pid {service.pid}), reused")
         elif service.alive():
             taken |= set(service.ports.values())
             where = f"worker node of {service.head}" if service.head else f"at {service.url}"
@@ -207,6 +247,9 @@ def _start_services(job: DemoJob, envs: list[str], mlflow_ui: bool) -> None:
 def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
     """Start the environment's cluster and wait for it; once more if it fails to come up."""
     name, spec = f"ray-{env}", CLUSTERS[env]
+    serving, changed = _serving(job, env)
+    if changed:
+        console.print(f"[yellow]note:[/] {name}: {changed}.")
     cpus = spec["cpus"]
     if env == "dev":  # every graph runs there, and a rollout runs two versions of one side by side
         graphs = list((job.root / "graphs").glob("*/__init__.py"))
@@ -221,6 +264,7 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
             num_cpus=cpus,
             taken=taken,
             loopback=not (env == "dev" and job.multinode),  # worker nodes join dev's head
+            serving=serving,
         )
         job.state.services[name] = service
         services.save_state(job.state_file, job.state)
@@ -236,7 +280,8 @@ def _start_cluster(job: DemoJob, env: str, taken: set[int]) -> None:
             console.print(f"[yellow]{name} did not come up; trying once more.[/]")
             continue
         console.print(
-            f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']}"
+            f"{name}: up, Ray dashboard {service.url}, Serve on port {service.ports['serve']} "
+            f"(ingress {serving.ingress})"
         )
         moved = [
             f"{what} {spec[key]} was taken: {service.ports[port]} instead"

@@ -25,6 +25,7 @@ from graphops._net import free_port
 from graphops.demo.processes import console_script, spawn
 from graphops.errors import ConfigError
 from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
+from graphops.runtime.serving import ServingConfig, cluster_env, loopback_haproxy
 
 RAY_PORTS = (
     "port",
@@ -71,6 +72,10 @@ class Service(StrictModel):
         bool,
         Field(description="A Ray head kept on loopback (no worker node can join it)."),
     ] = False
+    serving: Annotated[
+        ServingConfig,
+        Field(description="The serving path its Ray processes were started with (a Ray head)."),
+    ] = ServingConfig()
 
     @property
     def token(self) -> str | None:
@@ -116,6 +121,42 @@ def save_state(path: Path, state: LocalState) -> None:
     tmp.replace(path)
 
 
+HAPROXY_PORTS = ("haproxy-stats", "haproxy-metrics", "serve-fallback", "serve-fallback-grpc")
+"""A HAProxy node's own ports: HAProxy's stats and metrics, and the Serve proxy it falls back
+to (on the head) while an application has no ingress replica (Ray's fixed defaults 8404, 9101,
+8500, 9500 would clash between clusters of one machine)."""
+
+
+def haproxy_dir(temp_dir: Path | str) -> Path:
+    """HAProxy's folder of the node whose Ray temp dir is ``temp_dir`` (removed by `stop`).
+
+    Not inside the temp dir: HAProxy's unix socket paths must stay short (`HAPROXY_DIR_MAX`).
+    """
+    return Path("/tmp") / f"gh-{hashlib.sha256(str(temp_dir).encode()).hexdigest()[:8]}"
+
+
+def serving_env(
+    serving: ServingConfig, temp_dir: Path | str, ports: dict[str, int]
+) -> dict[str, str]:
+    """The variables of a local node's serving path (`cluster_env`), its HAProxy kept apart.
+
+    HAProxy's files go to the node's own `haproxy_dir` and its stats and metrics ports are the
+    node's own (``ports["haproxy-stats"]``, ``ports["haproxy-metrics"]``), so nodes and clusters
+    on one machine never share them; those two stay on 127.0.0.1 (`loopback_haproxy`), where
+    Ray's template would bind them on every interface. ``serving`` is taken as given: pass it
+    through `graphops.runtime.serving.usable` first.
+    """
+    if "haproxy-stats" not in ports:
+        return cluster_env(serving)
+    folder = haproxy_dir(temp_dir)
+    return cluster_env(
+        loopback_haproxy(serving, folder),
+        state_dir=folder,
+        haproxy_ports=(ports["haproxy-stats"], ports["haproxy-metrics"]),
+        fallback_ports=(ports["serve-fallback"], ports["serve-fallback-grpc"]),
+    )
+
+
 def start_ray(
     name: str,
     work_dir: Path,
@@ -126,6 +167,7 @@ def start_ray(
     num_cpus: float,
     taken: set[int],
     loopback: bool = True,
+    serving: ServingConfig | None = None,
 ) -> Service:
     """Start a Ray head in the background with token auth, on loopback.
 
@@ -135,7 +177,13 @@ def start_ray(
     dashboard and Serve's proxy are on 127.0.0.1 either way. ``serve_port`` is only reserved
     here (Serve's HTTP proxy starts on it when an application is applied); it is recorded as
     ``ports["serve"]``.
+
+    ``serving`` (default: Serve's proxy) is the cluster's serving path, set in the environment
+    of `ray start` (Ray reads it when its processes start); pass it through
+    `graphops.runtime.serving.usable` first. HAProxy mode gets four more free ports
+    (`HAPROXY_PORTS`), recorded under those names, all on 127.0.0.1 (`serving_env`).
     """
+    serving = serving or ServingConfig()
     work_dir.mkdir(parents=True, exist_ok=True)
     token_file = work_dir / f"{name}.token"
     if not token_file.is_file():
@@ -145,6 +193,8 @@ def start_ray(
     ports["dashboard-port"] = free_port(dashboard_port, taken)
     ports["serve"] = free_port(serve_port, taken)
     ports |= {key: free_port(None, taken) for key in METRICS_PORT_ENV}
+    if serving.ingress == "haproxy":
+        ports |= {key: free_port(None, taken) for key in HAPROXY_PORTS}
     # Unix socket paths are short (107 bytes): the temp dir lives under /tmp, named by the work dir.
     tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:8]
     temp_dir = Path("/tmp") / f"graphops-{tag}-{name}"
@@ -170,6 +220,7 @@ def start_ray(
             "MLFLOW_TRACKING_URI": tracking_uri,
             **{variable: str(ports[key]) for key, variable in METRICS_PORT_ENV.items()},
             **(LOOPBACK_ONLY_ENV if loopback else {}),
+            **serving_env(serving, temp_dir, ports),
         }
     )
     env.pop("RAY_ADDRESS", None)
@@ -186,6 +237,7 @@ def start_ray(
         temp_dir=str(temp_dir),
         token_file=str(token_file),
         loopback=loopback,
+        serving=serving,
     )
 
 
@@ -214,7 +266,9 @@ def start_ray_worker(
 
     ``num_gpus`` advertises logical GPUs (no hardware needed): GPU placement can be tested on CPUs.
     The node has a temp dir of its own (its sockets must not collide with the head's), removed
-    by `stop`.
+    by `stop`. It runs the head's serving path (`Service.serving`): its replicas and its
+    HAProxy read the same variables, HAProxy's files in the node's own temp dir, on ports of
+    its own.
     """
     token = head.token
     if head.loopback:
@@ -229,6 +283,8 @@ def start_ray_worker(
             fix="Start the head with `start_ray` (token auth on).",
         )
     ports = {key: free_port(None, taken) for key in WORKER_PORTS}
+    if head.serving.ingress == "haproxy":
+        ports |= {key: free_port(None, taken) for key in HAPROXY_PORTS}
     log = Path(head.log).with_name(f"{name}.log")
     temp_dir = f"{head.temp_dir or '/tmp/graphops'}-{name}"
     command = [
@@ -244,7 +300,12 @@ def start_ray_worker(
         *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
         *([f"--resources={resources}"] if resources else []),
     ]
-    env = os.environ | NO_DRAIN | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = (
+        os.environ
+        | NO_DRAIN
+        | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+        | serving_env(head.serving, temp_dir, ports)
+    )
     for variable in LOOPBACK_ONLY_ENV:  # `ray start --address` refuses to start with it
         env.pop(variable, None)
     if tracking_uri:  # the replicas on this node load models from there, as on the head
@@ -259,6 +320,7 @@ def start_ray_worker(
         log=str(log),
         temp_dir=temp_dir,
         head=head.name,
+        serving=head.serving,
     )
 
 
@@ -332,3 +394,4 @@ def stop(service: Service, timeout_s: float = 10, linger_s: float = 1) -> None:
     processes.stop_group(service.pid, timeout_s, linger_s)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
+        shutil.rmtree(haproxy_dir(service.temp_dir), ignore_errors=True)

@@ -11,6 +11,7 @@ from graphops._models import FrozenModel
 from graphops.environments._cluster import ClusterConfig
 from graphops.environments.rollout import RolloutConfig
 from graphops.features import FeaturesConfig
+from graphops.runtime.serving import ServingConfig
 
 SSH_KEY_TYPE = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+@openssh\.com)$")
 """An OpenSSH public key type, as in a .pub file or an allowed_signers line."""
@@ -243,3 +244,12 @@ class EnvironmentConfig(FrozenModel):
             "shadow_canary; see graphops.controller.rollout."
         ),
     ] = RolloutConfig()
+    serving: Annotated[
+        ServingConfig,
+        Field(
+            description="How requests reach the graphs' ingress replicas (Serve's proxy, direct "
+            "ingress or HAProxy) and cross between replicas; a property of the cluster, read "
+            "by Ray's processes when they start (the RayService containers' env, the local "
+            "cluster's `ray start`); see docs/environments.md and docs/online.md."
+        ),
+    ] = ServingConfig()

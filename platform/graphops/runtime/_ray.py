@@ -6,32 +6,43 @@ Quiet by default: Ray's own logs stay in its log files and Ray Data shows no pro
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import socket
-from contextlib import nullcontext
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from graphops._net import port_free
+from graphops._net import free_port, port_free
 from graphops._verbosity import quiet, verbose
 from graphops.errors import PortInUseError
 from graphops.runtime.loopback import is_loopback, loopback_only
+from graphops.runtime.serving import ServingConfig, cluster_env, loopback_haproxy, usable
 
 _EXCLUDES = [".git", ".nox", ".graphops", "**/__pycache__", "*.parquet.d"]
 
 
 def ensure_ray(
-    repo: Path, *, address: str | None = None, num_cpus: int | None = None
+    repo: Path,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    serving: ServingConfig | None = None,
 ) -> dict[str, Any]:
     """Connect to Ray once per process and return the cluster's resources.
 
     With ``address`` (or ``$RAY_ADDRESS``) the driver joins that cluster and ships ``repo`` as the
     job's ``working_dir``; otherwise a local cluster is started (`init_local`), sized to this
-    machine, listening on loopback only. Unless `verbose`, Ray logs at WARNING, its workers'
-    output stays in the log files (not on this console) and Ray Data's progress bars are off.
+    machine, listening on loopback only, serving by ``serving`` (default: Serve's proxy; a
+    cluster that runs already keeps the path it started with). Unless `verbose`, Ray logs at
+    WARNING, its workers' output stays in the log files (not on this console) and Ray Data's
+    progress bars are off.
     """
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS")
@@ -50,20 +61,30 @@ def ensure_ray(
                     **common,
                 )
         else:
-            init_local(num_cpus or os.cpu_count(), **common)
+            init_local(num_cpus or os.cpu_count(), serving=serving, **common)
     _console(verbose())
     return ray.cluster_resources()
 
 
-def init_local(num_cpus: int | None, **options: Any) -> None:
+def init_local(
+    num_cpus: int | None, *, serving: ServingConfig | None = None, **options: Any
+) -> ServingConfig:
     """Start a new local cluster in this process: loopback only, no dashboard UI or REST API.
 
     Every listener is on loopback (`loopback_only`). Ray 2.60 still starts its dashboard
     process (``start_head_processes`` in ``ray/_private/node.py`` always starts the API server);
     with ``include_dashboard=False`` it loads no dashboard module and serves no HTTP, and
     nothing graphops runs in-process needs it (Serve is started by handle, not over REST).
+
+    ``serving`` is the cluster's serving path (default: Serve's proxy), as this machine can run
+    it (`graphops.runtime.serving.usable`: HAProxy without its binary becomes direct ingress;
+    callers that want to say so call `usable` first). Its variables are in ``os.environ`` while
+    the cluster starts, so its processes read them, and restored after; HAProxy gets a folder
+    of its own (removed when this process exits) and two free ports, so clusters on one machine
+    never share them. Returns the path the cluster runs.
     """
-    with loopback_only():
+    chosen, _ = usable(serving or ServingConfig())
+    with loopback_only(), _environ(_local_env(chosen)):
         ray.init(
             address="local",  # a new cluster, never a `ray start` one running on this machine
             num_cpus=num_cpus,
@@ -71,6 +92,41 @@ def init_local(num_cpus: int | None, **options: Any) -> None:
             _node_ip_address="127.0.0.1",
             **options,
         )
+    return chosen
+
+
+def _local_env(serving: ServingConfig) -> dict[str, str]:
+    """`cluster_env` for a cluster started in this process.
+
+    HAProxy's files and ports are its own, every listener on loopback (`loopback_haproxy`).
+    """
+    if serving.ingress != "haproxy":
+        return cluster_env(serving)
+    state = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))  # short: HAPROXY_DIR_MAX
+    atexit.register(shutil.rmtree, state, ignore_errors=True)
+    taken: set[int] = set()
+    ports = [free_port(None, taken) for _ in range(4)]
+    return cluster_env(
+        loopback_haproxy(serving, state),
+        state_dir=state,
+        haproxy_ports=(ports[0], ports[1]),
+        fallback_ports=(ports[2], ports[3]),
+    )
+
+
+@contextmanager
+def _environ(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` in ``os.environ`` inside (what processes started there inherit), restored after."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _on_loopback(address: str) -> bool:

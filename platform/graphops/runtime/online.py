@@ -43,6 +43,7 @@ from graphops.runtime.schema import (
     DeploymentSpec,
     deployment_specs,
 )
+from graphops.runtime.serving import ServingConfig
 from graphops.runtime.split import TrafficSplit
 
 IMPORT_PATH = APP_IMPORT_PATH
@@ -213,6 +214,7 @@ def deploy(
     address: str | None = None,
     timeout_s: float = DEPLOY_TIMEOUT_S,
     split: TrafficSplit | None = None,
+    serving: ServingConfig | None = None,
     **options: Any,
 ) -> OnlineApp:
     """Serve ``package`` on Ray (``address``, ``$RAY_ADDRESS`` or a local cluster) and wait until healthy.
@@ -228,6 +230,8 @@ def deploy(
         address: Ray cluster address.
         timeout_s: How long replicas may take to be scheduled and start.
         split: How its ingress shares its route with other applications (already running).
+        serving: The serving path of the local cluster started here (default: Serve's proxy);
+            a cluster that runs already keeps its own (`graphops.runtime.serving`).
         **options: Passed to `app_args` (pins, fuse, route, overrides, max_body_bytes...).
 
     Raises:
@@ -240,7 +244,7 @@ def deploy(
     local = not (address or _ray_address())
     if local and not ray.is_initialized():
         require_free_port(port)  # before a local cluster starts in vain (it has no Serve yet)
-    resources = ensure_ray(package.repo, address=address)
+    resources = ensure_ray(package.repo, address=address, serving=serving)
     options.setdefault("cpu_only", not has_gpus())
     if local:
         options.setdefault("cpu_budget", resources.get("CPU"))
@@ -263,6 +267,35 @@ def deploy(
         deployments=specs,
         seconds=time.perf_counter() - started,
     )
+
+
+def replica_urls(app_name: str, route: str) -> list[str]:
+    """The ingress replicas' own URLs of ``app_name`` (direct ingress), ``route`` appended.
+
+    Empty when the cluster has no direct ingress (Serve's proxy only, or HAProxy, which answers
+    on the stable port itself). A replica on this machine is given on 127.0.0.1 (the controller
+    names the node's address, where a loopback cluster does not listen).
+    """
+    from ray.serve.context import _get_global_client  # no public getter for target groups
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return []
+    groups = ray.get(client._controller.get_target_groups.remote(app_name))
+    local = cluster_is_local()
+    urls = []
+    for group in groups:
+        if group.app_name != app_name or str(group.protocol) not in (
+            "HTTP",
+            "RequestProtocol.HTTP",
+        ):
+            continue
+        for target in group.targets:
+            if not target.name.startswith("SERVE_REPLICA"):
+                continue  # a proxy (the app has no running replica yet, or HAProxy in front)
+            host = "127.0.0.1" if local else target.ip
+            urls.append(f"http://{host}:{target.port}{route}")
+    return sorted(urls)
 
 
 def undeploy(name: str) -> None:
@@ -338,6 +371,7 @@ __all__ = [
     "deploy",
     "ensure_ray",
     "init_local",
+    "replica_urls",
     "start_http",
     "undeploy",
 ]

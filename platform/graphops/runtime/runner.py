@@ -109,6 +109,10 @@ class LocalRunner:
         """Run over all rows of ``batch`` in slices of ``batch_size`` and concatenate the results."""
         started = time.perf_counter()
         total = _rows(dict(batch))
+        if 0 < total <= batch_size:  # one slice: nothing to cut or put back together
+            out = self.run_batch(batch)
+            self.stats.seconds += time.perf_counter() - started
+            return out
         parts = [
             self.run_batch({k: v[i : i + batch_size] for k, v in batch.items()})
             for i in range(0, total, batch_size)

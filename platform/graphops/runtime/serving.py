@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from graphops._models import FrozenModel
 
@@ -24,6 +24,19 @@ HAPROXY_BINARY = "haproxy"
 """Found on ``PATH`` when `ServingConfig.haproxy_binary` is unset (Debian: /usr/sbin/haproxy)."""
 DIRECT_PORTS = (30000, 31000)
 """Ray's default range of the ingress replicas' own HTTP ports."""
+HAPROXY_DIR_MAX = 27
+"""Longest HAProxy state folder: Ray adds the node id (56 characters) and a file name to it, and
+HAProxy refuses unix socket paths over 97 characters ("socket path ... too long")."""
+DRAIN_S = 5.0
+"""Seconds a stopping ingress replica stays reachable on its own port (fast paths).
+
+Ray's default (30 s, ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S``) is for a load balancer
+outside the cluster (an ALB) to deregister the replica; it also raises every ingress's
+``graceful_shutdown_timeout_s`` to 35 s, so each retired version of a rollout keeps its replicas
+(and their CPUs) 35 s. graphops' only balancer on these paths is the cluster's own HAProxy, which
+drops a stopping replica as soon as the controller broadcasts it (0.1 s coalescing, a reload),
+and retries a refused connection on another replica; 5 s covers a busy machine.
+"""
 
 
 class ServingConfig(FrozenModel):
@@ -62,6 +75,28 @@ class ServingConfig(FrozenModel):
         Field(description="Range of the ingress replicas' own HTTP ports (direct, haproxy)."),
     ] = DIRECT_PORTS
 
+    drain_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="Seconds a stopping ingress replica stays reachable on its own port "
+            "before it refuses new connections (direct, haproxy; "
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, Ray's default 30). Raise it when a "
+            "load balancer outside the cluster targets the replicas' ports.",
+        ),
+    ] = DRAIN_S
+
+    @field_validator("direct_ports")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(
+                "direct_ports is a range [first, last] of unprivileged ports, first <= last, "
+                f"e.g. [{DIRECT_PORTS[0]}, {DIRECT_PORTS[1]}] (Ray's default)"
+            )
+        return value
+
     @property
     def fast(self) -> bool:
         """Whether the ingress replicas answer HTTP themselves (direct or haproxy)."""
@@ -72,20 +107,32 @@ class ServingConfig(FrozenModel):
         return self.haproxy_binary or shutil.which(HAPROXY_BINARY)
 
 
+HAPROXY_RETRY_ON = "conn-failure empty-response"
+"""When HAProxy sends a request again, to another replica: a refused connection (Ray's default,
+nothing was sent), and a connection closed with no answer at all (an ingress replica that died
+holding the request). Safe here: a graph's answer has no side effect (the ingress retries a
+dead stage replica's call the same way); 5xx answers and timeouts are never retried."""
+
+
 def cluster_env(
     serving: ServingConfig,
     *,
     state_dir: Path | None = None,
     haproxy_ports: tuple[int, int] | None = None,
+    fallback_ports: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Environment variables a cluster's Ray processes need for ``serving`` (Ray 2.60 names).
 
     Args:
         serving: The environment's choice.
-        state_dir: Where HAProxy keeps its config, sockets and server state; give one per
-            cluster when several clusters share a machine (Ray's default is /tmp/haproxy-serve).
+        state_dir: Where HAProxy keeps its config, sockets and server state (Ray puts each
+            node's files in a folder named by its node id there; Ray's default is
+            /tmp/haproxy-serve); at most `HAPROXY_DIR_MAX` characters.
         haproxy_ports: (stats, metrics) ports of HAProxy; give free ones on a shared machine
             (Ray's defaults 8404, 9101).
+        fallback_ports: (HTTP, gRPC) ports of the Serve proxy HAProxy falls back to on the
+            head while an application has no ingress replica; give free ones on a shared
+            machine (Ray's defaults 8500, 9500: a second cluster there never becomes ready).
     """
     env: dict[str, str] = {}
     if serving.fast:
@@ -94,13 +141,21 @@ def cluster_env(
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(serving.direct_ports[0])
         env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(serving.direct_ports[1])
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{serving.drain_s:g}"
     env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1" if serving.grpc else "0"
     if serving.ingress == "haproxy":
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        env["RAY_SERVE_HAPROXY_RETRY_ON"] = HAPROXY_RETRY_ON
         binary = serving.haproxy_path()
         if binary:
             env["RAY_SERVE_HAPROXY_BINARY_PATH"] = binary
         if state_dir is not None:
+            if len(str(state_dir)) > HAPROXY_DIR_MAX:
+                raise ValueError(
+                    f"HAProxy's state folder {state_dir} is longer than {HAPROXY_DIR_MAX} "
+                    "characters: its unix sockets (folder, node id, file) would exceed HAProxy's "
+                    "97; use a short folder such as /tmp/gh-<8 hex>"
+                )
             env |= {
                 "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
                 "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
@@ -111,7 +166,43 @@ def cluster_env(
         if haproxy_ports is not None:
             env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(haproxy_ports[0])
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(haproxy_ports[1])
+        if fallback_ports is not None:
+            env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(fallback_ports[0])
+            env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"] = str(fallback_ports[1])
     return env
+
+
+LOOPBACK_WRAPPER = """#!/bin/sh
+# graphops: HAProxy with every listener of its config on 127.0.0.1. Ray 2.60's template binds
+# the stats and Prometheus frontends on all interfaces (`bind *:PORT`, `bind :PORT`); a local
+# cluster keeps everything on loopback (docs/security.md). Ray runs this as its HAProxy binary
+# (RAY_SERVE_HAPROXY_BINARY_PATH), with the config after -f, at start and at every reload.
+previous=""
+for arg in "$@"; do
+    if [ "$previous" = "-f" ] && [ -f "$arg" ]; then
+        sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$arg"
+    fi
+    previous="$arg"
+done
+exec {binary} "$@"
+"""
+
+
+def loopback_haproxy(serving: ServingConfig, folder: Path) -> ServingConfig:
+    """``serving`` with its HAProxy kept on loopback: a wrapper in ``folder`` as its binary.
+
+    For a cluster on this machine whose listeners stay on 127.0.0.1: the wrapper rewrites the
+    stats and metrics ``bind`` lines of each config Ray writes to 127.0.0.1, then runs the real
+    binary. Unchanged when ``serving`` runs no HAProxy or has no binary (see `usable`).
+    """
+    binary = serving.haproxy_path()
+    if serving.ingress != "haproxy" or binary is None:
+        return serving
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "haproxy-loopback"
+    wrapper.write_text(LOOPBACK_WRAPPER.format(binary=binary))
+    wrapper.chmod(0o755)
+    return serving.model_copy(update={"haproxy_binary": str(wrapper)})
 
 
 def usable(serving: ServingConfig) -> tuple[ServingConfig, str | None]:
@@ -129,4 +220,13 @@ def usable(serving: ServingConfig) -> tuple[ServingConfig, str | None]:
     return serving, None
 
 
-__all__ = ["DIRECT_PORTS", "Ingress", "ServingConfig", "cluster_env", "usable"]
+__all__ = [
+    "DIRECT_PORTS",
+    "DRAIN_S",
+    "HAPROXY_DIR_MAX",
+    "Ingress",
+    "ServingConfig",
+    "cluster_env",
+    "loopback_haproxy",
+    "usable",
+]
