@@ -182,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(
                     [sys.executable, "-m", "benchmarks.floor", "--child", str(work / mode)],
                     cwd=REPO,
-                    env=os.environ | cluster_vars(mode, work),
                     check=True,
                     timeout=MODE_TIMEOUT_S,
                 )
@@ -190,9 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             floor.terminate()
             floor.wait(timeout=30)
-            dirs = work / "haproxy-dirs"
-            for line in dirs.read_text().split() if dirs.is_file() else []:
-                shutil.rmtree(line, ignore_errors=True)
     result |= summarize(modes_out, graphs)
     result["total_s"] = time.perf_counter() - started
     kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -208,22 +204,19 @@ def args_of(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("repeats", "requests", "seconds", "concurrency")}
 
 
-def cluster_vars(mode: str, work: Path) -> dict[str, str]:
-    """The environment a mode's cluster starts with (`cluster_env`, private ports and dirs)."""
-    from graphops._net import free_port
-    from graphops.runtime.serving import ServingConfig, cluster_env, usable
+def serving_of(mode: str) -> Any:
+    """The `ServingConfig` of ``mode`` as this machine runs it, on a private port range.
+
+    graphops starts the cluster with it (`ensure_ray(serving=...)`: `cluster_env` in the
+    environment of Ray's processes, HAProxy's own short folder and free ports on loopback).
+    """
+    from graphops.runtime.serving import ServingConfig, usable
 
     low = free_port_range(20)
     serving, why = usable(ServingConfig(ingress=mode, direct_ports=(low, low + 19)))  # type: ignore[arg-type]
     if why:
         print(f"  {mode}: {why}", flush=True)
-    # HAProxy's socket paths must stay under 97 characters and Ray adds a 56-character folder:
-    # a short folder of /tmp, not one under the run's work dir (removed by the parent).
-    state = Path(tempfile.mkdtemp(prefix=f"gh-{mode[:2]}-", dir="/tmp"))
-    with (work / "haproxy-dirs").open("a") as dirs:  # removed by the parent at the end
-        dirs.write(f"{state}\n")
-    env = cluster_env(serving, state_dir=state, haproxy_ports=(free_port(), free_port()))
-    return env | {"BENCH_FLOOR_MODE": serving.ingress}
+    return serving
 
 
 def free_port_range(width: int) -> int:
@@ -292,15 +285,17 @@ def child(folder: Path) -> int:
     from graphops.graph import load_graph
     from graphops.registry import Registry
     from graphops.runtime.online import deploy, ensure_ray, start_http
+    from graphops.runtime.serving import cluster_env
 
     work = folder.parent
     mode = folder.name
     config = json.loads((work / f"mode-{mode}.json").read_text())
-    effective = os.environ.get("BENCH_FLOOR_MODE", mode)
     specs = {s["graph"]: s for s in json.loads((work / "specs.json").read_text())}
     repo = work / "repo"
     registry = Registry(work / ".graphops")
-    ensure_ray(repo, num_cpus=os.cpu_count())
+    serving = serving_of(mode)
+    effective = serving.ingress
+    ensure_ray(repo, num_cpus=os.cpu_count(), serving=serving)
     try:
         port = start_http(free_port())
         urls: dict[str, dict[str, str]] = {}
@@ -334,7 +329,8 @@ def child(folder: Path) -> int:
             "mode": mode,
             "effective_mode": effective,
             "urls": urls,
-            "cluster_env": {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")},
+            "serving": serving.model_dump(mode="json"),
+            "cluster_env": cluster_env(serving),  # HAProxy's folder and ports: graphops' own
             "runs": runs,
         }
         folder.mkdir(exist_ok=True)
@@ -368,30 +364,19 @@ def url_of(mode: str, port: int, app: str, route: str) -> str:
     """Where a client reaches ``app`` in ``mode``.
 
     The Serve port (proxy or HAProxy), or, for direct ingress, the ingress replica's own port
-    (the controller's target groups).
+    (`graphops.runtime.online.replica_urls`: the controller's target groups).
     """
     if mode != "direct":
         return f"http://127.0.0.1:{port}{route}"
-    from ray.serve.context import _get_global_client
+    from graphops.runtime.online import replica_urls
 
-    client = _get_global_client()
-    assert client is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        groups = ray_get(client._controller.get_target_groups.remote(app))
-        for group in groups:
-            if group.app_name == app and group.targets and group.targets[0].port != port:
-                # ip may be the host's address; the cluster is local: loopback reaches it
-                return f"http://127.0.0.1:{group.targets[0].port}{route}"
+        urls = replica_urls(app, route)
+        if urls:
+            return urls[0]
         time.sleep(0.5)
-    raise RuntimeError(f"no direct-ingress target for {app} within 60 s: {groups}")
-
-
-def ray_get(ref: Any) -> Any:
-    """``ray.get`` (typed loosely)."""
-    import ray
-
-    return ray.get(ref)
+    raise RuntimeError(f"no direct-ingress replica URL for {app} within 60 s")
 
 
 def check_answers(graph: str, answers: dict[str, Any]) -> None:
