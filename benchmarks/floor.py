@@ -10,8 +10,8 @@ the same request from a separate client process on loopback (`benchmarks._load`)
   (`benchmarks.serve_apps.one_app`), reached on that mode's path.
 - ``graphops_<mode>``: the graph deployed by `graphops.runtime.online.deploy`.
 
-Modes (`graphops.runtime.serving.cluster_env`), one Ray cluster each, started once per run in a
-child process with that environment and shut down before the next: ``proxy`` (Serve's HTTP
+Modes (`graphops.runtime.serving.ServingConfig`), one Ray cluster each, started once per run by
+graphops (``ensure_ray(serving=...)``) in a child process and shut down before the next: ``proxy`` (Serve's HTTP
 proxy), ``direct`` (Ray 2.60's direct ingress, ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: requests go
 to the ingress replica's own port, found in the controller's target groups) and ``haproxy``
 (HAProxy on the Serve port in front of those replicas' ports). The floor process runs for the
