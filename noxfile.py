@@ -181,9 +181,14 @@ def plan(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- formats`."""
+    """Benchmarks (results in benchmarks/results/): `nox -s bench`, `nox -s bench -- floor`.
+
+    `floor` is graphops online against the one-process floor and a one-deployment Serve app on
+    every ingress path (proxy, direct, HAProxy), for digits and feed_ranking; it writes the
+    ``floor`` key of online.json, `online` the other comparisons of that file.
+    """
     which, *extra = session.posargs or ["all"]
-    names = ("offline", "online", "features", "formats")
+    names = ("offline", "online", "floor", "features", "formats")
     if which not in ("all", *names):
         session.error(
             f"Got {which!r}: start with {', '.join(names)}, e.g. `-- online --repeats 1`."

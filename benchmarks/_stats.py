@@ -127,14 +127,14 @@ def summarize(
                 "wall_s_without": med[s][big]["wall_s"],
             }
     diagnostics: dict[str, Any] = {"levers": levers} if levers else {}
+    old = "handwritten_default_reader"  # the diagnostics add to the former baseline
     for s in ("handwritten_timer", "handwritten_carry"):
-        if s in raw:
-            slowdown = paired(raw, s, "handwritten", big)
+        if s in raw and old in raw:
+            slowdown = paired(raw, s, old, big)
             extra = [
-                x["wall_s"] - y["wall_s"]
-                for x, y in zip(raw[s][big], raw["handwritten"][big], strict=True)
+                x["wall_s"] - y["wall_s"] for x, y in zip(raw[s][big], raw[old][big], strict=True)
             ]
-            diagnostics[f"{s}_vs_handwritten"] = {
+            diagnostics[f"{s}_vs_{old}"] = {
                 "throughput_ratio": statistics.median(1 / r for r in slowdown),
                 "extra_wall_s": statistics.median(extra),
                 "per_repeat_throughput_ratio": [1 / r for r in slowdown],

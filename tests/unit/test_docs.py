@@ -162,7 +162,7 @@ def check_nox(args: list[str], where: str) -> None:
         check_graphops([*session.prefix, *posargs])
     elif session.name == "bench":
         which, *rest = posargs
-        assert which in ("offline", "online", "features", "formats"), (
+        assert which in ("offline", "online", "floor", "features", "formats"), (
             f"{where}: no benchmark {which}"
         )
         check_python(["-m", f"benchmarks.{which}", *rest], where, set())
