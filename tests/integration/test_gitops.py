@@ -216,7 +216,8 @@ def test_merge_promote_to_dev_apply_and_answer(
     assert not render(ci, "dev").stale()  # what was committed is what render gives
 
     changes = diff(ci, "dev")
-    assert {(c.deployment, c.change) for c in changes} == {("ingress", "new"), ("logits", "new")}
+    # dev has no GPUs: the model stage runs inside the ingress (serving.colocate), one deployment.
+    assert {(c.deployment, c.change) for c in changes} == {("ingress", "new")}
     first = apply(ci, "dev", timeout_s=240)
     assert len(first.started) == 1 and not first.retired
     answer = ask(cluster, result.lock.example)
@@ -224,30 +225,30 @@ def test_merge_promote_to_dev_apply_and_answer(
     assert not apply(ci, "dev").changed  # idempotent
     release = load_release(ci, "dev")
     entry = release.graphs["digits"]
-    scaled = entry.model_copy(update={"deployments": {"logits": DeploymentOverride(replicas=2)}})
+    scaled = entry.model_copy(update={"deployments": {"ingress": DeploymentOverride(replicas=2)}})
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": scaled}}))
     render(ci, "dev").write()
     changes = {c.deployment: c for c in diff(ci, "dev")}
     # dev's applications carry no runtime_env (replicas fetch their code zip themselves), so
     # even the first scaling override is in place (see controller/status.py).
-    assert (changes["logits"].change, changes["logits"].why) == ("in place", "num_replicas")
-    assert changes["logits"].cpus > 0 and changes["ingress"].change == "unchanged"
-    commit_all(ci, "digits: 2 logits replicas")
+    assert (changes["ingress"].change, changes["ingress"].why) == ("in place", "num_replicas")
+    assert changes["ingress"].cpus > 0 and set(changes) == {"ingress"}
+    commit_all(ci, "digits: 2 ingress replicas")
     assert apply(ci, "dev", timeout_s=240).updated
     before = replicas(ci)
     release = load_release(ci, "dev")
     entry = release.graphs["digits"]
-    more = entry.model_copy(update={"deployments": {"logits": DeploymentOverride(replicas=3)}})
+    more = entry.model_copy(update={"deployments": {"ingress": DeploymentOverride(replicas=3)}})
     write_release(ci, "dev", release.model_copy(update={"graphs": {"digits": more}}))
     render(ci, "dev").write()
     changes = {c.deployment: c for c in diff(ci, "dev")}
-    assert (changes["logits"].change, changes["logits"].why) == ("in place", "num_replicas")
-    commit_all(ci, "digits: 3 logits replicas")
+    assert (changes["ingress"].change, changes["ingress"].why) == ("in place", "num_replicas")
+    commit_all(ci, "digits: 3 ingress replicas")
     scaled_up = apply(ci, "dev", timeout_s=240)
     assert scaled_up.updated and not scaled_up.started  # Serve's lightweight update
     after = replicas(ci)
     [app] = after
-    assert before[app] < after[app] and len(after[app]) == 4  # one more, none restarted
+    assert before[app] < after[app] and len(after[app]) == 3  # one more, none restarted
     with git.Repo(ci) as r:
         r.git.revert("--no-edit", "HEAD~2..HEAD")  # back to no override
     apply(ci, "dev", timeout_s=240)

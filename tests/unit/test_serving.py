@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from graphops.runtime.serving import (
     ServingConfig,
     cluster_env,
     loopback_haproxy,
+    stop_haproxy,
     usable,
 )
 
@@ -158,3 +160,21 @@ def test_the_loopback_wrapper_binds_stats_and_metrics_on_loopback(tmp_path: Path
     binds = [line.split()[1] for line in config.read_text().splitlines() if "bind" in line]
     assert binds == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8404"]
     assert loopback_haproxy(ServingConfig(), tmp_path) == ServingConfig()  # no HAProxy: as is
+
+
+def test_a_clusters_haproxy_is_stopped_by_its_folder(tmp_path: Path) -> None:
+    """What `stop_haproxy` finds: processes named haproxy with an argument under the folder."""
+    fake = tmp_path / "bin" / "haproxy"
+    fake.parent.mkdir()
+    fake.symlink_to(sys.executable)  # a process named haproxy that only waits
+    folder = tmp_path / "gh"
+    wait = "import time; time.sleep(60)"
+    ours = subprocess.Popen([str(fake), "-c", wait, "-f", str(folder / "node" / "haproxy.cfg")])
+    other = subprocess.Popen([str(fake), "-c", wait, "-f", str(tmp_path / "ghz" / "haproxy.cfg")])
+    try:
+        assert stop_haproxy(folder, timeout_s=10) == [ours.pid]
+        assert ours.wait(timeout=10) is not None and other.poll() is None
+    finally:
+        for process in (ours, other):
+            process.kill()
+            process.wait()

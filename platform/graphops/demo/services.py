@@ -25,7 +25,7 @@ from graphops._net import free_port
 from graphops.demo.processes import console_script, spawn
 from graphops.errors import ConfigError
 from graphops.runtime.loopback import LOOPBACK_ONLY_ENV
-from graphops.runtime.serving import ServingConfig, cluster_env, loopback_haproxy
+from graphops.runtime.serving import ServingConfig, cluster_env, loopback_haproxy, stop_haproxy
 
 RAY_PORTS = (
     "port",
@@ -390,8 +390,13 @@ def wait_ready(service: Service, timeout_s: float = 180) -> None:
 
 
 def stop(service: Service, timeout_s: float = 10, linger_s: float = 1) -> None:
-    """Stop the service's process group (`processes.stop_group`) and remove its temp dir."""
+    """Stop the service's process group (`processes.stop_group`) and remove its temp dir.
+
+    A node's HAProxy (ingress haproxy) is not in that group: it is stopped by its config's
+    folder (`stop_haproxy`).
+    """
     processes.stop_group(service.pid, timeout_s, linger_s)
     if service.temp_dir:
         shutil.rmtree(service.temp_dir, ignore_errors=True)
+        stop_haproxy(haproxy_dir(service.temp_dir))  # not in the group: Ray's worker started it
         shutil.rmtree(haproxy_dir(service.temp_dir), ignore_errors=True)

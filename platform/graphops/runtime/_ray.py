@@ -23,7 +23,13 @@ from graphops._net import free_port, port_free
 from graphops._verbosity import quiet, verbose
 from graphops.errors import PortInUseError
 from graphops.runtime.loopback import is_loopback, loopback_only
-from graphops.runtime.serving import ServingConfig, cluster_env, loopback_haproxy, usable
+from graphops.runtime.serving import (
+    ServingConfig,
+    cluster_env,
+    loopback_haproxy,
+    stop_haproxy,
+    usable,
+)
 
 _EXCLUDES = [".git", ".nox", ".graphops", "**/__pycache__", "*.parquet.d"]
 
@@ -104,6 +110,7 @@ def _local_env(serving: ServingConfig) -> dict[str, str]:
         return cluster_env(serving)
     state = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))  # short: HAPROXY_DIR_MAX
     atexit.register(shutil.rmtree, state, ignore_errors=True)
+    atexit.register(stop_haproxy, state)  # first (last in): Ray leaves HAProxy running
     taken: set[int] = set()
     ports = [free_port(None, taken) for _ in range(4)]
     return cluster_env(

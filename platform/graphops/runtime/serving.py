@@ -11,7 +11,11 @@ the same stable routes, direct ingress (the replica's own port) 0.7 ms; docs/per
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -203,6 +207,37 @@ def loopback_haproxy(serving: ServingConfig, folder: Path) -> ServingConfig:
     wrapper.write_text(LOOPBACK_WRAPPER.format(binary=binary))
     wrapper.chmod(0o755)
     return serving.model_copy(update={"haproxy_binary": str(wrapper)})
+
+
+def stop_haproxy(folder: Path, timeout_s: float = 5) -> list[int]:
+    """Stop the HAProxy processes whose config is under ``folder``; their pids (Linux /proc).
+
+    Ray starts HAProxy as a child of its HAProxy manager (a Ray worker, in a process group of
+    its own), so stopping a local cluster's `ray start` group, or this process exiting, leaves
+    it running, holding the Serve port. A cluster's own folder (`cluster_env`'s ``state_dir``)
+    names exactly its HAProxy processes: SIGTERM, then SIGKILL after ``timeout_s``.
+    """
+    marker = str(folder).rstrip("/") + "/"
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = entry.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.decode(errors="replace").startswith(marker) for arg in argv[1:]) and (
+            Path(argv[0].decode(errors="replace")).name == HAPROXY_BINARY
+        ):
+            found.append(int(entry.parent.name))
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(Path(f"/proc/{pid}").exists() for pid in found) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return found
 
 
 def usable(serving: ServingConfig) -> tuple[ServingConfig, str | None]:
