@@ -104,29 +104,45 @@ def _token(cluster: Cluster, registry: Registry, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)  # rollout records go here
 
 
-@pytest.fixture(scope="module")
-def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkout with dev pointed at the test cluster and a canary policy."""
-    root = tmp_path_factory.mktemp("canary") / "repo"
+def rollout_checkout(
+    root: Path,
+    repo_copy: Path,
+    cluster: Cluster,
+    rollout: dict[str, Any] | None,
+    origin: Path | None,
+) -> Path:
+    """A committed checkout at ``root`` whose dev points at ``cluster``, with ``rollout`` policy.
+
+    The locks of the rollout stories are made at HEAD without validating (`lock_at_head`):
+    apply then verifies their commit and code only, as for any environment whose policy
+    requires no validation. With ``origin``, a bare repository there is its pushed origin.
+    """
     import shutil
 
     shutil.copytree(repo_copy, root)
     environments(root, cluster)
     dev = root / "environments" / "dev" / "environment.yaml"
     data = yaml.safe_load(dev.read_text())
-    data["rollout"] = POLICY
-    # The locks here are made at HEAD without validating (lock_at_head): apply then verifies
-    # their commit and code only, as for any environment whose policy requires no validation.
+    if rollout is not None:
+        data["rollout"] = rollout
     data["policy"] = (data.get("policy") or {}) | {"require_validation": False}
     dev.write_text(yaml.safe_dump(data))
-    bare = tmp_path_factory.mktemp("origin") / "graphs.git"
-    git.Repo.init(bare, bare=True, initial_branch="main")
     with git.Repo.init(root, initial_branch="main") as r:
         _identity(r, "ci")
         r.git.add(A=True)
         r.index.commit("graphs and environments")
-        r.create_remote("origin", str(bare)).push("main")
+        if origin is not None:
+            git.Repo.init(origin, bare=True, initial_branch="main")
+            r.create_remote("origin", str(origin)).push("main")
     return root
+
+
+@pytest.fixture(scope="module")
+def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout with dev pointed at the test cluster and a canary policy."""
+    origin = tmp_path_factory.mktemp("origin") / "graphs.git"
+    root = tmp_path_factory.mktemp("canary") / "repo"
+    return rollout_checkout(root, repo_copy, cluster, POLICY, origin)
 
 
 def change_digits(repo: Path, call: str, helper: str, message: str) -> None:

@@ -13,13 +13,11 @@ never asserted; the policy's small numbers keep each step short.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import git
 import pytest
-import yaml
 
 from graphops.controller.apply import apply
 from graphops.controller.render import app_name
@@ -32,10 +30,11 @@ from tests.integration.test_canary import (  # the canary story's helpers
     mlflow_run,
     pin,
     ray_cluster,
+    rollout_checkout,
     serving,
     stable_never_failed,
 )
-from tests.integration.test_gitops import Cluster, _identity, environments, under_load
+from tests.integration.test_gitops import Cluster, under_load
 
 pytestmark = pytest.mark.usefixtures("champion")
 
@@ -80,18 +79,7 @@ def _token(cluster: Cluster, registry: Registry, monkeypatch: pytest.MonkeyPatch
 def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkout with dev pointed at the test cluster and a shadow_canary policy."""
     root = tmp_path_factory.mktemp("shadow") / "repo"
-    shutil.copytree(repo_copy, root)
-    environments(root, cluster)
-    dev = root / "environments" / "dev" / "environment.yaml"
-    data = yaml.safe_load(dev.read_text())
-    data["rollout"] = POLICY
-    data["policy"] = (data.get("policy") or {}) | {"require_validation": False}  # lock_at_head
-    dev.write_text(yaml.safe_dump(data))
-    with git.Repo.init(root, initial_branch="main") as r:
-        _identity(r, "ci")
-        r.git.add(A=True)
-        r.index.commit("graphs and environments")
-    return root
+    return rollout_checkout(root, repo_copy, cluster, POLICY, None)
 
 
 def commit_code(repo: Path, old: str, new: str, message: str) -> None:

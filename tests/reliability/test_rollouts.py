@@ -15,12 +15,10 @@ this suite proves: before that, a few requests got a 404 at the switch (docs/rel
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import git
 import pytest
 import yaml
 
@@ -30,9 +28,9 @@ from graphops.environments import load_release
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime.serving import ServingConfig
 from tests.integration._clusters import fresh_cluster, serve_url
-from tests.integration.test_canary import POLICY, lock_at_head, pin
+from tests.integration.test_canary import POLICY, lock_at_head, pin, rollout_checkout
 from tests.integration.test_canary import serving as serving_apps
-from tests.integration.test_gitops import Cluster, _identity, environments
+from tests.integration.test_gitops import Cluster
 from tests.reliability._load import Load
 from tests.reliability.conftest import Rows
 
@@ -65,21 +63,9 @@ def _token(cluster: Cluster, registry: Registry, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture(scope="module")
 def repo(repo_copy: Path, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkout with dev pointed at this module's cluster, no validation required."""
+    origin = tmp_path_factory.mktemp("origin") / "graphs.git"
     root = tmp_path_factory.mktemp("rollouts") / "repo"
-    shutil.copytree(repo_copy, root)
-    environments(root, cluster)
-    dev = root / "environments" / "dev" / "environment.yaml"
-    data = yaml.safe_load(dev.read_text())
-    data["policy"] = (data.get("policy") or {}) | {"require_validation": False}
-    dev.write_text(yaml.safe_dump(data))
-    bare = tmp_path_factory.mktemp("origin") / "graphs.git"
-    git.Repo.init(bare, bare=True, initial_branch="main")
-    with git.Repo.init(root, initial_branch="main") as r:
-        _identity(r, "ci")
-        r.git.add(A=True)
-        r.index.commit("graphs and environments")
-        r.create_remote("origin", str(bare)).push("main")
-    return root
+    return rollout_checkout(root, repo_copy, cluster, None, origin)
 
 
 def strategy(repo: Path, policy: dict) -> None:
@@ -97,7 +83,6 @@ def rollout_under_load(
     champion: ResolvedModel,
     rows: Rows,
     what: str,
-    serving: ServingConfig,
 ) -> None:
     """Pin ``version`` of digits in dev and apply it under load; record and check the load."""
     stable = load_release(repo, "dev").graphs["digits"].lock
@@ -136,15 +121,15 @@ def test_first_version_is_applied(repo: Path, cluster: Cluster, champion: Resolv
 
 
 def test_blue_green_under_load_loses_nothing(
-    repo: Path, cluster: Cluster, champion: ResolvedModel, rows: Rows, serving: ServingConfig
+    repo: Path, cluster: Cluster, champion: ResolvedModel, rows: Rows
 ) -> None:
     what = "blue/green 1.0.0 -> 1.0.1"
-    rollout_under_load(repo, cluster, "1.0.1", champion, rows, what, serving)
+    rollout_under_load(repo, cluster, "1.0.1", champion, rows, what)
 
 
 def test_canary_under_load_loses_nothing(
-    repo: Path, cluster: Cluster, champion: ResolvedModel, rows: Rows, serving: ServingConfig
+    repo: Path, cluster: Cluster, champion: ResolvedModel, rows: Rows
 ) -> None:
     strategy(repo, POLICY)
     what = "canary 5/50/100% 1.0.1 -> 1.0.2"
-    rollout_under_load(repo, cluster, "1.0.2", champion, rows, what, serving)
+    rollout_under_load(repo, cluster, "1.0.2", champion, rows, what)
