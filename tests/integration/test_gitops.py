@@ -26,7 +26,7 @@ import yaml
 from graphops.controller.apply import apply
 from graphops.controller.promote import carry_experiment, promote
 from graphops.controller.render import app_name, render
-from graphops.controller.status import diff, status
+from graphops.controller.status import diff, rollout_peak, status
 from graphops.environments import GraphLock, load_environment, load_release, write_release
 from graphops.errors import ApplyError, PromotionError
 from graphops.registry import Registry, ResolvedModel
@@ -365,6 +365,18 @@ def test_a_new_version_then_a_revert_brings_the_old_one_back(
     validated(ci, registry)
     promote(ci, "digits", "dev", registry, push="main")
     pull(ci)
+    swap = diff(ci, "dev")
+    assert {c.change for c in swap} == {"new", "removed"}
+    peak = rollout_peak(ci, "dev", swap)
+    new_cpus = sum(c.cpus for c in swap if c.change == "new")
+    # A version swap costs nothing once over (exactly 0, no float noise), but its blue/green
+    # holds both versions for a while: the peak is the new version's, against live room.
+    assert peak.after.cpus == 0.0 and peak.after.gpus == 0.0
+    assert new_cpus > 0 and peak.extra.cpus == pytest.approx(new_cpus)
+    assert peak.capacity is not None and peak.capacity.cpus >= 2  # the session cluster's nodes
+    held = -sum(c.cpus for c in swap if c.change == "removed")  # the old version's replicas
+    assert peak.in_use is not None and peak.in_use.cpus >= held - 1e-6
+    assert peak.short == []  # it fits
     with under_load(f"{cluster.serve}/digits", example, tmp_path) as rollout:
         result = apply(ci, "dev", timeout_s=240)
     assert result.started and result.retired  # blue/green: new one started, old one retired

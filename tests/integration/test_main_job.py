@@ -56,6 +56,10 @@ def test_main_job_end_to_end_then_down(checkout: Path) -> None:
         assert "models:/digits@champion-onnx -> models:/digits/2" in out
         assert re.search(r"360 rows in [\d.]+ s .*digits\.parquet", out)  # the batch job
         assert "Pushed to origin/main." in out  # promote --auto --to dev --push main
+        # diff before staging's apply: digits new there, its peak against the live room.
+        peak = out[out.index("What applying staging changes") :]
+        assert re.search(r"Peak during the rollout[\s\S]{0,80}?\+[\d.]+ CPUs", peak), peak[:1500]
+        assert re.search(r"free\s+now:", peak[:2000]) and not re.search(r"not\s+fit", peak[:2000])
         assert "merged promote/staging/digits-1.0.1 into main" in out  # dev's, after its canaries
         for env in ("dev", "staging"):  # real requests on the stable routes, answered
             assert re.search(

@@ -159,25 +159,53 @@ def lock_summary(lock: GraphLock) -> str:
 def diff(ctx: typer.Context, env: EnvOption) -> None:
     """Show what applying the committed files would change on the environment's cluster.
 
-    Deployments that would run on a single replica are listed under the table as single points of
-    failure, with the fix (`policy.min_replicas: 2`).
+    Under the table: the resource delta once the rollout is over, and its **peak** while old and
+    new versions run side by side (blue/green until the switch, a canary for all its steps)
+    against the cluster's free room, with a warning when the peak does not fit. Deployments that
+    would run on a single replica are listed as single points of failure, with the fix
+    (`policy.min_replicas: 2`).
     """
-    from graphops.controller.status import SPOF_FIX
+    from graphops.controller.capacity import Amount
+    from graphops.controller.status import SPOF_FIX, rollout_peak
     from graphops.controller.status import diff as do_diff
 
-    changes = do_diff(ctx.obj.root(), env)
+    root = ctx.obj.root()
+    changes = do_diff(root, env)
     table = Table(title=f"{env}: live -> git", title_justify="left")
     for column in ("application", "deployment", "change", "why", "CPUs", "GPUs"):
         table.add_column(column)
     colours = {"new": "green", "removed": "red", "replica restart": "yellow", "in place": "cyan"}
     for c in changes:
         colour = colours.get(c.change, "dim")
+        delta = Amount(cpus=c.cpus, gpus=c.gpus).rounded()
         table.add_row(
-            c.app, c.deployment, f"[{colour}]{c.change}[/]", c.why, f"{c.cpus:+g}", f"{c.gpus:+g}"
+            c.app,
+            c.deployment,
+            f"[{colour}]{c.change}[/]",
+            c.why,
+            f"{delta.cpus:+g}",
+            f"{delta.gpus:+g}",
         )
     console.print(table)
-    cpus, gpus = sum(c.cpus for c in changes), sum(c.gpus for c in changes)
-    console.print(f"Resource delta: {cpus:+g} CPUs, {gpus:+g} GPUs")
+    result = rollout_peak(root, env, changes)
+    console.print(f"Resource delta after the rollout: {result.after.describe(signed=True)}")
+    console.print(
+        f"Peak during the rollout (old and new side by side): {result.extra.describe(signed=True)}"
+    )
+    free = result.free
+    if free is not None and result.capacity is not None:
+        console.print(
+            f"Cluster: {result.capacity.describe()}; free now: {free.describe()} "
+            "(less what Serve's replicas hold; other jobs not counted)"
+        )
+        if result.short:
+            console.print(
+                f"[red]The rollout does not fit[/]: {'; '.join(result.short)}. New versions "
+                "would wait for room and `apply` would time out. Fix: add nodes (or raise the "
+                "autoscaler's max_replicas), lower the new version's replicas or resources, or "
+                "roll out one graph at a time.",
+                highlight=False,
+            )
     single = [f"{c.app}/{c.deployment}" for c in changes if c.single_point]
     if single:
         console.print(

@@ -130,6 +130,11 @@ class Cluster:
         details = self._request("GET", APPLICATIONS).json()
         return dict(details.get("applications") or {})
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """Ray's node records (state API): state, ``resources_total``, labels, ..."""
+        answer = self._request("GET", "/api/v0/nodes", params={"limit": 10000, "detail": "true"})
+        return list(answer.json()["data"]["result"]["result"])
+
     def put(self, applications: list[dict[str, Any]], base: dict[str, Any]) -> None:
         """Deploy exactly ``applications`` (Serve replaces the whole set) with ``base`` options."""
         self._request("PUT", APPLICATIONS, json={**base, "applications": applications})

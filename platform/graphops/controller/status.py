@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from graphops.controller.applications import comparable, graph_of
 from graphops.controller.apply import planned_deployments
+from graphops.controller.capacity import Amount, Peak, node_totals, peak, reserved
 from graphops.controller.cluster import Cluster, serve_url
 from graphops.controller.render import serve_config, versions
 from graphops.controller.verify import running
@@ -36,6 +37,7 @@ class DeploymentChange(BaseModel):
     why: Annotated[str, Field(description="What differs.")] = ""
     cpus: Annotated[float, Field(description="CPU delta (all replicas).")] = 0.0
     gpus: Annotated[float, Field(description="GPU delta (all replicas).")] = 0.0
+    memory: Annotated[float, Field(description="Memory delta in bytes (all replicas).")] = 0.0
     replicas: Annotated[
         int, Field(description="Replicas it starts with after the change (0: removed).")
     ] = 0
@@ -50,20 +52,6 @@ SPOF_FIX = (
     "set policy.min_replicas: 2 in the environment.yaml (or replicas: 2 for the deployment in "
     "release.yaml) so that losing one replica loses no request."
 )
-
-
-def _live_deployments(details: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """Deployment -> (CPUs, GPUs) over all replicas, from Serve's live details."""
-    out = {}
-    for name, d in (details.get("deployments") or {}).items():
-        config = d.get("deployment_config") or {}
-        actor = config.get("ray_actor_options") or {}
-        replicas = len(d.get("replicas") or []) or config.get("num_replicas") or 1
-        out[name] = (
-            float(actor.get("num_cpus") or 0) * replicas,
-            float(actor.get("num_gpus") or 0) * replicas,
-        )
-    return out
 
 
 def _single_replica(details: dict[str, Any]) -> list[str]:
@@ -129,13 +117,14 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                         why=f"lock {lock.version}",
                         cpus=spec.cpus * r,
                         gpus=spec.gpus * r,
+                        memory=(spec.memory or 0) * r,
                         replicas=r,
                     )
                 )
             continue
         before = comparable(live[name].get("deployed_app_config") or {})
         after = comparable(app)
-        live_res = _live_deployments(live[name])
+        live_res = reserved(live[name])
         for spec in specs.values():
             old_o, new_o = _override(before, spec.name), _override(after, spec.name)
             other_before, other_after = _code(before), _code(after)
@@ -147,9 +136,9 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                 # deployments its config lists, only those: listing one (its first scaling
                 # override) or unlisting it changes its actor options, so its replicas restart.
                 keys.add("first or last scaling override")
-            cpus, gpus = live_res.get(spec.name, (0.0, 0.0))
             r = _replicas(new_o, spec.scaling.replicas)
-            delta = {"cpus": spec.cpus * r - cpus, "gpus": spec.gpus * r - gpus}
+            now = Amount(cpus=spec.cpus * r, gpus=spec.gpus * r, memory=(spec.memory or 0) * r)
+            delta = (now - live_res.get(spec.name, Amount())).rounded().model_dump()
             change: Change
             if other_before != other_after:
                 change, why = "replica restart", "code, models or code source"
@@ -170,7 +159,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
     for name, details in live.items():
         if name in wanted:
             continue
-        for dep, (cpus, gpus) in _live_deployments(details).items():
+        for dep, held in reserved(details).items():
             known = graph_of(details.get("deployed_app_config") or {}) in release.graphs
             changes.append(
                 DeploymentChange(
@@ -178,11 +167,30 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                     deployment=dep,
                     change="removed",
                     why="replaced by a new lock" if known else "not in git (drift)",
-                    cpus=-cpus,
-                    gpus=-gpus,
+                    cpus=-held.cpus,
+                    gpus=-held.gpus,
+                    memory=-held.memory,
                 )
             )
     return changes
+
+
+def rollout_peak(repo: Path, env_name: str, changes: list[DeploymentChange]) -> Peak:
+    """What ``changes`` hold at their rollout's peak against the live cluster's room.
+
+    The room is read live (nodes and Serve's replicas); a cluster that cannot be read leaves it
+    unknown (the peak is still shown).
+    """
+    deltas = [(c.change, Amount(cpus=c.cpus, gpus=c.gpus, memory=c.memory)) for c in changes]
+    try:
+        cluster = Cluster(load_environment(repo, env_name), timeout_s=10)
+        capacity = node_totals(cluster.nodes())
+        in_use = Amount.total(
+            held for app in cluster.applications().values() for held in reserved(app).values()
+        )
+    except GraphOpsError:
+        return peak(deltas)
+    return peak(deltas, in_use=in_use, capacity=capacity)
 
 
 def _placement(details: dict[str, Any]) -> dict[str, list[str]]:

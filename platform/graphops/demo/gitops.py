@@ -43,7 +43,9 @@ def promote_to_staging(job: DemoJob) -> None:
 
 
 def apply_and_ask(job: DemoJob, env: str, names: list[str]) -> None:
-    """`graphops apply --env`, then one object and a list of three on each stable route."""
+    """`graphops diff` and `apply --env`, then one object and a list of three on each route."""
+    with job.step(f"What applying {env} changes, and its peak (graphops diff)", False):
+        graphops_command(job, "diff", "--env", env)
     with job.step(f"Apply {env} (what deploy.yml runs)", False):
         graphops_command(job, "apply", "--env", env)
     with job.step(f"{env}: real requests to each graph's stable route"):
