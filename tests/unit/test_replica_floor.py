@@ -85,7 +85,7 @@ def test_single_points_of_failure_are_flagged() -> None:
 
 
 def test_placement_lists_the_node_of_each_running_replica() -> None:
-    from graphops.controller.status import _placement
+    from graphops.controller.placement import node_ids as _placement
 
     live = {
         "deployments": {

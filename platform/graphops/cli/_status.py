@@ -30,8 +30,10 @@ def status(
 
     Live deployments running on one replica are listed under the table as single points of
     failure, with the fix (`policy.min_replicas: 2`). A second table shows the placement of every
-    live deployment: the Ray node id of each running replica (`--json`: `placement`), so a model
-    stage on a GPU node and the ingress elsewhere can be read off.
+    running replica: its Ray node, the node's kind (gpu, cpu, head) and whether the deployment
+    needs a GPU (`--json`: `replicas`). On a cluster with GPUs (`cluster.gpus`) CPU-only work
+    runs on nodes labelled graphops.io/node-kind=cpu only: a CPU-only replica on a GPU node, or
+    a cluster where no node carries the label, is printed with the fix and the exit status is 1.
 
     ``--live`` adds what each graph (each arm of a split: an experiment or a canary) answers
     now, read from the graphs' own counters over ``--seconds`` (no Prometheus needed), and the last rollout of
@@ -46,6 +48,7 @@ def status(
     (after `graphops demo`), the sandbox's environments are shown, said in one line with the
     command that reads them (``--json`` never switches).
     """
+    from graphops.controller.placement import CPU_NODE_FIX
     from graphops.controller.status import SPOF_FIX, UNREADABLE
     from graphops.controller.status import status as do_status
 
@@ -64,7 +67,11 @@ def status(
             figures = [f.model_dump() for e in envs for f in read_live(root, e)]
             out = {"status": out, "live": figures}
         print(json.dumps(out, indent=2))
-        if unread or any(r.tampering for r in rows):
+        if (
+            unread
+            or any(r.tampering or r.placement_problem for r in rows)
+            or any(p.misplaced for r in rows for p in r.replicas)
+        ):
             raise typer.Exit(1)
         return
     table = Table(title="Environments", title_justify="left")
@@ -83,16 +90,27 @@ def status(
             r.since,
         )
     console.print(table)
-    placed = [r for r in rows if r.placement]
+    placed = [r for r in rows if r.replicas]
     if placed:
-        where = Table(title="Placement (Ray node id of each running replica)", title_justify="left")
-        for column in ("env", "application/deployment", "replicas", "nodes"):
+        where = Table(title="Placement (each running replica)", title_justify="left")
+        for column in ("env", "application/deployment", "node", "kind", "needs", "rule"):
             where.add_column(column)
         for r in placed:
-            for deployment, nodes in r.placement.items():
-                shown = ", ".join(n[:12] for n in nodes) or "-"
-                where.add_row(r.env, deployment, str(len(nodes)), shown)
+            for p in r.replicas:
+                rule = "[red]CPU-only on a GPU node[/]" if p.misplaced else "ok"
+                needs = "CPU only" if p.cpu_only else "GPU"
+                where.add_row(r.env, p.deployment, p.node_id[:12], p.node_kind, needs, rule)
         console.print(where)
+    misplaced = [p for r in rows for p in r.replicas if p.misplaced]
+    for p in misplaced:
+        console.print(
+            f"[red]{p.deployment} runs on GPU node {p.node_id[:12]}[/] though it asks for no "
+            f"GPU. Fix: {CPU_NODE_FIX}",
+            highlight=False,
+        )
+    cannot = {r.env: r.placement_problem for r in rows if r.placement_problem}
+    for name, problem in cannot.items():
+        console.print(f"[red]{name}:[/] {problem} Fix: {CPU_NODE_FIX}", highlight=False)
     for r in rows:
         if r.single_points:
             console.print(
@@ -113,7 +131,7 @@ def status(
     _rollouts(root, sorted({r.env for r in rows}))
     if live:
         _live(root, sorted({r.env for r in rows} - set(unread)), seconds)
-    if unread or tampered:
+    if unread or tampered or misplaced or cannot:
         raise typer.Exit(1)
 
 

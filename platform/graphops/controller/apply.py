@@ -46,6 +46,7 @@ from graphops.controller.packaging import (
     upload_packages,
     verify_archive,
 )
+from graphops.controller.placement import check_cpu_nodes
 from graphops.controller.render import Rendered, app_name, render, versions
 from graphops.controller.rollout import (
     RolloutRecord,
@@ -200,6 +201,8 @@ def apply(
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)
     before_apply(repo, rendered, cluster, tracking_uri, log)  # refuses before any change
+    if env.cluster.gpus:  # CPU-only work pinned to labelled CPU nodes: is there one?
+        check_cpu_nodes(env, cluster.nodes(), list(wanted))
     live = live_applications(cluster)
     result = ApplyResult(env=env_name)
     strategies = {g: strategy_for(env.rollout, g) for g in release.graphs}

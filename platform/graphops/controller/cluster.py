@@ -26,6 +26,8 @@ from graphops.errors import (
 )
 
 APPLICATIONS = "/api/serve/applications/"
+NODES = "/api/v0/nodes"
+"""Ray's state API: the cluster's nodes (resources, labels, state)."""
 
 
 def auth_token(env_var: str | None = None) -> str | None:
@@ -132,7 +134,7 @@ class Cluster:
 
     def nodes(self) -> list[dict[str, Any]]:
         """Ray's node records (state API): state, ``resources_total``, labels, ..."""
-        answer = self._request("GET", "/api/v0/nodes", params={"limit": 10000, "detail": "true"})
+        answer = self._request("GET", NODES, params={"limit": 10000, "detail": "true"})
         return list(answer.json()["data"]["result"]["result"])
 
     def put(self, applications: list[dict[str, Any]], base: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphops.environments import EnvironmentConfig, PodGroup, WorkerGroup, dump_yaml
+from graphops.runtime.schema import CPU_NODE_LABEL, CPU_NODE_VALUE
 from graphops.runtime.serving import ServingConfig, cluster_env
 
 RAY_VERSION = "2.60.0"
@@ -36,6 +37,18 @@ def worker_groups(env: EnvironmentConfig) -> dict[str, WorkerGroup]:
     if env.cluster.gpus:
         groups["gpu"] = DEFAULT_GPU_GROUP
     return groups
+
+
+def start_params(env: EnvironmentConfig, group: WorkerGroup) -> dict[str, str]:
+    """A worker group's ``rayStartParams``: a CPU group of a cluster with GPUs is labelled.
+
+    CPU-only deployments and Ray Data CPU tasks select ``graphops.io/node-kind=cpu`` there
+    (`graphops.runtime.schema.CPU_NODE_SELECTOR`), so only these pods hold them; GPU groups
+    carry no label, and the head declares no CPUs (``num-cpus: "0"``), so it holds none either.
+    """
+    if env.cluster.gpus and not group.gpus:
+        return {"labels": f"{CPU_NODE_LABEL}={CPU_NODE_VALUE}"}
+    return {}
 
 
 def resources(group: PodGroup) -> dict[str, Any]:
@@ -109,7 +122,7 @@ def rayservice(env: EnvironmentConfig, config: dict[str, Any]) -> dict[str, Any]
             "replicas": group.min_replicas if group.replicas is None else group.replicas,
             "minReplicas": group.min_replicas,
             "maxReplicas": group.max_replicas,
-            "rayStartParams": {},
+            "rayStartParams": start_params(env, group),
             "template": pod(
                 [
                     container(
@@ -139,6 +152,7 @@ def rayservice(env: EnvironmentConfig, config: dict[str, Any]) -> dict[str, Any]
                 "authOptions": auth,
                 "headGroupSpec": {
                     # no replica on the head: it runs the GCS, the dashboard and Serve's controller
+                    # (no CPUs and no label: neither CPU-only nor GPU work can land there)
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": pod([container(env, "ray-head", head, head_ports)], head.gpus),
                 },

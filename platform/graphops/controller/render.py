@@ -188,6 +188,7 @@ def application(
             sorted({m.name for m in lock.models.values()} & set(env.models.pickle_allowed))
         ),
         cpu_only=not env.cluster.gpus,
+        cpu_nodes=env.cluster.gpus,  # CPU-only deployments on CPU nodes only
         cpu_budget=env.cluster.app_cpu_budget,
         deployments=resource_overrides(overrides),
         route=f"/{graph}",

@@ -12,6 +12,7 @@ from graphops.controller.applications import comparable, graph_of
 from graphops.controller.apply import planned_deployments
 from graphops.controller.capacity import Amount, Peak, node_totals, peak, reserved
 from graphops.controller.cluster import Cluster, serve_url
+from graphops.controller.placement import Replica, kinds, node_ids, replicas, unplaceable
 from graphops.controller.render import serve_config, versions
 from graphops.controller.verify import running
 from graphops.environments import (
@@ -193,19 +194,6 @@ def rollout_peak(repo: Path, env_name: str, changes: list[DeploymentChange]) -> 
     return peak(deltas, in_use=in_use, capacity=capacity)
 
 
-def _placement(details: dict[str, Any]) -> dict[str, list[str]]:
-    """Deployment -> the node ids its RUNNING replicas run on (one entry per replica, sorted)."""
-    out = {}
-    for name, d in sorted((details.get("deployments") or {}).items()):
-        nodes = [
-            str(r.get("node_id") or "?")
-            for r in d.get("replicas") or []
-            if r.get("state") == "RUNNING"
-        ]
-        out[name] = sorted(nodes)
-    return out
-
-
 class GraphStatus(BaseModel):
     """One graph in one environment: what git pins and what runs."""
 
@@ -252,6 +240,17 @@ class GraphStatus(BaseModel):
             "replicas, one per replica: where each stage runs (GPU stages on GPU nodes)."
         ),
     ] = {}
+    replicas: Annotated[
+        list[Replica],
+        Field(
+            description="Each running replica: its node, the node's kind, whether it is "
+            "CPU-only and misplaced (CPU-only on a GPU node)."
+        ),
+    ] = []
+    placement_problem: Annotated[
+        str,
+        Field(description="Why CPU-only work can run on no node of the cluster ('' if it can)."),
+    ] = ""
 
 
 def _unreadable(exc: GraphOpsError) -> str:
@@ -285,11 +284,16 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
         config = load_environment(repo, name)
         release = load_release(repo, name)
         apps = {a["name"]: a for a in serve_config(config, release)["applications"]}
-        problem, unread = "", ""
+        problem, unread, nodes = "", "", []
+        cluster = Cluster(config, timeout_s=5)
         try:
-            live: dict[str, Any] | None = Cluster(config, timeout_s=5).applications()
+            live: dict[str, Any] | None = cluster.applications()
         except GraphOpsError as exc:
             live, unread, problem = None, _unreadable(exc), str(exc)
+        if live is not None:
+            with contextlib.suppress(GraphOpsError):
+                nodes = cluster.nodes()  # the kind of node of each replica
+        node_kinds = kinds(nodes)
         locks = {v.app: v.lock for g, e in release.graphs.items() for v in versions(g, e)}
         reports = {}
         if live is not None:  # no Serve address configured: nothing to ask
@@ -305,12 +309,12 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
             ]
             states, drift, single = [], False, []
             placement: dict[str, list[str]] = {}
+            placed: list[Replica] = []
             for app_name in names:
                 details = (live or {}).get(app_name)
                 single += [f"{app_name}/{d}" for d in _single_replica(details or {})]
-                placement |= {
-                    f"{app_name}/{d}": nodes for d, nodes in _placement(details or {}).items()
-                }
+                placement |= {f"{app_name}/{d}": n for d, n in node_ids(details or {}).items()}
+                placed += replicas(app_name, details or {}, node_kinds)
                 states.append(
                     unread if live is None else details["status"] if details else "absent"
                 )
@@ -336,6 +340,8 @@ def status(repo: Path, env: str | None = None) -> list[GraphStatus]:
                     problem=problem,
                     single_points=single,
                     placement=placement,
+                    replicas=placed,
+                    placement_problem=unplaceable(config, nodes, names) if nodes else "",
                 )
             )
     return out

@@ -3,7 +3,8 @@
 `graphops demo --multinode` joins two worker nodes to dev's cluster (`graphops.demo.nodes`,
 token auth; dev's head then starts without `loopback`, which no node could join), gives dev
 `gpus: true`, and after dev is applied prints where each deployment's replicas run, read from
-`graphops status`'s placement. The nodes are recorded with
+`graphops status`'s placement: GPU stages on the GPU node, CPU-only work on the CPU node only
+(it is labelled ``graphops.io/node-kind=cpu``, which CPU-only work selects). The nodes are recorded with
 the other services: a re-run reuses them and `graphops demo --down` stops them.
 """
 
@@ -21,7 +22,7 @@ from graphops.demo.job import DemoJob
 from graphops.demo.nodes import LocalCluster, node_kinds
 from graphops.demo.sandbox import token_env
 
-WORKERS = (("ray-dev-cpu", 2, 0), ("ray-dev-gpu", 1, 2))
+WORKERS = (("ray-dev-cpu", 4, 0), ("ray-dev-gpu", 1, 2))
 """Worker nodes beside dev's head: (name, CPUs, logical GPUs). Two GPUs: a blue/green rollout
 runs both versions' model stages at once."""
 
@@ -58,25 +59,29 @@ def _token(variable: str, token: str) -> Iterator[None]:
 
 
 def show_placement(job: DemoJob) -> None:
-    """Print deployment -> node of each running replica in dev (a GPU stage elsewhere: a problem)."""
+    """Print each running replica in dev: its node, the node's kind, and whether the rule holds.
+
+    A GPU stage off a GPU node, or a CPU-only replica on one (the hard rule of
+    docs/environments.md: CPU work selects CPU nodes' label), is a problem of the run.
+    """
     from graphops.controller.status import status
-    from graphops.graph import load_graph
-    from graphops.planner import plan
 
     head = job.state.services["ray-dev"]
     kinds = node_kinds(head)
     with _token(token_env("dev"), head.token or ""):
         rows = status(job.sandbox, "dev")
-    table = Table(title="dev: where each deployment runs (graphops status)", title_justify="left")
-    for column in ("graph", "application/deployment", "replica on node", "node id"):
+    table = Table(title="dev: where each replica runs (graphops status)", title_justify="left")
+    for column in ("graph", "application/deployment", "needs", "replica on node", "node id"):
         table.add_column(column)
     for row in rows:
-        stages = plan(load_graph(job.sandbox, row.graph).graph).stages
-        gpu_stages = {s.name for s in stages if s.resources.gpus}
-        for deployment, node_ids in row.placement.items():
-            for node_id in node_ids or ["-"]:
-                kind = kinds.get(node_id, "?")
-                table.add_row(row.graph, deployment, kind, node_id[:12])
-                if deployment.split("/", 1)[1] in gpu_stages and kind != "gpu worker":
-                    job.problems.append(f"dev: {deployment} runs on {kind}, not a GPU node")
+        if row.placement_problem:
+            job.problems.append(f"dev: {row.placement_problem}")
+        for replica in row.replicas:
+            kind = kinds.get(replica.node_id, "?")
+            needs = "CPU only" if replica.cpu_only else "GPU"
+            table.add_row(row.graph, replica.deployment, needs, kind, replica.node_id[:12])
+            if not replica.cpu_only and kind != "gpu worker":
+                job.problems.append(f"dev: {replica.deployment} runs on {kind}, not a GPU node")
+            if replica.misplaced:
+                job.problems.append(f"dev: CPU-only {replica.deployment} runs on a GPU node")
     console.print(table)

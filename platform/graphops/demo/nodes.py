@@ -3,7 +3,9 @@
 Every node is a `ray start --block` process of its own (`graphops.demo.services`), with the
 head's token, addressed as 127.0.0.1 (Ray puts its agents and gRPC servers on the host's address
 all the same: a head that nodes join cannot be kept on loopback, see docs/security.md); a worker node advertising ``gpus`` has logical GPUs, no
-hardware, so GPU placement (and its loss) can be tried on CPUs. Nodes are named here (``cpu``,
+hardware, so GPU placement (and its loss) can be tried on CPUs. A worker node without GPUs is
+labelled ``graphops.io/node-kind=cpu`` (`cpu_labels`), as a CPU node of a cluster with GPUs must
+be: CPU-only work selects that label, so it never lands on a GPU node. Nodes are named here (``cpu``,
 ``gpu``, ...) and known by their Ray node id once they joined, so placement reads as names.
 """
 
@@ -19,6 +21,7 @@ import requests
 
 import graphops.demo.services as services
 from graphops.errors import ConfigError
+from graphops.runtime.schema import CPU_NODE_LABEL, CPU_NODE_VALUE
 
 JOIN_TIMEOUT_S = 90.0
 """How long a new worker node gets to show up ALIVE in the cluster."""
@@ -52,6 +55,11 @@ def node_kinds(head: services.Service) -> dict[str, str]:
         kind = "head" if node.get("is_head_node") else "gpu worker" if gpus else "cpu worker"
         kinds[str(node["node_id"])] = kind
     return kinds
+
+
+def cpu_labels(gpus: int) -> str | None:
+    """The Ray labels (``--labels``) of a worker node: a node without GPUs is a CPU node."""
+    return None if gpus else f"{CPU_NODE_LABEL}={CPU_NODE_VALUE}"
 
 
 class LocalCluster:
@@ -116,6 +124,7 @@ class LocalCluster:
                     num_cpus=cpus,
                     num_gpus=gpus,
                     resources=json.dumps({marker(name): 1}),
+                    labels=cpu_labels(gpus),
                     tracking_uri=self.tracking_uri,
                     taken=self.taken,
                 )

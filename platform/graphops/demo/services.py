@@ -259,12 +259,14 @@ def start_ray_worker(
     num_cpus: int,
     num_gpus: int = 0,
     resources: str | None = None,
+    labels: str | None = None,
     tracking_uri: str | None = None,
     taken: set[int],
 ) -> Service:
     """Join another node to ``head``'s cluster on this machine (token auth, loopback, its own ports).
 
     ``num_gpus`` advertises logical GPUs (no hardware needed): GPU placement can be tested on CPUs.
+    ``labels`` (``k=v,...``) are the node's Ray labels: a CPU node's ``graphops.io/node-kind=cpu``.
     The node has a temp dir of its own (its sockets must not collide with the head's), removed
     by `stop`. It runs the head's serving path (`Service.serving`): its replicas and its
     HAProxy read the same variables, HAProxy's files in the node's own temp dir, on ports of
@@ -299,6 +301,7 @@ def start_ray_worker(
         "--disable-usage-stats",
         *(f"--{key}={ports[key]}" for key in WORKER_PORTS),
         *([f"--resources={resources}"] if resources else []),
+        *([f"--labels={labels}"] if labels else []),
     ]
     env = (
         os.environ

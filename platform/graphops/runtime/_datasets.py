@@ -16,18 +16,22 @@ from graphops.errors import InputDataError
 from graphops.runtime._table import FORMATS
 
 
-def read_dataset(path: Path) -> ray.data.Dataset:
-    """Open Parquet, JSON lines or CSV (a file or a folder of them) as a Ray dataset."""
+def read_dataset(path: Path, remote: dict[str, Any] | None = None) -> ray.data.Dataset:
+    """Open Parquet, JSON lines or CSV (a file or a folder of them) as a Ray dataset.
+
+    ``remote``: extra arguments of the read tasks (a ``label_selector``: where they may run).
+    """
+    remote = remote or {}
     suffix = (next(iter(sorted(path.iterdir())), path) if path.is_dir() else path).suffix.lower()
     if not path.exists():
         raise InputDataError(f"Input {path} does not exist.", fix="Check the path.", file=path)
     if suffix == ".csv":
-        return ray.data.read_csv(str(path))
+        return ray.data.read_csv(str(path), ray_remote_args=remote)
     kind = FORMATS.get(suffix)
     if kind == "parquet":
-        return _read_parquet(path)
+        return _read_parquet(path, remote)
     if kind == "jsonl":
-        return ray.data.read_json(str(path), lines=True)
+        return ray.data.read_json(str(path), lines=True, ray_remote_args=remote)
     raise InputDataError(
         f'Got "{path.name}": unknown file type "{suffix}".',
         fix="Use Parquet (.parquet), JSON lines (.jsonl) or CSV (.csv).",
@@ -35,7 +39,7 @@ def read_dataset(path: Path) -> ray.data.Dataset:
     )
 
 
-def _read_parquet(path: Path) -> ray.data.Dataset:
+def _read_parquet(path: Path, remote: dict[str, Any]) -> ray.data.Dataset:
     """Parquet through Ray Data's V1 datasource unless ``RAY_DATA_USE_DATASOURCE_V2`` is set.
 
     On Ray 2.60 the V2 path starts a pool of footer-reading actors: 6.6-9 s for 1,000 rows against
@@ -46,7 +50,7 @@ def _read_parquet(path: Path) -> ray.data.Dataset:
     if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
         context.use_datasource_v2 = False
     try:
-        return ray.data.read_parquet(str(path))
+        return ray.data.read_parquet(str(path), ray_remote_args=remote)
     finally:
         context.use_datasource_v2 = before
 
@@ -64,10 +68,15 @@ def check_output(output: Path) -> str:
     return kind
 
 
-def write_dataset(dataset: ray.data.Dataset, output: Path) -> None:
-    """Write the result in the format ``output``'s suffix names; the write tasks reserve no CPU."""
+def write_dataset(
+    dataset: ray.data.Dataset, output: Path, remote: dict[str, Any] | None = None
+) -> None:
+    """Write the result in the format ``output``'s suffix names; the write tasks reserve no CPU.
+
+    ``remote``: extra arguments of the write tasks (a ``label_selector``: where they may run).
+    """
     kind = check_output(output)
-    io: dict[str, Any] = {"num_cpus": 0}
+    io: dict[str, Any] = {"num_cpus": 0, **(remote or {})}
     if kind == "csv":
         dataset.write_csv(str(output), ray_remote_args=io)
     elif kind == "parquet":

@@ -40,6 +40,7 @@ from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._datasets import check_output, read_dataset, write_dataset
 from graphops.runtime._workers import Monitor, StageSpec, StageTask, StageWorker
 from graphops.runtime.checkout import resolve_pins, spec_of
+from graphops.runtime.schema import CPU_NODE_SELECTOR
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
@@ -111,6 +112,7 @@ def compile_offline(
     monitor: Any = None,
     keep: Sequence[str] | None = None,
     cluster: ClusterSize | None = None,
+    cpu_nodes: bool = False,
 ) -> tuple[ray.data.Dataset, Plan, tuple[Operator, ...]]:
     """Append one ``map_batches`` per offline operator of the graph's plan to ``dataset``.
 
@@ -128,6 +130,8 @@ def compile_offline(
         keep: The columns the result needs; each operator then outputs only those and what
             later operators read (column pruning). None: every column flows to the end.
         cluster: The cluster's size, for the actor pools (default: the connected cluster's).
+        cpu_nodes: Operators that ask for no GPU run only on nodes labelled
+            ``graphops.io/node-kind=cpu`` (`cpu_nodes_labelled`), never on a GPU node.
 
     Returns:
         (the dataset with every operator appended, the plan, its operators).
@@ -154,7 +158,10 @@ def compile_offline(
             # Ray 2.60 takes `max_restarts` (see `_operator`) only through `**ray_remote_args`,
             # deprecated for Ray 2.64 with no named parameter to replace it yet.
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
-            dataset = dataset.map_batches(**_operator(op, spec, monitor, gpus, cluster, tasks))
+            args = _operator(op, spec, monitor, gpus, cluster, tasks)
+            if cpu_nodes and not args["num_gpus"]:
+                args["label_selector"] = dict(CPU_NODE_SELECTOR)
+            dataset = dataset.map_batches(**args)
     return dataset, the_plan, operators
 
 
@@ -185,6 +192,14 @@ def _operator(
         "max_restarts": 0,
         **common,
     }
+
+
+def cpu_nodes_labelled() -> bool:
+    """Whether a live node of the connected cluster carries ``graphops.io/node-kind=cpu``."""
+    return any(
+        n.get("Alive") and (n.get("Labels") or {}).items() >= CPU_NODE_SELECTOR.items()
+        for n in ray.nodes()
+    )
 
 
 def run_offline(
@@ -222,6 +237,9 @@ def run_offline(
         blocks: Read few large blocks (`graphops.planner.read_blocks`) instead of Ray Data's
             default minimum of 200.
         address: Ray cluster address; default ``$RAY_ADDRESS`` or a local cluster.
+
+    On a cluster with GPUs whose CPU nodes are labelled (`cpu_nodes_labelled`), the read, every
+    CPU operator and the write run on those nodes only (docs/environments.md, placement).
     """
     from graphops.runtime._ray import ensure_ray, has_gpus
 
@@ -236,6 +254,8 @@ def run_offline(
         registry.check_pins(package.graph, pinned)
     resolve_s = time.perf_counter() - timer
     gpus = has_gpus()
+    cpu_nodes = gpus and cpu_nodes_labelled()
+    io = {"label_selector": dict(CPU_NODE_SELECTOR)} if cpu_nodes else {}
     cluster = cluster or ClusterSize.current()
     # A dataset keeps the DataContext it was created with: set it before the read.
     context = ray.data.DataContext.get_current()
@@ -246,7 +266,9 @@ def run_offline(
     monitor: Any = Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
     started = time.perf_counter()
     try:
-        dataset = read_dataset(source) if isinstance(source, Path) else ray.data.from_items(source)
+        dataset = (
+            read_dataset(source, io) if isinstance(source, Path) else ray.data.from_items(source)
+        )
         passthrough = [c for c in dataset.columns() if c not in package.graph.request_fields]
         keep = [
             *package.graph.response_fields,
@@ -263,6 +285,7 @@ def run_offline(
             monitor=monitor,
             keep=keep,
             cluster=cluster,
+            cpu_nodes=cpu_nodes,
         )
         dataset = dataset.select_columns(keep)
         columns: Batch = {}
@@ -270,7 +293,7 @@ def run_offline(
             parts = list(dataset.iter_batches(batch_format="numpy", batch_size=None))
             columns = {k: np.concatenate([p[k] for p in parts]) for k in keep} if parts else {}
         else:
-            write_dataset(dataset, output)
+            write_dataset(dataset, output, io)
     except ray.exceptions.RayError as exc:
         failure = ray.get(monitor.first_failure.remote())
         ray.kill(monitor)

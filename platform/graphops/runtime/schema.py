@@ -44,6 +44,12 @@ STAGE_TIMEOUT_S = 30.0
 """Longest the ingress waits for one remote stage's answer (then 504)."""
 REQUEST_TIMEOUT_S = 60.0
 """Serve's ``http_options.request_timeout_s``: the proxy answers 408 to anything older."""
+CPU_NODE_LABEL = "graphops.io/node-kind"
+"""The Ray node label CPU nodes advertise (`ray start --labels graphops.io/node-kind=cpu`)."""
+CPU_NODE_VALUE = "cpu"
+"""Its value on a CPU node; GPU nodes do not carry the label."""
+CPU_NODE_SELECTOR = {CPU_NODE_LABEL: CPU_NODE_VALUE}
+"""The ``label_selector`` of CPU-only work on a cluster with GPU nodes: a hard constraint."""
 
 
 class GraphSpec(FrozenModel):
@@ -155,6 +161,14 @@ class AppArgs(GraphSpec, BodyLimits):
     cpu_only: Annotated[
         bool, Field(description="The cluster has no GPUs: GPU requests become 0.")
     ] = False
+    cpu_nodes: Annotated[
+        bool,
+        Field(
+            description="CPU-only deployments run only on nodes labelled "
+            "graphops.io/node-kind=cpu (Ray's label_selector, a hard constraint): rendered for "
+            "clusters with GPU nodes (`cluster.gpus`), so CPU work never takes a GPU node."
+        ),
+    ] = False
     cpu_budget: Annotated[
         float | None,
         Field(
@@ -216,6 +230,10 @@ class DeploymentSpec(FrozenModel):
     batch_wait_timeout_s: Annotated[
         float | None, Field(description="Dynamic batching: longest wait for a batch.")
     ] = None
+    label_selector: Annotated[
+        dict[str, str],
+        Field(description="Labels a node must carry to hold a replica (empty: any node)."),
+    ] = {}
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options`` (Ray Serve's own names)."""
@@ -224,6 +242,8 @@ class DeploymentSpec(FrozenModel):
             actor["num_gpus"] = self.gpus
         if self.memory:
             actor["memory"] = self.memory
+        if self.label_selector:
+            actor["label_selector"] = dict(self.label_selector)
         out: dict[str, Any] = {
             "name": self.name,
             "ray_actor_options": actor,
@@ -321,6 +341,11 @@ def deployment_specs(the_plan: Plan, args: AppArgs | None = None) -> list[Deploy
         ]
     if args.cpu_only:
         specs = [s.model_copy(update={"gpus": 0.0}) for s in specs]
+    if args.cpu_nodes:  # CPU-only deployments: on CPU nodes only (docs/environments.md)
+        specs = [
+            s if s.gpus else s.model_copy(update={"label_selector": dict(CPU_NODE_SELECTOR)})
+            for s in specs
+        ]
     total = sum(s.cpus * s.scaling.replicas for s in specs)
     if args.cpu_budget is not None and total > args.cpu_budget:
         factor = args.cpu_budget / total
