@@ -72,14 +72,14 @@ def multinode_env(cluster: LocalCluster, tracking_uri: str) -> dict[str, str]:
     }
 
 
-def validate_on(repo: Path, cluster: LocalCluster, tracking_uri: str) -> str:
-    """`graphops validate digits --no-parity --force` on ``cluster``; its output.
+def validate_on(repo: Path, cluster: LocalCluster, tracking_uri: str, graph: str = "digits") -> str:
+    """`graphops validate <graph> --no-parity --force` on ``cluster``; its output.
 
     ``--force``: a passed record of the same lock made by an earlier test (another repository,
     another commit) would otherwise be reused, and no Ray Data job would run on ``cluster``.
     """
     ran = subprocess.run(
-        [GRAPHOPS, "--repo", str(repo), "validate", "digits", "--no-parity", "--force"],
+        [GRAPHOPS, "--repo", str(repo), "validate", graph, "--no-parity", "--force"],
         env=multinode_env(cluster, tracking_uri),
         capture_output=True,
         text=True,

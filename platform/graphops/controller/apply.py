@@ -200,9 +200,9 @@ def apply(
     base = {k: v for k, v in desired.items() if k != "applications"}
     wanted = {a["name"]: a for a in desired["applications"]}
     cluster = Cluster(env)
-    before_apply(repo, rendered, cluster, tracking_uri, log)  # refuses before any change
     if env.cluster.gpus:  # CPU-only work pinned to labelled CPU nodes: is there one?
         check_cpu_nodes(env, cluster.nodes(), list(wanted))
+    before_apply(repo, rendered, cluster, tracking_uri, log)  # refuses before any change
     live = live_applications(cluster)
     result = ApplyResult(env=env_name)
     strategies = {g: strategy_for(env.rollout, g) for g in release.graphs}

@@ -135,7 +135,14 @@ class Cluster:
     def nodes(self) -> list[dict[str, Any]]:
         """Ray's node records (state API): state, ``resources_total``, labels, ..."""
         answer = self._request("GET", NODES, params={"limit": 10000, "detail": "true"})
-        return list(answer.json()["data"]["result"]["result"])
+        try:
+            rows: list[dict[str, Any]] = answer.json()["data"]["result"]["result"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApplyError(
+                f"GET {NODES} on {self.env.name} gave no node list ({exc!r}): {answer.text[:200]}",
+                fix="Point cluster.dashboard at the Ray dashboard of the cluster (Ray 2.60).",
+            ) from exc
+        return rows
 
     def put(self, applications: list[dict[str, Any]], base: dict[str, Any]) -> None:
         """Deploy exactly ``applications`` (Serve replaces the whole set) with ``base`` options."""

@@ -263,7 +263,8 @@ def run_offline(
     context.execution_options.preserve_order = output is None  # collected results keep input order
     if blocks:  # few large blocks: each costs every operator a task or call (see read_blocks)
         context.read_op_min_num_blocks = read_blocks(cluster.cpus)
-    monitor: Any = Monitor.remote()  # an actor handle: its methods are typed by Ray as plain
+    # An actor handle (its methods are typed by Ray as plain); on the CPU nodes where they are
+    monitor: Any = Monitor.options(**io).remote()
     started = time.perf_counter()
     try:
         dataset = (
