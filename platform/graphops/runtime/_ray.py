@@ -176,6 +176,13 @@ def has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def cpu_nodes_labelled(selector: dict[str, str]) -> bool:
+    """Whether a live node of the connected cluster carries every label of ``selector``."""
+    return any(
+        n.get("Alive") and (n.get("Labels") or {}).items() >= selector.items() for n in ray.nodes()
+    )
+
+
 def require_free_port(port: int, what: str = "Serve's HTTP proxy") -> None:
     """Refuse to start ``what`` on ``port`` when another process holds it on 127.0.0.1.
 

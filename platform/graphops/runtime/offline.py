@@ -40,7 +40,7 @@ from graphops.registry import Registry, ResolvedModel
 from graphops.runtime._datasets import check_output, read_dataset, write_dataset
 from graphops.runtime._workers import Monitor, StageSpec, StageTask, StageWorker
 from graphops.runtime.checkout import resolve_pins, spec_of
-from graphops.runtime.schema import CPU_NODE_SELECTOR
+from graphops.runtime.schema import CPU_NODE_SELECTOR, NOT_CPU_NODE_SELECTOR
 
 SETTLE_S = 10.0
 """Longest wait, after the data is through, for the workers' last timing reports to arrive."""
@@ -131,7 +131,8 @@ def compile_offline(
             later operators read (column pruning). None: every column flows to the end.
         cluster: The cluster's size, for the actor pools (default: the connected cluster's).
         cpu_nodes: Operators that ask for no GPU run only on nodes labelled
-            ``graphops.io/node-kind=cpu`` (`cpu_nodes_labelled`), never on a GPU node.
+            ``graphops.io/node-kind=cpu`` (`cpu_nodes_labelled`), never on a GPU node; GPU
+            operators on any node but those.
 
     Returns:
         (the dataset with every operator appended, the plan, its operators).
@@ -159,8 +160,10 @@ def compile_offline(
             # deprecated for Ray 2.64 with no named parameter to replace it yet.
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
             args = _operator(op, spec, monitor, gpus, cluster, tasks)
-            if cpu_nodes and not args["num_gpus"]:
-                args["label_selector"] = dict(CPU_NODE_SELECTOR)
+            if cpu_nodes:  # GPU operators: not on CPU nodes (the run's default selects them)
+                args["label_selector"] = dict(
+                    NOT_CPU_NODE_SELECTOR if args["num_gpus"] else CPU_NODE_SELECTOR
+                )
             dataset = dataset.map_batches(**args)
     return dataset, the_plan, operators
 
@@ -192,14 +195,6 @@ def _operator(
         "max_restarts": 0,
         **common,
     }
-
-
-def cpu_nodes_labelled() -> bool:
-    """Whether a live node of the connected cluster carries ``graphops.io/node-kind=cpu``."""
-    return any(
-        n.get("Alive") and (n.get("Labels") or {}).items() >= CPU_NODE_SELECTOR.items()
-        for n in ray.nodes()
-    )
 
 
 def run_offline(
@@ -238,10 +233,12 @@ def run_offline(
             default minimum of 200.
         address: Ray cluster address; default ``$RAY_ADDRESS`` or a local cluster.
 
-    On a cluster with GPUs whose CPU nodes are labelled (`cpu_nodes_labelled`), the read, every
-    CPU operator and the write run on those nodes only (docs/environments.md, placement).
+    On a cluster with GPUs whose CPU nodes are labelled (`cpu_nodes_labelled`), every task Ray
+    Data starts (file info, read, CPU operators, projections, write: the DataContext's
+    ``label_selector``) and the run's Monitor run on those nodes only; GPU operators select
+    any node but those (docs/environments.md, placement).
     """
-    from graphops.runtime._ray import ensure_ray, has_gpus
+    from graphops.runtime._ray import cpu_nodes_labelled, ensure_ray, has_gpus
 
     if output is not None:
         check_output(output)
@@ -254,13 +251,16 @@ def run_offline(
         registry.check_pins(package.graph, pinned)
     resolve_s = time.perf_counter() - timer
     gpus = has_gpus()
-    cpu_nodes = gpus and cpu_nodes_labelled()
+    cpu_nodes = gpus and cpu_nodes_labelled(CPU_NODE_SELECTOR)
     io = {"label_selector": dict(CPU_NODE_SELECTOR)} if cpu_nodes else {}
     cluster = cluster or ClusterSize.current()
     # A dataset keeps the DataContext it was created with: set it before the read.
     context = ray.data.DataContext.get_current()
     preserve, min_blocks = context.execution_options.preserve_order, context.read_op_min_num_blocks
+    selector = context.execution_options.label_selector
     context.execution_options.preserve_order = output is None  # collected results keep input order
+    if cpu_nodes:  # every task Ray Data starts (file info, reads, projections, writes) by default
+        context.execution_options.label_selector = dict(CPU_NODE_SELECTOR)
     if blocks:  # few large blocks: each costs every operator a task or call (see read_blocks)
         context.read_op_min_num_blocks = read_blocks(cluster.cpus)
     # An actor handle (its methods are typed by Ray as plain); on the CPU nodes where they are
@@ -304,6 +304,7 @@ def run_offline(
         raise
     finally:
         context.execution_options.preserve_order = preserve
+        context.execution_options.label_selector = selector
         context.read_op_min_num_blocks = min_blocks
     seconds = time.perf_counter() - started
     last = the_plan.stages[-1].name

@@ -50,6 +50,9 @@ CPU_NODE_VALUE = "cpu"
 """Its value on a CPU node; GPU nodes do not carry the label."""
 CPU_NODE_SELECTOR = {CPU_NODE_LABEL: CPU_NODE_VALUE}
 """The ``label_selector`` of CPU-only work on a cluster with GPU nodes: a hard constraint."""
+NOT_CPU_NODE_SELECTOR = {CPU_NODE_LABEL: f"!{CPU_NODE_VALUE}"}
+"""The selector of GPU work where a default selects CPU nodes (Ray Data's context): any node but
+a CPU node (an unlabelled node matches, as Ray 2.60's ``!value`` does)."""
 
 
 class GraphSpec(FrozenModel):
