@@ -81,10 +81,12 @@ def demo(
     versions). `--down` stops everything it started.
 
     With `--multinode` (off by default: two more Ray nodes on the machine), dev's cluster gets two
-    worker nodes on 127.0.0.1 with its token: `ray-dev-cpu` (2 CPUs) and `ray-dev-gpu` (1 CPU,
+    worker nodes on 127.0.0.1 with its token: `ray-dev-cpu` (6 logical CPUs, labelled
+    graphops.io/node-kind=cpu: all of dev's CPU-only work runs there) and `ray-dev-gpu` (1 CPU,
     2 logical GPUs, `ray start --num-gpus 2`: room for a blue/green rollout's two model stages);
     dev is applied with `cluster.gpus: true` and a table shows the node of every running replica
-    (from `graphops status`'s placement), e.g. digits' `logits` on the gpu worker. The nodes are
+    (from `graphops status`'s placement), e.g. digits' `logits` on the gpu worker, and flags any
+    CPU-only replica on it. The nodes are
     recorded with the other services: a re-run reuses them, `--down` stops them first.
     """
     from graphops.demo import down as stop_services

@@ -22,9 +22,10 @@ from graphops.demo.job import DemoJob
 from graphops.demo.nodes import LocalCluster, node_kinds
 from graphops.demo.sandbox import token_env
 
-WORKERS = (("ray-dev-cpu", 4, 0), ("ray-dev-gpu", 1, 2))
+WORKERS = (("ray-dev-cpu", 6, 0), ("ray-dev-gpu", 1, 2))
 """Worker nodes beside dev's head: (name, CPUs, logical GPUs). Two GPUs: a blue/green rollout
-runs both versions' model stages at once."""
+runs both versions' model stages at once. The CPU node (labelled, `graphops.demo.nodes`) holds
+all of dev's CPU-only work, rollouts' second versions included: 6 logical CPUs."""
 
 
 def join_nodes(job: DemoJob) -> None:
