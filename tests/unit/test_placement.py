@@ -145,3 +145,10 @@ def test_no_labelled_node_is_a_clear_error_naming_stage_label_and_fix() -> None:
     assert "ray start --labels graphops.io/node-kind=cpu" in str(raised.value)
     assert "ray start --labels" in CPU_NODE_FIX
     assert unplaceable(_env(False), unlabelled, ["digits-1"]) == ""  # one-node dev: no rule
+
+
+def test_local_harness_labels_cpu_workers_only() -> None:
+    from graphops.demo.nodes import cpu_labels
+
+    assert cpu_labels(0) == "graphops.io/node-kind=cpu"
+    assert cpu_labels(1) is None  # a (logical) GPU worker: never a CPU node
