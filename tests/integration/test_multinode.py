@@ -24,7 +24,7 @@ import requests
 
 from graphops.controller.apply import apply
 from graphops.controller.promote import promote
-from graphops.controller.status import status
+from graphops.controller.status import diff, rollout_peak, status
 from graphops.demo.nodes import LocalCluster, alive_nodes, ray_state, start_local_cluster
 from graphops.errors import ApplyError
 from graphops.graph import GraphPackage, load_graph
@@ -120,6 +120,13 @@ def test_serve_keeps_cpu_only_replicas_off_the_gpu_node(
         with git.Repo(repo) as r:
             r.git.merge(promoted.branch)
         examples[graph] = promoted.lock.example
+    changes = diff(repo, "dev")
+    peak = rollout_peak(repo, "dev", changes)
+    # CPU-only replicas may use only the labelled CPU node's 2 CPUs: diff checks that room too.
+    assert peak.cpu_node_free is not None and 0 < peak.cpu_node_free <= 2
+    assert peak.cpu_only_extra == pytest.approx(sum(c.cpus for c in changes if c.cpu_only))
+    assert 0 < peak.cpu_only_extra <= peak.extra.cpus and peak.extra.gpus >= 1  # digits' logits
+    assert peak.short == []
     result = apply(repo, "dev", timeout_s=300, tracking_uri=registry.tracking_uri)
     assert len(result.started) == 2
     rows = {r.graph: r for r in status(repo, "dev")}

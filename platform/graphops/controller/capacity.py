@@ -8,7 +8,9 @@ rolling update) needs at most the larger of its old and new sizes. KubeRay users
 upgrades that stall for want of a second set of GPUs; `diff` shows it before the merge.
 
 The cluster's room is read live: the totals of its ALIVE nodes (Ray's state API) less what the
-running Serve replicas reserve. Other work on the cluster (a Ray Data job) is not counted.
+running Serve replicas reserve. Other work on the cluster (a Ray Data job) is not counted. On a
+cluster with GPU nodes, CPU-only work may run only on the labelled CPU nodes
+(`graphops.controller.placement`): its CPUs are checked against those nodes' room as well.
 """
 
 from __future__ import annotations
@@ -80,6 +82,16 @@ class Peak(FrozenModel):
     capacity: Annotated[
         Amount | None, Field(description="Totals of the cluster's ALIVE nodes (None: unread).")
     ] = None
+    cpu_only_extra: Annotated[
+        float, Field(description="CPUs of CPU-only deployments added at the peak.")
+    ] = 0.0
+    cpu_node_free: Annotated[
+        float | None,
+        Field(
+            description="Free CPUs of the labelled CPU nodes, where CPU-only work must run "
+            "(None: no such rule on this cluster, or unread)."
+        ),
+    ] = None
 
     @property
     def free(self) -> Amount | None:
@@ -101,6 +113,11 @@ class Peak(FrozenModel):
         ):
             if need > room + EPSILON:
                 out.append(f"{what}: needs {need:g} more, {max(room, 0):g} free")
+        if self.cpu_node_free is not None and self.cpu_only_extra > self.cpu_node_free + EPSILON:
+            out.append(
+                f"CPUs on CPU nodes (CPU-only work runs only there): needs "
+                f"{self.cpu_only_extra:g} more, {max(self.cpu_node_free, 0):g} free"
+            )
         if self.extra.memory > free.memory + 1 and self.capacity and self.capacity.memory:
             out.append(
                 f"memory: needs {self.extra.memory / GIB:.3g} GiB more, "
@@ -153,16 +170,21 @@ def node_totals(nodes: list[dict[str, Any]]) -> Amount:
 
 
 def peak(
-    changes: Iterable[tuple[str, Amount]],
+    changes: Iterable[tuple[str, Amount, bool]],
     *,
     in_use: Amount | None = None,
     capacity: Amount | None = None,
+    cpu_node_free: float | None = None,
 ) -> Peak:
-    """The peak of a rollout made of ``changes`` ((change, delta) per deployment)."""
+    """The peak of a rollout made of ``changes``: (change, delta, CPU-only) per deployment."""
     changes = list(changes)
     return Peak(
-        after=Amount.total(delta for _, delta in changes),
-        extra=Amount.total(change_peak(change, delta) for change, delta in changes),
+        after=Amount.total(delta for _, delta, _ in changes),
+        extra=Amount.total(change_peak(change, delta) for change, delta, _ in changes),
         in_use=in_use,
         capacity=capacity,
+        cpu_only_extra=Amount.total(
+            change_peak(change, delta) for change, delta, cpu_only in changes if cpu_only
+        ).cpus,
+        cpu_node_free=cpu_node_free,
     )

@@ -12,7 +12,14 @@ from graphops.controller.applications import comparable, graph_of
 from graphops.controller.apply import planned_deployments
 from graphops.controller.capacity import Amount, Peak, node_totals, peak, reserved
 from graphops.controller.cluster import Cluster, serve_url
-from graphops.controller.placement import Replica, kinds, node_ids, replicas, unplaceable
+from graphops.controller.placement import (
+    Replica,
+    is_cpu_node,
+    kinds,
+    node_ids,
+    replicas,
+    unplaceable,
+)
 from graphops.controller.render import serve_config, versions
 from graphops.controller.verify import running
 from graphops.environments import (
@@ -39,6 +46,7 @@ class DeploymentChange(BaseModel):
     cpus: Annotated[float, Field(description="CPU delta (all replicas).")] = 0.0
     gpus: Annotated[float, Field(description="GPU delta (all replicas).")] = 0.0
     memory: Annotated[float, Field(description="Memory delta in bytes (all replicas).")] = 0.0
+    cpu_only: Annotated[bool, Field(description="The deployment asks for no GPU.")] = True
     replicas: Annotated[
         int, Field(description="Replicas it starts with after the change (0: removed).")
     ] = 0
@@ -119,6 +127,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                         cpus=spec.cpus * r,
                         gpus=spec.gpus * r,
                         memory=(spec.memory or 0) * r,
+                        cpu_only=not spec.gpus,
                         replicas=r,
                     )
                 )
@@ -154,7 +163,13 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                 continue
             changes.append(
                 DeploymentChange(
-                    app=name, deployment=spec.name, change=change, why=why, replicas=r, **delta
+                    app=name,
+                    deployment=spec.name,
+                    change=change,
+                    why=why,
+                    replicas=r,
+                    cpu_only=not spec.gpus,
+                    **delta,
                 )
             )
     for name, details in live.items():
@@ -171,6 +186,7 @@ def diff(repo: Path, env_name: str) -> list[DeploymentChange]:
                     cpus=-held.cpus,
                     gpus=-held.gpus,
                     memory=-held.memory,
+                    cpu_only=not held.gpus,
                 )
             )
     return changes
@@ -180,18 +196,29 @@ def rollout_peak(repo: Path, env_name: str, changes: list[DeploymentChange]) -> 
     """What ``changes`` hold at their rollout's peak against the live cluster's room.
 
     The room is read live (nodes and Serve's replicas); a cluster that cannot be read leaves it
-    unknown (the peak is still shown).
+    unknown (the peak is still shown). Where CPU-only work must run on labelled CPU nodes
+    (`cluster.gpus`), their free CPUs are read too.
     """
-    deltas = [(c.change, Amount(cpus=c.cpus, gpus=c.gpus, memory=c.memory)) for c in changes]
+    deltas = [
+        (c.change, Amount(cpus=c.cpus, gpus=c.gpus, memory=c.memory), c.cpu_only) for c in changes
+    ]
+    env = load_environment(repo, env_name)
     try:
-        cluster = Cluster(load_environment(repo, env_name), timeout_s=10)
-        capacity = node_totals(cluster.nodes())
-        in_use = Amount.total(
-            held for app in cluster.applications().values() for held in reserved(app).values()
-        )
+        cluster = Cluster(env, timeout_s=10)
+        nodes = cluster.nodes()
+        held = [a for app in cluster.applications().values() for a in reserved(app).values()]
     except GraphOpsError:
         return peak(deltas)
-    return peak(deltas, in_use=in_use, capacity=capacity)
+    cpu_node_free = None
+    if env.cluster.gpus:  # CPU-only replicas select the CPU nodes: their room is what counts
+        labelled = node_totals([n for n in nodes if is_cpu_node(n)]).cpus
+        cpu_node_free = labelled - sum(a.cpus for a in held if not a.gpus)
+    return peak(
+        deltas,
+        in_use=Amount.total(held),
+        capacity=node_totals(nodes),
+        cpu_node_free=cpu_node_free,
+    )
 
 
 class GraphStatus(BaseModel):
