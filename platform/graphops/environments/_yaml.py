@@ -174,8 +174,14 @@ def _checked(text: str, name: str) -> _LibYAMLStrict:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (``{}`` when the file is missing or empty)."""
+    raw = read_capped(path)
+    return {} if raw is None else parse_yaml(raw, path)
+
+
+def read_capped(path: Path) -> bytes | None:
+    """The bytes of ``path`` (None when it is missing), refused over `MAX_YAML_BYTES`."""
     if not path.is_file():
-        return {}
+        return None
     size = path.stat().st_size
     if size > MAX_YAML_BYTES:
         raise ConfigError(
@@ -193,7 +199,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             fix="Shrink the file: it should hold configuration, not data.",
             file=path,
         )
-    return parse_yaml(raw, path)
+    return raw
 
 
 def parse_yaml(raw: bytes, path: Path | str) -> dict[str, Any]:
