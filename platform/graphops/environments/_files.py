@@ -7,6 +7,7 @@ Duplicate keys, unknown keys and bad values are errors naming the file, the fiel
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -21,6 +22,7 @@ from graphops.environments._yaml import (
     dump_yaml,
     line_of,
     parse_yaml,
+    read_capped,
     read_yaml,
     set_scalar,
 )
@@ -175,9 +177,21 @@ def release_path(repo: Path, name: str) -> Path:
 
 
 def load_release(repo: Path, name: str) -> Release:
-    """``environments/<name>/release.yaml`` (empty when the file does not exist yet)."""
+    """``environments/<name>/release.yaml`` (empty when the file does not exist yet).
+
+    Read once per content: the same bytes at the same path give the same (frozen) `Release`
+    without parsing again. A promotion reads the releases of two environments nine times; with
+    hundreds of graphs each read was a third of a second (docs/performance.md).
+    """
     path = release_path(repo, name)
-    return _validated(Release, read_yaml(path), path)
+    raw = read_capped(path)
+    return Release() if raw is None else _release(str(path), raw)
+
+
+@functools.lru_cache(maxsize=16)
+def _release(path: str, raw: bytes) -> Release:
+    """The `Release` these bytes of ``path`` hold (cached by path and content)."""
+    return _validated(Release, parse_yaml(raw, Path(path)), Path(path))
 
 
 RELEASE_HEADER = (

@@ -100,11 +100,88 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
+_CSafeDumper: Any = getattr(yaml, "CSafeDumper", None)
+"""LibYAML's emitter, when PyYAML was built with it (None: the pure-Python one is used).
+
+PyYAML's own scanner and emitter cost milliseconds per graph of a release: with hundreds of
+graphs, `render` spent seconds in them (docs/performance.md). LibYAML does the same work several
+times faster; the rules of `_StrictLoader` are kept (`_checked`), and the output is the same
+bytes (tests/unit/test_yaml_speed.py holds both paths to it).
+"""
+
+
+class _LibYAMLStrict(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """`_StrictLoader`'s rules on LibYAML's parser: the events are checked first (`_checked`)."""
+
+    name = ""
+
+    def _refuse(self, what: str, mark: Any, fix: str) -> ConfigError:
+        """A ConfigError at ``mark`` in the file being read."""
+        return _StrictLoader._refuse(self, what, mark, fix)
+
+
+_LibYAMLStrict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_CStrictLoader: type[_LibYAMLStrict] | None = (
+    _LibYAMLStrict if hasattr(yaml, "CSafeLoader") else None
+)
+"""The strict LibYAML loader (None without LibYAML: `_StrictLoader` reads)."""
+
+
+def _checked(text: str, name: str) -> _LibYAMLStrict:
+    """A LibYAML loader of ``text`` once its events passed `_StrictLoader`'s checks.
+
+    The same refusals as `_StrictLoader.compose_node`, made on the parser's events before any
+    node is composed: aliases, anchors, non-standard tags, nesting deeper than `MAX_YAML_DEPTH`.
+    """
+    events = _LibYAMLStrict(text)
+    events.name = name
+    try:
+        open_ = 0
+        while (event := events.get_event()) is not None:
+            if isinstance(event, yaml.AliasEvent):
+                raise events._refuse(
+                    f"An alias (*{event.anchor})", event.start_mark, "Write the value out in full."
+                )
+            if not isinstance(event, yaml.NodeEvent):
+                if isinstance(event, yaml.CollectionEndEvent):
+                    open_ -= 1
+                continue
+            if event.anchor is not None:
+                raise events._refuse(
+                    f"An anchor (&{event.anchor})",
+                    event.start_mark,
+                    "Remove the anchor and write each value out in full.",
+                )
+            tag = getattr(event, "tag", None)
+            if tag not in (None, "!") and tag not in _PLAIN_TAGS:
+                raise events._refuse(
+                    f'The tag "{tag}"', event.start_mark, "Remove the tag: write a plain value."
+                )
+            if open_ + 1 > MAX_YAML_DEPTH:
+                raise events._refuse(
+                    f"Nesting deeper than {MAX_YAML_DEPTH} levels",
+                    event.start_mark,
+                    "Flatten the structure.",
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_ += 1
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Invalid YAML: {exc}", fix="Fix the syntax.", file=name) from exc
+    finally:
+        events.dispose()
+    return _LibYAMLStrict(text)
+
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (``{}`` when the file is missing or empty)."""
+    raw = read_capped(path)
+    return {} if raw is None else parse_yaml(raw, path)
+
+
+def read_capped(path: Path) -> bytes | None:
+    """The bytes of ``path`` (None when it is missing), refused over `MAX_YAML_BYTES`."""
     if not path.is_file():
-        return {}
+        return None
     size = path.stat().st_size
     if size > MAX_YAML_BYTES:
         raise ConfigError(
@@ -122,7 +199,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             fix="Shrink the file: it should hold configuration, not data.",
             file=path,
         )
-    return parse_yaml(raw, path)
+    return raw
 
 
 def parse_yaml(raw: bytes, path: Path | str) -> dict[str, Any]:
@@ -136,7 +213,7 @@ def parse_yaml(raw: bytes, path: Path | str) -> dict[str, Any]:
         raise ConfigError(
             f"The file is not UTF-8 text (byte {exc.start}).", fix="Save it as UTF-8.", file=path
         ) from exc
-    loader = _StrictLoader(text)
+    loader = _StrictLoader(text) if _CStrictLoader is None else _checked(text, str(path))
     loader.name = str(path)
     try:
         data = loader.get_single_data()
@@ -158,7 +235,7 @@ def parse_yaml(raw: bytes, path: Path | str) -> dict[str, Any]:
 def dump_yaml(data: Any, header: str = "") -> str:
     """Deterministic YAML: sorted keys, block style, no aliases, a trailing newline."""
 
-    class _NoAliases(yaml.SafeDumper):
+    class _NoAliases(_CSafeDumper or yaml.SafeDumper):  # type: ignore[misc]
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
