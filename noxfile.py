@@ -185,10 +185,11 @@ def bench(session: nox.Session) -> None:
 
     `floor` is graphops online against the one-process floor and a one-deployment Serve app on
     every ingress path (proxy, direct, HAProxy), for digits and feed_ranking; it writes the
-    ``floor`` key of online.json, `online` the other comparisons of that file.
+    ``floor`` key of online.json, `online` the other comparisons of that file. `footprint` is
+    what an idle graph holds on a cluster under each option of `serving:` (footprint.json).
     """
     which, *extra = session.posargs or ["all"]
-    names = ("offline", "online", "floor", "features", "formats")
+    names = ("offline", "online", "floor", "features", "formats", "footprint")
     if which not in ("all", *names):
         session.error(
             f"Got {which!r}: start with {', '.join(names)}, e.g. `-- online --repeats 1`."

@@ -36,8 +36,18 @@ TARGET_MB = 150
 """The target: an idle graph in dev costs at most this much cluster memory (or 0)."""
 CPU_BUDGET = 0.9
 """dev's ``cluster.app_cpu_budget``."""
-LIBRARIES = {"torch": "libtorch", "xgboost": "libxgboost", "onnxruntime": "onnxruntime"}
+LIBRARIES = {
+    "torch": "libtorch",
+    "xgboost": "libxgboost",
+    "onnxruntime": "onnxruntime",
+    "sklearn": "/sklearn/",
+    "scipy": "/scipy/",
+    "pandas": "/pandas/",
+    "pyarrow": "libarrow",
+}
 """Names in a process's memory map that say it loaded that library."""
+FLOOR = "floor"
+"""The application of the floor row: one Serve deployment that answers ``{}``, no graphops."""
 
 
 def options() -> dict[str, dict[str, Any]]:
@@ -200,6 +210,36 @@ def measure_one(
     }
 
 
+def measure_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """What any Serve replica holds: a one-deployment no-op app, measured as the graphs are."""
+    from ray import serve
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    class Noop:
+        async def __call__(self, request: Any) -> dict[str, Any]:
+            return {}
+
+    serve.run(Noop.bind(), name=FLOOR, route_prefix=f"/{FLOOR}")
+    post(f"http://127.0.0.1:{args.port}/{FLOOR}", b"{}")
+    time.sleep(1)
+    try:
+        procs = process_figures(replica_pids(FLOOR), args.idle_s)
+    finally:
+        serve.delete(FLOOR)
+    return {
+        "graph": "(none: a no-op Serve app)",
+        "option": "the floor of one Serve replica",
+        "deployments": ["Noop"],
+        "cpus_reserved": 0.05,
+        "processes": len(procs),
+        "rss_mb": total(procs, "rss_mb"),
+        "uss_mb": total(procs, "uss_mb"),
+        "pss_mb": total(procs, "pss_mb"),
+        "idle_cpu_pct": total(procs, "idle_cpu_pct"),
+        "replicas": procs,
+    }
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of docs/performance.md."""
     lines = [
@@ -258,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 trainer(registry)
         ensure_ray(repo, num_cpus=4, serving=ServingConfig(ingress="proxy"))
         args.port = start_http(free_port())
-        rows = []
+        rows = [measure_floor(args)]
         for package in packages:
             for option, spec in options().items():
                 print(f"{package.name}: {option} ...", file=sys.stderr, flush=True)
