@@ -14,7 +14,7 @@ changes:
 - rollback: A back to 1.0.0's lock (a revert in git), rolled out by canary.
 
 B's failures must be 0 (asserted); B's p99 in each phase against the quiet one is reported in
-benchmarks/results/reliability.json and in the ``isolation`` key of
+benchmarks/results/reliability.json and under ``isolation.<ingress>`` in
 benchmarks/results/footprint.json, never asserted (timings on a shared 2-core machine).
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -63,6 +64,8 @@ import os as _os
 if _os.environ.get("RAY_RAYLET_PID"):  # in a Ray worker (a replica), not in the driver
     raise RuntimeError("digits 1.0.2 crashes in every replica's constructor (isolation test)")
 """
+SLOW_S = 0.2
+"""An answer of B slower than this is listed with when it was sent."""
 FOOTPRINT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "footprint.json"
 
 
@@ -132,6 +135,15 @@ def pin(repo: Path, locks: dict[str, GraphLock], message: str) -> None:
     commit(repo, message)
 
 
+def _cpu_s() -> float:
+    """CPU seconds this process (apply runs in it) and its finished children (git) used."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class Phases:
     """The module's shared state: the locks, and each phase's load on B and on A."""
 
@@ -142,6 +154,7 @@ class Phases:
         self.a: dict[str, LoadResult] = {}
         self.outcome: dict[str, str] = {}
         self.apply_s: dict[str, float] = {}
+        self.apply_cpu_s: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +173,14 @@ def under_load(cluster: Cluster, phases: Phases, name: str, action: Any = None) 
         phases.b[name], phases.a[name] = load_b.result(), load_a.result()
         return
     time.sleep(3)  # the load runs before A's change starts
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _cpu_s()
     try:
         action()
         phases.outcome[name] = "applied"
     except (ApplyError, RolloutAborted) as exc:
         phases.outcome[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
     phases.apply_s[name] = round(time.monotonic() - started, 1)
+    phases.apply_cpu_s[name] = round(_cpu_s() - cpu, 1)
     time.sleep(3)
     phases.b[name], phases.a[name] = load_b.finish(), load_a.finish()
 
@@ -218,7 +232,9 @@ def test_a_rollback(repo: Path, cluster: Cluster, phases: Phases) -> None:
     assert phases.b["A rollback"].failed == 0, phases.b["A rollback"].samples
 
 
-def test_quiet_after_and_report(cluster: Cluster, phases: Phases, rows: Rows) -> None:
+def test_quiet_after_and_report(
+    cluster: Cluster, phases: Phases, rows: Rows, serving: ServingConfig
+) -> None:
     under_load(cluster, phases, "quiet (after)")
     quiet = [
         ms for name in ("quiet (before)", "quiet (after)") for ms in phases.b[name].latencies_ms
@@ -238,6 +254,13 @@ def test_quiet_after_and_report(cluster: Cluster, phases: Phases, rows: Rows) ->
             "a_failed": phases.a[name].failed,
             "a_outcome": phases.outcome.get(name, "-"),
             "apply_s": phases.apply_s.get(name),
+            # CPU the control plane (apply, in this process, on the same 2 cores) used meanwhile.
+            "apply_cpu_s": phases.apply_cpu_s.get(name),
+            # When B's slow answers were sent (s since the phase's load began): clustered at
+            # A's replica starts and route changes, or spread.
+            "b_slow_sent_at_s": [
+                sent for sent, answered, _ in seen.timeline if answered - sent > SLOW_S
+            ][:40],
         }
         report.append(row)
         rows.add(
@@ -251,7 +274,7 @@ def test_quiet_after_and_report(cluster: Cluster, phases: Phases, rows: Rows) ->
             statuses=seen.statuses,
         )
     kept = json.loads(FOOTPRINT.read_text()) if FOOTPRINT.is_file() else {}
-    kept["isolation"] = {
+    kept.setdefault("isolation", {})[serving.ingress] = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rps_each_route": RPS,
         "quiet_b_p99_ms": round(base.percentile(0.99), 1),
