@@ -109,3 +109,35 @@ def test_the_builder_takes_the_ingress_autoscaling() -> None:
     assert ServingConfig().ingress_autoscaling() is None
     bounds = ServingConfig(scale_to_zero=True, idle_s=5).ingress_autoscaling()
     assert bounds is not None and bounds["min_replicas"] == 0 and bounds["downscale_delay_s"] == 5
+
+
+def test_a_local_store_is_copied_without_mlflow_and_checked_the_same(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from graphops.registry._integrity import Version
+    from graphops.registry._pinned import _local_source, fetched
+
+    assert _local_source("file:///a/b%20c") == Path("/a/b c")
+    assert _local_source("/a/b") == Path("/a/b")
+    assert _local_source("s3://bucket/a") is None
+    assert _local_source("mlflow-artifacts:/1/a") is None
+    source = tmp_path / "model"
+    (source / "data").mkdir(parents=True)
+    (source / "data" / "weights.bin").write_bytes(b"\x00\x01")
+    found = Version("m", 1, source.as_uri(), "sha256:x")
+    with fetched(found, None, {}) as path:
+        assert path != source and (path / "data" / "weights.bin").read_bytes() == b"\x00\x01"
+    assert not path.exists()  # a private copy, deleted afterwards
+    script = (
+        "import sys; from pathlib import Path; "
+        "from graphops.registry._integrity import Version; "
+        "from graphops.registry._pinned import fetched; "
+        f"v = Version('m', 1, {source.as_uri()!r}, 'sha256:x'); "
+        "ctx = fetched(v, None, {}); ctx.__enter__(); "
+        "print('mlflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
