@@ -186,10 +186,12 @@ def bench(session: nox.Session) -> None:
     `floor` is graphops online against the one-process floor and a one-deployment Serve app on
     every ingress path (proxy, direct, HAProxy), for digits and feed_ranking; it writes the
     ``floor`` key of online.json, `online` the other comparisons of that file. `scale` times the
-    commands on generated monorepos of 10, 50 and 200 graphs (scale.json).
+    commands on generated monorepos of 10, 50 and 200 graphs, and an apply among 30 running
+    graphs (scale.json). `footprint` is what an idle graph holds on a cluster under each option
+    of `serving:` (footprint.json).
     """
     which, *extra = session.posargs or ["all"]
-    names = ("offline", "online", "floor", "features", "formats", "scale")
+    names = ("offline", "online", "floor", "features", "formats", "scale", "footprint")
     if which not in ("all", *names):
         session.error(
             f"Got {which!r}: start with {', '.join(names)}, e.g. `-- online --repeats 1`."

@@ -177,6 +177,11 @@ def _serving(
         declared = load_environment(ctx.obj.root(), env).serving
     if ingress is not None:
         declared = declared.model_copy(update={"ingress": ingress.value})
+    if declared.scale_to_zero and declared.ingress != "proxy":  # the schema's rule, for --ingress
+        console.print(
+            f"[yellow]note:[/] scale_to_zero is off: it needs ingress proxy, not {declared.ingress}."
+        )
+        declared = declared.model_copy(update={"scale_to_zero": False})
     chosen, why = usable(declared)
     if why:
         console.print(f"[yellow]note:[/] {why}.")

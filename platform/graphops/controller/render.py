@@ -174,6 +174,7 @@ def application(
         )
     floor = env.policy.min_replicas
     overrides = {k: floored_override(o, floor) for k, o in version.deployments.items()}
+    overrides = with_footprint(overrides, env)
     code = env.code
     args = AppArgs(
         graph=graph,
@@ -210,7 +211,7 @@ def application(
     }
     if runtime_env:
         out["runtime_env"] = runtime_env
-    scaling = scaling_overrides(overrides)
+    scaling = scaling_overrides(overrides, env.serving.idle_s)
     if not any(d["name"] == INGRESS for d in scaling):
         # Listed even without overrides: Serve merges the application's runtime_env into the
         # actor options of the deployments its config lists, and only those, so listing the
@@ -224,6 +225,27 @@ def application(
 
 
 _SCALING = ("replicas", "min_replicas", "max_replicas", "max_ongoing_requests")
+
+
+def with_footprint(
+    overrides: dict[str, DeploymentOverride], env: EnvironmentConfig
+) -> dict[str, DeploymentOverride]:
+    """``overrides`` with the environment's ingress footprint where the release sets none.
+
+    `serving.ingress_cpus` and `serving.scale_to_zero` (not under a replica floor above 1).
+    """
+    serving = env.serving
+    own = overrides.get(INGRESS, DeploymentOverride())
+    update: dict[str, float | int] = {}
+    if serving.ingress_cpus is not None and own.cpus is None:
+        update["cpus"] = serving.ingress_cpus
+    bounds = serving.ingress_autoscaling()
+    scaled = (own.replicas, own.min_replicas, own.max_replicas) != (None, None, None)
+    if bounds is not None and not scaled and env.policy.min_replicas <= 1:
+        update |= {"min_replicas": 0, "max_replicas": int(bounds["max_replicas"]), "replicas": 1}
+    if not update:
+        return overrides
+    return overrides | {INGRESS: own.model_copy(update=update)}
 
 
 def floored_override(override: DeploymentOverride, floor: int) -> DeploymentOverride:
@@ -249,7 +271,9 @@ def resource_overrides(overrides: dict[str, DeploymentOverride]) -> dict[str, De
     return out
 
 
-def scaling_overrides(overrides: dict[str, DeploymentOverride]) -> list[dict[str, Any]]:
+def scaling_overrides(
+    overrides: dict[str, DeploymentOverride], idle_s: float | None = None
+) -> list[dict[str, Any]]:
     """The overrides Serve applies in place, as the config's ``deployments`` entries.
 
     Replicas, autoscaling bounds and ``max_ongoing_requests`` are Serve's lightweight updates:
@@ -263,6 +287,8 @@ def scaling_overrides(overrides: dict[str, DeploymentOverride]) -> list[dict[str
             if o.replicas is not None:
                 bounds["initial_replicas"] = o.replicas
             entry["autoscaling_config"] = {k: v for k, v in bounds.items() if v is not None}
+            if o.min_replicas == 0 and idle_s is not None:  # scale to zero after idle_s
+                entry["autoscaling_config"] |= {"downscale_delay_s": idle_s, "upscale_delay_s": 0}
         elif o.replicas is not None:
             entry["num_replicas"] = o.replicas
         if o.max_ongoing_requests is not None:

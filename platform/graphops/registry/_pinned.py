@@ -8,11 +8,13 @@ pin. `Registry` (`graphops.registry._mlflow`) pins versions and loads through th
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
@@ -68,6 +70,20 @@ def load_pinned(
         return load_model(node, path, pinned.uri, pickle_allowed=pickle_allowed)
 
 
+def _local_source(source: str) -> Path | None:
+    """The folder or file of a ``file://`` (or plain absolute path) artifact source, else None.
+
+    A replica of a local store's model then imports no MLflow (about 30 MB per replica,
+    docs/performance.md); the digest check that follows is the same.
+    """
+    parsed = urlsplit(source)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    if not parsed.scheme and source.startswith("/"):
+        return Path(source)
+    return None
+
+
 def as_pinned(pinned: ResolvedModel, digest: str, where: Where) -> None:
     """Refuse artifacts whose ``digest`` is not the pin's, naming both."""
     if digest != pinned.digest:
@@ -86,6 +102,25 @@ def fetched(found: Version, tracking_uri: str | None, where: Where) -> Iterator[
     Every load downloads afresh into its own folder, so the digest check is real and parallel
     workers (Ray actors) never race on a shared cache.
     """
+    local = _local_source(found.source)
+    if local is not None:  # a local store: copied as MLflow would, without importing MLflow
+        with tempfile.TemporaryDirectory(prefix=f"graphops-{found.name}-{found.version}-") as tmp:
+            copy = Path(tmp) / local.name
+            try:
+                if local.is_dir():
+                    shutil.copytree(local, copy)
+                else:
+                    shutil.copy2(local, copy)
+            except OSError as exc:
+                raise RegistryError(
+                    f"Could not copy the artifacts of {found.uri} from {found.source}: {exc}",
+                    fix="Check that the artifact store is readable here and the version was "
+                    "not deleted.",
+                    **where,
+                ) from exc
+            yield copy
+        return
+
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 

@@ -66,8 +66,14 @@ def app(args: dict[str, Any] | AppArgs) -> serve.Application:
     return build(args)
 
 
-def build(args: dict[str, Any] | AppArgs, split: TrafficSplit | None = None) -> serve.Application:
+def build(
+    args: dict[str, Any] | AppArgs,
+    split: TrafficSplit | None = None,
+    autoscaling: dict[str, Any] | None = None,
+) -> serve.Application:
     """A graph's Serve application from ``args``, its ingress splitting its route by ``split``.
+
+    ``autoscaling``: the ingress's ``autoscaling_config`` (`ServingConfig.ingress_autoscaling`).
 
     Raises:
         ServeError: The arguments are invalid (the field and the fix are named).
@@ -86,6 +92,9 @@ def build(args: dict[str, Any] | AppArgs, split: TrafficSplit | None = None) -> 
     options = next(s for s in specs if s.name == INGRESS).options()
     if split is not None:
         options["user_config"] = split.model_dump(mode="json")
+    if autoscaling is not None:
+        options = {k: v for k, v in options.items() if k != "num_replicas"}
+        options["autoscaling_config"] = autoscaling
     return deployment_of(GraphIngress).options(**options).bind(payload, handles)
 
 
@@ -231,7 +240,9 @@ def deploy(
         timeout_s: How long replicas may take to be scheduled and start.
         split: How its ingress shares its route with other applications (already running).
         serving: The serving path of the local cluster started here (default: Serve's proxy);
-            a cluster that runs already keeps its own (`graphops.runtime.serving`).
+            a cluster that runs already keeps its own (`graphops.runtime.serving`). Its
+            ``scale_to_zero`` applies to this application either way; its ``ingress_cpus``
+            when ``overrides`` name no CPUs for the ingress.
         **options: Passed to `app_args` (pins, fuse, route, overrides, max_body_bytes...).
 
     Raises:
@@ -248,11 +259,19 @@ def deploy(
     options.setdefault("cpu_only", not has_gpus())
     if local:
         options.setdefault("cpu_budget", resources.get("CPU"))
+    if serving is not None and serving.ingress_cpus is not None:
+        overrides = dict(options.get("overrides") or {})
+        own = overrides.get(INGRESS, DeploymentOverride())
+        if own.cpus is None:
+            overrides[INGRESS] = own.model_copy(update={"cpus": serving.ingress_cpus})
+        options["overrides"] = overrides
     args = app_args(package, registry, **options)
     app_name = name or package.name
     port = start_http(port)
     started = time.perf_counter()
-    target = serve.RunTarget(target=build(args, split), name=app_name, route_prefix=args.route)
+    scaling = serving.ingress_autoscaling() if serving is not None else None
+    built = build(args, split, scaling)
+    target = serve.RunTarget(target=built, name=app_name, route_prefix=args.route)
     serve.run_many([target], wait_for_applications_running=False)
     try:
         _wait_running(app_name, timeout_s, package.name)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from graphops._models import FrozenModel
 
@@ -41,6 +41,10 @@ outside the cluster (an ALB) to deregister the replica; it also raises every ing
 drops a stopping replica as soon as the controller broadcasts it (0.1 s coalescing, a reload),
 and retries a refused connection on another replica; 5 s covers a busy machine.
 """
+
+
+IDLE_S = 300.0
+"""Seconds an ingress with `ServingConfig.scale_to_zero` waits idle before going to 0 replicas."""
 
 
 class ServingConfig(FrozenModel):
@@ -89,6 +93,62 @@ class ServingConfig(FrozenModel):
             "load balancer outside the cluster targets the replicas' ports.",
         ),
     ] = DRAIN_S
+
+    scale_to_zero: Annotated[
+        bool,
+        Field(
+            description="Each graph's ingress autoscales down to 0 replicas after `idle_s` "
+            "without requests (Serve's autoscaling, min_replicas 0): an idle graph holds no "
+            "process; its first request waits for a replica to start (the cold start, "
+            "docs/performance.md). Needs ingress proxy: only Serve's proxy holds a request "
+            "while the application has no replica. For dev, not for a latency target.",
+        ),
+    ] = False
+    idle_s: Annotated[
+        float,
+        Field(
+            ge=1,
+            description="Seconds without requests before an idle graph's ingress goes to 0 "
+            "replicas (scale_to_zero; Serve's downscale_delay_s).",
+        ),
+    ] = IDLE_S
+    ingress_cpus: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=64,
+            description="CPUs each graph's ingress replica reserves (Ray's num_cpus), e.g. 0.05 "
+            "to pack many idle graphs on a small cluster; a release's override of the ingress "
+            "wins. None: what the graph's stages declare, scaled to cluster.app_cpu_budget.",
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _zero_needs_proxy(self) -> ServingConfig:
+        if self.scale_to_zero and self.ingress != "proxy":
+            raise ValueError(
+                f"scale_to_zero needs ingress proxy, not {self.ingress}: with 0 replicas the "
+                "direct and HAProxy paths have no replica port to send a request to (and graphops "
+                "has not verified Ray 2.60's fallback proxy waking one); set serving.ingress: "
+                "proxy, or scale_to_zero: false"
+            )
+        return self
+
+    def ingress_autoscaling(self) -> dict[str, float | int] | None:
+        """The ingress's ``autoscaling_config`` for ``scale_to_zero`` (None: fixed replicas).
+
+        One replica at start (a new version answers its smoke at once), none after `idle_s`
+        without requests, one again as soon as a request waits at the proxy.
+        """
+        if not self.scale_to_zero:
+            return None
+        return {
+            "min_replicas": 0,
+            "max_replicas": 1,
+            "initial_replicas": 1,
+            "downscale_delay_s": self.idle_s,
+            "upscale_delay_s": 0,
+        }
 
     @field_validator("direct_ports")
     @classmethod
