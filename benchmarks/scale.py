@@ -25,6 +25,7 @@ Results: ``benchmarks/results/scale.json`` (raw runs, medians, ratios N=max/N=mi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -37,6 +38,7 @@ from typing import Any
 
 from benchmarks._monorepo import Monorepo, generate
 from benchmarks._report import machine, utc_now, write_json
+from benchmarks._running import on_local_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPHOPS = str(Path(sys.executable).with_name("graphops"))
@@ -180,13 +182,40 @@ def markdown(result: dict[str, Any], names: tuple[str, ...] = NAMES) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Generate each size's monorepo, time every command on each, write the results."""
+    """Generate each size's monorepo, time every command on each, write the results.
+
+    ``--running N`` (default 30; 0 skips it) then applies one changed graph while N generated
+    graphs run on a local cluster of its own (`benchmarks._running`); ``--sizes`` with no value
+    skips the commands and updates only that part of the results file.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
+    parser.add_argument("--running", type=int, default=30)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/scale.json")
     args = parser.parse_args(argv)
+    result: dict[str, Any] = {}
+    if args.output.is_file():  # a part not run this time keeps its last figures
+        result = json.loads(args.output.read_text())
+    if args.sizes:
+        result |= _commands(args)
+    if args.running:
+        with tempfile.TemporaryDirectory(prefix="graphops-running-") as tmp:
+            running = on_local_cluster(Path(tmp), args.running)
+        result["apply_among_running"] = {"date": utc_now(), **running}
+        print(
+            f"apply of one changed graph among {running['graphs']} running "
+            f"({running['replicas']} replicas): {running['apply_one_s']:.1f} s, restarted "
+            f"{len(running['restarted'])} of the other {running['others']} applications",
+            flush=True,
+        )
+    write_json(args.output, result)
+    return result
+
+
+def _commands(args: argparse.Namespace) -> dict[str, Any]:
+    """Every command of ``args.only`` timed on each size's monorepo (``args.repeats`` times)."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     generation: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="graphops-scale-") as tmp:
@@ -212,7 +241,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summarize(runs),
         "summary_cpu": summarize(runs, "cpu_s"),
     }
-    write_json(args.output, result)
     print(markdown(result))
     print(markdown({"summary": result["summary_cpu"]}))
     return result

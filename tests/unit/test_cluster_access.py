@@ -122,3 +122,40 @@ def test_status_shows_no_token_names_the_variable_and_exits_1(
     monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)  # read: absent (nothing deployed), exit 0
     result = CliRunner().invoke(app, ["--repo", str(tmp_path), "status", "--env", "dev"])
     assert result.exit_code == 0 and "absent" in result.output, result.output
+
+
+class _SlowThenRunning(BaseHTTPRequestHandler):
+    """A dashboard busy with starting replicas: its first answer is late, the next says RUNNING."""
+
+    calls = 0
+
+    def do_GET(self) -> None:
+        type(self).calls += 1
+        if type(self).calls == 1:
+            threading.Event().wait(1.0)  # longer than the client's timeout
+        body = b'{"applications": {"a": {"status": "RUNNING", "deployments": {}}}}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_wait_outlasts_one_late_answer_but_not_a_closed_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowThenRunning)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GRAPHOPS_DEV_TOKEN", TOKEN)
+    try:
+        busy = Cluster(_env(f"http://127.0.0.1:{server.server_address[1]}"), timeout_s=0.3)
+        assert busy.wait(["a"], timeout_s=30) == {}  # the late answer was asked again
+        assert _SlowThenRunning.calls >= 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    closed = Cluster(_env(f"http://127.0.0.1:{free_port(None, set())}"), timeout_s=0.3)
+    with pytest.raises(ClusterUnreachableError):
+        closed.wait(["a"], timeout_s=30)  # refused: said at once, not after the deadline

@@ -9,7 +9,6 @@ per-graph code.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from graphops.features import FeaturesConfig
 from graphops.graph import GraphPackage
 from graphops.planner import plan
 from graphops.registry import Registry, ResolvedModel
+from graphops.runtime._deployed import batch_stats, replica_urls, wait_running
 from graphops.runtime._ray import (
     cluster_is_local,
     ensure_ray,
@@ -274,7 +274,7 @@ def deploy(
     target = serve.RunTarget(target=built, name=app_name, route_prefix=args.route)
     serve.run_many([target], wait_for_applications_running=False)
     try:
-        _wait_running(app_name, timeout_s, package.name)
+        wait_running(app_name, timeout_s, package.name)
     except ServeError:
         serve.delete(app_name)  # nothing half-started lingers on the cluster
         raise
@@ -288,96 +288,15 @@ def deploy(
     )
 
 
-def replica_urls(app_name: str, route: str) -> list[str]:
-    """The ingress replicas' own URLs of ``app_name`` (direct ingress), ``route`` appended.
-
-    Empty when the cluster has no direct ingress (Serve's proxy only, or HAProxy, which answers
-    on the stable port itself). A replica on this machine is given on 127.0.0.1 (the controller
-    names the node's address, where a loopback cluster does not listen).
-    """
-    from ray.serve.context import _get_global_client  # no public getter for target groups
-
-    client = _get_global_client(raise_if_no_controller_running=False)
-    if client is None:
-        return []
-    groups = ray.get(client._controller.get_target_groups.remote(app_name))
-    local = cluster_is_local()
-    urls = []
-    for group in groups:
-        if group.app_name != app_name or str(group.protocol) not in (
-            "HTTP",
-            "RequestProtocol.HTTP",
-        ):
-            continue
-        for target in group.targets:
-            if not target.name.startswith("SERVE_REPLICA"):
-                continue  # a proxy (the app has no running replica yet, or HAProxy in front)
-            host = "127.0.0.1" if local else target.ip
-            urls.append(f"http://{host}:{target.port}{route}")
-    return sorted(urls)
-
-
 def undeploy(name: str) -> None:
     """Delete an application (and its replicas) from Serve."""
     serve.delete(name)
-
-
-def batch_stats(app_name: str, stage: str) -> dict[str, Any]:
-    """Batch sizes seen so far by one replica running ``stage`` (for tests and benchmarks).
-
-    The stage's own deployment when it has one, else the ingress it runs in (colocated).
-    """
-    status = serve.status().applications.get(app_name)
-    if status is not None and stage in status.deployments:
-        return serve.get_deployment_handle(stage, app_name=app_name).stats.remote().result()
-    handle = serve.get_deployment_handle(INGRESS, app_name=app_name)
-    return handle.stats.remote(stage).result()
 
 
 def _ray_address() -> str | None:
     import os
 
     return os.environ.get("RAY_ADDRESS")
-
-
-def _wait_running(app_name: str, timeout_s: float, graph: str) -> None:
-    """Poll Serve until ``app_name`` runs; raise `ServeError` with the reason when it cannot."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = serve.status().applications.get(app_name)
-        state = status.status if status is not None else "NOT_STARTED"
-        if state == "RUNNING":
-            return
-        if state == "DEPLOY_FAILED" or time.monotonic() > deadline:
-            messages = [status.message] if status is not None and status.message else []
-            if status is not None:
-                messages += [d.message for d in status.deployments.values() if d.message]
-            waited = (
-                "failed to start"
-                if state == "DEPLOY_FAILED"
-                else (f"did not start within {timeout_s:g} s")
-            )
-            raise ServeError(
-                f"Application '{app_name}' {waited}: {_reason(messages)}",
-                fix="Fix what the message names (a replica that needs more CPUs/GPUs than the "
-                "cluster has free waits forever); `graphops run` reproduces node failures "
-                "locally and replica logs are under /tmp/ray/session_latest/logs/serve.",
-                graph=graph,
-            )
-        time.sleep(0.25)
-
-
-def _reason(messages: list[str]) -> str:
-    """The replica's own graphops error when there is one, else Serve's most specific message."""
-    for text in messages:
-        ours = re.findall(r"graphops\.errors\.\w+: (.+)", text)
-        if ours:
-            return ours[-1].strip()[:500]
-    for text in reversed(messages):  # deployment messages (scheduling, crashes) come last
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines:
-            return lines[-1][:500] if "Traceback" in text else " ".join(lines)[:500]
-    return "no reason given by Serve"
 
 
 __all__ = [
