@@ -122,6 +122,11 @@ def test_status_shows_no_token_names_the_variable_and_exits_1(
     monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)  # read: absent (nothing deployed), exit 0
     result = CliRunner().invoke(app, ["--repo", str(tmp_path), "status", "--env", "dev"])
     assert result.exit_code == 0 and "absent" in result.output, result.output
+    # Every environment: prod names no dashboard here ($GRAPHOPS_PROD_DASHBOARD unset) and pins
+    # nothing, which is no reason to fail (the main job's last step reads them all).
+    monkeypatch.delenv("GRAPHOPS_PROD_DASHBOARD", raising=False)
+    result = CliRunner().invoke(app, ["--repo", str(tmp_path), "status"])
+    assert result.exit_code == 0 and "absent" in result.output, result.output
 
 
 class _SlowThenRunning(BaseHTTPRequestHandler):
