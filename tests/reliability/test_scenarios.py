@@ -101,9 +101,12 @@ def test_replica_kill_with_two_replicas(
         failures=result.failures[:10],
     )
     if deployment == "ingress":
-        # Serve's proxy does not retry a request whose ingress replica dies while it holds it:
-        # those few (in flight at that instant) get an immediate 500, never a hang.
-        assert result.failed <= 3 and all(what == "500" for _, what in result.failures)
+        # Neither Serve's proxy nor HAProxy retries a request whose ingress replica dies while
+        # it holds it: those few (in flight at that instant) fail at once, never hang: a 500 from
+        # the proxy; on the HAProxy path a 500/502, or the connection closed without an answer
+        # (seen once in 200 requests in CI-local, 2026-12-08).
+        failed_as = {"500", "502", "ConnectionError"}
+        assert result.failed <= 3 and all(what in failed_as for _, what in result.failures)
     else:  # the ingress retries a stage call whose replica died, on the other replica
         assert result.failed == 0, result.failures
 
