@@ -10,10 +10,7 @@ rollout restarts none of its neighbours.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import git
 import yaml
 
 from benchmarks._monorepo import Monorepo
+from graphops.demo.multinode import with_token
 
 
 def point_dev_at(m: Monorepo, dashboard: str, serve_port: int) -> None:
@@ -37,20 +35,6 @@ def point_dev_at(m: Monorepo, dashboard: str, serve_port: int) -> None:
         r.git.add(A=True)
         r.index.commit("dev: the local cluster")
         r.remotes.origin.push("main:main")
-
-
-@contextmanager
-def token(value: str) -> Iterator[None]:
-    """``RAY_AUTH_TOKEN`` set to the cluster's token in this process (graphops reads it there)."""
-    before = os.environ.get("RAY_AUTH_TOKEN")
-    os.environ["RAY_AUTH_TOKEN"] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("RAY_AUTH_TOKEN", None)
-        else:
-            os.environ["RAY_AUTH_TOKEN"] = before
 
 
 def replica_ids(m: Monorepo) -> dict[str, list[str]]:
@@ -95,7 +79,7 @@ def apply_among_running(m: Monorepo, cluster_token: str, timeout_s: float = 600)
     """
     from graphops.controller.apply import apply
 
-    with token(cluster_token):
+    with with_token("RAY_AUTH_TOKEN", cluster_token):
         start = time.perf_counter()
         apply(m.root, "dev", timeout_s=timeout_s, tracking_uri=m.tracking_uri)
         first_s = time.perf_counter() - start

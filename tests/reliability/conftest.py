@@ -16,11 +16,13 @@ import datetime
 import json
 import platform
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from graphops.registry import Registry
 from graphops.runtime.serving import ServingConfig, usable
 from tests.integration.conftest import (  # noqa: F401  (fixtures, shared with the integration suite)
     champion,
@@ -112,3 +114,21 @@ def rows(serving: ServingConfig) -> Iterator[Rows]:
             )
             + "\n"
         )
+
+
+@contextmanager
+def own_cluster(
+    name: str,
+    store: Registry,
+    serving: ServingConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """A module's own `ray start` cluster (4 logical CPUs) on the suite's serving path, as the
+    `Cluster` of tests/integration/test_gitops.py; stopped by its pid."""
+    from tests.integration._clusters import fresh_cluster, serve_url
+    from tests.integration.test_gitops import Cluster
+
+    folder = tmp_path_factory.mktemp("ray")
+    with fresh_cluster(name, folder, store.tracking_uri, 4, serving=serving) as ray:
+        assert ray.token
+        yield Cluster(ray.url, serve_url(ray), ray.token)

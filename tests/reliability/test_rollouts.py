@@ -27,12 +27,11 @@ from graphops.controller.render import app_name
 from graphops.environments import load_release
 from graphops.registry import Registry, ResolvedModel
 from graphops.runtime.serving import ServingConfig
-from tests.integration._clusters import fresh_cluster, serve_url
 from tests.integration.test_canary import POLICY, lock_at_head, pin, rollout_checkout
 from tests.integration.test_canary import serving as serving_apps
 from tests.integration.test_gitops import Cluster
 from tests.reliability._load import Load
-from tests.reliability.conftest import Rows
+from tests.reliability.conftest import Rows, own_cluster
 
 pytestmark = pytest.mark.usefixtures("champion")
 
@@ -48,10 +47,8 @@ def cluster(
     registry: Registry, serving: ServingConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """This module's own `ray start` cluster on the suite's serving path; stopped by its pid."""
-    folder = tmp_path_factory.mktemp("ray")
-    with fresh_cluster("ray-rollouts", folder, registry.tracking_uri, 4, serving=serving) as ray:
-        assert ray.token
-        yield Cluster(ray.url, serve_url(ray), ray.token)
+    with own_cluster("ray-rollouts", registry, serving, tmp_path_factory) as cluster:
+        yield cluster
 
 
 @pytest.fixture(autouse=True)

@@ -46,7 +46,7 @@ def join_nodes(job: DemoJob) -> None:
 
 
 @contextmanager
-def _token(variable: str, token: str) -> Iterator[None]:
+def with_token(variable: str, token: str) -> Iterator[None]:
     """``variable`` set to ``token`` in this process while reading the cluster."""
     before = os.environ.get(variable)
     os.environ[variable] = token
@@ -69,7 +69,7 @@ def show_placement(job: DemoJob) -> None:
 
     head = job.state.services["ray-dev"]
     kinds = node_kinds(head)
-    with _token(token_env("dev"), head.token or ""):
+    with with_token(token_env("dev"), head.token or ""):
         rows = status(job.sandbox, "dev")
     table = Table(title="dev: where each replica runs (graphops status)", title_justify="left")
     for column in ("graph", "application/deployment", "needs", "replica on node", "node id"):
